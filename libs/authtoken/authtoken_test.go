@@ -1,0 +1,132 @@
+package authtoken
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/fedsync/fedsync/libs/apierr"
+)
+
+func newKey(t *testing.T) (ed25519.PublicKey, ed25519.PrivateKey) {
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pub, priv
+}
+
+func claims(sub string, exp time.Duration) *Claims {
+	now := time.Now()
+	return &Claims{
+		RegisteredClaims: jwt.RegisteredClaims{
+			Subject: sub, Issuer: "fedsync-authn", Audience: jwt.ClaimStrings{"fedsync"},
+			ExpiresAt: jwt.NewNumericDate(now.Add(exp)), IssuedAt: jwt.NewNumericDate(now), ID: "j1",
+		},
+		Level: "L2", Role: "ai_system_basic",
+	}
+}
+
+func TestVerify(t *testing.T) {
+	pub, priv := newKey(t)
+	_, otherPriv := newKey(t)
+	var fetches atomic.Int32
+	src := func(context.Context) ([]byte, error) {
+		fetches.Add(1)
+		return JWKS(map[string]ed25519.PublicKey{"k1": pub}), nil
+	}
+	v := NewVerifier(src, "fedsync-authn", "fedsync")
+	good, _ := (&Signer{KeyID: "k1", Key: priv}).Sign(claims("ai-001", time.Hour))
+	expired, _ := (&Signer{KeyID: "k1", Key: priv}).Sign(claims("ai-001", -time.Hour))
+	wrongKey, _ := (&Signer{KeyID: "k1", Key: otherPriv}).Sign(claims("ai-001", time.Hour))
+	unknownKid, _ := (&Signer{KeyID: "k9", Key: priv}).Sign(claims("ai-001", time.Hour))
+	wrongAud := claims("ai-001", time.Hour)
+	wrongAud.Audience = jwt.ClaimStrings{"other"}
+	wrongAudTok, _ := (&Signer{KeyID: "k1", Key: priv}).Sign(wrongAud)
+	none := jwt.NewWithClaims(jwt.SigningMethodNone, claims("ai-001", time.Hour))
+	none.Header["kid"] = "k1"
+	noneTok, _ := none.SignedString(jwt.UnsafeAllowNoneSignatureType)
+
+	tests := []struct {
+		name  string
+		token string
+		ok    bool
+	}{
+		{"valid", good, true},
+		{"empty", "", false},
+		{"garbage", "not.a.jwt", false},
+		{"expired", expired, false},
+		{"signed by another key", wrongKey, false},
+		{"unknown kid", unknownKid, false},
+		{"wrong audience", wrongAudTok, false},
+		{"alg none", noneTok, false},
+		{"tampered payload", good[:strings.Index(good, ".")+2] + "x" + good[strings.Index(good, ".")+3:], false},
+		{"oversized", strings.Repeat("a", MaxTokenBytes+1), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := v.Verify(context.Background(), tt.token)
+			if tt.ok {
+				if err != nil || c.Subject != "ai-001" || c.Level != "L2" {
+					t.Fatalf("got %+v, %v", c, err)
+				}
+				return
+			}
+			var e *apierr.Error
+			if !errors.As(err, &e) || e.Code != apierr.Unauthenticated {
+				t.Fatalf("want unauthenticated, got %v", err)
+			}
+		})
+	}
+	if n := fetches.Load(); n > 2 {
+		t.Errorf("jwks fetched %d times; unknown kids must not cause a fetch per token", n)
+	}
+}
+
+func TestHTTPMiddleware(t *testing.T) {
+	pub, priv := newKey(t)
+	v := NewVerifier(func(context.Context) ([]byte, error) { return JWKS(map[string]ed25519.PublicKey{"k1": pub}), nil }, "fedsync-authn", "fedsync")
+	tok, _ := (&Signer{KeyID: "k1", Key: priv}).Sign(claims("ai-007", time.Hour))
+	h := v.HTTPMiddleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, _ := FromContext(r.Context())
+		w.Write([]byte(c.Subject))
+	}))
+	tests := []struct {
+		name   string
+		setup  func(r *http.Request)
+		status int
+	}{
+		{"header", func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+tok) }, 200},
+		{"query", func(r *http.Request) { r.URL.RawQuery = "access_token=" + tok }, 200},
+		{"none", func(r *http.Request) {}, 401},
+		{"basic scheme", func(r *http.Request) { r.Header.Set("Authorization", "Basic "+tok) }, 401},
+	}
+	for _, tt := range tests {
+		r := httptest.NewRequest("GET", "/x", nil)
+		tt.setup(r)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, r)
+		if rec.Code != tt.status {
+			t.Errorf("%s: status %d, want %d", tt.name, rec.Code, tt.status)
+		}
+	}
+}
+
+func TestKeySourceDownIsUnavailable(t *testing.T) {
+	_, priv := newKey(t)
+	v := NewVerifier(func(context.Context) ([]byte, error) { return nil, errors.New("authn down") }, "fedsync-authn", "fedsync")
+	tok, _ := (&Signer{KeyID: "k1", Key: priv}).Sign(claims("ai-001", time.Hour))
+	_, err := v.Verify(context.Background(), tok)
+	if apierr.As(err).Code != apierr.Unavailable {
+		t.Fatalf("want unavailable, got %v", err)
+	}
+}

@@ -1,0 +1,260 @@
+package discovery
+
+import (
+	"context"
+	"encoding/json"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-kit/log"
+	consulapi "github.com/hashicorp/consul/api"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+
+	"github.com/fedsync/fedsync/libs/apierr"
+)
+
+// startHealthServer serves grpc.health.v1 on 127.0.0.1 and reports the status
+// given for service "x".
+func startHealthServer(t *testing.T, st healthpb.HealthCheckResponse_ServingStatus) (string, *grpc.Server) {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := grpc.NewServer()
+	h := health.NewServer()
+	h.SetServingStatus("x", st)
+	healthpb.RegisterHealthServer(s, h)
+	go s.Serve(lis)
+	t.Cleanup(s.Stop)
+	return lis.Addr().String(), s
+}
+
+func check(ctx context.Context, p *Peer) (healthpb.HealthCheckResponse_ServingStatus, error) {
+	resp, err := Invoke(ctx, p, func(ctx context.Context, cc grpc.ClientConnInterface) (*healthpb.HealthCheckResponse, error) {
+		return healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{Service: "x"})
+	})
+	return resp.GetStatus(), err
+}
+
+func TestPeerMapFlag(t *testing.T) {
+	var m PeerMap
+	if err := m.Set("statestore=127.0.0.1:1,127.0.0.1:2; merge=h:3"); err != nil {
+		t.Fatal(err)
+	}
+	if got := m.String(); got != "merge=h:3;statestore=127.0.0.1:1,127.0.0.1:2" {
+		t.Fatalf("got %q", got)
+	}
+	if err := m.Set("nonsense"); err == nil {
+		t.Fatal("want an error for a peer without address")
+	}
+}
+
+func TestStaticPeerSkipsDeadInstance(t *testing.T) {
+	good, _ := startHealthServer(t, healthpb.HealthCheckResponse_SERVING)
+	d, _ := New(Config{Mode: ModeStatic, Peers: PeerMap{"x": {"127.0.0.1:1", good}}}, log.NewNopLogger())
+	p, err := d.NewPeer("x", PeerOptions{Attempts: 3, Timeout: 5 * time.Second, BreakerFailures: 5, BreakerOpen: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	for i := 0; i < 6; i++ {
+		st, err := check(context.Background(), p)
+		if err != nil || st != healthpb.HealthCheckResponse_SERVING {
+			t.Fatalf("call %d: %v %v", i, st, err)
+		}
+	}
+}
+
+func TestBusinessErrorsDoNotTripBreaker(t *testing.T) {
+	addr, _ := startHealthServer(t, healthpb.HealthCheckResponse_SERVING)
+	d, _ := New(Config{Mode: ModeStatic, Peers: PeerMap{"x": {addr}}}, log.NewNopLogger())
+	p, _ := d.NewPeer("x", PeerOptions{Attempts: 1, Timeout: 5 * time.Second, BreakerFailures: 2, BreakerOpen: time.Minute})
+	defer p.Close()
+	for i := 0; i < 5; i++ {
+		// An unknown health service is NOT_FOUND: an answer, not an outage.
+		_, err := Invoke(context.Background(), p, func(ctx context.Context, cc grpc.ClientConnInterface) (*healthpb.HealthCheckResponse, error) {
+			return healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{Service: "unknown"})
+		})
+		if status.Code(err) != codes.NotFound {
+			t.Fatalf("call %d: want NotFound passed through, got %v", i, err)
+		}
+	}
+	if st, err := check(context.Background(), p); err != nil || st != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("breaker tripped by answers: %v %v", st, err)
+	}
+}
+
+func TestBreakerOpensAfterConsecutiveFailures(t *testing.T) {
+	d, _ := New(Config{Mode: ModeStatic, Peers: PeerMap{"x": {"127.0.0.1:1"}}}, log.NewNopLogger())
+	p, _ := d.NewPeer("x", PeerOptions{Attempts: 1, Timeout: 2 * time.Second, BreakerFailures: 3, BreakerOpen: time.Minute})
+	defer p.Close()
+	var last error
+	for i := 0; i < 5; i++ {
+		_, last = check(context.Background(), p)
+		if apierr.As(last).Code != apierr.Unavailable {
+			t.Fatalf("call %d: want unavailable, got %v", i, last)
+		}
+	}
+	if !strings.Contains(last.Error(), "circuit breaker is open") {
+		t.Fatalf("breaker did not open: %v", last)
+	}
+}
+
+// fakeConsul answers the Consul agent and health endpoints the adapter uses, the
+// way a Consul agent does, including blocking queries on X-Consul-Index.
+type fakeConsul struct {
+	mu       sync.Mutex
+	index    uint64
+	services map[string]consulapi.AgentServiceRegistration
+	changed  chan struct{}
+}
+
+func newFakeConsul(t *testing.T) (*fakeConsul, string) {
+	f := &fakeConsul{index: 1, services: map[string]consulapi.AgentServiceRegistration{}, changed: make(chan struct{})}
+	mux := http.NewServeMux()
+	mux.HandleFunc("PUT /v1/agent/service/register", func(w http.ResponseWriter, r *http.Request) {
+		var reg consulapi.AgentServiceRegistration
+		if err := json.NewDecoder(r.Body).Decode(&reg); err != nil {
+			http.Error(w, err.Error(), 400)
+			return
+		}
+		f.update(func() { f.services[reg.ID] = reg })
+	})
+	mux.HandleFunc("PUT /v1/agent/service/deregister/{id}", func(w http.ResponseWriter, r *http.Request) {
+		f.update(func() { delete(f.services, r.PathValue("id")) })
+	})
+	mux.HandleFunc("GET /v1/health/service/{name}", func(w http.ResponseWriter, r *http.Request) {
+		var wait uint64
+		if idx := r.URL.Query().Get("index"); idx != "" {
+			wait, _ = strconv.ParseUint(idx, 10, 64)
+		}
+		deadline := time.After(2 * time.Second)
+		f.mu.Lock()
+	wait:
+		for f.index <= wait {
+			ch := f.changed
+			f.mu.Unlock()
+			select {
+			case <-ch:
+				f.mu.Lock()
+			case <-deadline: // a blocking query that times out answers with the current index
+				f.mu.Lock()
+				break wait
+			case <-r.Context().Done():
+				return
+			}
+		}
+		var entries []*consulapi.ServiceEntry
+		for _, s := range f.services {
+			if s.Name != r.PathValue("name") {
+				continue
+			}
+			entries = append(entries, &consulapi.ServiceEntry{
+				Node:    &consulapi.Node{Node: "n1", Address: "127.0.0.1"},
+				Service: &consulapi.AgentService{ID: s.ID, Service: s.Name, Address: s.Address, Port: s.Port, Tags: s.Tags},
+				Checks:  consulapi.HealthChecks{{Status: consulapi.HealthPassing, ServiceID: s.ID}},
+			})
+		}
+		idx := f.index
+		f.mu.Unlock()
+		w.Header().Set("X-Consul-Index", strconv.FormatUint(idx, 10))
+		json.NewEncoder(w).Encode(entries)
+	})
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	return f, strings.TrimPrefix(srv.URL, "http://")
+}
+
+func (f *fakeConsul) update(fn func()) {
+	f.mu.Lock()
+	fn()
+	f.index++
+	close(f.changed)
+	f.changed = make(chan struct{})
+	f.mu.Unlock()
+}
+
+func (f *fakeConsul) registration(id string) (consulapi.AgentServiceRegistration, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	r, ok := f.services[id]
+	return r, ok
+}
+
+func TestConsulRegistrationAndDiscovery(t *testing.T) {
+	fake, consulAddr := newFakeConsul(t)
+	addr, _ := startHealthServer(t, healthpb.HealthCheckResponse_SERVING)
+	d, err := New(Config{Mode: ModeConsul, ConsulAddr: consulAddr, CheckInterval: 10 * time.Second}, log.NewNopLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg, err := d.Registrar(ServiceInfo{Name: "x", ID: "x-1", GRPCAddr: addr, Tags: []string{"region=na"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg.Register()
+	got, ok := fake.registration("x-1")
+	if !ok {
+		t.Fatal("instance was not registered")
+	}
+	if got.Check == nil || got.Check.GRPC != addr || got.Check.Interval != "10s" || got.Check.DeregisterCriticalServiceAfter == "" {
+		t.Fatalf("registration lacks the gRPC health check: %+v", got.Check)
+	}
+
+	p, err := d.NewPeer("x", PeerOptions{Attempts: 5, Timeout: 5 * time.Second, BreakerFailures: 5, BreakerOpen: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if st, err := check(context.Background(), p); err != nil || st != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("call through consul discovery: %v %v", st, err)
+	}
+
+	reg.Deregister()
+	if _, ok := fake.registration("x-1"); ok {
+		t.Fatal("instance still registered after Deregister")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for p.Instances() != 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := p.Instances(); n != 0 {
+		t.Fatalf("peer still sees %d instances after deregistration", n)
+	}
+}
+
+// TestRealConsul runs against a real Consul agent when CONSUL_HTTP_ADDR is set.
+func TestRealConsul(t *testing.T) {
+	consulAddr := os.Getenv("CONSUL_HTTP_ADDR")
+	if consulAddr == "" {
+		t.Skip("CONSUL_HTTP_ADDR is not set: skipping the real-Consul test (set it to a Consul agent, e.g. 127.0.0.1:8500, to run it)")
+	}
+	consulAddr = strings.TrimPrefix(strings.TrimPrefix(consulAddr, "http://"), "https://")
+	addr, _ := startHealthServer(t, healthpb.HealthCheckResponse_SERVING)
+	d, err := New(Config{Mode: ModeConsul, ConsulAddr: consulAddr, CheckInterval: time.Second}, log.NewNopLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := "fedsync-test-" + strings.ReplaceAll(time.Now().Format("150405.000"), ".", "")
+	reg, _ := d.Registrar(ServiceInfo{Name: name, ID: name + "-1", GRPCAddr: addr})
+	reg.Register()
+	defer reg.Deregister()
+	p, _ := d.NewPeer(name, PeerOptions{Attempts: 100, Timeout: 30 * time.Second, BreakerFailures: 100, BreakerOpen: time.Second})
+	defer p.Close()
+	// The instance becomes visible once Consul's gRPC check passed.
+	if st, err := check(context.Background(), p); err != nil || st != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("call through real consul: %v %v", st, err)
+	}
+}

@@ -1,0 +1,144 @@
+package discovery
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/go-kit/kit/circuitbreaker"
+	"github.com/go-kit/kit/endpoint"
+	"github.com/go-kit/kit/sd"
+	"github.com/go-kit/kit/sd/lb"
+	"github.com/go-kit/log"
+	"github.com/sony/gobreaker"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/fedsync/fedsync/libs/apierr"
+	"github.com/fedsync/fedsync/libs/telemetry"
+)
+
+// PeerOptions tune calls to a peer service.
+type PeerOptions struct {
+	// Attempts is the most instances one call tries.
+	Attempts int
+	// Timeout bounds one call including its retries.
+	Timeout time.Duration
+	// BreakerFailures opens an instance's breaker after this many consecutive
+	// infrastructure failures (seed 4.3: 5).
+	BreakerFailures uint32
+	// BreakerOpen is how long an open breaker rejects calls before a trial (seed: 60 s).
+	BreakerOpen time.Duration
+	DialOptions []grpc.DialOption
+}
+
+// DefaultPeerOptions are the seed's circuit-breaker numbers with a 10 s call budget.
+func DefaultPeerOptions() PeerOptions {
+	return PeerOptions{Attempts: 3, Timeout: 10 * time.Second, BreakerFailures: 5, BreakerOpen: 60 * time.Second}
+}
+
+// Peer calls one service through load balancing, retries and per-instance breakers.
+type Peer struct {
+	name      string
+	instancer sd.Instancer
+	endpoints *sd.DefaultEndpointer
+	call      endpoint.Endpoint
+}
+
+// Invocation is one call to make on whichever instance the balancer picks.
+type Invocation func(ctx context.Context, cc grpc.ClientConnInterface) (any, error)
+
+// answer carries a business outcome (an error the peer answered with) through the
+// breaker and retry layers without counting as a failure.
+type answer struct {
+	resp any
+	err  error
+}
+
+// NewPeer returns a caller of service.
+func (d *Discovery) NewPeer(service string, opts PeerOptions) (*Peer, error) {
+	inst, err := d.Instancer(service)
+	if err != nil {
+		return nil, err
+	}
+	logger := log.With(d.logger, "peer", service)
+	dialOpts := append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, telemetry.GRPCDialOptions()...)
+	dialOpts = append(dialOpts, opts.DialOptions...)
+	factory := func(instance string) (endpoint.Endpoint, io.Closer, error) {
+		cc, err := grpc.NewClient(instance, dialOpts...)
+		if err != nil {
+			return nil, nil, fmt.Errorf("dial %s at %s: %w", service, instance, err)
+		}
+		breaker := gobreaker.NewCircuitBreaker(gobreaker.Settings{
+			Name:    service + "@" + instance,
+			Timeout: opts.BreakerOpen,
+			ReadyToTrip: func(c gobreaker.Counts) bool {
+				return c.ConsecutiveFailures >= opts.BreakerFailures
+			},
+			OnStateChange: func(name string, from, to gobreaker.State) {
+				logger.Log("msg", "circuit breaker changed state", "breaker", name, "from", from.String(), "to", to.String())
+			},
+		})
+		ep := func(ctx context.Context, req any) (any, error) {
+			resp, err := req.(Invocation)(ctx, cc)
+			if err != nil && !apierr.IsInfrastructure(err) {
+				return answer{err: err}, nil
+			}
+			if err != nil {
+				return nil, err
+			}
+			return answer{resp: resp}, nil
+		}
+		return circuitbreaker.Gobreaker(breaker)(ep), cc, nil
+	}
+	endpointer := sd.NewEndpointer(inst, factory, logger)
+	balancer := lb.NewRoundRobin(endpointer)
+	retry := lb.RetryWithCallback(opts.Timeout, balancer, func(n int, err error) (bool, error) {
+		if n >= opts.Attempts {
+			return false, nil
+		}
+		// Back off a little so a peer that is starting or failing over can answer.
+		time.Sleep(time.Duration(n) * 50 * time.Millisecond)
+		return true, nil
+	})
+	return &Peer{name: service, instancer: inst, endpoints: endpointer, call: retry}, nil
+}
+
+// Call runs inv on an instance of the peer. Errors the peer answered with come back
+// as they are; failures to reach any instance come back as an unavailable error.
+func (p *Peer) Call(ctx context.Context, inv Invocation) (any, error) {
+	resp, err := p.call(ctx, inv)
+	if err != nil {
+		var re lb.RetryError
+		if errors.As(err, &re) && re.Final != nil {
+			err = re.Final
+		}
+		return nil, apierr.New(apierr.Unavailable, "Service %s is unavailable: %v", p.name, err).WithRetryAfter(time.Second)
+	}
+	a := resp.(answer)
+	return a.resp, a.err
+}
+
+// Invoke calls a typed RPC on the peer.
+func Invoke[T any](ctx context.Context, p *Peer, fn func(ctx context.Context, cc grpc.ClientConnInterface) (T, error)) (T, error) {
+	var zero T
+	resp, err := p.Call(ctx, func(ctx context.Context, cc grpc.ClientConnInterface) (any, error) { return fn(ctx, cc) })
+	if err != nil {
+		return zero, err
+	}
+	return resp.(T), nil
+}
+
+// Instances returns the peer's current instance count; for health reporting.
+func (p *Peer) Instances() int {
+	eps, _ := p.endpoints.Endpoints()
+	return len(eps)
+}
+
+// Close stops following the peer's instances and closes their connections.
+func (p *Peer) Close() {
+	p.endpoints.Close()
+	p.instancer.Stop()
+}

@@ -1,0 +1,120 @@
+package kafkabus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/go-kit/log"
+	"github.com/go-kit/log/level"
+	"github.com/segmentio/kafka-go"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// Message is a consumed record.
+type Message = kafka.Message
+
+// Handler processes one record. It returns nil only once the record's effect is
+// durable; an error makes the consumer retry the same record (never skip it).
+type Handler func(ctx context.Context, m Message) error
+
+// StartAt says where a consumer group with no committed offset starts.
+type StartAt int64
+
+const (
+	// StartEarliest reads a new group's topic from the beginning.
+	StartEarliest = StartAt(kafka.FirstOffset)
+	// StartLatest reads only records produced after a new group joins.
+	StartLatest = StartAt(kafka.LastOffset)
+)
+
+// Consumer reads one topic as a member of a consumer group.
+type Consumer struct {
+	r      *kafka.Reader
+	logger log.Logger
+}
+
+// NewConsumer joins group on topic.
+func NewConsumer(c *Config, topic, group string, start StartAt, logger log.Logger) *Consumer {
+	return &Consumer{
+		r: kafka.NewReader(kafka.ReaderConfig{
+			Brokers:               c.Brokers,
+			GroupID:               group,
+			Topic:                 topic,
+			MinBytes:              1,
+			MaxBytes:              16 << 20,
+			MaxWait:               250 * time.Millisecond,
+			ReadBackoffMin:        5 * time.Millisecond,
+			ReadBackoffMax:        100 * time.Millisecond,
+			StartOffset:           int64(start),
+			CommitInterval:        100 * time.Millisecond,
+			HeartbeatInterval:     time.Second,
+			SessionTimeout:        10 * time.Second,
+			RebalanceTimeout:      10 * time.Second,
+			JoinGroupBackoff:      500 * time.Millisecond,
+			WatchPartitionChanges: true,
+		}),
+		logger: log.With(logger, "topic", topic, "group", group),
+	}
+}
+
+// Run hands every record to h in partition order until ctx ends. A record's offset
+// is committed only after h returned nil for it.
+func (c *Consumer) Run(ctx context.Context, h Handler) error {
+	tracer := otel.Tracer("github.com/fedsync/fedsync/libs/kafkabus")
+	for {
+		m, err := c.r.FetchMessage(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("fetch from %s: %w", c.r.Config().Topic, err)
+		}
+		mctx := otel.GetTextMapPropagator().Extract(ctx, headerCarrier{&m.Headers})
+		mctx, span := tracer.Start(mctx, "consume "+m.Topic, trace.WithSpanKind(trace.SpanKindConsumer),
+			trace.WithAttributes(
+				attribute.String("messaging.system", "kafka"),
+				attribute.String("messaging.destination.name", m.Topic),
+				attribute.Int("messaging.kafka.destination.partition", m.Partition),
+				attribute.Int64("messaging.kafka.message.offset", m.Offset),
+			))
+		err = c.handleWithRetry(mctx, h, m)
+		span.End()
+		if err != nil {
+			return nil // ctx ended while retrying
+		}
+		if err := c.r.CommitMessages(ctx, m); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("commit offset %d of %s/%d: %w", m.Offset, m.Topic, m.Partition, err)
+		}
+	}
+}
+
+func (c *Consumer) handleWithRetry(ctx context.Context, h Handler, m Message) error {
+	backoff := 50 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err := h(ctx, m)
+		if err == nil {
+			return nil
+		}
+		level.Warn(c.logger).Log("msg", "handler failed, retrying the same record", "partition", m.Partition,
+			"offset", m.Offset, "attempt", attempt, "err", err)
+		select {
+		case <-ctx.Done():
+			return errors.Join(err, ctx.Err())
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// Lag returns how many records of the assigned partitions are not read yet.
+func (c *Consumer) Lag() int64 { return c.r.Stats().Lag }
+
+// Close leaves the group.
+func (c *Consumer) Close() error { return c.r.Close() }

@@ -1,0 +1,128 @@
+// Package kafkabus is fedsync's one way to use Kafka: topic names, topic creation,
+// a producer that waits for every in-sync replica, and a consumer-group loop that
+// commits an offset only after its handler made the work durable. Trace context
+// travels in record headers.
+package kafkabus
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/fedsync/fedsync/libs/flagenv"
+)
+
+// Topics used by fedsync.
+const (
+	// TopicDeltas carries admitted deltas, keyed by state id.
+	TopicDeltas = "fedsync.deltas"
+	// TopicCommitted carries every committed change in commit order. It has one
+	// partition so that its order is the federation-wide commit order.
+	TopicCommitted = "fedsync.committed"
+	// TopicHeartbeats carries agent heartbeats, keyed by agent id.
+	TopicHeartbeats = "fedsync.heartbeats"
+	// TopicConflicts carries merge conflict records, keyed by state id.
+	TopicConflicts = "fedsync.conflicts"
+)
+
+// Config says how to reach Kafka and how to shape the topics fedsync creates.
+type Config struct {
+	Brokers      flagenv.StringList
+	Partitions   int
+	Replication  int
+	BatchTimeout time.Duration
+}
+
+// RegisterFlags registers the Kafka flags on fs.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	c.Brokers = flagenv.StringList{"127.0.0.1:19092"}
+	fs.Var(&c.Brokers, "kafka.brokers", "comma-separated Kafka bootstrap addresses")
+	fs.IntVar(&c.Partitions, "kafka.partitions", 8, "partitions of keyed topics created at start-up")
+	fs.IntVar(&c.Replication, "kafka.replication", 1, "replication factor of topics created at start-up")
+	fs.DurationVar(&c.BatchTimeout, "kafka.batch-timeout", 2*time.Millisecond, "longest a produced record waits to be batched")
+}
+
+// Validate reports the first invalid setting.
+func (c *Config) Validate() error {
+	switch {
+	case len(c.Brokers) == 0:
+		return errors.New("kafka.brokers: at least one broker address is required")
+	case c.Partitions < 1:
+		return fmt.Errorf("kafka.partitions: must be at least 1, got %d", c.Partitions)
+	case c.Replication < 1:
+		return fmt.Errorf("kafka.replication: must be at least 1, got %d", c.Replication)
+	case c.BatchTimeout <= 0 || c.BatchTimeout > 100*time.Millisecond:
+		return fmt.Errorf("kafka.batch-timeout: must be in (0, 100ms], got %s", c.BatchTimeout)
+	}
+	return nil
+}
+
+// TopicSpec is a topic fedsync needs.
+type TopicSpec struct {
+	Name       string
+	Partitions int
+}
+
+// Topics returns every topic fedsync uses, shaped by the config.
+func (c *Config) Topics() []TopicSpec {
+	return []TopicSpec{
+		{Name: TopicDeltas, Partitions: c.Partitions},
+		{Name: TopicCommitted, Partitions: 1},
+		{Name: TopicHeartbeats, Partitions: c.Partitions},
+		{Name: TopicConflicts, Partitions: c.Partitions},
+	}
+}
+
+// EnsureTopics creates the topics that do not exist yet. It retries while the
+// brokers are unreachable until ctx ends, so services may start before Kafka.
+func EnsureTopics(ctx context.Context, c *Config, specs []TopicSpec) error {
+	client := &kafka.Client{Addr: kafka.TCP(c.Brokers...), Timeout: 10 * time.Second}
+	req := &kafka.CreateTopicsRequest{Addr: client.Addr}
+	for _, s := range specs {
+		req.Topics = append(req.Topics, kafka.TopicConfig{
+			Topic:             s.Name,
+			NumPartitions:     s.Partitions,
+			ReplicationFactor: c.Replication,
+		})
+	}
+	backoff := 100 * time.Millisecond
+	for {
+		resp, err := client.CreateTopics(ctx, req)
+		if err == nil {
+			for name, terr := range resp.Errors {
+				if terr != nil && !errors.Is(terr, kafka.TopicAlreadyExists) {
+					err = errors.Join(err, fmt.Errorf("create topic %s: %w", name, terr))
+				}
+			}
+			if err == nil {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("ensure kafka topics on %s: %w", strings.Join(c.Brokers, ","), errors.Join(err, ctx.Err()))
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
+}
+
+// Ping checks that a broker accepts connections.
+func Ping(ctx context.Context, c *Config) error {
+	var d net.Dialer
+	var errs error
+	for _, b := range c.Brokers {
+		conn, err := d.DialContext(ctx, "tcp", b)
+		if err == nil {
+			return conn.Close()
+		}
+		errs = errors.Join(errs, err)
+	}
+	return fmt.Errorf("reach kafka: %w", errs)
+}

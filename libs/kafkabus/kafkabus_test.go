@@ -1,0 +1,171 @@
+package kafkabus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-kit/log"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/propagation"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/fedsync/fedsync/libs/kafkatest"
+)
+
+func testConfig(t *testing.T) *Config {
+	return &Config{Brokers: kafkatest.Brokers(t), Partitions: 3, Replication: 1, BatchTimeout: 2 * time.Millisecond}
+}
+
+// uniqueTopic keeps runs against a shared real broker apart.
+func uniqueTopic(t *testing.T) string {
+	return fmt.Sprintf("test.%s.%d", t.Name(), time.Now().UnixNano())
+}
+
+func TestEnsureTopicsIsIdempotent(t *testing.T) {
+	cfg := testConfig(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	specs := []TopicSpec{{Name: uniqueTopic(t), Partitions: 3}}
+	for i := 0; i < 2; i++ {
+		if err := EnsureTopics(ctx, cfg, specs); err != nil {
+			t.Fatalf("ensure topics, round %d: %v", i, err)
+		}
+	}
+}
+
+func TestEnsureTopicsGivesUpWhenBrokerIsDown(t *testing.T) {
+	cfg := &Config{Brokers: []string{"127.0.0.1:1"}, Partitions: 1, Replication: 1, BatchTimeout: time.Millisecond}
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	if err := EnsureTopics(ctx, cfg, cfg.Topics()); err == nil {
+		t.Fatal("want an error for an unreachable broker")
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  Config
+		ok   bool
+	}{
+		{"good", Config{Brokers: []string{"a:1"}, Partitions: 1, Replication: 1, BatchTimeout: time.Millisecond}, true},
+		{"no brokers", Config{Partitions: 1, Replication: 1, BatchTimeout: time.Millisecond}, false},
+		{"the 1s kafka-go default batch timeout", Config{Brokers: []string{"a:1"}, Partitions: 1, Replication: 1, BatchTimeout: time.Second}, false},
+		{"zero partitions", Config{Brokers: []string{"a:1"}, Replication: 1, BatchTimeout: time.Millisecond}, false},
+	}
+	for _, tt := range tests {
+		if err := tt.cfg.Validate(); (err == nil) != tt.ok {
+			t.Errorf("%s: Validate() = %v, want ok=%v", tt.name, err, tt.ok)
+		}
+	}
+}
+
+// TestConsumerCommitsOnlyAfterHandlerSucceeds produces keyed records, fails the
+// handler once for one record, stops the consumer part-way, and checks a new member
+// of the same group gets everything not yet handled: nothing lost, keys in order.
+func TestConsumerCommitsOnlyAfterHandlerSucceeds(t *testing.T) {
+	cfg := testConfig(t)
+	topic := uniqueTopic(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := EnsureTopics(ctx, cfg, []TopicSpec{{Name: topic, Partitions: 3}}); err != nil {
+		t.Fatal(err)
+	}
+	p := NewProducer(cfg, topic)
+	defer p.Close()
+	const n = 30
+	var recs []Record
+	for i := 0; i < n; i++ {
+		recs = append(recs, Record{Key: []byte(fmt.Sprintf("id-%d", i%5)), Value: []byte(fmt.Sprint(i))})
+	}
+	if err := p.Publish(ctx, recs...); err != nil {
+		t.Fatal(err)
+	}
+
+	var mu sync.Mutex
+	seen := map[string]int{}
+	lastPerKey := map[string]int{}
+	failedOnce := false
+	group := "g-" + topic
+	handle := func(stop func(), stopAfter int) Handler {
+		return func(ctx context.Context, m Message) error {
+			mu.Lock()
+			defer mu.Unlock()
+			if string(m.Value) == "7" && !failedOnce {
+				failedOnce = true
+				return errors.New("transient failure")
+			}
+			var v int
+			fmt.Sscan(string(m.Value), &v)
+			if prev, ok := lastPerKey[string(m.Key)]; ok && v < prev {
+				t.Errorf("key %s: record %d after %d", m.Key, v, prev)
+			}
+			lastPerKey[string(m.Key)] = v
+			seen[string(m.Value)]++
+			if len(seen) >= stopAfter {
+				stop()
+			}
+			return nil
+		}
+	}
+	run := func(stopAfter int) {
+		cctx, ccancel := context.WithCancel(ctx)
+		defer ccancel()
+		c := NewConsumer(cfg, topic, group, StartEarliest, log.NewNopLogger())
+		defer c.Close()
+		if err := c.Run(cctx, handle(ccancel, stopAfter)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run(n / 2)
+	run(n)
+	if ctx.Err() != nil {
+		t.Fatalf("timed out; saw %d of %d records", len(seen), n)
+	}
+	for i := 0; i < n; i++ {
+		if seen[fmt.Sprint(i)] == 0 {
+			t.Errorf("record %d never handled", i)
+		}
+	}
+	if !failedOnce {
+		t.Error("the failing record was never retried")
+	}
+}
+
+func TestTraceContextTravelsInHeaders(t *testing.T) {
+	otel.SetTextMapPropagator(propagation.TraceContext{})
+	tp := sdktrace.NewTracerProvider()
+	defer tp.Shutdown(context.Background())
+	cfg := testConfig(t)
+	topic := uniqueTopic(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := EnsureTopics(ctx, cfg, []TopicSpec{{Name: topic, Partitions: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	pctx, span := tp.Tracer("test").Start(ctx, "produce")
+	want := span.SpanContext().TraceID()
+	p := NewProducer(cfg, topic)
+	defer p.Close()
+	if err := p.Publish(pctx, Record{Key: []byte("k"), Value: []byte("v")}); err != nil {
+		t.Fatal(err)
+	}
+	span.End()
+	cctx, ccancel := context.WithCancel(ctx)
+	c := NewConsumer(cfg, topic, "g-"+topic, StartEarliest, log.NewNopLogger())
+	defer c.Close()
+	var got trace.TraceID
+	_ = c.Run(cctx, func(ctx context.Context, m Message) error {
+		got = trace.SpanContextFromContext(otel.GetTextMapPropagator().Extract(context.Background(), headerCarrier{&m.Headers})).TraceID()
+		ccancel()
+		return nil
+	})
+	if got != want {
+		t.Fatalf("consumer saw trace %s, want %s", got, want)
+	}
+}
