@@ -31,6 +31,9 @@ const (
 	RateLimited      Code = "rate_limited"
 	Unavailable      Code = "unavailable"
 	Internal         Code = "internal"
+	// CursorExpired says a subscription cursor is older than the retained log; the
+	// client must read a snapshot (GET or query) and subscribe again.
+	CursorExpired Code = "cursor_expired"
 )
 
 var table = map[Code]struct {
@@ -46,6 +49,7 @@ var table = map[Code]struct {
 	RateLimited:      {http.StatusTooManyRequests, codes.ResourceExhausted},
 	Unavailable:      {http.StatusServiceUnavailable, codes.Unavailable},
 	Internal:         {http.StatusInternalServerError, codes.Internal},
+	CursorExpired:    {http.StatusGone, codes.OutOfRange},
 }
 
 // Error is an error a client can act on.

@@ -1,0 +1,97 @@
+// Package httpjson reads and writes the JSON bodies of fedsync's REST API with the
+// contract's errors: a body over the limit is 413 too_large, malformed JSON or a
+// field of the wrong type is 400 invalid_argument naming the field.
+package httpjson
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/fedsync/fedsync/libs/apierr"
+)
+
+// DefaultMaxBody is the contract's default body limit, 1 MiB.
+const DefaultMaxBody = 1 << 20
+
+// Decode reads r's body, at most maxBytes, into dst. Unknown fields are rejected
+// so that a misspelled field is reported instead of silently ignored.
+func Decode(w http.ResponseWriter, r *http.Request, maxBytes int64, dst any) error {
+	if r.ContentLength > maxBytes {
+		return apierr.New(apierr.TooLarge, "The request body is %d bytes; the limit is %d bytes.", r.ContentLength, maxBytes)
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return apierr.New(apierr.TooLarge, "The request body is larger than the limit of %d bytes.", maxBytes)
+		}
+		return apierr.New(apierr.InvalidArgument, "The request body could not be read: %v.", err)
+	}
+	return Unmarshal(body, dst)
+}
+
+// Unmarshal decodes one JSON value strictly, with errors that name the field.
+func Unmarshal(body []byte, dst any) error {
+	if len(strings.TrimSpace(string(body))) == 0 {
+		return apierr.New(apierr.InvalidArgument, "The request body is empty; a JSON object is required.")
+	}
+	dec := json.NewDecoder(strings.NewReader(string(body)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(dst); err != nil {
+		return apierr.New(apierr.InvalidArgument, "%s", describe(err)).WithDetail("reason", "malformed_json")
+	}
+	if dec.More() {
+		return apierr.New(apierr.InvalidArgument, "The request body has data after its JSON value.")
+	}
+	return nil
+}
+
+func describe(err error) string {
+	var typeErr *json.UnmarshalTypeError
+	var syntaxErr *json.SyntaxError
+	switch {
+	case errors.As(err, &typeErr):
+		field := typeErr.Field
+		if field == "" {
+			return fmt.Sprintf("The request body must be a JSON object, not a JSON %s.", typeErr.Value)
+		}
+		return fmt.Sprintf("Field %s must be a JSON %s, not a JSON %s.", field, jsonKind(typeErr.Type.Kind().String()), typeErr.Value)
+	case errors.As(err, &syntaxErr):
+		return fmt.Sprintf("The request body is not valid JSON (at byte %d): %v.", syntaxErr.Offset, err)
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		return fmt.Sprintf("Field %s is not part of the request.", strings.TrimPrefix(err.Error(), "json: unknown field "))
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return "The request body is truncated JSON."
+	}
+	return fmt.Sprintf("The request body is not valid JSON: %v.", err)
+}
+
+func jsonKind(goKind string) string {
+	switch goKind {
+	case "int", "int8", "int16", "int32", "int64", "uint", "uint8", "uint16", "uint32", "uint64", "float32", "float64":
+		return "number"
+	case "string":
+		return "string"
+	case "bool":
+		return "boolean"
+	case "slice", "array":
+		return "array"
+	}
+	return "object"
+}
+
+// Write writes v as JSON with status.
+func Write(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// NotFound answers routes the API does not have with 404 not_found.
+func NotFound(w http.ResponseWriter, r *http.Request) {
+	apierr.WriteHTTP(w, apierr.New(apierr.NotFound, "No route %s %s.", r.Method, r.URL.Path))
+}

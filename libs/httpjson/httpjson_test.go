@@ -1,0 +1,50 @@
+package httpjson
+
+import (
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/fedsync/fedsync/libs/apierr"
+)
+
+type req struct {
+	ID       string `json:"id"`
+	Priority *int   `json:"priority"`
+}
+
+func TestDecode(t *testing.T) {
+	tests := []struct {
+		name     string
+		body     string
+		max      int64
+		wantCode apierr.Code
+		wantText string
+	}{
+		{"ok", `{"id":"a","priority":3}`, 100, "", ""},
+		{"malformed", `{"id":`, 100, apierr.InvalidArgument, "truncated"},
+		{"wrong type names field", `{"id":"a","priority":"high"}`, 100, apierr.InvalidArgument, "priority"},
+		{"unknown field", `{"id":"a","colour":1}`, 100, apierr.InvalidArgument, "colour"},
+		{"not an object", `[1]`, 100, apierr.InvalidArgument, "object"},
+		{"empty", ``, 100, apierr.InvalidArgument, "empty"},
+		{"too large", `{"id":"` + strings.Repeat("a", 200) + `"}`, 100, apierr.TooLarge, "limit"},
+		{"trailing data", `{"id":"a"} {}`, 100, apierr.InvalidArgument, "after"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := httptest.NewRequest("POST", "/", strings.NewReader(tt.body))
+			var dst req
+			err := Decode(httptest.NewRecorder(), r, tt.max, &dst)
+			if tt.wantCode == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			e := apierr.As(err)
+			if e.Code != tt.wantCode || !strings.Contains(e.Message, tt.wantText) {
+				t.Fatalf("got %s %q, want %s containing %q", e.Code, e.Message, tt.wantCode, tt.wantText)
+			}
+		})
+	}
+}

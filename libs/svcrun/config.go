@@ -1,0 +1,84 @@
+// Package svcrun is the runtime every fedsync service shares: the common
+// configuration, logging, tracing, metrics, the gRPC server with grpc.health.v1,
+// the HTTP server with /metrics, registration in discovery, background workers,
+// and an orderly shutdown. A service supplies its handlers; svcrun runs them.
+package svcrun
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/fedsync/fedsync/libs/discovery"
+	"github.com/fedsync/fedsync/libs/telemetry"
+)
+
+// Config is the part of every service's configuration that svcrun uses.
+type Config struct {
+	Name          string
+	Instance      string
+	Region        string
+	GRPCAddr      string
+	HTTPAddr      string
+	AdvertiseAddr string
+	DataDir       string
+	LogLevel      string
+	LogFormat     string
+	// Issuer and Audience are what every verified token must carry.
+	Issuer          string
+	Audience        string
+	ShutdownTimeout time.Duration
+	Discovery       discovery.Config
+	Telemetry       telemetry.Config
+}
+
+// RegisterFlags registers the common flags with the service's default addresses.
+func (c *Config) RegisterFlags(fs *flag.FlagSet, name, grpcAddr, httpAddr string) {
+	c.Name = name
+	host, _ := os.Hostname()
+	fs.StringVar(&c.Instance, "instance", name+"-"+host, "unique id of this instance (Consul service id)")
+	fs.StringVar(&c.Region, "region", "na", "region label of this instance (na, eu, ...)")
+	fs.StringVar(&c.GRPCAddr, "grpc-addr", grpcAddr, "address the gRPC server listens on")
+	fs.StringVar(&c.HTTPAddr, "http-addr", httpAddr, "address the HTTP server (API and /metrics) listens on")
+	fs.StringVar(&c.AdvertiseAddr, "advertise-addr", "", "gRPC address other services reach this instance at (default: -grpc-addr)")
+	fs.StringVar(&c.DataDir, "data-dir", ".fedsync/data/"+name, "directory for this instance's durable files")
+	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&c.LogFormat, "log-format", "logfmt", "logfmt or json")
+	fs.StringVar(&c.Issuer, "auth.issuer", "fedsync-authn", "issuer (iss) of accepted tokens")
+	fs.StringVar(&c.Audience, "auth.audience", "fedsync", "audience (aud) of accepted tokens")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 5*time.Second, "longest a graceful shutdown waits for in-flight work")
+	c.Discovery.RegisterFlags(fs)
+	c.Telemetry.RegisterFlags(fs)
+}
+
+// Validate reports the first invalid setting.
+func (c *Config) Validate() error {
+	switch {
+	case c.Instance == "":
+		return errors.New("instance: must not be empty")
+	case c.Region == "":
+		return errors.New("region: must not be empty")
+	case c.GRPCAddr == "":
+		return errors.New("grpc-addr: must not be empty")
+	case c.LogLevel != "debug" && c.LogLevel != "info" && c.LogLevel != "warn" && c.LogLevel != "error":
+		return fmt.Errorf("log-level: must be debug, info, warn or error, got %q", c.LogLevel)
+	case c.LogFormat != "logfmt" && c.LogFormat != "json":
+		return fmt.Errorf("log-format: must be logfmt or json, got %q", c.LogFormat)
+	case c.ShutdownTimeout <= 0:
+		return errors.New("shutdown-timeout: must be positive")
+	}
+	if err := c.Discovery.Validate(); err != nil {
+		return err
+	}
+	return c.Telemetry.Validate()
+}
+
+// Advertise returns the gRPC address others reach this instance at.
+func (c *Config) Advertise() string {
+	if c.AdvertiseAddr != "" {
+		return c.AdvertiseAddr
+	}
+	return c.GRPCAddr
+}

@@ -1,0 +1,277 @@
+package svcrun
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/go-kit/log"
+	"github.com/go-kit/log/level"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/fedsync/fedsync/libs/authtoken"
+	"github.com/fedsync/fedsync/libs/discovery"
+	"github.com/fedsync/fedsync/libs/flagenv"
+	"github.com/fedsync/fedsync/libs/telemetry"
+	fedsyncv1 "github.com/fedsync/fedsync/proto/fedsync/v1"
+)
+
+// EnvPrefix prefixes the environment variables that set flags: FEDSYNC_GRPC_ADDR.
+const EnvPrefix = "FEDSYNC"
+
+// Main is the whole of a service's main function: it parses flags and environment
+// into a config, runs the service until SIGINT or SIGTERM, and exits non-zero on
+// error.
+func Main[C any](name string, parse func(fs *flag.FlagSet, args []string) (C, error), run func(ctx context.Context, cfg C) error) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	cfg, err := parse(fs, os.Args[1:])
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, cfg); err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
+		os.Exit(1)
+	}
+}
+
+// Parse registers fn's flags on fs, parses args and the environment, and validates.
+func Parse(fs *flag.FlagSet, args []string, validate func() error) error {
+	if err := flagenv.Parse(fs, EnvPrefix, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	return validate()
+}
+
+// Runtime holds what a running service shares with svcrun.
+type Runtime struct {
+	Cfg       *Config
+	Logger    log.Logger
+	Metrics   *telemetry.Metrics
+	Discovery *discovery.Discovery
+	// Health is the grpc.health.v1 status of this instance; "" is the whole server.
+	Health *health.Server
+
+	stopTracing func(context.Context) error
+	workers     []worker
+	closers     []func()
+	peers       map[string]*discovery.Peer
+}
+
+type worker struct {
+	name string
+	fn   func(ctx context.Context) error
+}
+
+// New sets up logging, tracing, metrics and discovery for cfg.
+func New(ctx context.Context, cfg *Config) (*Runtime, error) {
+	var logger log.Logger
+	if cfg.LogFormat == "json" {
+		logger = log.NewJSONLogger(log.NewSyncWriter(os.Stderr))
+	} else {
+		logger = log.NewLogfmtLogger(log.NewSyncWriter(os.Stderr))
+	}
+	logger = level.NewFilter(logger, level.Allow(level.ParseDefault(cfg.LogLevel, level.InfoValue())))
+	logger = log.With(logger, "ts", log.DefaultTimestampUTC, "service", cfg.Name, "instance", cfg.Instance)
+	stopTracing, err := telemetry.SetupTracing(ctx, cfg.Telemetry, cfg.Name, cfg.Instance)
+	if err != nil {
+		return nil, err
+	}
+	d, err := discovery.New(cfg.Discovery, logger)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.DataDir != "" {
+		if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+			return nil, fmt.Errorf("create data dir: %w", err)
+		}
+	}
+	return &Runtime{
+		Cfg: cfg, Logger: logger, Metrics: telemetry.NewMetrics(cfg.Name), Discovery: d,
+		Health: health.NewServer(), stopTracing: stopTracing, peers: map[string]*discovery.Peer{},
+	}, nil
+}
+
+// Go runs fn in the background while the service runs. If it returns an error,
+// the service stops with that error.
+func (r *Runtime) Go(name string, fn func(ctx context.Context) error) {
+	r.workers = append(r.workers, worker{name: name, fn: fn})
+}
+
+// OnClose runs fn after the servers stopped, in reverse order of registration.
+func (r *Runtime) OnClose(fn func()) { r.closers = append(r.closers, fn) }
+
+// Peer returns the caller of another service, created once.
+func (r *Runtime) Peer(name string) (*discovery.Peer, error) {
+	if p, ok := r.peers[name]; ok {
+		return p, nil
+	}
+	p, err := r.Discovery.NewPeer(name, discovery.DefaultPeerOptions())
+	if err != nil {
+		return nil, err
+	}
+	r.peers[name] = p
+	r.OnClose(p.Close)
+	return p, nil
+}
+
+// Verifier returns a token verifier whose keys come from authn's GetJWKS.
+func (r *Runtime) Verifier() (*authtoken.Verifier, error) {
+	authn, err := r.Peer("authn")
+	if err != nil {
+		return nil, err
+	}
+	src := func(ctx context.Context) ([]byte, error) {
+		resp, err := discovery.Invoke(ctx, authn, func(ctx context.Context, cc grpc.ClientConnInterface) (*fedsyncv1.GetJWKSResponse, error) {
+			return fedsyncv1.NewAuthnServiceClient(cc).GetJWKS(ctx, &fedsyncv1.GetJWKSRequest{})
+		})
+		return resp.GetJwks(), err
+	}
+	return authtoken.NewVerifier(src, r.Cfg.Issuer, r.Cfg.Audience), nil
+}
+
+// Servers is what a service serves.
+type Servers struct {
+	// GRPCOptions are extra server options (interceptors).
+	GRPCOptions []grpc.ServerOption
+	// RegisterGRPC registers the service's gRPC services.
+	RegisterGRPC func(s *grpc.Server)
+	// HTTP serves the service's HTTP API; /metrics and /healthz are added.
+	HTTP http.Handler
+}
+
+// Run serves until ctx ends or a worker fails, then shuts down in order: report
+// NOT_SERVING, leave discovery, drain gRPC and HTTP, stop workers, close.
+func (r *Runtime) Run(ctx context.Context, s Servers) error {
+	logger := r.Logger
+	grpcLis, err := net.Listen("tcp", r.Cfg.GRPCAddr)
+	if err != nil {
+		return fmt.Errorf("listen grpc: %w", err)
+	}
+	var httpLis net.Listener
+	if r.Cfg.HTTPAddr != "" {
+		if httpLis, err = net.Listen("tcp", r.Cfg.HTTPAddr); err != nil {
+			grpcLis.Close()
+			return fmt.Errorf("listen http: %w", err)
+		}
+	}
+	opts := append(telemetry.GRPCServerOptions(), s.GRPCOptions...)
+	gs := grpc.NewServer(opts...)
+	healthpb.RegisterHealthServer(gs, r.Health)
+	if s.RegisterGRPC != nil {
+		s.RegisterGRPC(gs)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", r.Metrics.Handler())
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
+	if s.HTTP != nil {
+		mux.Handle("/", s.HTTP)
+	}
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+
+	reg, err := r.Discovery.Registrar(discovery.ServiceInfo{
+		Name: r.Cfg.Name, ID: r.Cfg.Instance, GRPCAddr: r.Cfg.Advertise(),
+		Tags: []string{"region=" + r.Cfg.Region}, Meta: map[string]string{"region": r.Cfg.Region, "http": r.Cfg.HTTPAddr},
+	})
+	if err != nil {
+		return err
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	workCtx, stopWork := context.WithCancel(context.Background())
+	defer stopWork()
+	g.Go(func() error {
+		if err := gs.Serve(grpcLis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			return fmt.Errorf("serve grpc: %w", err)
+		}
+		return nil
+	})
+	if httpLis != nil {
+		g.Go(func() error {
+			if err := hs.Serve(httpLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("serve http: %w", err)
+			}
+			return nil
+		})
+	}
+	workersDone := make(chan struct{})
+	workerErr := make(chan error, len(r.workers))
+	go func() {
+		defer close(workersDone)
+		wg, _ := errgroup.WithContext(workCtx)
+		for _, w := range r.workers {
+			wg.Go(func() error {
+				if err := w.fn(workCtx); err != nil && workCtx.Err() == nil {
+					workerErr <- fmt.Errorf("%s: %w", w.name, err)
+				}
+				return nil
+			})
+		}
+		wg.Wait()
+	}()
+	r.Health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	reg.Register()
+	level.Info(logger).Log("msg", "serving", "grpc", grpcLis.Addr(), "http", r.Cfg.HTTPAddr, "region", r.Cfg.Region, "discovery", r.Cfg.Discovery.Mode)
+
+	var runErr error
+	select {
+	case <-gctx.Done():
+	case runErr = <-workerErr:
+	}
+	level.Info(logger).Log("msg", "shutting down")
+	r.Health.Shutdown()
+	reg.Deregister()
+	shutCtx, cancel := context.WithTimeout(context.Background(), r.Cfg.ShutdownTimeout)
+	defer cancel()
+	stopped := make(chan struct{})
+	go func() { gs.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-shutCtx.Done():
+		gs.Stop()
+	}
+	if httpLis != nil {
+		if err := hs.Shutdown(shutCtx); err != nil {
+			hs.Close()
+		}
+	}
+	stopWork()
+	select {
+	case <-workersDone:
+	case <-shutCtx.Done():
+		level.Warn(logger).Log("msg", "workers did not stop in time")
+	}
+	for i := len(r.closers) - 1; i >= 0; i-- {
+		r.closers[i]()
+	}
+	if err := r.stopTracing(shutCtx); err != nil {
+		level.Warn(logger).Log("msg", "flush traces", "err", err)
+	}
+	if err := g.Wait(); err != nil && runErr == nil {
+		runErr = err
+	}
+	if runErr != nil {
+		level.Error(logger).Log("msg", "stopped with error", "err", runErr)
+		return runErr
+	}
+	level.Info(logger).Log("msg", "stopped")
+	return nil
+}

@@ -1,0 +1,47 @@
+package statestore
+
+import (
+	"errors"
+	"flag"
+
+	"github.com/fedsync/fedsync/libs/kafkabus"
+	"github.com/fedsync/fedsync/libs/svcrun"
+)
+
+// Config configures a statestore instance.
+type Config struct {
+	Service svcrun.Config
+	Kafka   kafkabus.Config
+	// LogRetention is how many committed changes the log keeps for subscribers
+	// that resume from a cursor.
+	LogRetention uint64
+	// MaxQueryLimit caps a query page.
+	MaxQueryLimit int
+}
+
+// ParseConfig reads the configuration from flags and FEDSYNC_* variables.
+func ParseConfig(fs *flag.FlagSet, args []string) (*Config, error) {
+	c := &Config{}
+	c.Service.RegisterFlags(fs, "statestore", "127.0.0.1:19104", "127.0.0.1:19204")
+	c.Kafka.RegisterFlags(fs)
+	fs.Uint64Var(&c.LogRetention, "log-retention", 1_000_000, "committed changes kept for cursor resume")
+	fs.IntVar(&c.MaxQueryLimit, "max-query-limit", 1000, "largest page a query returns")
+	return c, svcrun.Parse(fs, args, c.Validate)
+}
+
+// Validate reports the first invalid setting.
+func (c *Config) Validate() error {
+	if c.Service.DataDir == "" {
+		return errors.New("data-dir: statestore needs a directory for its database")
+	}
+	if c.LogRetention < 1000 {
+		return errors.New("log-retention: must be at least 1000")
+	}
+	if c.MaxQueryLimit < 1 {
+		return errors.New("max-query-limit: must be at least 1")
+	}
+	if err := c.Service.Validate(); err != nil {
+		return err
+	}
+	return c.Kafka.Validate()
+}

@@ -1,0 +1,25 @@
+package statestore
+
+import (
+	"github.com/go-kit/kit/endpoint"
+
+	"github.com/fedsync/fedsync/libs/endpoints"
+)
+
+// Endpoints are the statestore's go-kit endpoints, one per Service method.
+type Endpoints struct {
+	Apply   endpoint.Endpoint
+	Get     endpoint.Endpoint
+	Query   endpoint.Endpoint
+	ReadLog endpoint.Endpoint
+}
+
+// MakeEndpoints wraps every method of svc in mw(method name).
+func MakeEndpoints(svc Service, mw func(method string) endpoint.Middleware) Endpoints {
+	return Endpoints{
+		Apply:   mw("Apply")(endpoints.Make(svc.Apply)),
+		Get:     mw("Get")(endpoints.Make(svc.Get)),
+		Query:   mw("Query")(endpoints.Make(svc.Query)),
+		ReadLog: mw("ReadLog")(endpoints.Make(svc.ReadLog)),
+	}
+}

@@ -1,0 +1,108 @@
+package statestore
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/go-kit/log"
+	"github.com/go-kit/log/level"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/propagation"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/fedsync/fedsync/libs/kafkabus"
+	fedsyncv1 "github.com/fedsync/fedsync/proto/fedsync/v1"
+)
+
+// publisher copies the committed-change log to Kafka in commit order. It records
+// the highest published seq only after Kafka acknowledged, so a crash at any point
+// republishes instead of losing; consumers drop repeats by seq.
+type publisher struct {
+	store     *store
+	producer  *kafkabus.Producer
+	wake      <-chan struct{}
+	retention uint64
+	logger    log.Logger
+	pending   prometheus.Gauge
+}
+
+const publishBatch = 500
+
+func (p *publisher) run(ctx context.Context) error {
+	backoff := 100 * time.Millisecond
+	for {
+		n, err := p.publishOnce(ctx)
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case err != nil:
+			level.Warn(p.logger).Log("msg", "publish committed changes", "err", err)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 5*time.Second)
+			continue
+		}
+		backoff = 100 * time.Millisecond
+		if n == publishBatch {
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-p.wake:
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func (p *publisher) publishOnce(ctx context.Context) (int, error) {
+	from, err := p.store.published()
+	if err != nil {
+		return 0, err
+	}
+	entries, head, err := p.store.readLog(from, publishBatch)
+	if err != nil {
+		return 0, err
+	}
+	p.pending.Set(float64(head - from))
+	if len(entries) == 0 {
+		return 0, nil
+	}
+	records := make([]kafkabus.Record, 0, len(entries))
+	var last uint64
+	for _, e := range entries {
+		ch, err := decodeChange(e)
+		if err != nil {
+			return 0, err
+		}
+		value, err := proto.Marshal(e)
+		if err != nil {
+			return 0, err
+		}
+		records = append(records, kafkabus.Record{Key: []byte(ch.GetState().GetId()), Value: value})
+		last = ch.GetSeq()
+	}
+	// Continue the trace of the first writer in the batch.
+	tctx := otel.GetTextMapPropagator().Extract(ctx, propagation.MapCarrier(entries[0].GetMetadata()))
+	if err := p.producer.Publish(tctx, records...); err != nil {
+		return 0, err
+	}
+	if err := p.store.markPublished(last, p.retention); err != nil {
+		return 0, fmt.Errorf("record published seq %d: %w", last, err)
+	}
+	p.pending.Set(float64(head - last))
+	return len(entries), nil
+}
+
+func decodeChange(m *fedsyncv1.SyncMessage) (*fedsyncv1.Change, error) {
+	ch := &fedsyncv1.Change{}
+	if err := proto.Unmarshal(m.GetPayload(), ch); err != nil {
+		return nil, fmt.Errorf("decode change %s: %w", m.GetMessageId(), err)
+	}
+	return ch, nil
+}

@@ -1,0 +1,54 @@
+package statestore
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/go-kit/kit/endpoint"
+	"github.com/go-kit/log"
+	"google.golang.org/grpc"
+
+	"github.com/fedsync/fedsync/libs/endpoints"
+	"github.com/fedsync/fedsync/libs/kafkabus"
+	"github.com/fedsync/fedsync/libs/svcrun"
+	fedsyncv1 "github.com/fedsync/fedsync/proto/fedsync/v1"
+)
+
+// Run serves the statestore until ctx ends.
+func Run(ctx context.Context, cfg *Config) error {
+	rt, err := svcrun.New(ctx, &cfg.Service)
+	if err != nil {
+		return err
+	}
+	st, err := openStore(cfg.Service.DataDir)
+	if err != nil {
+		return err
+	}
+	rt.OnClose(func() { st.close() })
+	if err := kafkabus.EnsureTopics(ctx, &cfg.Kafka, cfg.Kafka.Topics()); err != nil {
+		return err
+	}
+	producer := kafkabus.NewProducer(&cfg.Kafka, kafkabus.TopicCommitted)
+	rt.OnClose(func() { producer.Close() })
+
+	core := newService(st, cfg.MaxQueryLimit)
+	var svc Service = core
+	svc = InstrumentingMiddleware(rt.Metrics.Registry)(svc)
+	eps := MakeEndpoints(svc, func(method string) endpoint.Middleware {
+		return endpoints.Instrument(method, rt.Logger, rt.Metrics)
+	})
+	pub := &publisher{
+		store: st, producer: producer, wake: core.committed, retention: cfg.LogRetention,
+		logger: log.With(rt.Logger, "component", "outbox"),
+		pending: rt.Metrics.QueueDepth.WithLabelValues("outbox:"+kafkabus.TopicCommitted, "all"),
+	}
+	rt.Go("outbox publisher", pub.run)
+	verifier, err := rt.Verifier()
+	if err != nil {
+		return fmt.Errorf("token verifier: %w", err)
+	}
+	return rt.Run(ctx, svcrun.Servers{
+		RegisterGRPC: func(s *grpc.Server) { fedsyncv1.RegisterStateStoreServiceServer(s, NewGRPCServer(eps)) },
+		HTTP:         NewHTTPHandler(eps, verifier),
+	})
+}

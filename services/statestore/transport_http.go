@@ -1,0 +1,60 @@
+package statestore
+
+import (
+	"net/http"
+
+	"github.com/fedsync/fedsync/libs/apierr"
+	"github.com/fedsync/fedsync/libs/authtoken"
+	"github.com/fedsync/fedsync/libs/endpoints"
+	"github.com/fedsync/fedsync/libs/httpjson"
+	"github.com/fedsync/fedsync/libs/statedoc"
+	fedsyncv1 "github.com/fedsync/fedsync/proto/fedsync/v1"
+)
+
+// queryRequest is the body of POST /api/v1/sync/query.
+type queryRequest struct {
+	IDPrefix  string `json:"id_prefix"`
+	DataType  string `json:"data_type"`
+	Limit     int32  `json:"limit"`
+	PageToken string `json:"page_token"`
+}
+
+type queryResponse struct {
+	Items         []statedoc.View `json:"items"`
+	NextPageToken string          `json:"next_page_token"`
+}
+
+// NewHTTPHandler serves the contract's read API: GET /api/v1/sync/state/{id} and
+// POST /api/v1/sync/query, both for authenticated callers.
+func NewHTTPHandler(e Endpoints, v *authtoken.Verifier) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /api/v1/sync/state/{id}", func(w http.ResponseWriter, r *http.Request) {
+		resp, err := endpoints.Call[*fedsyncv1.GetResponse](r.Context(), e.Get, &fedsyncv1.GetRequest{Id: r.PathValue("id")})
+		if err != nil {
+			apierr.WriteHTTP(w, err)
+			return
+		}
+		httpjson.Write(w, http.StatusOK, statedoc.ViewOf(resp.GetState(), r.URL.Query().Get("provenance") == "true"))
+	})
+	mux.HandleFunc("POST /api/v1/sync/query", func(w http.ResponseWriter, r *http.Request) {
+		var q queryRequest
+		if err := httpjson.Decode(w, r, httpjson.DefaultMaxBody, &q); err != nil {
+			apierr.WriteHTTP(w, err)
+			return
+		}
+		resp, err := endpoints.Call[*fedsyncv1.QueryResponse](r.Context(), e.Query, &fedsyncv1.QueryRequest{
+			IdPrefix: q.IDPrefix, DataType: q.DataType, Limit: q.Limit, PageToken: q.PageToken,
+		})
+		if err != nil {
+			apierr.WriteHTTP(w, err)
+			return
+		}
+		out := queryResponse{Items: []statedoc.View{}, NextPageToken: resp.GetNextPageToken()}
+		for _, st := range resp.GetItems() {
+			out.Items = append(out.Items, statedoc.ViewOf(st, false))
+		}
+		httpjson.Write(w, http.StatusOK, out)
+	})
+	mux.HandleFunc("/", httpjson.NotFound)
+	return v.HTTPMiddleware(mux)
+}
