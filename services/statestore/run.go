@@ -39,7 +39,7 @@ func Run(ctx context.Context, cfg *Config) error {
 	})
 	pub := &publisher{
 		store: st, producer: producer, wake: core.committed, retention: cfg.LogRetention,
-		logger: log.With(rt.Logger, "component", "outbox"),
+		logger:  log.With(rt.Logger, "component", "outbox"),
 		pending: rt.Metrics.QueueDepth.WithLabelValues("outbox:"+kafkabus.TopicCommitted, "all"),
 	}
 	rt.Go("outbox publisher", pub.run)

@@ -1,0 +1,54 @@
+package merge
+
+import (
+	"errors"
+	"flag"
+	"time"
+
+	"github.com/fedsync/fedsync/libs/kafkabus"
+	"github.com/fedsync/fedsync/libs/svcrun"
+)
+
+// Config configures a merge instance.
+type Config struct {
+	Service svcrun.Config
+	Kafka   kafkabus.Config
+	// Consumers is how many group members this instance runs on fedsync.deltas.
+	Consumers int
+	// Group is the consumer group every merge instance joins.
+	Group string
+	// MaxCASRetries bounds compare-and-set retries of one delta.
+	MaxCASRetries int
+	// StrongTimeout bounds a strong commit (seed 3.1: 10 s).
+	StrongTimeout time.Duration
+}
+
+// ParseConfig reads the configuration from flags and FEDSYNC_* variables.
+func ParseConfig(fs *flag.FlagSet, args []string) (*Config, error) {
+	c := &Config{}
+	c.Service.RegisterFlags(fs, "merge", "127.0.0.1:19103", "127.0.0.1:19203")
+	c.Kafka.RegisterFlags(fs)
+	fs.IntVar(&c.Consumers, "consumers", 4, "consumer-group members per instance on fedsync.deltas")
+	fs.StringVar(&c.Group, "group", "fedsync-merge", "consumer group of the merge instances")
+	fs.IntVar(&c.MaxCASRetries, "max-cas-retries", 50, "compare-and-set retries of one delta before it is retried from Kafka")
+	fs.DurationVar(&c.StrongTimeout, "strong-timeout", 10*time.Second, "longest a strong-consistency commit may take")
+	return c, svcrun.Parse(fs, args, c.Validate)
+}
+
+// Validate reports the first invalid setting.
+func (c *Config) Validate() error {
+	switch {
+	case c.Consumers < 1:
+		return errors.New("consumers: must be at least 1")
+	case c.Group == "":
+		return errors.New("group: must not be empty")
+	case c.MaxCASRetries < 1:
+		return errors.New("max-cas-retries: must be at least 1")
+	case c.StrongTimeout <= 0:
+		return errors.New("strong-timeout: must be positive")
+	}
+	if err := c.Service.Validate(); err != nil {
+		return err
+	}
+	return c.Kafka.Validate()
+}

@@ -1,0 +1,21 @@
+package merge
+
+import (
+	"github.com/go-kit/kit/endpoint"
+
+	"github.com/fedsync/fedsync/libs/endpoints"
+)
+
+// Endpoints are merge's go-kit endpoints, one per Service method.
+type Endpoints struct {
+	Merge        endpoint.Endpoint
+	CommitStrong endpoint.Endpoint
+}
+
+// MakeEndpoints wraps every method of svc in mw(method name).
+func MakeEndpoints(svc Service, mw func(method string) endpoint.Middleware) Endpoints {
+	return Endpoints{
+		Merge:        mw("Merge")(endpoints.Make(svc.Merge)),
+		CommitStrong: mw("CommitStrong")(endpoints.Make(svc.CommitStrong)),
+	}
+}

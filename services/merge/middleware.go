@@ -1,0 +1,54 @@
+package merge
+
+import (
+	"context"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	fedsyncv1 "github.com/fedsync/fedsync/proto/fedsync/v1"
+)
+
+// Middleware decorates a Service.
+type Middleware func(Service) Service
+
+type instrumenting struct {
+	Service
+	outcomes *prometheus.CounterVec
+	latency  *prometheus.HistogramVec
+}
+
+// InstrumentingMiddleware counts merge outcomes and observes the seed's
+// sync_latency from admission to commit (target_system "statestore").
+func InstrumentingMiddleware(reg prometheus.Registerer, latency *prometheus.HistogramVec) Middleware {
+	outcomes := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "fedsync_merge_deltas_total", Help: "Deltas merged, by consistency and outcome.",
+	}, []string{"consistency", "outcome"})
+	reg.MustRegister(outcomes)
+	return func(next Service) Service { return &instrumenting{Service: next, outcomes: outcomes, latency: latency} }
+}
+
+func (m *instrumenting) Merge(ctx context.Context, d *fedsyncv1.Delta) (*MergeResult, error) {
+	res, err := m.Service.Merge(ctx, d)
+	if err == nil {
+		m.outcomes.WithLabelValues(d.GetConsistency().String(), res.Outcome).Inc()
+		if res.Outcome == "committed" {
+			m.observe(d)
+		}
+	}
+	return res, err
+}
+
+func (m *instrumenting) CommitStrong(ctx context.Context, req *fedsyncv1.CommitStrongRequest) (*fedsyncv1.CommitStrongResponse, error) {
+	resp, err := m.Service.CommitStrong(ctx, req)
+	if err == nil {
+		m.outcomes.WithLabelValues(fedsyncv1.Consistency_CONSISTENCY_STRONG.String(), "committed").Inc()
+		m.observe(req.GetDelta())
+	}
+	return resp, err
+}
+
+func (m *instrumenting) observe(d *fedsyncv1.Delta) {
+	ms := float64(time.Now().UnixNano()-d.GetHlc()) / 1e6
+	m.latency.WithLabelValues(d.GetRegion(), "statestore", d.GetDataType()).Observe(max(ms, 0))
+}
