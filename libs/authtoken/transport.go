@@ -67,9 +67,16 @@ func (v *Verifier) fromMetadata(ctx context.Context) (context.Context, error) {
 	return NewContext(ctx, c), nil
 }
 
-// UnaryServerInterceptor authenticates unary RPCs.
+// isHealth reports whether method belongs to grpc.health.v1, which probes and
+// Consul call without a token.
+func isHealth(method string) bool { return strings.HasPrefix(method, "/grpc.health.v1.Health/") }
+
+// UnaryServerInterceptor authenticates unary RPCs other than health checks.
 func (v *Verifier) UnaryServerInterceptor() grpc.UnaryServerInterceptor {
-	return func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		if isHealth(info.FullMethod) {
+			return h(ctx, req)
+		}
 		ctx, err := v.fromMetadata(ctx)
 		if err != nil {
 			return nil, err
@@ -80,7 +87,10 @@ func (v *Verifier) UnaryServerInterceptor() grpc.UnaryServerInterceptor {
 
 // StreamServerInterceptor authenticates streaming RPCs.
 func (v *Verifier) StreamServerInterceptor() grpc.StreamServerInterceptor {
-	return func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+		if isHealth(info.FullMethod) {
+			return h(srv, ss)
+		}
 		ctx, err := v.fromMetadata(ss.Context())
 		if err != nil {
 			return err

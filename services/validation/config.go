@@ -1,0 +1,57 @@
+package validation
+
+import (
+	"errors"
+	"flag"
+	"time"
+
+	"github.com/fedsync/fedsync/libs/httpjson"
+	"github.com/fedsync/fedsync/libs/kafkabus"
+	"github.com/fedsync/fedsync/libs/svcrun"
+)
+
+// Config configures a validation instance (one regional hub ingress).
+type Config struct {
+	Service svcrun.Config
+	Kafka   kafkabus.Config
+	// MaxBody is the largest accepted request body.
+	MaxBody int64
+	// ProduceTimeout bounds the wait for Kafka's acknowledgement.
+	ProduceTimeout time.Duration
+	// StrongTimeout bounds a strong write (seed 3.1: 10 s).
+	StrongTimeout time.Duration
+	// Rate limits of seed 4.3: per AI system and per regional hub.
+	ClientRate, ClientBurst float64
+	HubRate, HubBurst       float64
+}
+
+// ParseConfig reads the configuration from flags and FEDSYNC_* variables.
+func ParseConfig(fs *flag.FlagSet, args []string) (*Config, error) {
+	c := &Config{}
+	c.Service.RegisterFlags(fs, "validation", "127.0.0.1:19102", "127.0.0.1:19202")
+	c.Kafka.RegisterFlags(fs)
+	fs.Int64Var(&c.MaxBody, "max-body", httpjson.DefaultMaxBody, "largest request body in bytes (larger gets 413)")
+	fs.DurationVar(&c.ProduceTimeout, "produce-timeout", 10*time.Second, "longest wait for Kafka to acknowledge a delta")
+	fs.DurationVar(&c.StrongTimeout, "strong-timeout", 10*time.Second, "longest a strong write may take before 503")
+	fs.Float64Var(&c.ClientRate, "rate.client", 1000, "requests per second per client")
+	fs.Float64Var(&c.ClientBurst, "rate.client-burst", 2000, "burst per client")
+	fs.Float64Var(&c.HubRate, "rate.hub", 10000, "requests per second of this regional hub")
+	fs.Float64Var(&c.HubBurst, "rate.hub-burst", 20000, "burst of this regional hub")
+	return c, svcrun.Parse(fs, args, c.Validate)
+}
+
+// Validate reports the first invalid setting.
+func (c *Config) Validate() error {
+	switch {
+	case c.MaxBody < 1024:
+		return errors.New("max-body: must be at least 1024")
+	case c.ProduceTimeout <= 0 || c.StrongTimeout <= 0:
+		return errors.New("produce-timeout and strong-timeout: must be positive")
+	case c.ClientRate <= 0 || c.ClientBurst < 1 || c.HubRate <= 0 || c.HubBurst < 1:
+		return errors.New("rate.*: must be positive")
+	}
+	if err := c.Service.Validate(); err != nil {
+		return err
+	}
+	return c.Kafka.Validate()
+}

@@ -1,0 +1,50 @@
+package validation
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/go-kit/kit/endpoint"
+	"google.golang.org/grpc"
+
+	"github.com/fedsync/fedsync/libs/endpoints"
+	"github.com/fedsync/fedsync/libs/kafkabus"
+	"github.com/fedsync/fedsync/libs/svcrun"
+	fedsyncv1 "github.com/fedsync/fedsync/proto/fedsync/v1"
+)
+
+// Run serves validation until ctx ends.
+func Run(ctx context.Context, cfg *Config) error {
+	rt, err := svcrun.New(ctx, &cfg.Service)
+	if err != nil {
+		return err
+	}
+	if err := kafkabus.EnsureTopics(ctx, &cfg.Kafka, cfg.Kafka.Topics()); err != nil {
+		return err
+	}
+	deltas := kafkabus.NewProducer(&cfg.Kafka, kafkabus.TopicDeltas)
+	heartbeats := kafkabus.NewProducer(&cfg.Kafka, kafkabus.TopicHeartbeats)
+	rt.OnClose(func() { deltas.Close(); heartbeats.Close() })
+	mergePeer, err := rt.Peer("merge")
+	if err != nil {
+		return err
+	}
+	verifier, err := rt.Verifier()
+	if err != nil {
+		return fmt.Errorf("token verifier: %w", err)
+	}
+	var svc Service = NewService(deltas, heartbeats, mergeClient{peer: mergePeer}, cfg.Service.Region, cfg.ProduceTimeout, cfg.StrongTimeout)
+	svc = RateLimitingMiddleware(cfg.ClientRate, cfg.ClientBurst, cfg.HubRate, cfg.HubBurst)(svc)
+	svc = InstrumentingMiddleware(rt.Metrics.Registry)(svc)
+	eps := MakeEndpoints(svc, func(method string) endpoint.Middleware {
+		return endpoints.Instrument(method, rt.Logger, rt.Metrics)
+	})
+	return rt.Run(ctx, svcrun.Servers{
+		GRPCOptions: []grpc.ServerOption{
+			grpc.ChainUnaryInterceptor(verifier.UnaryServerInterceptor()),
+			grpc.MaxRecvMsgSize(int(cfg.MaxBody) + 4096),
+		},
+		RegisterGRPC: func(s *grpc.Server) { fedsyncv1.RegisterValidationServiceServer(s, NewGRPCServer(eps)) },
+		HTTP:         NewHTTPHandler(eps, verifier, cfg.MaxBody),
+	})
+}

@@ -1,0 +1,178 @@
+// Package validation is the regional hub's ingress (seed 3.2 steps 2-3): it
+// authenticates writers, checks every delta against the contract, stamps it with
+// a hybrid logical clock, and appends it to Kafka's fedsync.deltas, answering 202
+// only once every in-sync replica has it. Strong writes are committed through
+// merge before they are answered.
+package validation
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/oklog/ulid/v2"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/fedsync/fedsync/libs/apierr"
+	"github.com/fedsync/fedsync/libs/authtoken"
+	"github.com/fedsync/fedsync/libs/hlc"
+	"github.com/fedsync/fedsync/libs/kafkabus"
+	"github.com/fedsync/fedsync/libs/statedoc"
+	fedsyncv1 "github.com/fedsync/fedsync/proto/fedsync/v1"
+)
+
+// Service is validation's business logic.
+type Service interface {
+	PushState(ctx context.Context, req *fedsyncv1.PushStateRequest) (*fedsyncv1.PushStateResponse, error)
+	Heartbeat(ctx context.Context, req *fedsyncv1.HeartbeatRequest) (*fedsyncv1.HeartbeatResponse, error)
+}
+
+// Log appends records to a Kafka topic and returns once they are acknowledged.
+type Log interface {
+	Publish(ctx context.Context, records ...kafkabus.Record) error
+}
+
+// StrongCommitter commits a strong delta and returns its version.
+type StrongCommitter interface {
+	CommitStrong(ctx context.Context, d *fedsyncv1.Delta) (int64, error)
+}
+
+type service struct {
+	deltas         Log
+	heartbeats     Log
+	merge          StrongCommitter
+	clock          *hlc.Clock
+	region         string
+	produceTimeout time.Duration
+	strongTimeout  time.Duration
+}
+
+// NewService returns validation's logic.
+func NewService(deltas, heartbeats Log, merge StrongCommitter, region string, produceTimeout, strongTimeout time.Duration) Service {
+	return &service{deltas: deltas, heartbeats: heartbeats, merge: merge, clock: hlc.New(nil), region: region,
+		produceTimeout: produceTimeout, strongTimeout: strongTimeout}
+}
+
+var consistencies = map[string]fedsyncv1.Consistency{
+	"":         fedsyncv1.Consistency_CONSISTENCY_EVENTUAL,
+	"eventual": fedsyncv1.Consistency_CONSISTENCY_EVENTUAL,
+	"causal":   fedsyncv1.Consistency_CONSISTENCY_CAUSAL,
+	"strong":   fedsyncv1.Consistency_CONSISTENCY_STRONG,
+}
+
+const maxMessageID = 128
+
+// check validates req against the contract and returns its delta.
+func check(req *fedsyncv1.PushStateRequest) (*fedsyncv1.Delta, error) {
+	bad := func(format string, args ...any) error { return apierr.New(apierr.InvalidArgument, format, args...) }
+	switch {
+	case req.GetId() == "":
+		return nil, bad("Field id is required.")
+	case !statedoc.ValidID(req.GetId()):
+		return nil, bad("Field id %s.", statedoc.IDRule)
+	case req.GetDataType() == "":
+		return nil, bad("Field data_type is required.")
+	case len(req.GetDataType()) > 128:
+		return nil, bad("Field data_type is longer than 128 characters.")
+	case len(req.GetPatch()) == 0 || string(req.GetPatch()) == "null":
+		return nil, bad("Field patch is required.")
+	case len(req.GetMessageId()) > maxMessageID:
+		return nil, bad("Field message_id is longer than %d characters.", maxMessageID)
+	case req.GetHasPriority() && (req.GetPriority() < 0 || req.GetPriority() > 9):
+		return nil, bad("Field priority must be between 0 and 9.")
+	}
+	if _, err := statedoc.DecodeObject(req.GetPatch()); err != nil {
+		return nil, bad("Field patch %v.", err)
+	}
+	mode, ok := consistencies[req.GetConsistency()]
+	if !ok {
+		return nil, bad("Field consistency must be eventual, causal or strong, not %q.", req.GetConsistency())
+	}
+	if mode == fedsyncv1.Consistency_CONSISTENCY_STRONG && !req.GetHasExpectedVersion() {
+		return nil, bad("Field expected_version is required with consistency strong (0 creates).")
+	}
+	if req.GetHasExpectedVersion() && mode != fedsyncv1.Consistency_CONSISTENCY_STRONG {
+		return nil, bad("Field expected_version is only allowed with consistency strong.")
+	}
+	if req.GetExpectedVersion() < 0 {
+		return nil, bad("Field expected_version must not be negative.")
+	}
+	for agent, n := range req.GetVectorClock() {
+		if agent == "" || n < 0 {
+			return nil, bad("Field vector_clock must map agent ids to counters of at least 0.")
+		}
+	}
+	priority := int32(5)
+	if req.GetHasPriority() {
+		priority = req.GetPriority()
+	}
+	return &fedsyncv1.Delta{
+		Id: req.GetId(), DataType: req.GetDataType(), Patch: req.GetPatch(), Consistency: mode,
+		ExpectedVersion: req.GetExpectedVersion(), HasExpectedVersion: req.GetHasExpectedVersion(),
+		VectorClock: req.GetVectorClock(), MessageId: req.GetMessageId(), Priority: priority,
+	}, nil
+}
+
+func (s *service) PushState(ctx context.Context, req *fedsyncv1.PushStateRequest) (*fedsyncv1.PushStateResponse, error) {
+	claims, ok := authtoken.FromContext(ctx)
+	if !ok {
+		return nil, apierr.New(apierr.Unauthenticated, "A bearer token is required.")
+	}
+	d, err := check(req)
+	if err != nil {
+		return nil, err
+	}
+	if d.MessageId == "" {
+		d.MessageId = ulid.Make().String()
+	}
+	d.Writer, d.Region, d.Hlc = claims.Subject, s.region, s.clock.Now()
+
+	if d.Consistency == fedsyncv1.Consistency_CONSISTENCY_STRONG {
+		sctx, cancel := context.WithTimeout(ctx, s.strongTimeout)
+		defer cancel()
+		version, err := s.merge.CommitStrong(sctx, d)
+		if err != nil {
+			if apierr.IsInfrastructure(err) || sctx.Err() != nil {
+				return nil, apierr.New(apierr.Unavailable, "The strong write of %s was not confirmed in time; retry with the same message_id.", d.Id).WithRetryAfter(time.Second)
+			}
+			return nil, err
+		}
+		return &fedsyncv1.PushStateResponse{MessageId: d.MessageId, Status: "committed", Version: version}, nil
+	}
+
+	payload, err := proto.Marshal(d)
+	if err != nil {
+		return nil, fmt.Errorf("encode delta: %w", err)
+	}
+	env, err := proto.Marshal(&fedsyncv1.SyncMessage{
+		MessageId: d.MessageId, SenderId: d.Writer, Timestamp: d.Hlc, Type: fedsyncv1.MessageType_STATE_UPDATE,
+		Payload: payload, Priority: d.Priority, Metadata: map[string]string{"region": s.region, "data_type": d.DataType},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("encode envelope: %w", err)
+	}
+	pctx, cancel := context.WithTimeout(ctx, s.produceTimeout)
+	defer cancel()
+	if err := s.deltas.Publish(pctx, kafkabus.Record{Key: []byte(d.Id), Value: env}); err != nil {
+		return nil, apierr.New(apierr.Unavailable, "The delta log is unreachable; nothing was accepted. Retry with the same message_id.").WithRetryAfter(time.Second)
+	}
+	return &fedsyncv1.PushStateResponse{MessageId: d.MessageId, Status: "accepted"}, nil
+}
+
+func (s *service) Heartbeat(ctx context.Context, _ *fedsyncv1.HeartbeatRequest) (*fedsyncv1.HeartbeatResponse, error) {
+	claims, ok := authtoken.FromContext(ctx)
+	if !ok {
+		return nil, apierr.New(apierr.Unauthenticated, "A bearer token is required.")
+	}
+	hb, _ := proto.Marshal(&fedsyncv1.Heartbeat{AgentId: claims.Subject, Region: s.region, SentAt: time.Now().UnixNano()})
+	env, _ := proto.Marshal(&fedsyncv1.SyncMessage{
+		MessageId: ulid.Make().String(), SenderId: claims.Subject, Timestamp: s.clock.Now(),
+		Type: fedsyncv1.MessageType_HEARTBEAT, Payload: hb,
+	})
+	pctx, cancel := context.WithTimeout(ctx, s.produceTimeout)
+	defer cancel()
+	if err := s.heartbeats.Publish(pctx, kafkabus.Record{Key: []byte(claims.Subject), Value: env}); err != nil {
+		return nil, apierr.New(apierr.Unavailable, "The heartbeat log is unreachable.").WithRetryAfter(time.Second)
+	}
+	return &fedsyncv1.HeartbeatResponse{}, nil
+}

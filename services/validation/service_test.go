@@ -1,0 +1,210 @@
+package validation
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-kit/kit/endpoint"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/fedsync/fedsync/libs/apierr"
+	"github.com/fedsync/fedsync/libs/authtoken/authtokentest"
+	"github.com/fedsync/fedsync/libs/kafkabus"
+	fedsyncv1 "github.com/fedsync/fedsync/proto/fedsync/v1"
+)
+
+// memLog is a fake Log for callers' tests; the real producer is tested in
+// libs/kafkabus against a Kafka broker.
+type memLog struct {
+	mu      sync.Mutex
+	records []kafkabus.Record
+	down    bool
+}
+
+func (l *memLog) Publish(_ context.Context, rs ...kafkabus.Record) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.down {
+		return errors.New("kafka: connection refused")
+	}
+	l.records = append(l.records, rs...)
+	return nil
+}
+
+type fakeMerge struct{ version int64 }
+
+func (f *fakeMerge) CommitStrong(_ context.Context, d *fedsyncv1.Delta) (int64, error) {
+	if d.ExpectedVersion != f.version {
+		return 0, apierr.New(apierr.VersionConflict, "stale").WithDetail("current_version", f.version)
+	}
+	f.version++
+	return f.version, nil
+}
+
+type fixture struct {
+	srv    *httptest.Server
+	log    *memLog
+	token  string
+	issuer *authtokentest.Issuer
+}
+
+func newFixture(t *testing.T) *fixture {
+	iss := authtokentest.New(t)
+	lg := &memLog{}
+	svc := NewService(lg, &memLog{}, &fakeMerge{}, "na", time.Second, time.Second)
+	eps := MakeEndpoints(svc, func(string) endpoint.Middleware { return func(e endpoint.Endpoint) endpoint.Endpoint { return e } })
+	srv := httptest.NewServer(NewHTTPHandler(eps, iss.Verifier, 1<<20))
+	t.Cleanup(srv.Close)
+	return &fixture{srv: srv, log: lg, token: iss.Token(t, "ai-001", "L2"), issuer: iss}
+}
+
+func (f *fixture) post(t *testing.T, path, token, body string) (int, map[string]any) {
+	req, _ := http.NewRequest("POST", f.srv.URL+path, strings.NewReader(body))
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	var out map[string]any
+	json.Unmarshal(raw, &out)
+	return resp.StatusCode, out
+}
+
+func errCode(body map[string]any) string {
+	e, _ := body["error"].(map[string]any)
+	s, _ := e["code"].(string)
+	return s
+}
+
+func TestPushStateBadInput(t *testing.T) {
+	f := newFixture(t)
+	tests := []struct {
+		name   string
+		path   string
+		token  string
+		body   string
+		status int
+		code   string
+		field  string
+	}{
+		{"malformed json", "/api/v1/sync/state", f.token, `{"id":`, 400, "invalid_argument", ""},
+		{"missing id", "/api/v1/sync/state", f.token, `{"data_type":"note","patch":{}}`, 400, "invalid_argument", "id"},
+		{"bad id", "/api/v1/sync/state", f.token, `{"id":"has space","data_type":"note","patch":{}}`, 400, "invalid_argument", "id"},
+		{"missing data_type", "/api/v1/sync/state", f.token, `{"id":"a","patch":{}}`, 400, "invalid_argument", "data_type"},
+		{"missing patch", "/api/v1/sync/state", f.token, `{"id":"a","data_type":"note"}`, 400, "invalid_argument", "patch"},
+		{"patch not object", "/api/v1/sync/state", f.token, `{"id":"a","data_type":"note","patch":[1]}`, 400, "invalid_argument", "patch"},
+		{"wrong field type", "/api/v1/sync/state", f.token, `{"id":"a","data_type":"note","patch":{},"priority":"high"}`, 400, "invalid_argument", "priority"},
+		{"priority out of range", "/api/v1/sync/state", f.token, `{"id":"a","data_type":"note","patch":{},"priority":10}`, 400, "invalid_argument", "priority"},
+		{"unknown consistency", "/api/v1/sync/state", f.token, `{"id":"a","data_type":"note","patch":{},"consistency":"psychic"}`, 400, "invalid_argument", "consistency"},
+		{"strong without version", "/api/v1/sync/state", f.token, `{"id":"a","data_type":"note","patch":{},"consistency":"strong"}`, 400, "invalid_argument", "expected_version"},
+		{"expected_version with eventual", "/api/v1/sync/state", f.token, `{"id":"a","data_type":"note","patch":{},"expected_version":1}`, 400, "invalid_argument", "expected_version"},
+		{"oversized", "/api/v1/sync/state", f.token, `{"id":"a","data_type":"note","patch":{"x":"` + strings.Repeat("a", 1<<20) + `"}}`, 413, "too_large", ""},
+		{"no token", "/api/v1/sync/state", "", `{"id":"a","data_type":"note","patch":{}}`, 401, "unauthenticated", ""},
+		{"garbage token", "/api/v1/sync/state", "xyz", `{"id":"a","data_type":"note","patch":{}}`, 401, "unauthenticated", ""},
+		{"unknown route", "/api/v1/sync/nothing", f.token, `{}`, 404, "not_found", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			status, body := f.post(t, tt.path, tt.token, tt.body)
+			if status != tt.status || errCode(body) != tt.code {
+				t.Fatalf("got %d %s, want %d %s: %v", status, errCode(body), tt.status, tt.code, body)
+			}
+			msg, _ := body["error"].(map[string]any)["message"].(string)
+			if tt.field != "" && !strings.Contains(msg, tt.field) {
+				t.Fatalf("message %q does not name field %s", msg, tt.field)
+			}
+		})
+	}
+	if len(f.log.records) != 0 {
+		t.Fatalf("bad input reached the log: %d records", len(f.log.records))
+	}
+}
+
+func TestPushStateAcceptsAndProducesKeyedDelta(t *testing.T) {
+	f := newFixture(t)
+	status, body := f.post(t, "/api/v1/sync/state", f.token, `{"id":"ai-001:b","data_type":"note","patch":{"x":1},"message_id":"m-1"}`)
+	if status != 202 || body["status"] != "accepted" || body["message_id"] != "m-1" {
+		t.Fatalf("got %d %v", status, body)
+	}
+	if len(f.log.records) != 1 || string(f.log.records[0].Key) != "ai-001:b" {
+		t.Fatalf("records %v", f.log.records)
+	}
+	env := &fedsyncv1.SyncMessage{}
+	proto.Unmarshal(f.log.records[0].Value, env)
+	d := &fedsyncv1.Delta{}
+	proto.Unmarshal(env.Payload, d)
+	if env.Type != fedsyncv1.MessageType_STATE_UPDATE || d.Writer != "ai-001" || d.Region != "na" || d.Hlc == 0 || d.Priority != 5 {
+		t.Fatalf("envelope %v delta %v", env, d)
+	}
+	// No message_id: one is assigned.
+	_, body = f.post(t, "/api/v1/sync/state", f.token, `{"id":"ai-001:b","data_type":"note","patch":{"x":2}}`)
+	if id, _ := body["message_id"].(string); len(id) < 10 {
+		t.Fatalf("no message id assigned: %v", body)
+	}
+}
+
+func TestPushStateLogDownIs503(t *testing.T) {
+	f := newFixture(t)
+	f.log.down = true
+	req, _ := http.NewRequest("POST", f.srv.URL+"/api/v1/sync/state", strings.NewReader(`{"id":"a","data_type":"note","patch":{}}`))
+	req.Header.Set("Authorization", "Bearer "+f.token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("status %d, Retry-After %q", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+}
+
+func TestStrongWrites(t *testing.T) {
+	f := newFixture(t)
+	status, body := f.post(t, "/api/v1/sync/state", f.token, `{"id":"lock","data_type":"note","patch":{"o":1},"consistency":"strong","expected_version":0}`)
+	if status != 200 || body["status"] != "committed" || body["version"] != float64(1) {
+		t.Fatalf("got %d %v", status, body)
+	}
+	status, body = f.post(t, "/api/v1/sync/state", f.token, `{"id":"lock","data_type":"note","patch":{"o":2},"consistency":"strong","expected_version":0}`)
+	details, _ := body["error"].(map[string]any)["details"].(map[string]any)
+	if status != 409 || errCode(body) != "version_conflict" || details["current_version"] != float64(1) {
+		t.Fatalf("got %d %v", status, body)
+	}
+}
+
+func TestRateLimit(t *testing.T) {
+	iss := authtokentest.New(t)
+	svc := RateLimitingMiddleware(1, 3, 1000, 1000)(NewService(&memLog{}, &memLog{}, &fakeMerge{}, "na", time.Second, time.Second))
+	eps := MakeEndpoints(svc, func(string) endpoint.Middleware { return func(e endpoint.Endpoint) endpoint.Endpoint { return e } })
+	srv := httptest.NewServer(NewHTTPHandler(eps, iss.Verifier, 1<<20))
+	defer srv.Close()
+	tok := iss.Token(t, "ai-001", "L2")
+	limited := 0
+	for i := 0; i < 6; i++ {
+		req, _ := http.NewRequest("POST", srv.URL+"/api/v1/sync/state", strings.NewReader(fmt.Sprintf(`{"id":"a","data_type":"note","patch":{"i":%d}}`, i)))
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, _ := http.DefaultClient.Do(req)
+		resp.Body.Close()
+		if resp.StatusCode == 429 {
+			limited++
+			if resp.Header.Get("Retry-After") == "" {
+				t.Fatal("429 without Retry-After")
+			}
+		}
+	}
+	if limited < 2 {
+		t.Fatalf("%d of 6 requests limited with burst 3", limited)
+	}
+}
