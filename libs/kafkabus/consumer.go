@@ -118,3 +118,22 @@ func (c *Consumer) Lag() int64 { return c.r.Stats().Lag }
 
 // Close leaves the group.
 func (c *Consumer) Close() error { return c.r.Close() }
+
+// ReportLag sets gauge to the consumers' total lag every second until ctx ends:
+// the seed's message_queue_depth of a topic.
+func ReportLag(ctx context.Context, gauge interface{ Set(float64) }, consumers ...*Consumer) error {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			var total int64
+			for _, c := range consumers {
+				total += max(c.Lag(), 0)
+			}
+			gauge.Set(float64(total))
+		}
+	}
+}

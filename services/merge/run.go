@@ -3,7 +3,6 @@ package merge
 import (
 	"context"
 	"fmt"
-	"time"
 
 	"github.com/go-kit/kit/endpoint"
 	"github.com/go-kit/log"
@@ -51,22 +50,7 @@ func Run(ctx context.Context, cfg *Config) error {
 		rt.OnClose(func() { c.Close() })
 		rt.Go(fmt.Sprintf("deltas consumer %d", i), func(ctx context.Context) error { return c.Run(ctx, handler) })
 	}
-	rt.Go("lag gauge", func(ctx context.Context) error {
-		t := time.NewTicker(time.Second)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-t.C:
-				var total int64
-				for _, c := range consumers {
-					total += max(c.Lag(), 0)
-				}
-				lag.Set(float64(total))
-			}
-		}
-	})
+	rt.Go("lag gauge", func(ctx context.Context) error { return kafkabus.ReportLag(ctx, lag, consumers...) })
 	return rt.Run(ctx, svcrun.Servers{
 		RegisterGRPC: func(s *grpc.Server) { fedsyncv1.RegisterMergeServiceServer(s, NewGRPCServer(eps)) },
 	})

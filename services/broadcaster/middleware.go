@@ -1,0 +1,34 @@
+package broadcaster
+
+import (
+	"context"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	fedsyncv1 "github.com/fedsync/fedsync/proto/fedsync/v1"
+)
+
+// Middleware decorates a Service.
+type Middleware func(Service) Service
+
+type instrumenting struct {
+	Service
+	latency *prometheus.HistogramVec
+	region  string
+}
+
+// InstrumentingMiddleware observes the seed's sync_latency, from admission of a
+// delta to the moment its committed change reaches this regional hub's fan-out.
+func InstrumentingMiddleware(latency *prometheus.HistogramVec, region string) Middleware {
+	return func(next Service) Service { return &instrumenting{Service: next, latency: latency, region: region} }
+}
+
+func (m *instrumenting) Publish(ctx context.Context, c *fedsyncv1.Change) error {
+	err := m.Service.Publish(ctx, c)
+	if err == nil && c.GetAdmittedAt() > 0 {
+		ms := float64(time.Now().UnixNano()-c.GetAdmittedAt()) / 1e6
+		m.latency.WithLabelValues(c.GetRegion(), m.region, c.GetState().GetDataType()).Observe(max(ms, 0))
+	}
+	return err
+}

@@ -1,0 +1,167 @@
+package broadcaster
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"sync"
+	"time"
+
+	"github.com/go-kit/log"
+	"github.com/go-kit/log/level"
+	"github.com/oklog/ulid/v2"
+
+	"github.com/fedsync/fedsync/libs/apierr"
+)
+
+// Registry holds the subscriptions created through the REST API
+// (POST /api/v1/sync/subscribe). One with a callback_url is delivered by webhook;
+// one without is a named filter and cursor that a WebSocket client attaches to by
+// sending {"type":"subscribe","subscription_id":..}.
+type Registry struct {
+	svc    Service
+	client *http.Client
+	logger log.Logger
+
+	mu      sync.Mutex
+	entries map[string]*registered
+}
+
+type registered struct {
+	owner    string
+	filter   Filter
+	cursor   string
+	callback string
+	cancel   context.CancelFunc
+}
+
+// NewRegistry returns an empty registry delivering through svc.
+func NewRegistry(svc Service, logger log.Logger) *Registry {
+	return &Registry{svc: svc, client: &http.Client{Timeout: 10 * time.Second}, logger: logger, entries: map[string]*registered{}}
+}
+
+// CreateRequest is the body of POST /api/v1/sync/subscribe.
+type CreateRequest struct {
+	IDPrefix    string   `json:"id_prefix"`
+	DataTypes   []string `json:"data_types"`
+	FromCursor  string   `json:"from_cursor"`
+	CallbackURL string   `json:"callback_url"`
+	Owner       string   `json:"-"`
+}
+
+// CreateResponse is its 201 answer.
+type CreateResponse struct {
+	SubscriptionID string `json:"subscription_id"`
+	Cursor         string `json:"cursor"`
+}
+
+// Create registers a subscription.
+func (r *Registry) Create(_ context.Context, req CreateRequest) (CreateResponse, error) {
+	if req.CallbackURL != "" {
+		u, err := url.Parse(req.CallbackURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return CreateResponse{}, apierr.New(apierr.InvalidArgument, "Field callback_url must be an absolute http or https URL.")
+		}
+	}
+	cursor := req.FromCursor
+	if cursor == "" {
+		cursor = FormatCursor(r.svc.Head())
+	} else if _, err := ParseCursor(cursor); err != nil {
+		return CreateResponse{}, err
+	}
+	id := ulid.Make().String()
+	e := &registered{owner: req.Owner, filter: Filter{IDPrefix: req.IDPrefix, DataTypes: req.DataTypes}, cursor: cursor, callback: req.CallbackURL}
+	if e.callback != "" {
+		ctx, cancel := context.WithCancel(context.Background())
+		e.cancel = cancel
+		sub, err := r.svc.Subscribe(ctx, SubscribeRequest{Filter: e.filter, FromCursor: cursor, Subscriber: req.Owner})
+		if err != nil {
+			cancel()
+			return CreateResponse{}, err
+		}
+		go r.deliver(ctx, id, e, sub)
+	}
+	r.mu.Lock()
+	r.entries[id] = e
+	r.mu.Unlock()
+	return CreateResponse{SubscriptionID: id, Cursor: cursor}, nil
+}
+
+// Lookup returns the filter and cursor of a registered subscription the caller owns.
+func (r *Registry) Lookup(id, caller string) (Filter, string, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e, ok := r.entries[id]
+	if !ok || e.owner != caller {
+		return Filter{}, "", apierr.New(apierr.NotFound, "Subscription %s does not exist.", id)
+	}
+	return e.filter, e.cursor, nil
+}
+
+// Delete removes a subscription the caller owns.
+func (r *Registry) Delete(_ context.Context, id, caller string) error {
+	r.mu.Lock()
+	e, ok := r.entries[id]
+	if ok && e.owner == caller {
+		delete(r.entries, id)
+	}
+	r.mu.Unlock()
+	if !ok || e.owner != caller {
+		return apierr.New(apierr.NotFound, "Subscription %s does not exist.", id)
+	}
+	if e.cancel != nil {
+		e.cancel()
+	}
+	return nil
+}
+
+// deliver POSTs each event to the callback, retrying a failing callback with
+// backoff; the subscription keeps its place meanwhile.
+func (r *Registry) deliver(ctx context.Context, id string, e *registered, sub *Subscription) {
+	logger := log.With(r.logger, "subscription", id, "callback", e.callback)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-sub.Done():
+			level.Warn(logger).Log("msg", "webhook subscription ended", "err", sub.Err())
+			return
+		case ev := <-sub.Events():
+			body, _ := json.Marshal(eventMessage(id, ev))
+			backoff := 200 * time.Millisecond
+			for {
+				err := r.post(ctx, e.callback, body)
+				if err == nil {
+					break
+				}
+				level.Warn(logger).Log("msg", "webhook delivery failed, retrying", "err", err)
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(backoff):
+				}
+				backoff = min(2*backoff, 30*time.Second)
+			}
+		}
+	}
+}
+
+func (r *Registry) post(ctx context.Context, url string, body []byte) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := r.client.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		return fmt.Errorf("callback answered %s", resp.Status)
+	}
+	return nil
+}

@@ -1,0 +1,78 @@
+package broadcaster
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/go-kit/kit/endpoint"
+	"github.com/go-kit/log"
+	"github.com/go-kit/log/level"
+	"google.golang.org/grpc"
+
+	"github.com/fedsync/fedsync/libs/endpoints"
+	"github.com/fedsync/fedsync/libs/kafkabus"
+	"github.com/fedsync/fedsync/libs/svcrun"
+	fedsyncv1 "github.com/fedsync/fedsync/proto/fedsync/v1"
+)
+
+// Run serves the broadcaster until ctx ends.
+func Run(ctx context.Context, cfg *Config) error {
+	rt, err := svcrun.New(ctx, &cfg.Service)
+	if err != nil {
+		return err
+	}
+	if err := kafkabus.EnsureTopics(ctx, &cfg.Kafka, cfg.Kafka.Topics()); err != nil {
+		return err
+	}
+	store, err := rt.Peer("statestore")
+	if err != nil {
+		return err
+	}
+	verifier, err := rt.Verifier()
+	if err != nil {
+		return fmt.Errorf("token verifier: %w", err)
+	}
+	commitLog := logClient{peer: store}
+	core := NewService(commitLog, cfg.SubscriberBuffer)
+	var svc Service = core
+	svc = InstrumentingMiddleware(rt.Metrics.NewSyncLatency(), cfg.Service.Region)(svc)
+	reg := NewRegistry(svc, log.With(rt.Logger, "component", "webhooks"))
+	eps := MakeEndpoints(reg, func(method string) endpoint.Middleware {
+		return endpoints.Instrument(method, rt.Logger, rt.Metrics)
+	})
+	conns := rt.Metrics.NewActiveConnections()
+
+	// Start "now" at statestore's head so that a consumer group resuming from an
+	// older offset does not replay history to new subscribers as if it were live.
+	rt.Go("head", func(ctx context.Context) error {
+		for ctx.Err() == nil {
+			resp, err := commitLog.ReadLog(ctx, 1<<62, 1)
+			if err == nil {
+				core.raiseHead(resp.GetHeadSeq())
+				return nil
+			}
+			level.Warn(rt.Logger).Log("msg", "read commit-log head", "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+		return nil
+	})
+	consumer := kafkabus.NewConsumer(&cfg.Kafka, kafkabus.TopicCommitted, "fedsync-broadcaster-"+cfg.Service.Instance, kafkabus.StartLatest, rt.Logger)
+	rt.OnClose(func() { consumer.Close() })
+	rt.Go("committed consumer", func(ctx context.Context) error { return consumer.Run(ctx, kafkaHandler(svc, rt.Logger)) })
+	lag := rt.Metrics.QueueDepth.WithLabelValues(kafkabus.TopicCommitted, "all")
+	rt.Go("lag gauge", func(ctx context.Context) error { return kafkabus.ReportLag(ctx, lag, consumer) })
+	return rt.Run(ctx, svcrun.Servers{
+		GRPCOptions: []grpc.ServerOption{grpc.ChainStreamInterceptor(verifier.StreamServerInterceptor())},
+		RegisterGRPC: func(s *grpc.Server) {
+			fedsyncv1.RegisterBroadcasterServiceServer(s, NewGRPCServer(svc, conns.WithLabelValues(cfg.Service.Region, "grpc")))
+		},
+		HTTP: NewHTTPHandler(svc, reg, eps, verifier, HTTPOptions{
+			PingInterval: cfg.PingInterval, PingTimeout: cfg.PingTimeout, Logger: rt.Logger,
+			Connections: conns.WithLabelValues(cfg.Service.Region, "websocket"),
+		}),
+	})
+}

@@ -1,0 +1,201 @@
+package broadcaster
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/coder/websocket/wsjson"
+	"github.com/go-kit/kit/endpoint"
+	"github.com/go-kit/log"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/fedsync/fedsync/libs/apierr"
+	"github.com/fedsync/fedsync/libs/authtoken/authtokentest"
+	fedsyncv1 "github.com/fedsync/fedsync/proto/fedsync/v1"
+)
+
+// memLog is an in-memory commit log standing in for statestore's ReadLog.
+type memLog struct {
+	mu      sync.Mutex
+	changes []*fedsyncv1.Change
+	first   uint64 // lowest retained seq
+}
+
+func (l *memLog) add(id string, version int64) *fedsyncv1.Change {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	c := &fedsyncv1.Change{Seq: uint64(len(l.changes) + 1), State: &fedsyncv1.State{Id: id, DataType: "note", Version: version, Value: []byte(fmt.Sprintf(`{"v":%d}`, version))}}
+	l.changes = append(l.changes, c)
+	return c
+}
+
+func (l *memLog) ReadLog(_ context.Context, after uint64, limit int) (*fedsyncv1.ReadLogResponse, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	head := uint64(len(l.changes))
+	if after < head && after+1 < l.first {
+		return nil, apierr.New(apierr.CursorExpired, "too old")
+	}
+	resp := &fedsyncv1.ReadLogResponse{HeadSeq: head}
+	for _, c := range l.changes {
+		if c.Seq > after && len(resp.Changes) < limit {
+			resp.Changes = append(resp.Changes, c)
+		}
+	}
+	return resp, nil
+}
+
+func next(t *testing.T, sub *Subscription) Event {
+	t.Helper()
+	select {
+	case ev := <-sub.Events():
+		return ev
+	case <-time.After(5 * time.Second):
+		t.Fatal("no event within 5s")
+	}
+	return Event{}
+}
+
+func TestLiveSubscriptionFiltersAndDeduplicates(t *testing.T) {
+	lg := &memLog{}
+	svc := NewService(lg, 64)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sub, _ := svc.Subscribe(ctx, SubscribeRequest{Filter: Filter{IDPrefix: "ai-001:"}})
+	c1 := lg.add("ai-001:a", 1)
+	lg.add("ai-002:a", 1)
+	c3 := lg.add("ai-001:a", 2)
+	for _, c := range lg.changes {
+		svc.Publish(ctx, c)
+	}
+	svc.Publish(ctx, c1) // republished by statestore after a restart
+	if ev := next(t, sub); ev.Change != c1 {
+		t.Fatalf("first event %v", ev.Change)
+	}
+	if ev := next(t, sub); ev.Change != c3 {
+		t.Fatalf("second event %v", ev.Change)
+	}
+	select {
+	case ev := <-sub.Events():
+		t.Fatalf("unexpected event %v", ev.Change)
+	case <-time.After(50 * time.Millisecond):
+	}
+}
+
+// TestResumeFromCursorHasNoGapOrDuplicate publishes live changes while a resumed
+// subscription is still catching up from the log.
+func TestResumeFromCursorHasNoGapOrDuplicate(t *testing.T) {
+	lg := &memLog{}
+	svc := NewService(lg, 1024)
+	for v := 1; v <= 300; v++ {
+		svc.Publish(context.Background(), lg.add("doc", int64(v)))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sub, err := svc.Subscribe(ctx, SubscribeRequest{FromCursor: "100"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for v := 301; v <= 400; v++ {
+			svc.Publish(context.Background(), lg.add("doc", int64(v)))
+		}
+	}()
+	for want := int64(101); want <= 400; want++ {
+		ev := next(t, sub)
+		if ev.Change.State.Version != want {
+			t.Fatalf("got version %d, want %d", ev.Change.State.Version, want)
+		}
+	}
+}
+
+func TestExpiredCursorSaysSnapshotRequired(t *testing.T) {
+	lg := &memLog{first: 50}
+	for v := 1; v <= 60; v++ {
+		lg.add("doc", int64(v))
+	}
+	svc := NewService(lg, 64)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sub, _ := svc.Subscribe(ctx, SubscribeRequest{FromCursor: "3"})
+	if ev := next(t, sub); ev.Type != "snapshot_required" {
+		t.Fatalf("got %s, want snapshot_required", ev.Type)
+	}
+	if _, err := svc.Subscribe(ctx, SubscribeRequest{FromCursor: "abc"}); apierr.As(err).Code != apierr.InvalidArgument {
+		t.Fatalf("bad cursor: %v", err)
+	}
+}
+
+func TestSlowSubscriberIsDropped(t *testing.T) {
+	lg := &memLog{}
+	svc := NewService(lg, 16)
+	sub, _ := svc.Subscribe(context.Background(), SubscribeRequest{})
+	for v := 1; v <= 20; v++ {
+		svc.Publish(context.Background(), lg.add("doc", int64(v)))
+	}
+	select {
+	case <-sub.Done():
+	case <-time.After(time.Second):
+		t.Fatal("slow subscriber not dropped")
+	}
+	if sub.Err() != ErrTooSlow || sub.Cursor() != 16 {
+		t.Fatalf("err %v cursor %d", sub.Err(), sub.Cursor())
+	}
+}
+
+func TestWebSocketStream(t *testing.T) {
+	iss := authtokentest.New(t)
+	lg := &memLog{}
+	svc := NewService(lg, 64)
+	reg := NewRegistry(svc, log.NewNopLogger())
+	eps := MakeEndpoints(reg, func(string) endpoint.Middleware { return func(e endpoint.Endpoint) endpoint.Endpoint { return e } })
+	srv := httptest.NewServer(NewHTTPHandler(svc, reg, eps, iss.Verifier, HTTPOptions{
+		PingInterval: time.Second, PingTimeout: time.Second, Logger: log.NewNopLogger(), Connections: prometheus.NewGauge(prometheus.GaugeOpts{Name: "c"}),
+	}))
+	defer srv.Close()
+	wsURL := "ws" + strings.TrimPrefix(srv.URL, "http") + "/stream"
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	if _, resp, err := websocket.Dial(ctx, wsURL, nil); err == nil || resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("dial without token: %v", err)
+	}
+	conn, _, err := websocket.Dial(ctx, wsURL+"?access_token="+iss.Token(t, "ai-002", "L2"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.CloseNow()
+	wsjson.Write(ctx, conn, map[string]any{"type": "bogus"})
+	var msg map[string]any
+	wsjson.Read(ctx, conn, &msg)
+	if msg["type"] != "error" {
+		t.Fatalf("bogus message answered with %v", msg)
+	}
+	wsjson.Write(ctx, conn, map[string]any{"type": "subscribe", "id_prefix": "ai-001:"})
+	wsjson.Read(ctx, conn, &msg)
+	if msg["type"] != "subscribed" || msg["subscription_id"] == "" {
+		t.Fatalf("subscribe answered with %v", msg)
+	}
+	svc.Publish(ctx, lg.add("ai-001:x", 1))
+	svc.Publish(ctx, lg.add("ai-003:x", 1))
+	svc.Publish(ctx, lg.add("ai-001:x", 2))
+	for want := 1; want <= 2; want++ {
+		var ch map[string]any
+		if err := wsjson.Read(ctx, conn, &ch); err != nil {
+			t.Fatal(err)
+		}
+		if ch["type"] != "change" || ch["id"] != "ai-001:x" || ch["version"] != float64(want) || ch["cursor"] == "" {
+			t.Fatalf("change %d: %v", want, ch)
+		}
+		if v, _ := ch["value"].(map[string]any); v["v"] != float64(want) {
+			t.Fatalf("value %v", ch["value"])
+		}
+	}
+}
