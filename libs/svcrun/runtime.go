@@ -26,6 +26,9 @@ import (
 	fedsyncv1 "github.com/fedsync/fedsync/proto/fedsync/v1"
 )
 
+// RegionHealthPrefix prefixes the grpc.health.v1 entry that names an instance's region.
+const RegionHealthPrefix = "fedsync.region/"
+
 // EnvPrefix prefixes the environment variables that set flags: FEDSYNC_GRPC_ADDR.
 const EnvPrefix = "FEDSYNC"
 
@@ -228,6 +231,9 @@ func (r *Runtime) Run(ctx context.Context, s Servers) error {
 		wg.Wait()
 	}()
 	r.Health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	// The region travels as a health "service" so that health monitors can group
+	// instances by region with grpc.health.v1 List alone.
+	r.Health.SetServingStatus(RegionHealthPrefix+r.Cfg.Region, healthpb.HealthCheckResponse_SERVING)
 	reg.Register()
 	level.Info(logger).Log("msg", "serving", "grpc", grpcLis.Addr(), "http", r.Cfg.HTTPAddr, "region", r.Cfg.Region, "discovery", r.Cfg.Discovery.Mode)
 

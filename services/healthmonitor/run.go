@@ -1,0 +1,56 @@
+package healthmonitor
+
+import (
+	"context"
+
+	"github.com/go-kit/kit/endpoint"
+	"github.com/go-kit/log"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+
+	"github.com/fedsync/fedsync/libs/endpoints"
+	"github.com/fedsync/fedsync/libs/kafkabus"
+	"github.com/fedsync/fedsync/libs/svcrun"
+	fedsyncv1 "github.com/fedsync/fedsync/proto/fedsync/v1"
+)
+
+// Run serves the healthmonitor until ctx ends.
+func Run(ctx context.Context, cfg *Config) error {
+	rt, err := svcrun.New(ctx, &cfg.Service)
+	if err != nil {
+		return err
+	}
+	if err := kafkabus.EnsureTopics(ctx, &cfg.Kafka, cfg.Kafka.Topics()); err != nil {
+		return err
+	}
+	alerts := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "fedsync_alerts_total", Help: "Alerts raised, by alert name (instance_down, heartbeat_missing).",
+	}, []string{"alert"})
+	rt.Metrics.Registry.MustRegister(alerts)
+	alert := func(name string, _ ...string) { alerts.WithLabelValues(name).Inc() }
+
+	p := newProber(cfg.ProbeInterval, cfg.FailureThreshold, log.With(rt.Logger, "component", "prober"), alert)
+	for _, name := range cfg.Watch {
+		inst, err := rt.Discovery.Instancer(name)
+		if err != nil {
+			return err
+		}
+		rt.OnClose(inst.Stop)
+		rt.Go("follow "+name, func(ctx context.Context) error { p.follow(ctx, name, inst); return nil })
+	}
+	rt.Go("prober", p.run)
+	ag := newAgents(cfg.AgentTimeout, log.With(rt.Logger, "component", "agents"), alert)
+	hb := kafkabus.NewConsumer(&cfg.Kafka, kafkabus.TopicHeartbeats, "fedsync-healthmonitor-"+cfg.Service.Instance, kafkabus.StartLatest, rt.Logger)
+	rt.OnClose(func() { hb.Close() })
+	rt.Go("heartbeats consumer", func(ctx context.Context) error { return hb.Run(ctx, ag.handler()) })
+
+	var svc Service = newService(p, ag, cfg.Watch)
+	svc = InstrumentingMiddleware(rt.Metrics.Registry)(svc)
+	eps := MakeEndpoints(svc, func(method string) endpoint.Middleware {
+		return endpoints.Instrument(method, rt.Logger, rt.Metrics)
+	})
+	return rt.Run(ctx, svcrun.Servers{
+		RegisterGRPC: func(s *grpc.Server) { fedsyncv1.RegisterHealthMonitorServiceServer(s, NewGRPCServer(eps)) },
+		HTTP:         NewHTTPHandler(eps),
+	})
+}

@@ -1,0 +1,60 @@
+package healthmonitor
+
+import (
+	"net/http"
+
+	"github.com/fedsync/fedsync/libs/apierr"
+	"github.com/fedsync/fedsync/libs/endpoints"
+	"github.com/fedsync/fedsync/libs/httpjson"
+	fedsyncv1 "github.com/fedsync/fedsync/proto/fedsync/v1"
+)
+
+type componentHealth struct {
+	Status           string `json:"status"`
+	Instances        int32  `json:"instances"`
+	HealthyInstances int32  `json:"healthy_instances"`
+}
+
+type agentHealth struct {
+	Healthy   int32 `json:"healthy"`
+	Unhealthy int32 `json:"unhealthy"`
+}
+
+type healthBody struct {
+	Status   string                     `json:"status"`
+	Services map[string]componentHealth `json:"services"`
+	Regions  map[string]componentHealth `json:"regions"`
+	Agents   agentHealth                `json:"agents"`
+}
+
+func components(m map[string]*fedsyncv1.ServiceHealth) map[string]componentHealth {
+	out := map[string]componentHealth{}
+	for k, v := range m {
+		out[k] = componentHealth{Status: v.GetStatus(), Instances: v.GetInstances(), HealthyInstances: v.GetHealthyInstances()}
+	}
+	return out
+}
+
+// NewHTTPHandler serves GET /api/v1/sync/health, without a token: 200 when
+// healthy or degraded, 503 when unhealthy, the same body either way.
+func NewHTTPHandler(e Endpoints) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /api/v1/sync/health", func(w http.ResponseWriter, r *http.Request) {
+		resp, err := endpoints.Call[*fedsyncv1.GetHealthResponse](r.Context(), e.GetHealth, &fedsyncv1.GetHealthRequest{})
+		if err != nil {
+			apierr.WriteHTTP(w, err)
+			return
+		}
+		status := http.StatusOK
+		if resp.GetStatus() == Unhealthy {
+			status = http.StatusServiceUnavailable
+			w.Header().Set("Retry-After", "5")
+		}
+		httpjson.Write(w, status, healthBody{
+			Status: resp.GetStatus(), Services: components(resp.GetServices()), Regions: components(resp.GetRegions()),
+			Agents: agentHealth{Healthy: resp.GetAgents().GetHealthy(), Unhealthy: resp.GetAgents().GetUnhealthy()},
+		})
+	})
+	mux.HandleFunc("/", httpjson.NotFound)
+	return mux
+}
