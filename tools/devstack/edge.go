@@ -1,0 +1,44 @@
+package devstack
+
+import (
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+
+	"github.com/fedsync/fedsync/libs/apierr"
+	"github.com/fedsync/fedsync/libs/httpjson"
+)
+
+// Routes are the HTTP addresses an edge routes to (one region's view).
+type Routes struct {
+	Authn, Validation, StateStore, Broadcaster, HealthMonitor string
+}
+
+// NewEdge returns the path router of one region: the same routing the Kubernetes
+// Ingress does, by path only.
+func NewEdge(r Routes) http.Handler {
+	proxy := func(addr string) http.Handler {
+		p := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: addr})
+		p.ErrorHandler = func(w http.ResponseWriter, r *http.Request, err error) {
+			if r.Context().Err() != nil {
+				return // the client went away
+			}
+			apierr.WriteHTTP(w, apierr.New(apierr.Unavailable, "The service behind %s is unreachable.", r.URL.Path))
+		}
+		return p
+	}
+	authn, validation, store, bcast, health := proxy(r.Authn), proxy(r.Validation), proxy(r.StateStore), proxy(r.Broadcaster), proxy(r.HealthMonitor)
+	mux := http.NewServeMux()
+	mux.Handle("/oauth2/", authn)
+	mux.Handle("/.well-known/", authn)
+	mux.Handle("/api/v1/sync/state", validation) // exact: the write API
+	mux.Handle("/api/v1/sync/heartbeat", validation)
+	mux.Handle("/api/v1/sync/state/", store) // prefix: reads by id
+	mux.Handle("/api/v1/sync/query", store)
+	mux.Handle("/stream", bcast)
+	mux.Handle("/api/v1/sync/subscribe", bcast)
+	mux.Handle("/api/v1/sync/unsubscribe", bcast)
+	mux.Handle("/api/v1/sync/health", health)
+	mux.HandleFunc("/", httpjson.NotFound)
+	return mux
+}

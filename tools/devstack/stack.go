@@ -1,0 +1,367 @@
+// Package devstack runs the whole fedsync mesh on one machine: the embedded
+// Kafka-protocol broker (or an external Kafka), every service as its own OS
+// process, and one path-routing edge per region. `make run` and the end-to-end
+// tests use it.
+package devstack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+)
+
+// Options configure a stack.
+type Options struct {
+	// BinDir holds the service binaries (authn, validation, ...).
+	BinDir string
+	// StateDir holds clients.json, logs, data and the embedded broker's files.
+	StateDir string
+	// KafkaBrokers points at an external Kafka; empty starts the embedded broker.
+	KafkaBrokers []string
+	// KafkaPort is the embedded broker's port; 0 picks a free one.
+	KafkaPort int
+	// Edges maps each region to its edge address, e.g. na=127.0.0.1:8080.
+	Edges map[string]string
+	// FreePorts gives every service free loopback ports instead of the defaults.
+	FreePorts bool
+	// Progress receives one line per start-up step; nil discards.
+	Progress io.Writer
+}
+
+// Regions returns the stack's regions in a stable order (na first).
+func (o Options) Regions() []string {
+	var rs []string
+	for _, r := range []string{"na", "eu"} {
+		if _, ok := o.Edges[r]; ok {
+			rs = append(rs, r)
+		}
+	}
+	for r := range o.Edges {
+		if r != "na" && r != "eu" {
+			rs = append(rs, r)
+		}
+	}
+	return rs
+}
+
+type proc struct {
+	name     string
+	binary   string
+	args     []string
+	logPath  string
+	httpAddr string
+
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// Stack is a running mesh.
+type Stack struct {
+	opts    Options
+	Clients []Client
+	// Brokers are the Kafka bootstrap addresses the services use.
+	Brokers []string
+
+	broker *kfake.Cluster
+	procs  []*proc
+	byName map[string]*proc
+	edges  []*http.Server
+}
+
+func (s *Stack) progress(format string, args ...any) {
+	if s.opts.Progress != nil {
+		fmt.Fprintf(s.opts.Progress, format+"\n", args...)
+	}
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// Start starts the broker, the services and the edges, and waits until every
+// service answers.
+func Start(ctx context.Context, opts Options) (*Stack, error) {
+	s := &Stack{opts: opts, byName: map[string]*proc{}}
+	if err := os.MkdirAll(filepath.Join(opts.StateDir, "logs"), 0o750); err != nil {
+		return nil, err
+	}
+	regions := opts.Regions()
+	if len(regions) == 0 {
+		return nil, errors.New("devstack: at least one region edge is required")
+	}
+	clientsPath := filepath.Join(opts.StateDir, "clients.json")
+	var err error
+	if s.Clients, err = ensureClients(clientsPath, regions); err != nil {
+		return nil, err
+	}
+	s.progress("clients: %s (%d clients)", clientsPath, len(s.Clients))
+
+	if len(opts.KafkaBrokers) > 0 {
+		s.Brokers = opts.KafkaBrokers
+	} else {
+		port := opts.KafkaPort
+		if port == 0 {
+			if port, err = freePort(); err != nil {
+				return nil, err
+			}
+		}
+		s.broker, err = kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(port),
+			kfake.DataDir(filepath.Join(opts.StateDir, "kafka")), kfake.SyncWrites())
+		if err != nil {
+			return nil, fmt.Errorf("start embedded kafka on port %d: %w", port, err)
+		}
+		s.Brokers = s.broker.ListenAddrs()
+	}
+	s.progress("kafka: %s", strings.Join(s.Brokers, ","))
+
+	if err := s.plan(regions, clientsPath); err != nil {
+		s.Stop()
+		return nil, err
+	}
+	for _, p := range s.procs {
+		if err := p.start(); err != nil {
+			s.Stop()
+			return nil, err
+		}
+	}
+	for _, p := range s.procs {
+		if err := p.waitReady(ctx, 60*time.Second); err != nil {
+			s.Stop()
+			return nil, err
+		}
+	}
+	s.progress("services: %d processes ready (logs in %s)", len(s.procs), filepath.Join(opts.StateDir, "logs"))
+	for _, region := range regions {
+		routes := Routes{
+			Authn: s.byName["authn"].httpAddr, Validation: s.byName["validation-"+region].httpAddr,
+			StateStore: s.byName["statestore"].httpAddr, Broadcaster: s.byName["broadcaster-"+region].httpAddr,
+			HealthMonitor: s.byName["healthmonitor"].httpAddr,
+		}
+		lis, err := net.Listen("tcp", opts.Edges[region])
+		if err != nil {
+			s.Stop()
+			return nil, fmt.Errorf("edge %s: %w", region, err)
+		}
+		srv := &http.Server{Handler: NewEdge(routes), ReadHeaderTimeout: 10 * time.Second}
+		go srv.Serve(lis)
+		s.edges = append(s.edges, srv)
+		s.progress("edge %s: http://%s", region, lis.Addr())
+	}
+	return s, nil
+}
+
+// EdgeURL returns the base URL of a region's edge.
+func (s *Stack) EdgeURL(region string) string { return "http://" + s.opts.Edges[region] }
+
+// plan lays out the processes and their flags.
+func (s *Stack) plan(regions []string, clientsPath string) error {
+	type svc struct{ name, binary, region string }
+	plan := []svc{{"authn", "authn", regions[0]}, {"statestore", "statestore", regions[0]}, {"merge", "merge", regions[0]}}
+	for _, r := range regions {
+		plan = append(plan, svc{"validation-" + r, "validation", r}, svc{"broadcaster-" + r, "broadcaster", r})
+	}
+	plan = append(plan, svc{"healthmonitor", "healthmonitor", regions[0]})
+	defaults := map[string]int{"authn": 19101, "validation": 19102, "merge": 19103, "statestore": 19104, "broadcaster": 19105, "healthmonitor": 19106}
+	grpcAddr := map[string]string{}
+	httpAddr := map[string]string{}
+	for i, p := range plan {
+		var gp, hp int
+		if s.opts.FreePorts {
+			var err error
+			if gp, err = freePort(); err != nil {
+				return err
+			}
+			if hp, err = freePort(); err != nil {
+				return err
+			}
+		} else {
+			offset := 0
+			for j := 0; j < i; j++ {
+				if plan[j].binary == p.binary {
+					offset += 10
+				}
+			}
+			gp, hp = defaults[p.binary]+offset, defaults[p.binary]+100+offset
+		}
+		grpcAddr[p.name] = fmt.Sprintf("127.0.0.1:%d", gp)
+		httpAddr[p.name] = fmt.Sprintf("127.0.0.1:%d", hp)
+	}
+	peers := map[string][]string{}
+	for _, p := range plan {
+		peers[p.binary] = append(peers[p.binary], grpcAddr[p.name])
+	}
+	var peerFlag []string
+	for _, name := range []string{"authn", "validation", "merge", "statestore", "broadcaster", "healthmonitor"} {
+		peerFlag = append(peerFlag, name+"="+strings.Join(peers[name], ","))
+	}
+	for _, p := range plan {
+		args := []string{
+			"-instance=" + p.name, "-region=" + p.region,
+			"-grpc-addr=" + grpcAddr[p.name], "-http-addr=" + httpAddr[p.name],
+			"-data-dir=" + filepath.Join(s.opts.StateDir, "data", p.name),
+			"-discovery=static", "-peers=" + strings.Join(peerFlag, ";"),
+		}
+		if p.binary != "authn" {
+			args = append(args, "-kafka.brokers="+strings.Join(s.Brokers, ","))
+		} else {
+			args = append(args, "-clients-file="+clientsPath)
+		}
+		if p.binary == "healthmonitor" {
+			args = append(args, "-probe-interval=2s")
+		}
+		pr := &proc{name: p.name, binary: filepath.Join(s.opts.BinDir, p.binary), args: args,
+			logPath: filepath.Join(s.opts.StateDir, "logs", p.name+".log"), httpAddr: httpAddr[p.name]}
+		s.procs = append(s.procs, pr)
+		s.byName[p.name] = pr
+	}
+	return nil
+}
+
+func (p *proc) start() error {
+	logf, err := os.OpenFile(p.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(p.binary, p.args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	// Own process group, so a terminal's Ctrl-C reaches only devstack, which stops
+	// the services in order; and killed with devstack if devstack itself dies.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return fmt.Errorf("start %s: %w", p.name, err)
+	}
+	done := make(chan struct{})
+	go func() {
+		cmd.Wait()
+		logf.Close()
+		close(done)
+	}()
+	p.mu.Lock()
+	p.cmd, p.done = cmd, done
+	p.mu.Unlock()
+	return nil
+}
+
+func (p *proc) running() (*exec.Cmd, chan struct{}) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.cmd, p.done
+}
+
+func (p *proc) waitReady(ctx context.Context, timeout time.Duration) error {
+	_, done := p.running()
+	deadline := time.Now().Add(timeout)
+	client := &http.Client{Timeout: time.Second}
+	for time.Now().Before(deadline) {
+		select {
+		case <-done:
+			return fmt.Errorf("%s exited during start-up; last log lines:\n%s", p.name, tail(p.logPath, 20))
+		case <-ctx.Done():
+			return ctx.Err()
+		default:
+		}
+		resp, err := client.Get("http://" + p.httpAddr + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("%s not ready after %s; last log lines:\n%s", p.name, timeout, tail(p.logPath, 20))
+}
+
+func tail(path string, n int) string {
+	b, _ := os.ReadFile(path)
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+func (p *proc) signal(sig syscall.Signal) {
+	if cmd, _ := p.running(); cmd != nil && cmd.Process != nil {
+		cmd.Process.Signal(sig)
+	}
+}
+
+// Kill sends SIGKILL to a service process and waits until it is gone.
+func (s *Stack) Kill(name string) error {
+	p, ok := s.byName[name]
+	if !ok {
+		return fmt.Errorf("no process %s", name)
+	}
+	p.signal(syscall.SIGKILL)
+	_, done := p.running()
+	<-done
+	return nil
+}
+
+// Restart starts a stopped or killed service again and waits until it answers.
+func (s *Stack) Restart(ctx context.Context, name string) error {
+	p, ok := s.byName[name]
+	if !ok {
+		return fmt.Errorf("no process %s", name)
+	}
+	if _, done := p.running(); done != nil {
+		select {
+		case <-done:
+		default:
+			return fmt.Errorf("%s is still running", name)
+		}
+	}
+	if err := p.start(); err != nil {
+		return err
+	}
+	return p.waitReady(ctx, 60*time.Second)
+}
+
+// Stop stops the edges, then every service (SIGTERM, then SIGKILL after 8 s),
+// then the broker.
+func (s *Stack) Stop() {
+	for _, e := range s.edges {
+		e.Close()
+	}
+	for _, p := range s.procs {
+		p.signal(syscall.SIGTERM)
+	}
+	deadline := time.After(8 * time.Second)
+	for _, p := range s.procs {
+		_, done := p.running()
+		if done == nil {
+			continue
+		}
+		select {
+		case <-done:
+		case <-deadline:
+			for _, q := range s.procs {
+				q.signal(syscall.SIGKILL)
+			}
+			<-done
+		}
+	}
+	if s.broker != nil {
+		s.broker.Close()
+	}
+}
