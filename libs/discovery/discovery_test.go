@@ -64,7 +64,7 @@ func TestPeerMapFlag(t *testing.T) {
 func TestStaticPeerSkipsDeadInstance(t *testing.T) {
 	good, _ := startHealthServer(t, healthpb.HealthCheckResponse_SERVING)
 	d, _ := New(Config{Mode: ModeStatic, Peers: PeerMap{"x": {"127.0.0.1:1", good}}}, log.NewNopLogger())
-	p, err := d.NewPeer("x", PeerOptions{Attempts: 3, Timeout: 5 * time.Second, BreakerFailures: 5, BreakerOpen: time.Minute})
+	p, err := d.NewPeer("x", PeerOptions{Attempts: 3, Timeout: 5 * time.Second, AttemptTimeout: 200 * time.Millisecond, BreakerFailures: 5, BreakerOpen: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,7 +98,7 @@ func TestBusinessErrorsDoNotTripBreaker(t *testing.T) {
 
 func TestBreakerOpensAfterConsecutiveFailures(t *testing.T) {
 	d, _ := New(Config{Mode: ModeStatic, Peers: PeerMap{"x": {"127.0.0.1:1"}}}, log.NewNopLogger())
-	p, _ := d.NewPeer("x", PeerOptions{Attempts: 1, Timeout: 2 * time.Second, BreakerFailures: 3, BreakerOpen: time.Minute})
+	p, _ := d.NewPeer("x", PeerOptions{Attempts: 1, Timeout: 2 * time.Second, AttemptTimeout: 100 * time.Millisecond, BreakerFailures: 3, BreakerOpen: time.Minute})
 	defer p.Close()
 	var last error
 	for i := 0; i < 5; i++ {
@@ -256,5 +256,35 @@ func TestRealConsul(t *testing.T) {
 	// The instance becomes visible once Consul's gRPC check passed.
 	if st, err := check(context.Background(), p); err != nil || st != healthpb.HealthCheckResponse_SERVING {
 		t.Fatalf("call through real consul: %v %v", st, err)
+	}
+}
+
+// TestPeerWaitsForRestartingInstance: a peer that starts listening shortly after
+// the call began is waited for instead of failing the call or tripping the breaker.
+func TestPeerWaitsForRestartingInstance(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := lis.Addr().String()
+	lis.Close()
+	d, _ := New(Config{Mode: ModeStatic, Peers: PeerMap{"x": {addr}}}, log.NewNopLogger())
+	p, _ := d.NewPeer("x", DefaultPeerOptions())
+	defer p.Close()
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		lis, err := net.Listen("tcp", addr)
+		if err != nil {
+			return
+		}
+		s := grpc.NewServer()
+		h := health.NewServer()
+		h.SetServingStatus("x", healthpb.HealthCheckResponse_SERVING)
+		healthpb.RegisterHealthServer(s, h)
+		go s.Serve(lis)
+		t.Cleanup(s.Stop)
+	}()
+	if st, err := check(context.Background(), p); err != nil || st != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("call to a starting instance: %v %v", st, err)
 	}
 }

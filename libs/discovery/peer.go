@@ -14,6 +14,7 @@ import (
 	"github.com/go-kit/log"
 	"github.com/sony/gobreaker"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/fedsync/fedsync/libs/apierr"
@@ -26,6 +27,10 @@ type PeerOptions struct {
 	Attempts int
 	// Timeout bounds one call including its retries.
 	Timeout time.Duration
+	// AttemptTimeout bounds one attempt. An attempt waits for its instance's
+	// connection to become ready (a restarting peer is waited for, not failed),
+	// so only an instance unreachable for this long counts as a failure.
+	AttemptTimeout time.Duration
 	// BreakerFailures opens an instance's breaker after this many consecutive
 	// infrastructure failures (seed 4.3: 5).
 	BreakerFailures uint32
@@ -36,7 +41,7 @@ type PeerOptions struct {
 
 // DefaultPeerOptions are the seed's circuit-breaker numbers with a 10 s call budget.
 func DefaultPeerOptions() PeerOptions {
-	return PeerOptions{Attempts: 3, Timeout: 10 * time.Second, BreakerFailures: 5, BreakerOpen: 60 * time.Second}
+	return PeerOptions{Attempts: 3, Timeout: 10 * time.Second, AttemptTimeout: 3 * time.Second, BreakerFailures: 5, BreakerOpen: 60 * time.Second}
 }
 
 // Peer calls one service through load balancing, retries and per-instance breakers.
@@ -64,7 +69,14 @@ func (d *Discovery) NewPeer(service string, opts PeerOptions) (*Peer, error) {
 		return nil, err
 	}
 	logger := log.With(d.logger, "peer", service)
-	dialOpts := append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, telemetry.GRPCDialOptions()...)
+	dialOpts := append([]grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.WaitForReady(true)),
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
+			MinConnectTimeout: time.Second,
+		}),
+	}, telemetry.GRPCDialOptions()...)
 	dialOpts = append(dialOpts, opts.DialOptions...)
 	factory := func(instance string) (endpoint.Endpoint, io.Closer, error) {
 		cc, err := grpc.NewClient(instance, dialOpts...)
@@ -82,6 +94,11 @@ func (d *Discovery) NewPeer(service string, opts PeerOptions) (*Peer, error) {
 			},
 		})
 		ep := func(ctx context.Context, req any) (any, error) {
+			if opts.AttemptTimeout > 0 {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, opts.AttemptTimeout)
+				defer cancel()
+			}
 			resp, err := req.(Invocation)(ctx, cc)
 			if err != nil && !apierr.IsInfrastructure(err) {
 				return answer{err: err}, nil

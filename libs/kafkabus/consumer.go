@@ -37,7 +37,7 @@ type Consumer struct {
 	logger log.Logger
 }
 
-// NewConsumer joins group on topic.
+// NewConsumer joins group on topic (names before the configured prefix).
 func NewConsumer(c *Config, topic, group string, start StartAt, logger log.Logger) *Consumer {
 	return &Consumer{
 		r: kafka.NewReader(kafka.ReaderConfig{

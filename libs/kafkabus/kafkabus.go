@@ -33,7 +33,10 @@ const (
 
 // Config says how to reach Kafka and how to shape the topics fedsync creates.
 type Config struct {
-	Brokers      flagenv.StringList
+	Brokers flagenv.StringList
+	// TopicPrefix is put before every topic and consumer group name, so several
+	// federations (or test runs) can share one Kafka cluster.
+	TopicPrefix  string
 	Partitions   int
 	Replication  int
 	BatchTimeout time.Duration
@@ -43,6 +46,7 @@ type Config struct {
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	c.Brokers = flagenv.StringList{"127.0.0.1:19092"}
 	fs.Var(&c.Brokers, "kafka.brokers", "comma-separated Kafka bootstrap addresses")
+	fs.StringVar(&c.TopicPrefix, "kafka.topic-prefix", "", "prefix of every topic and consumer group name")
 	fs.IntVar(&c.Partitions, "kafka.partitions", 8, "partitions of keyed topics created at start-up")
 	fs.IntVar(&c.Replication, "kafka.replication", 1, "replication factor of topics created at start-up")
 	fs.DurationVar(&c.BatchTimeout, "kafka.batch-timeout", 2*time.Millisecond, "longest a produced record waits to be batched")
@@ -63,6 +67,12 @@ func (c *Config) Validate() error {
 	return nil
 }
 
+// Topic returns the full name of one of fedsync's topics.
+func (c *Config) Topic(name string) string { return c.TopicPrefix + name }
+
+// Group returns the full name of a consumer group.
+func (c *Config) Group(name string) string { return c.TopicPrefix + name }
+
 // TopicSpec is a topic fedsync needs.
 type TopicSpec struct {
 	Name       string
@@ -72,10 +82,10 @@ type TopicSpec struct {
 // Topics returns every topic fedsync uses, shaped by the config.
 func (c *Config) Topics() []TopicSpec {
 	return []TopicSpec{
-		{Name: TopicDeltas, Partitions: c.Partitions},
-		{Name: TopicCommitted, Partitions: 1},
-		{Name: TopicHeartbeats, Partitions: c.Partitions},
-		{Name: TopicConflicts, Partitions: c.Partitions},
+		{Name: c.Topic(TopicDeltas), Partitions: c.Partitions},
+		{Name: c.Topic(TopicCommitted), Partitions: 1},
+		{Name: c.Topic(TopicHeartbeats), Partitions: c.Partitions},
+		{Name: c.Topic(TopicConflicts), Partitions: c.Partitions},
 	}
 }
 

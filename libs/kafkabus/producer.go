@@ -20,12 +20,13 @@ type Producer struct {
 	w *kafka.Writer
 }
 
-// NewProducer returns a producer for topic. Records with the same key go to the
+// NewProducer returns a producer for topic (its name before the configured
+// prefix). Records with the same key go to the
 // same partition (murmur2, as the Java client does).
 func NewProducer(c *Config, topic string) *Producer {
 	return &Producer{w: &kafka.Writer{
 		Addr:                   kafka.TCP(c.Brokers...),
-		Topic:                  topic,
+		Topic:                  c.Topic(topic),
 		Balancer:               &kafka.Murmur2Balancer{},
 		RequiredAcks:           kafka.RequireAll,
 		BatchTimeout:           c.BatchTimeout,

@@ -30,6 +30,8 @@ type Options struct {
 	StateDir string
 	// KafkaBrokers points at an external Kafka; empty starts the embedded broker.
 	KafkaBrokers []string
+	// KafkaTopicPrefix isolates this stack's topics and groups on a shared Kafka.
+	KafkaTopicPrefix string
 	// KafkaPort is the embedded broker's port; 0 picks a free one.
 	KafkaPort int
 	// Edges maps each region to its edge address, e.g. na=127.0.0.1:8080.
@@ -220,7 +222,7 @@ func (s *Stack) plan(regions []string, clientsPath string) error {
 			"-discovery=static", "-peers=" + strings.Join(peerFlag, ";"),
 		}
 		if p.binary != "authn" {
-			args = append(args, "-kafka.brokers="+strings.Join(s.Brokers, ","))
+			args = append(args, "-kafka.brokers="+strings.Join(s.Brokers, ","), "-kafka.topic-prefix="+s.opts.KafkaTopicPrefix)
 		} else {
 			args = append(args, "-clients-file="+clientsPath)
 		}

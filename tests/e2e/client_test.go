@@ -1,0 +1,121 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/coder/websocket/wsjson"
+
+	"github.com/fedsync/fedsync/tools/devstack"
+)
+
+// agent is a test client of one edge.
+type agent struct {
+	t     *testing.T
+	edge  string
+	token string
+}
+
+func newAgent(t *testing.T, s *devstack.Stack, clientID, region string) *agent {
+	t.Helper()
+	for _, c := range s.Clients {
+		if c.ClientID == clientID {
+			tok, err := devstack.Token(context.Background(), s.EdgeURL(region), c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return &agent{t: t, edge: s.EdgeURL(region), token: tok}
+		}
+	}
+	t.Fatalf("no client %s", clientID)
+	return nil
+}
+
+// do sends a request and returns status, decoded JSON body and headers.
+func (a *agent) do(method, path string, body []byte, token string) (int, map[string]any, http.Header) {
+	a.t.Helper()
+	req, _ := http.NewRequest(method, a.edge+path, bytes.NewReader(body))
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		a.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	var out map[string]any
+	json.Unmarshal(raw, &out)
+	return resp.StatusCode, out, resp.Header
+}
+
+func (a *agent) push(body string) (int, map[string]any) {
+	status, out, _ := a.do("POST", "/api/v1/sync/state", []byte(body), a.token)
+	return status, out
+}
+
+func (a *agent) get(id string) (int, map[string]any) {
+	status, out, _ := a.do("GET", "/api/v1/sync/state/"+id, nil, a.token)
+	return status, out
+}
+
+// waitVersion polls GET until id reaches version.
+func (a *agent) waitVersion(id string, version float64, timeout time.Duration) map[string]any {
+	a.t.Helper()
+	deadline := time.Now().Add(timeout)
+	var last map[string]any
+	for time.Now().Before(deadline) {
+		status, body := a.get(id)
+		if status == 200 {
+			last = body
+			if body["version"].(float64) >= version {
+				return body
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	a.t.Fatalf("%s did not reach version %v in %s; last %v", id, version, timeout, last)
+	return nil
+}
+
+// stream is a WebSocket subscription.
+type stream struct {
+	t    *testing.T
+	conn *websocket.Conn
+}
+
+func (a *agent) subscribe(msg map[string]any) (*stream, map[string]any) {
+	a.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	url := "ws" + strings.TrimPrefix(a.edge, "http") + "/stream?access_token=" + a.token
+	conn, _, err := websocket.Dial(ctx, url, nil)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	conn.SetReadLimit(4 << 20)
+	a.t.Cleanup(func() { conn.CloseNow() })
+	msg["type"] = "subscribe"
+	wsjson.Write(ctx, conn, msg)
+	s := &stream{t: a.t, conn: conn}
+	return s, s.next(10 * time.Second)
+}
+
+func (s *stream) next(timeout time.Duration) map[string]any {
+	s.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	var m map[string]any
+	if err := wsjson.Read(ctx, s.conn, &m); err != nil {
+		s.t.Fatalf("no message within %s: %v", timeout, err)
+	}
+	return m
+}
