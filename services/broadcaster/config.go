@@ -20,6 +20,9 @@ type Config struct {
 	// that misses a pong for PingTimeout is closed.
 	PingInterval time.Duration
 	PingTimeout  time.Duration
+	// SyncInterval is how often the hub checks the commit log for changes Kafka
+	// has not delivered.
+	SyncInterval time.Duration
 }
 
 // ParseConfig reads the configuration from flags and FEDSYNC_* variables.
@@ -30,6 +33,7 @@ func ParseConfig(fs *flag.FlagSet, args []string) (*Config, error) {
 	fs.IntVar(&c.SubscriberBuffer, "subscriber-buffer", 4096, "changes buffered per subscriber before it is dropped as too slow")
 	fs.DurationVar(&c.PingInterval, "ping-interval", 20*time.Second, "WebSocket ping interval")
 	fs.DurationVar(&c.PingTimeout, "ping-timeout", 20*time.Second, "WebSocket pong deadline")
+	fs.DurationVar(&c.SyncInterval, "sync-interval", time.Second, "interval of the anti-entropy check against the commit log")
 	return c, svcrun.Parse(fs, args, c.Validate)
 }
 
@@ -38,6 +42,8 @@ func (c *Config) Validate() error {
 	switch {
 	case c.SubscriberBuffer < 16:
 		return errors.New("subscriber-buffer: must be at least 16")
+	case c.SyncInterval < 10*time.Millisecond:
+		return errors.New("sync-interval: must be at least 10ms")
 	case c.PingInterval <= 0 || c.PingTimeout <= 0:
 		return errors.New("ping-interval and ping-timeout: must be positive")
 	case c.PingInterval+c.PingTimeout > 60*time.Second:

@@ -43,22 +43,21 @@ func Run(ctx context.Context, cfg *Config) error {
 	})
 	conns := rt.Metrics.NewActiveConnections()
 
-	// Start "now" at statestore's head so that a consumer group resuming from an
-	// older offset does not replay history to new subscribers as if it were live.
-	rt.Go("head", func(ctx context.Context) error {
-		for ctx.Err() == nil {
-			resp, err := commitLog.ReadLog(ctx, 1<<62, 1)
-			if err == nil {
-				core.raiseHead(resp.GetHeadSeq())
-				return nil
+	// Anti-entropy: start "now" at statestore's head, then fill from the commit
+	// log any change Kafka did not bring (a consumer that joined late).
+	rt.Go("anti-entropy", func(ctx context.Context) error {
+		t := time.NewTicker(cfg.SyncInterval)
+		defer t.Stop()
+		for {
+			if err := svc.Sync(ctx); err != nil && ctx.Err() == nil {
+				level.Warn(rt.Logger).Log("msg", "sync with commit log", "err", err)
 			}
-			level.Warn(rt.Logger).Log("msg", "read commit-log head", "err", err)
 			select {
 			case <-ctx.Done():
-			case <-time.After(time.Second):
+				return nil
+			case <-t.C:
 			}
 		}
-		return nil
 	})
 	consumer := kafkabus.NewConsumer(&cfg.Kafka, kafkabus.TopicCommitted, "fedsync-broadcaster-"+cfg.Service.Instance, kafkabus.StartLatest, rt.Logger)
 	rt.OnClose(func() { consumer.Close() })

@@ -30,6 +30,9 @@ type Service interface {
 	Publish(ctx context.Context, c *fedsyncv1.Change) error
 	// Head is the log position of the newest change seen: the cursor of "now".
 	Head() uint64
+	// Sync reconciles the hub with statestore's commit log (start-up head, then
+	// gaps); call it periodically.
+	Sync(ctx context.Context) error
 }
 
 // SubscribeRequest asks for a subscription.
@@ -47,6 +50,12 @@ type CommitLog interface {
 type service struct {
 	log    CommitLog
 	buffer int
+
+	// pubMu serializes fan-out, so changes go out in log order.
+	pubMu sync.Mutex
+	// synced is set once head is known from statestore; from then on the hub
+	// fills any gap in what Kafka delivers from the commit log.
+	synced bool
 
 	mu   sync.RWMutex
 	subs map[string]*Subscription
@@ -168,14 +177,78 @@ func (s *service) Unsubscribe(id string) {
 	}
 }
 
-func (s *service) Publish(_ context.Context, c *fedsyncv1.Change) error {
+func (s *service) Publish(ctx context.Context, c *fedsyncv1.Change) error {
 	if c.GetState() == nil {
 		return fmt.Errorf("change %d has no state", c.GetSeq())
 	}
+	s.pubMu.Lock()
+	defer s.pubMu.Unlock()
+	if s.synced && c.GetSeq() > s.Head()+1 {
+		// Kafka skipped changes (this consumer joined late, or the topic lost
+		// records): take them from the commit log first, in order.
+		if err := s.fillLocked(ctx, c.GetSeq()-1); err != nil {
+			return err
+		}
+	}
+	s.fanOut(c)
+	return nil
+}
+
+// Sync sets the head from statestore's commit log at start-up and from then on
+// fills gaps: the seed's periodic anti-entropy. Call it every so often.
+func (s *service) Sync(ctx context.Context) error {
+	s.pubMu.Lock()
+	defer s.pubMu.Unlock()
+	if !s.synced {
+		resp, err := s.log.ReadLog(ctx, 1<<62, 1)
+		if err != nil {
+			return err
+		}
+		s.raiseHead(resp.GetHeadSeq())
+		s.synced = true
+		return nil
+	}
+	return s.fillLocked(ctx, 1<<62)
+}
+
+// fillLocked publishes log changes after the head up to upTo.
+func (s *service) fillLocked(ctx context.Context, upTo uint64) error {
+	for {
+		head := s.Head()
+		if head >= upTo {
+			return nil
+		}
+		resp, err := s.log.ReadLog(ctx, head, 500)
+		if apierr.As(err).Code == apierr.CursorExpired && err != nil {
+			// The gap is older than the retained log: nothing left to fill.
+			latest, err := s.log.ReadLog(ctx, 1<<62, 1)
+			if err != nil {
+				return err
+			}
+			s.raiseHead(min(upTo, latest.GetHeadSeq()))
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("fill changes after %d: %w", head, err)
+		}
+		if len(resp.GetChanges()) == 0 {
+			return nil
+		}
+		for _, c := range resp.GetChanges() {
+			if c.GetSeq() > upTo {
+				return nil
+			}
+			s.fanOut(c)
+		}
+	}
+}
+
+// fanOut hands c to every matching subscription, once per log position.
+func (s *service) fanOut(c *fedsyncv1.Change) {
 	s.mu.Lock()
 	if c.GetSeq() <= s.head {
 		s.mu.Unlock()
-		return nil // republished after a statestore restart: already fanned out
+		return // republished after a statestore restart: already fanned out
 	}
 	s.head = c.GetSeq()
 	subs := make([]*Subscription, 0, len(s.subs))
@@ -188,5 +261,4 @@ func (s *service) Publish(_ context.Context, c *fedsyncv1.Change) error {
 			sub.offer(c)
 		}
 	}
-	return nil
 }
