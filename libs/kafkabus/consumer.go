@@ -42,8 +42,8 @@ func NewConsumer(c *Config, topic, group string, start StartAt, logger log.Logge
 	return &Consumer{
 		r: kafka.NewReader(kafka.ReaderConfig{
 			Brokers:               c.Brokers,
-			GroupID:               group,
-			Topic:                 topic,
+			GroupID:               c.Group(group),
+			Topic:                 c.Topic(topic),
 			MinBytes:              1,
 			MaxBytes:              16 << 20,
 			MaxWait:               250 * time.Millisecond,

@@ -123,6 +123,9 @@ func EnsureTopics(ctx context.Context, c *Config, specs []TopicSpec) error {
 	}
 }
 
+// EnsureAll creates every fedsync topic that does not exist yet.
+func EnsureAll(ctx context.Context, c *Config) error { return EnsureTopics(ctx, c, c.Topics()) }
+
 // Ping checks that a broker accepts connections.
 func Ping(ctx context.Context, c *Config) error {
 	var d net.Dialer

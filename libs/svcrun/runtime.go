@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/go-kit/kit/endpoint"
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
 	"golang.org/x/sync/errgroup"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/fedsync/fedsync/libs/authtoken"
 	"github.com/fedsync/fedsync/libs/discovery"
+	"github.com/fedsync/fedsync/libs/endpoints"
 	"github.com/fedsync/fedsync/libs/flagenv"
 	"github.com/fedsync/fedsync/libs/telemetry"
 	fedsyncv1 "github.com/fedsync/fedsync/proto/fedsync/v1"
@@ -134,6 +136,12 @@ func (r *Runtime) Peer(name string) (*discovery.Peer, error) {
 	r.peers[name] = p
 	r.OnClose(p.Close)
 	return p, nil
+}
+
+// Instrument is the endpoint middleware of every service: it logs and measures
+// each call of the endpoint named method. Pass it to MakeEndpoints.
+func (r *Runtime) Instrument(method string) endpoint.Middleware {
+	return endpoints.Instrument(method, r.Logger, r.Metrics)
 }
 
 // Verifier returns a token verifier whose keys come from authn's GetJWKS.

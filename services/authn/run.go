@@ -3,10 +3,8 @@ package authn
 import (
 	"context"
 
-	"github.com/go-kit/kit/endpoint"
 	"google.golang.org/grpc"
 
-	"github.com/fedsync/fedsync/libs/endpoints"
 	"github.com/fedsync/fedsync/libs/svcrun"
 	fedsyncv1 "github.com/fedsync/fedsync/proto/fedsync/v1"
 )
@@ -27,9 +25,7 @@ func Run(ctx context.Context, cfg *Config) error {
 	}
 	var svc Service = newService(clients, kid, key, cfg)
 	svc = InstrumentingMiddleware(rt.Metrics.Registry)(svc)
-	eps := MakeEndpoints(svc, func(method string) endpoint.Middleware {
-		return endpoints.Instrument(method, rt.Logger, rt.Metrics)
-	})
+	eps := MakeEndpoints(svc, rt.Instrument)
 	return rt.Run(ctx, svcrun.Servers{
 		RegisterGRPC: func(s *grpc.Server) { fedsyncv1.RegisterAuthnServiceServer(s, NewGRPCServer(eps)) },
 		HTTP:         NewHTTPHandler(eps),

@@ -5,12 +5,10 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/go-kit/kit/endpoint"
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
 	"google.golang.org/grpc"
 
-	"github.com/fedsync/fedsync/libs/endpoints"
 	"github.com/fedsync/fedsync/libs/kafkabus"
 	"github.com/fedsync/fedsync/libs/svcrun"
 	fedsyncv1 "github.com/fedsync/fedsync/proto/fedsync/v1"
@@ -22,7 +20,7 @@ func Run(ctx context.Context, cfg *Config) error {
 	if err != nil {
 		return err
 	}
-	if err := kafkabus.EnsureTopics(ctx, &cfg.Kafka, cfg.Kafka.Topics()); err != nil {
+	if err := kafkabus.EnsureAll(ctx, &cfg.Kafka); err != nil {
 		return err
 	}
 	store, err := rt.Peer("statestore")
@@ -38,9 +36,7 @@ func Run(ctx context.Context, cfg *Config) error {
 	var svc Service = core
 	svc = InstrumentingMiddleware(rt.Metrics.NewSyncLatency(), cfg.Service.Region)(svc)
 	reg := NewRegistry(svc, log.With(rt.Logger, "component", "webhooks"))
-	eps := MakeEndpoints(reg, func(method string) endpoint.Middleware {
-		return endpoints.Instrument(method, rt.Logger, rt.Metrics)
-	})
+	eps := MakeEndpoints(reg, rt.Instrument)
 	conns := rt.Metrics.NewActiveConnections()
 
 	// Anti-entropy: start "now" at statestore's head, then fill from the commit

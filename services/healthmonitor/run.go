@@ -3,12 +3,10 @@ package healthmonitor
 import (
 	"context"
 
-	"github.com/go-kit/kit/endpoint"
 	"github.com/go-kit/log"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 
-	"github.com/fedsync/fedsync/libs/endpoints"
 	"github.com/fedsync/fedsync/libs/kafkabus"
 	"github.com/fedsync/fedsync/libs/svcrun"
 	fedsyncv1 "github.com/fedsync/fedsync/proto/fedsync/v1"
@@ -20,7 +18,7 @@ func Run(ctx context.Context, cfg *Config) error {
 	if err != nil {
 		return err
 	}
-	if err := kafkabus.EnsureTopics(ctx, &cfg.Kafka, cfg.Kafka.Topics()); err != nil {
+	if err := kafkabus.EnsureAll(ctx, &cfg.Kafka); err != nil {
 		return err
 	}
 	alerts := prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -46,9 +44,7 @@ func Run(ctx context.Context, cfg *Config) error {
 
 	var svc Service = newService(p, ag, cfg.Watch)
 	svc = InstrumentingMiddleware(rt.Metrics.Registry)(svc)
-	eps := MakeEndpoints(svc, func(method string) endpoint.Middleware {
-		return endpoints.Instrument(method, rt.Logger, rt.Metrics)
-	})
+	eps := MakeEndpoints(svc, rt.Instrument)
 	return rt.Run(ctx, svcrun.Servers{
 		RegisterGRPC: func(s *grpc.Server) { fedsyncv1.RegisterHealthMonitorServiceServer(s, NewGRPCServer(eps)) },
 		HTTP:         NewHTTPHandler(eps),

@@ -4,11 +4,9 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/go-kit/kit/endpoint"
 	"github.com/go-kit/log"
 	"google.golang.org/grpc"
 
-	"github.com/fedsync/fedsync/libs/endpoints"
 	"github.com/fedsync/fedsync/libs/kafkabus"
 	"github.com/fedsync/fedsync/libs/svcrun"
 	fedsyncv1 "github.com/fedsync/fedsync/proto/fedsync/v1"
@@ -20,7 +18,7 @@ func Run(ctx context.Context, cfg *Config) error {
 	if err != nil {
 		return err
 	}
-	if err := kafkabus.EnsureTopics(ctx, &cfg.Kafka, cfg.Kafka.Topics()); err != nil {
+	if err := kafkabus.EnsureAll(ctx, &cfg.Kafka); err != nil {
 		return err
 	}
 	peer, err := rt.Peer("statestore")
@@ -29,9 +27,7 @@ func Run(ctx context.Context, cfg *Config) error {
 	}
 	var svc Service = NewService(storeClient{peer: peer}, cfg.MaxCASRetries)
 	svc = InstrumentingMiddleware(rt.Metrics.Registry, rt.Metrics.NewSyncLatency())(svc)
-	eps := MakeEndpoints(svc, func(method string) endpoint.Middleware {
-		return endpoints.Instrument(method, rt.Logger, rt.Metrics)
-	})
+	eps := MakeEndpoints(svc, rt.Instrument)
 	strong := eps.CommitStrong
 	eps.CommitStrong = func(ctx context.Context, req any) (any, error) {
 		ctx, cancel := context.WithTimeout(ctx, cfg.StrongTimeout)

@@ -4,11 +4,9 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/go-kit/kit/endpoint"
 	"github.com/go-kit/log"
 	"google.golang.org/grpc"
 
-	"github.com/fedsync/fedsync/libs/endpoints"
 	"github.com/fedsync/fedsync/libs/kafkabus"
 	"github.com/fedsync/fedsync/libs/svcrun"
 	fedsyncv1 "github.com/fedsync/fedsync/proto/fedsync/v1"
@@ -25,7 +23,7 @@ func Run(ctx context.Context, cfg *Config) error {
 		return err
 	}
 	rt.OnClose(func() { st.close() })
-	if err := kafkabus.EnsureTopics(ctx, &cfg.Kafka, cfg.Kafka.Topics()); err != nil {
+	if err := kafkabus.EnsureAll(ctx, &cfg.Kafka); err != nil {
 		return err
 	}
 	producer := kafkabus.NewProducer(&cfg.Kafka, kafkabus.TopicCommitted)
@@ -34,9 +32,7 @@ func Run(ctx context.Context, cfg *Config) error {
 	core := newService(st, cfg.MaxQueryLimit)
 	var svc Service = core
 	svc = InstrumentingMiddleware(rt.Metrics.Registry)(svc)
-	eps := MakeEndpoints(svc, func(method string) endpoint.Middleware {
-		return endpoints.Instrument(method, rt.Logger, rt.Metrics)
-	})
+	eps := MakeEndpoints(svc, rt.Instrument)
 	pub := &publisher{
 		store: st, producer: producer, wake: core.committed, retention: cfg.LogRetention,
 		logger:  log.With(rt.Logger, "component", "outbox"),

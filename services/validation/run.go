@@ -4,10 +4,8 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/go-kit/kit/endpoint"
 	"google.golang.org/grpc"
 
-	"github.com/fedsync/fedsync/libs/endpoints"
 	"github.com/fedsync/fedsync/libs/kafkabus"
 	"github.com/fedsync/fedsync/libs/svcrun"
 	fedsyncv1 "github.com/fedsync/fedsync/proto/fedsync/v1"
@@ -19,7 +17,7 @@ func Run(ctx context.Context, cfg *Config) error {
 	if err != nil {
 		return err
 	}
-	if err := kafkabus.EnsureTopics(ctx, &cfg.Kafka, cfg.Kafka.Topics()); err != nil {
+	if err := kafkabus.EnsureAll(ctx, &cfg.Kafka); err != nil {
 		return err
 	}
 	deltas := kafkabus.NewProducer(&cfg.Kafka, kafkabus.TopicDeltas)
@@ -36,9 +34,7 @@ func Run(ctx context.Context, cfg *Config) error {
 	var svc Service = NewService(deltas, heartbeats, mergeClient{peer: mergePeer}, cfg.Service.Region, cfg.ProduceTimeout, cfg.StrongTimeout)
 	svc = RateLimitingMiddleware(cfg.ClientRate, cfg.ClientBurst, cfg.HubRate, cfg.HubBurst)(svc)
 	svc = InstrumentingMiddleware(rt.Metrics.Registry)(svc)
-	eps := MakeEndpoints(svc, func(method string) endpoint.Middleware {
-		return endpoints.Instrument(method, rt.Logger, rt.Metrics)
-	})
+	eps := MakeEndpoints(svc, rt.Instrument)
 	return rt.Run(ctx, svcrun.Servers{
 		GRPCOptions: []grpc.ServerOption{
 			grpc.ChainUnaryInterceptor(verifier.UnaryServerInterceptor()),
