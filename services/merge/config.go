@@ -21,6 +21,16 @@ type Config struct {
 	MaxCASRetries int
 	// StrongTimeout bounds a strong commit (seed 3.1: 10 s).
 	StrongTimeout time.Duration
+	// DataTypes is the data-type registry file.
+	DataTypes string
+	// CausalBuffer bounds the causal deltas waiting for dependencies (seed: 10,000).
+	CausalBuffer int
+	// CausalTimeout is how long a causal delta may wait before it is rejected.
+	CausalTimeout time.Duration
+	// CausalPoll is how often waiting causal deltas are checked.
+	CausalPoll time.Duration
+	// ReloadInterval is how often the registry file is checked for changes.
+	ReloadInterval time.Duration
 }
 
 // ParseConfig reads the configuration from flags and FEDSYNC_* variables.
@@ -32,6 +42,11 @@ func ParseConfig(fs *flag.FlagSet, args []string) (*Config, error) {
 	fs.StringVar(&c.Group, "group", "fedsync-merge", "consumer group of the merge instances")
 	fs.IntVar(&c.MaxCASRetries, "max-cas-retries", 50, "compare-and-set retries of one delta before it is retried from Kafka")
 	fs.DurationVar(&c.StrongTimeout, "strong-timeout", 10*time.Second, "longest a strong-consistency commit may take")
+	fs.StringVar(&c.DataTypes, "datatypes", "config/datatypes.yaml", "data-type registry file (reloaded when it changes)")
+	fs.DurationVar(&c.CausalPoll, "causal-poll", 50*time.Millisecond, "interval between checks of waiting causal deltas")
+	fs.DurationVar(&c.ReloadInterval, "datatypes-reload", 2*time.Second, "interval between checks of the registry file")
+	fs.IntVar(&c.CausalBuffer, "causal-buffer", 10000, "causal deltas that may wait for their dependencies")
+	fs.DurationVar(&c.CausalTimeout, "causal-timeout", 30*time.Second, "longest a causal delta waits for its dependencies before it is rejected")
 	return c, svcrun.Parse(fs, args, c.Validate)
 }
 
@@ -46,6 +61,16 @@ func (c *Config) Validate() error {
 		return errors.New("max-cas-retries: must be at least 1")
 	case c.StrongTimeout <= 0:
 		return errors.New("strong-timeout: must be positive")
+	case c.DataTypes == "":
+		return errors.New("datatypes: a registry file is required")
+	case c.CausalBuffer < 1:
+		return errors.New("causal-buffer: must be at least 1")
+	case c.CausalPoll <= 0 || c.ReloadInterval <= 0:
+		return errors.New("causal-poll and datatypes-reload: must be positive")
+	case c.CausalTimeout <= 0:
+		return errors.New("causal-timeout: must be positive")
+	case c.Service.DataDir == "":
+		return errors.New("data-dir: merge keeps its causal buffer there")
 	}
 	if err := c.Service.Validate(); err != nil {
 		return err

@@ -14,35 +14,54 @@ type Middleware func(Service) Service
 
 type instrumenting struct {
 	Service
-	outcomes *prometheus.CounterVec
-	latency  *prometheus.HistogramVec
+	outcomes  *prometheus.CounterVec
+	conflicts *prometheus.CounterVec
+	latency   *prometheus.HistogramVec
 }
 
-// InstrumentingMiddleware counts merge outcomes and observes the seed's
-// sync_latency from admission to commit (target_system "statestore").
-func InstrumentingMiddleware(reg prometheus.Registerer, latency *prometheus.HistogramVec) Middleware {
+// ConflictRate registers the seed's conflict_rate counter.
+func ConflictRate(reg prometheus.Registerer) *prometheus.CounterVec {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "conflict_rate", Help: "Conflicts found by merge, by conflict type and resolution method (seed 5.1).",
+	}, []string{"conflict_type", "resolution_method"})
+	reg.MustRegister(c)
+	return c
+}
+
+// InstrumentingMiddleware counts merge outcomes and conflicts and observes the
+// seed's sync_latency from admission to commit (target_system "statestore").
+func InstrumentingMiddleware(reg prometheus.Registerer, latency *prometheus.HistogramVec, conflicts *prometheus.CounterVec) Middleware {
 	outcomes := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "fedsync_merge_deltas_total", Help: "Deltas merged, by consistency and outcome.",
 	}, []string{"consistency", "outcome"})
 	reg.MustRegister(outcomes)
-	return func(next Service) Service { return &instrumenting{Service: next, outcomes: outcomes, latency: latency} }
+	return func(next Service) Service {
+		return &instrumenting{Service: next, outcomes: outcomes, conflicts: conflicts, latency: latency}
+	}
 }
 
 func (m *instrumenting) Merge(ctx context.Context, d *fedsyncv1.Delta) (*MergeResult, error) {
 	res, err := m.Service.Merge(ctx, d)
 	if err == nil {
 		m.outcomes.WithLabelValues(d.GetConsistency().String(), res.Outcome).Inc()
-		if res.Outcome == "committed" {
+		m.count(res.Conflicts)
+		if res.Outcome == Committed {
 			m.observe(d)
 		}
 	}
 	return res, err
 }
 
+func (m *instrumenting) count(cs []*fedsyncv1.Conflict) {
+	for _, c := range cs {
+		m.conflicts.WithLabelValues(c.GetType(), c.GetResolution()).Inc()
+	}
+}
+
 func (m *instrumenting) CommitStrong(ctx context.Context, req *fedsyncv1.CommitStrongRequest) (*fedsyncv1.CommitStrongResponse, error) {
 	resp, err := m.Service.CommitStrong(ctx, req)
 	if err == nil {
-		m.outcomes.WithLabelValues(fedsyncv1.Consistency_CONSISTENCY_STRONG.String(), "committed").Inc()
+		m.outcomes.WithLabelValues(fedsyncv1.Consistency_CONSISTENCY_STRONG.String(), Committed).Inc()
 		m.observe(req.GetDelta())
 	}
 	return resp, err

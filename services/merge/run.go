@@ -7,6 +7,7 @@ import (
 	"github.com/go-kit/log"
 	"google.golang.org/grpc"
 
+	"github.com/fedsync/fedsync/libs/datatypes"
 	"github.com/fedsync/fedsync/libs/kafkabus"
 	"github.com/fedsync/fedsync/libs/svcrun"
 	fedsyncv1 "github.com/fedsync/fedsync/proto/fedsync/v1"
@@ -25,8 +26,25 @@ func Run(ctx context.Context, cfg *Config) error {
 	if err != nil {
 		return err
 	}
-	var svc Service = NewService(storeClient{peer: peer}, cfg.MaxCASRetries)
-	svc = InstrumentingMiddleware(rt.Metrics.Registry, rt.Metrics.NewSyncLatency())(svc)
+	verifier, err := rt.Verifier()
+	if err != nil {
+		return fmt.Errorf("token verifier: %w", err)
+	}
+	resolvers := NewResolvers()
+	types, err := datatypes.NewWatcher(cfg.DataTypes, resolvers.Known, log.With(rt.Logger, "component", "datatypes"))
+	if err != nil {
+		return err
+	}
+	rt.Go("datatypes reload", func(ctx context.Context) error { return types.Run(ctx, cfg.ReloadInterval) })
+	queue, err := openCausalQueue(cfg.Service.DataDir, cfg.CausalBuffer, cfg.CausalTimeout, log.With(rt.Logger, "component", "causal"))
+	if err != nil {
+		return err
+	}
+	rt.OnClose(func() { queue.close() })
+
+	core := NewService(storeClient{peer: peer}, types, resolvers, queue, cfg.MaxCASRetries)
+	var svc Service = core
+	svc = InstrumentingMiddleware(rt.Metrics.Registry, rt.Metrics.NewSyncLatency(), ConflictRate(rt.Metrics.Registry))(svc)
 	eps := MakeEndpoints(svc, rt.Instrument)
 	strong := eps.CommitStrong
 	eps.CommitStrong = func(ctx context.Context, req any) (any, error) {
@@ -36,9 +54,13 @@ func Run(ctx context.Context, cfg *Config) error {
 	}
 
 	rejected := rt.Metrics.Requests.MustCurryWith(map[string]string{"method": "ConsumeDelta"})
+	onReject := func(reason string) { rejected.WithLabelValues("rejected_" + reason).Inc() }
+	queue.onReject = onReject
+	rt.Go("causal buffer", func(ctx context.Context) error { return queue.run(ctx, core, cfg.CausalPoll) })
+	causalDepth := rt.Metrics.QueueDepth.WithLabelValues("causal_buffer", "all")
+
 	logger := log.With(rt.Logger, "component", "deltas-consumer")
-	handler := kafkaHandler(eps, logger, func(reason string) { rejected.WithLabelValues("rejected_" + reason).Inc() })
-	lag := rt.Metrics.QueueDepth.WithLabelValues(kafkabus.TopicDeltas, "all")
+	handler := kafkaHandler(eps, core, logger, onReject)
 	consumers := make([]*kafkabus.Consumer, cfg.Consumers)
 	for i := range consumers {
 		c := kafkabus.NewConsumer(&cfg.Kafka, kafkabus.TopicDeltas, cfg.Group, kafkabus.StartEarliest, logger)
@@ -46,8 +68,17 @@ func Run(ctx context.Context, cfg *Config) error {
 		rt.OnClose(func() { c.Close() })
 		rt.Go(fmt.Sprintf("deltas consumer %d", i), func(ctx context.Context) error { return c.Run(ctx, handler) })
 	}
-	rt.Go("lag gauge", func(ctx context.Context) error { return kafkabus.ReportLag(ctx, lag, consumers...) })
+	lag := rt.Metrics.QueueDepth.WithLabelValues(kafkabus.TopicDeltas, "all")
+	rt.Go("lag gauge", func(ctx context.Context) error {
+		return kafkabus.ReportLag(ctx, gaugeFunc(func(v float64) { lag.Set(v); causalDepth.Set(float64(queue.Len())) }), consumers...)
+	})
 	return rt.Run(ctx, svcrun.Servers{
 		RegisterGRPC: func(s *grpc.Server) { fedsyncv1.RegisterMergeServiceServer(s, NewGRPCServer(eps)) },
+		HTTP:         NewHTTPHandler(eps, verifier),
 	})
 }
+
+// gaugeFunc adapts a function to the Set of a gauge.
+type gaugeFunc func(float64)
+
+func (f gaugeFunc) Set(v float64) { f(v) }

@@ -18,3 +18,7 @@ func NewGRPCServer(e Endpoints) fedsyncv1.MergeServiceServer { return &grpcServe
 func (s *grpcServer) CommitStrong(ctx context.Context, req *fedsyncv1.CommitStrongRequest) (*fedsyncv1.CommitStrongResponse, error) {
 	return endpoints.Call[*fedsyncv1.CommitStrongResponse](ctx, s.e.CommitStrong, req)
 }
+
+func (s *grpcServer) ResolveConflict(ctx context.Context, req *fedsyncv1.ResolveConflictRequest) (*fedsyncv1.ResolveConflictResponse, error) {
+	return endpoints.Call[*fedsyncv1.ResolveConflictResponse](ctx, s.e.ResolveConflict, req)
+}

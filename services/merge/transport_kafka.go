@@ -16,7 +16,7 @@ import (
 // kafkaHandler feeds records of fedsync.deltas to the Merge endpoint. A record is
 // done (its offset may be committed) once its merge is committed in statestore or
 // it was rejected for good; infrastructure failures are retried.
-func kafkaHandler(e Endpoints, logger log.Logger, rejected func(reason string)) kafkabus.Handler {
+func kafkaHandler(e Endpoints, svc *service, logger log.Logger, rejected func(reason string)) kafkabus.Handler {
 	return func(ctx context.Context, m kafkabus.Message) error {
 		env := &fedsyncv1.SyncMessage{}
 		if err := proto.Unmarshal(m.Value, env); err != nil {
@@ -36,7 +36,12 @@ func kafkaHandler(e Endpoints, logger log.Logger, rejected func(reason string)) 
 		}
 		_, err := endpoints.Call[*MergeResult](ctx, e.Merge, d)
 		if err != nil && !apierr.IsInfrastructure(err) {
+			// The delta can never apply (say its data type was removed): record
+			// that, so its writer can read the outcome, and move on.
 			level.Warn(logger).Log("msg", "rejected delta", "id", d.GetId(), "message_id", d.GetMessageId(), "writer", d.GetWriter(), "err", err)
+			if rerr := svc.reject(ctx, d, "consistency", apierr.As(err).Message); rerr != nil {
+				return rerr
+			}
 			rejected(string(apierr.As(err).Code))
 			return nil
 		}

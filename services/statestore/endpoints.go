@@ -12,6 +12,12 @@ type Endpoints struct {
 	Get     endpoint.Endpoint
 	Query   endpoint.Endpoint
 	ReadLog endpoint.Endpoint
+
+	GetFrontier   endpoint.Endpoint
+	RecordOutcome endpoint.Endpoint
+	GetOutcome    endpoint.Endpoint
+	ListConflicts endpoint.Endpoint
+	GetConflict   endpoint.Endpoint
 }
 
 // MakeEndpoints wraps every method of svc in mw(method name).
@@ -21,5 +27,11 @@ func MakeEndpoints(svc Service, mw func(method string) endpoint.Middleware) Endp
 		Get:     mw("Get")(endpoints.Make(svc.Get)),
 		Query:   mw("Query")(endpoints.Make(svc.Query)),
 		ReadLog: mw("ReadLog")(endpoints.Make(svc.ReadLog)),
+
+		GetFrontier:   mw("GetFrontier")(endpoints.Make(svc.GetFrontier)),
+		RecordOutcome: mw("RecordOutcome")(endpoints.Make(svc.RecordOutcome)),
+		GetOutcome:    mw("GetOutcome")(endpoints.Make(svc.GetOutcome)),
+		ListConflicts: mw("ListConflicts")(endpoints.Make(svc.ListConflicts)),
+		GetConflict:   mw("GetConflict")(endpoints.Make(svc.GetConflict)),
 	}
 }

@@ -22,6 +22,7 @@ import (
 type publisher struct {
 	store     *store
 	producer  *kafkabus.Producer
+	conflicts *kafkabus.Producer
 	wake      <-chan struct{}
 	retention uint64
 	logger    log.Logger
@@ -61,6 +62,9 @@ func (p *publisher) run(ctx context.Context) error {
 }
 
 func (p *publisher) publishOnce(ctx context.Context) (int, error) {
+	if err := p.publishConflicts(ctx); err != nil {
+		return 0, err
+	}
 	from, err := p.store.published()
 	if err != nil {
 		return 0, err
@@ -105,4 +109,30 @@ func decodeChange(m *fedsyncv1.SyncMessage) (*fedsyncv1.Change, error) {
 		return nil, fmt.Errorf("decode change %s: %w", m.GetMessageId(), err)
 	}
 	return ch, nil
+}
+
+// publishConflicts copies recorded conflicts to fedsync.conflicts, then drops
+// them from the conflict outbox.
+func (p *publisher) publishConflicts(ctx context.Context) error {
+	if p.conflicts == nil {
+		return nil
+	}
+	keys, vals, err := p.store.conflictOutbox(publishBatch)
+	if err != nil || len(keys) == 0 {
+		return err
+	}
+	records := make([]kafkabus.Record, len(vals))
+	for i, v := range vals {
+		c := &fedsyncv1.Conflict{}
+		if err := proto.Unmarshal(v, c); err != nil {
+			return fmt.Errorf("decode conflict: %w", err)
+		}
+		env, _ := proto.Marshal(&fedsyncv1.SyncMessage{MessageId: c.GetId(), SenderId: "merge", Timestamp: c.GetDetectedAt(), Type: fedsyncv1.MessageType_EVENT, Payload: v,
+			Metadata: map[string]string{"kind": "conflict", "conflict_type": c.GetType(), "status": c.GetStatus()}})
+		records[i] = kafkabus.Record{Key: []byte(c.GetStateId()), Value: env}
+	}
+	if err := p.conflicts.Publish(ctx, records...); err != nil {
+		return err
+	}
+	return p.store.dropConflictOutbox(keys[len(keys)-1])
 }

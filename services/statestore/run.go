@@ -27,14 +27,15 @@ func Run(ctx context.Context, cfg *Config) error {
 		return err
 	}
 	producer := kafkabus.NewProducer(&cfg.Kafka, kafkabus.TopicCommitted)
-	rt.OnClose(func() { producer.Close() })
+	conflicts := kafkabus.NewProducer(&cfg.Kafka, kafkabus.TopicConflicts)
+	rt.OnClose(func() { producer.Close(); conflicts.Close() })
 
 	core := newService(st, cfg.MaxQueryLimit)
 	var svc Service = core
 	svc = InstrumentingMiddleware(rt.Metrics.Registry)(svc)
 	eps := MakeEndpoints(svc, rt.Instrument)
 	pub := &publisher{
-		store: st, producer: producer, wake: core.committed, retention: cfg.LogRetention,
+		store: st, producer: producer, conflicts: conflicts, wake: core.committed, retention: cfg.LogRetention,
 		logger:  log.With(rt.Logger, "component", "outbox"),
 		pending: rt.Metrics.QueueDepth.WithLabelValues("outbox:"+kafkabus.TopicCommitted, "all"),
 	}

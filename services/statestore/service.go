@@ -23,6 +23,11 @@ type Service interface {
 	Get(ctx context.Context, req *fedsyncv1.GetRequest) (*fedsyncv1.GetResponse, error)
 	Query(ctx context.Context, req *fedsyncv1.QueryRequest) (*fedsyncv1.QueryResponse, error)
 	ReadLog(ctx context.Context, req *fedsyncv1.ReadLogRequest) (*fedsyncv1.ReadLogResponse, error)
+	GetFrontier(ctx context.Context, req *fedsyncv1.GetFrontierRequest) (*fedsyncv1.GetFrontierResponse, error)
+	RecordOutcome(ctx context.Context, req *fedsyncv1.RecordOutcomeRequest) (*fedsyncv1.RecordOutcomeResponse, error)
+	GetOutcome(ctx context.Context, req *fedsyncv1.GetOutcomeRequest) (*fedsyncv1.GetOutcomeResponse, error)
+	ListConflicts(ctx context.Context, req *fedsyncv1.ListConflictsRequest) (*fedsyncv1.ListConflictsResponse, error)
+	GetConflict(ctx context.Context, req *fedsyncv1.GetConflictRequest) (*fedsyncv1.GetConflictResponse, error)
 }
 
 type service struct {
@@ -50,10 +55,7 @@ func (s *service) Apply(ctx context.Context, req *fedsyncv1.ApplyRequest) (*feds
 		return nil, err
 	}
 	if !c.duplicate {
-		select {
-		case s.committed <- struct{}{}:
-		default:
-		}
+		s.wake()
 	}
 	return &fedsyncv1.ApplyResponse{Version: c.version, Duplicate: c.duplicate, Seq: c.seq}, nil
 }
@@ -120,4 +122,83 @@ func (s *service) ReadLog(_ context.Context, req *fedsyncv1.ReadLogRequest) (*fe
 		resp.Changes = append(resp.Changes, ch)
 	}
 	return resp, nil
+}
+
+func (s *service) GetFrontier(context.Context, *fedsyncv1.GetFrontierRequest) (*fedsyncv1.GetFrontierResponse, error) {
+	f, err := s.store.frontier()
+	if err != nil {
+		return nil, err
+	}
+	return &fedsyncv1.GetFrontierResponse{Frontier: f}, nil
+}
+
+func (s *service) RecordOutcome(_ context.Context, req *fedsyncv1.RecordOutcomeRequest) (*fedsyncv1.RecordOutcomeResponse, error) {
+	if req.GetOutcome().GetMessageId() == "" {
+		return nil, apierr.New(apierr.InvalidArgument, "Field outcome.message_id is required.")
+	}
+	if err := s.store.recordOutcome(req); err != nil {
+		return nil, err
+	}
+	if len(req.GetConflicts()) > 0 {
+		s.wake()
+	}
+	return &fedsyncv1.RecordOutcomeResponse{}, nil
+}
+
+func (s *service) wake() {
+	select {
+	case s.committed <- struct{}{}:
+	default:
+	}
+}
+
+func (s *service) GetOutcome(_ context.Context, req *fedsyncv1.GetOutcomeRequest) (*fedsyncv1.GetOutcomeResponse, error) {
+	o, err := s.store.outcome(req.GetMessageId())
+	if errors.Is(err, errNotFound) {
+		return nil, apierr.New(apierr.NotFound, "No outcome for message %s yet: it is unknown or still in the log.", req.GetMessageId())
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &fedsyncv1.GetOutcomeResponse{Outcome: o}, nil
+}
+
+func (s *service) ListConflicts(_ context.Context, req *fedsyncv1.ListConflictsRequest) (*fedsyncv1.ListConflictsResponse, error) {
+	switch req.GetStatus() {
+	case "", "pending", "resolved":
+	default:
+		return nil, apierr.New(apierr.InvalidArgument, "Field status must be pending or resolved, not %q.", req.GetStatus())
+	}
+	limit := int(req.GetLimit())
+	if limit <= 0 || limit > s.maxLimit {
+		limit = min(100, s.maxLimit)
+	}
+	var before string
+	if req.GetPageToken() != "" {
+		b, err := base64.RawURLEncoding.DecodeString(req.GetPageToken())
+		if err != nil {
+			return nil, apierr.New(apierr.InvalidArgument, "Field page_token is not a token this API returned.")
+		}
+		before = string(b)
+	}
+	items, more, err := s.store.conflicts(req.GetStatus(), before, limit)
+	if err != nil {
+		return nil, err
+	}
+	resp := &fedsyncv1.ListConflictsResponse{Conflicts: items}
+	if more && len(items) > 0 {
+		resp.NextPageToken = base64.RawURLEncoding.EncodeToString([]byte(items[len(items)-1].GetId()))
+	}
+	return resp, nil
+}
+
+func (s *service) GetConflict(_ context.Context, req *fedsyncv1.GetConflictRequest) (*fedsyncv1.GetConflictResponse, error) {
+	c, err := s.store.conflict(req.GetId())
+	if errors.Is(err, errNotFound) {
+		return nil, apierr.New(apierr.NotFound, "Conflict %s does not exist.", req.GetId())
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &fedsyncv1.GetConflictResponse{Conflict: c}, nil
 }

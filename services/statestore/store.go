@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -22,7 +23,17 @@ var (
 	bucketLog     = []byte("log")     // seq -> SyncMessage{EVENT, Change}
 	bucketMeta    = []byte("meta")
 	keyPublished  = []byte("published_seq") // highest seq acknowledged by Kafka
+	// bucketConflicts holds every conflict by id; bucketPending indexes the
+	// review queue (conflicts waiting for a person).
+	bucketConflicts = []byte("conflicts")
+	bucketPending   = []byte("pending")
+	// bucketConflictOutbox holds conflicts not yet on fedsync.conflicts.
+	bucketConflictOutbox = []byte("conflict_outbox")
+	bucketOutcomes       = []byte("outcomes") // message_id -> Outcome
+	bucketFrontier       = []byte("frontier") // agent -> causal counter
 )
+
+var allBuckets = [][]byte{bucketDocs, bucketApplied, bucketLog, bucketMeta, bucketConflicts, bucketPending, bucketConflictOutbox, bucketOutcomes, bucketFrontier}
 
 // store keeps documents, the applied message ids and the committed-change log in
 // one bbolt file, changed together in one transaction per commit.
@@ -38,7 +49,7 @@ func openStore(dir string) (*store, error) {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketDocs, bucketApplied, bucketLog, bucketMeta} {
+		for _, b := range allBuckets {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -83,6 +94,9 @@ func (s *store) apply(req *fedsyncv1.ApplyRequest, traceMeta map[string]string) 
 				return nil
 			}
 		}
+		if err := checkCausal(tx, req.GetCausalAgent(), req.GetCausalCounter()); err != nil {
+			return err
+		}
 		cur := &fedsyncv1.State{}
 		if raw := docs.Get([]byte(req.GetId())); raw != nil {
 			if err := proto.Unmarshal(raw, cur); err != nil {
@@ -117,9 +131,21 @@ func (s *store) apply(req *fedsyncv1.ApplyRequest, traceMeta map[string]string) 
 		for k, v := range patch {
 			meta := &fedsyncv1.FieldMeta{Writer: req.GetWriter(), Version: next.Version, Deleted: statedoc.IsNull(v)}
 			if m := req.GetFields()[k]; m != nil {
-				meta.Hlc, meta.Writer = m.GetHlc(), m.GetWriter()
+				meta.Hlc, meta.Writer, meta.Resolution = m.GetHlc(), m.GetWriter(), m.GetResolution()
 			}
 			next.Fields[k] = meta
+		}
+		if err := advanceCausal(tx, req.GetCausalAgent(), req.GetCausalCounter()); err != nil {
+			return err
+		}
+		if err := resolveConflict(tx, req.GetResolvesConflictId(), req.GetWriter(), next.Version); err != nil {
+			return err
+		}
+		if err := putConflicts(tx, req.GetConflicts(), next.Version); err != nil {
+			return err
+		}
+		if err := putOutcome(tx, &fedsyncv1.Outcome{MessageId: req.GetMessageId(), StateId: next.Id, Status: "committed", Version: next.Version, At: next.UpdatedAt}); err != nil {
+			return err
 		}
 		raw, err := proto.Marshal(next)
 		if err != nil {
@@ -288,4 +314,238 @@ func (s *store) head() (uint64, error) {
 		return nil
 	})
 	return seq, err
+}
+
+// checkCausal refuses a causal commit whose writer's previous delta is not
+// settled yet: the frontier of agent must be counter-1.
+func checkCausal(tx *bolt.Tx, agent string, counter int64) error {
+	if agent == "" || counter <= 0 {
+		return nil
+	}
+	var cur int64
+	if v := tx.Bucket(bucketFrontier).Get([]byte(agent)); v != nil {
+		cur = int64(binary.BigEndian.Uint64(v))
+	}
+	if cur != counter-1 {
+		return apierr.New(apierr.VersionConflict, "Causal delta %d of %s is not next: the frontier is at %d.", counter, agent, cur).
+			WithDetail("frontier", cur)
+	}
+	return nil
+}
+
+func advanceCausal(tx *bolt.Tx, agent string, counter int64) error {
+	if agent == "" || counter <= 0 {
+		return nil
+	}
+	return tx.Bucket(bucketFrontier).Put([]byte(agent), u64(uint64(counter)))
+}
+
+// putConflicts records conflicts, queues the pending ones for review and the
+// rest for publication on fedsync.conflicts.
+func putConflicts(tx *bolt.Tx, conflicts []*fedsyncv1.Conflict, version int64) error {
+	for _, c := range conflicts {
+		if c.GetId() == "" {
+			return apierr.New(apierr.InvalidArgument, "A conflict needs an id.")
+		}
+		if tx.Bucket(bucketConflicts).Get([]byte(c.GetId())) != nil {
+			continue // recorded before: a re-delivered delta
+		}
+		if c.LocalVersion == 0 {
+			c.LocalVersion = version
+		}
+		raw, err := proto.Marshal(c)
+		if err != nil {
+			return err
+		}
+		if err := tx.Bucket(bucketConflicts).Put([]byte(c.GetId()), raw); err != nil {
+			return err
+		}
+		if c.GetStatus() == "pending" {
+			if err := tx.Bucket(bucketPending).Put([]byte(c.GetId()), nil); err != nil {
+				return err
+			}
+		}
+		ob := tx.Bucket(bucketConflictOutbox)
+		seq, _ := ob.NextSequence()
+		if err := ob.Put(u64(seq), raw); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// resolveConflict marks a pending conflict resolved by resolver at version.
+func resolveConflict(tx *bolt.Tx, id, resolver string, version int64) error {
+	if id == "" {
+		return nil
+	}
+	raw := tx.Bucket(bucketConflicts).Get([]byte(id))
+	if raw == nil {
+		return apierr.New(apierr.NotFound, "Conflict %s does not exist.", id)
+	}
+	c := &fedsyncv1.Conflict{}
+	if err := proto.Unmarshal(raw, c); err != nil {
+		return err
+	}
+	if c.GetStatus() != "pending" {
+		return apierr.New(apierr.VersionConflict, "Conflict %s is already %s.", id, c.GetStatus())
+	}
+	c.Status, c.ResolvedBy = "resolved", resolver
+	c.Detail = strings.TrimSpace(c.GetDetail() + fmt.Sprintf(" Resolved by %s at version %d.", resolver, version))
+	raw, err := proto.Marshal(c)
+	if err != nil {
+		return err
+	}
+	if err := tx.Bucket(bucketConflicts).Put([]byte(id), raw); err != nil {
+		return err
+	}
+	ob := tx.Bucket(bucketConflictOutbox)
+	seq, _ := ob.NextSequence()
+	if err := ob.Put(u64(seq), raw); err != nil {
+		return err
+	}
+	return tx.Bucket(bucketPending).Delete([]byte(id))
+}
+
+func putOutcome(tx *bolt.Tx, o *fedsyncv1.Outcome) error {
+	if o.GetMessageId() == "" {
+		return nil
+	}
+	raw, err := proto.Marshal(o)
+	if err != nil {
+		return err
+	}
+	return tx.Bucket(bucketOutcomes).Put([]byte(o.GetMessageId()), raw)
+}
+
+// recordOutcome records what became of a delta that committed nothing, with its
+// conflicts, and settles a causal delta.
+func (s *store) recordOutcome(req *fedsyncv1.RecordOutcomeRequest) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		if err := advanceCausalAtLeast(tx, req.GetCausalAgent(), req.GetCausalCounter()); err != nil {
+			return err
+		}
+		if err := putConflicts(tx, req.GetConflicts(), 0); err != nil {
+			return err
+		}
+		o := req.GetOutcome()
+		if o.GetAt() == 0 {
+			o.At = s.now().UnixNano()
+		}
+		return putOutcome(tx, o)
+	})
+}
+
+func advanceCausalAtLeast(tx *bolt.Tx, agent string, counter int64) error {
+	if agent == "" || counter <= 0 {
+		return nil
+	}
+	if v := tx.Bucket(bucketFrontier).Get([]byte(agent)); v != nil && int64(binary.BigEndian.Uint64(v)) >= counter {
+		return nil
+	}
+	return advanceCausal(tx, agent, counter)
+}
+
+func (s *store) outcome(messageID string) (*fedsyncv1.Outcome, error) {
+	o := &fedsyncv1.Outcome{}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		raw := tx.Bucket(bucketOutcomes).Get([]byte(messageID))
+		if raw == nil {
+			return errNotFound
+		}
+		return proto.Unmarshal(raw, o)
+	})
+	return o, err
+}
+
+func (s *store) frontier() (map[string]int64, error) {
+	out := map[string]int64{}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketFrontier).ForEach(func(k, v []byte) error {
+			out[string(k)] = int64(binary.BigEndian.Uint64(v))
+			return nil
+		})
+	})
+	return out, err
+}
+
+func (s *store) conflict(id string) (*fedsyncv1.Conflict, error) {
+	c := &fedsyncv1.Conflict{}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		raw := tx.Bucket(bucketConflicts).Get([]byte(id))
+		if raw == nil {
+			return errNotFound
+		}
+		return proto.Unmarshal(raw, c)
+	})
+	return c, err
+}
+
+// conflicts lists conflicts with status (any when empty), newest id first,
+// starting before `before`.
+func (s *store) conflicts(status, before string, limit int) ([]*fedsyncv1.Conflict, bool, error) {
+	var out []*fedsyncv1.Conflict
+	more := false
+	err := s.db.View(func(tx *bolt.Tx) error {
+		all := tx.Bucket(bucketConflicts)
+		src := all
+		if status == "pending" {
+			src = tx.Bucket(bucketPending)
+		}
+		c := src.Cursor()
+		var k []byte
+		if before == "" {
+			k, _ = c.Last()
+		} else {
+			c.Seek([]byte(before))
+			k, _ = c.Prev()
+		}
+		for ; k != nil; k, _ = c.Prev() {
+			raw := all.Get(k)
+			if raw == nil {
+				continue
+			}
+			cf := &fedsyncv1.Conflict{}
+			if err := proto.Unmarshal(raw, cf); err != nil {
+				return err
+			}
+			if status != "" && cf.GetStatus() != status {
+				continue
+			}
+			if len(out) == limit {
+				more = true
+				return nil
+			}
+			out = append(out, cf)
+		}
+		return nil
+	})
+	return out, more, err
+}
+
+// pendingConflictRecords returns up to limit conflict-outbox entries.
+func (s *store) conflictOutbox(limit int) ([]uint64, [][]byte, error) {
+	var keys []uint64
+	var vals [][]byte
+	err := s.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketConflictOutbox).Cursor()
+		for k, v := c.First(); k != nil && len(keys) < limit; k, v = c.Next() {
+			keys = append(keys, binary.BigEndian.Uint64(k))
+			vals = append(vals, append([]byte(nil), v...))
+		}
+		return nil
+	})
+	return keys, vals, err
+}
+
+func (s *store) dropConflictOutbox(upTo uint64) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketConflictOutbox).Cursor()
+		for k, _ := c.First(); k != nil && binary.BigEndian.Uint64(k) <= upTo; k, _ = c.Next() {
+			if err := c.Delete(); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }

@@ -30,3 +30,23 @@ func (s *grpcServer) Query(ctx context.Context, req *fedsyncv1.QueryRequest) (*f
 func (s *grpcServer) ReadLog(ctx context.Context, req *fedsyncv1.ReadLogRequest) (*fedsyncv1.ReadLogResponse, error) {
 	return endpoints.Call[*fedsyncv1.ReadLogResponse](ctx, s.e.ReadLog, req)
 }
+
+func (s *grpcServer) GetFrontier(ctx context.Context, req *fedsyncv1.GetFrontierRequest) (*fedsyncv1.GetFrontierResponse, error) {
+	return endpoints.Call[*fedsyncv1.GetFrontierResponse](ctx, s.e.GetFrontier, req)
+}
+
+func (s *grpcServer) RecordOutcome(ctx context.Context, req *fedsyncv1.RecordOutcomeRequest) (*fedsyncv1.RecordOutcomeResponse, error) {
+	return endpoints.Call[*fedsyncv1.RecordOutcomeResponse](ctx, s.e.RecordOutcome, req)
+}
+
+func (s *grpcServer) GetOutcome(ctx context.Context, req *fedsyncv1.GetOutcomeRequest) (*fedsyncv1.GetOutcomeResponse, error) {
+	return endpoints.Call[*fedsyncv1.GetOutcomeResponse](ctx, s.e.GetOutcome, req)
+}
+
+func (s *grpcServer) ListConflicts(ctx context.Context, req *fedsyncv1.ListConflictsRequest) (*fedsyncv1.ListConflictsResponse, error) {
+	return endpoints.Call[*fedsyncv1.ListConflictsResponse](ctx, s.e.ListConflicts, req)
+}
+
+func (s *grpcServer) GetConflict(ctx context.Context, req *fedsyncv1.GetConflictRequest) (*fedsyncv1.GetConflictResponse, error) {
+	return endpoints.Call[*fedsyncv1.GetConflictResponse](ctx, s.e.GetConflict, req)
+}

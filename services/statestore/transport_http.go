@@ -2,6 +2,7 @@ package statestore
 
 import (
 	"net/http"
+	"time"
 
 	"github.com/fedsync/fedsync/libs/apierr"
 	"github.com/fedsync/fedsync/libs/authtoken"
@@ -17,6 +18,16 @@ type queryRequest struct {
 	DataType  string `json:"data_type"`
 	Limit     int32  `json:"limit"`
 	PageToken string `json:"page_token"`
+}
+
+// outcomeView is the body of GET /api/v1/sync/outcomes/{message_id}.
+type outcomeView struct {
+	MessageID string `json:"message_id"`
+	ID        string `json:"id"`
+	Status    string `json:"status"`
+	Version   int64  `json:"version,omitempty"`
+	Reason    string `json:"reason,omitempty"`
+	At        string `json:"at"`
 }
 
 type queryResponse struct {
@@ -54,6 +65,18 @@ func NewHTTPHandler(e Endpoints, v *authtoken.Verifier) http.Handler {
 			out.Items = append(out.Items, statedoc.ViewOf(st, false))
 		}
 		httpjson.Write(w, http.StatusOK, out)
+	})
+	mux.HandleFunc("GET /api/v1/sync/outcomes/{message_id}", func(w http.ResponseWriter, r *http.Request) {
+		resp, err := endpoints.Call[*fedsyncv1.GetOutcomeResponse](r.Context(), e.GetOutcome, &fedsyncv1.GetOutcomeRequest{MessageId: r.PathValue("message_id")})
+		if err != nil {
+			apierr.WriteHTTP(w, err)
+			return
+		}
+		o := resp.GetOutcome()
+		httpjson.Write(w, http.StatusOK, outcomeView{
+			MessageID: o.GetMessageId(), ID: o.GetStateId(), Status: o.GetStatus(), Version: o.GetVersion(), Reason: o.GetReason(),
+			At: time.Unix(0, o.GetAt()).UTC().Format(time.RFC3339Nano),
+		})
 	})
 	mux.HandleFunc("/", httpjson.NotFound)
 	return v.HTTPMiddleware(mux)

@@ -259,9 +259,13 @@ type Delta struct {
 	// Hybrid logical clock stamp given at admission (nanoseconds).
 	Hlc int64 `protobuf:"varint,11,opt,name=hlc,proto3" json:"hlc,omitempty"`
 	// Region whose validation admitted it.
-	Region        string `protobuf:"bytes,12,opt,name=region,proto3" json:"region,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Region string `protobuf:"bytes,12,opt,name=region,proto3" json:"region,omitempty"`
+	// The document version the writer based the change on, when it says so: the
+	// base of the three-way merge.
+	BaseVersion    int64 `protobuf:"varint,13,opt,name=base_version,json=baseVersion,proto3" json:"base_version,omitempty"`
+	HasBaseVersion bool  `protobuf:"varint,14,opt,name=has_base_version,json=hasBaseVersion,proto3" json:"has_base_version,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Delta) Reset() {
@@ -378,13 +382,29 @@ func (x *Delta) GetRegion() string {
 	return ""
 }
 
+func (x *Delta) GetBaseVersion() int64 {
+	if x != nil {
+		return x.BaseVersion
+	}
+	return 0
+}
+
+func (x *Delta) GetHasBaseVersion() bool {
+	if x != nil {
+		return x.HasBaseVersion
+	}
+	return false
+}
+
 // FieldMeta records who last set a field and when: the provenance of its value.
 type FieldMeta struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Hlc           int64                  `protobuf:"varint,1,opt,name=hlc,proto3" json:"hlc,omitempty"`
-	Writer        string                 `protobuf:"bytes,2,opt,name=writer,proto3" json:"writer,omitempty"`
-	Version       int64                  `protobuf:"varint,3,opt,name=version,proto3" json:"version,omitempty"`
-	Deleted       bool                   `protobuf:"varint,4,opt,name=deleted,proto3" json:"deleted,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Hlc     int64                  `protobuf:"varint,1,opt,name=hlc,proto3" json:"hlc,omitempty"`
+	Writer  string                 `protobuf:"bytes,2,opt,name=writer,proto3" json:"writer,omitempty"`
+	Version int64                  `protobuf:"varint,3,opt,name=version,proto3" json:"version,omitempty"`
+	Deleted bool                   `protobuf:"varint,4,opt,name=deleted,proto3" json:"deleted,omitempty"`
+	// How the value was chosen: "lww", a resolver name, or "review:<client>".
+	Resolution    string `protobuf:"bytes,5,opt,name=resolution,proto3" json:"resolution,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -445,6 +465,13 @@ func (x *FieldMeta) GetDeleted() bool {
 		return x.Deleted
 	}
 	return false
+}
+
+func (x *FieldMeta) GetResolution() string {
+	if x != nil {
+		return x.Resolution
+	}
+	return ""
 }
 
 // State is one stored document at one version.
@@ -1134,6 +1161,128 @@ func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
 	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{13}
 }
 
+type ResolveConflictRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// "local", "remote" or "value".
+	Choice string `protobuf:"bytes,2,opt,name=choice,proto3" json:"choice,omitempty"`
+	// JSON value, with choice "value".
+	Value         []byte `protobuf:"bytes,3,opt,name=value,proto3" json:"value,omitempty"`
+	Resolver      string `protobuf:"bytes,4,opt,name=resolver,proto3" json:"resolver,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResolveConflictRequest) Reset() {
+	*x = ResolveConflictRequest{}
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResolveConflictRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResolveConflictRequest) ProtoMessage() {}
+
+func (x *ResolveConflictRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResolveConflictRequest.ProtoReflect.Descriptor instead.
+func (*ResolveConflictRequest) Descriptor() ([]byte, []int) {
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ResolveConflictRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ResolveConflictRequest) GetChoice() string {
+	if x != nil {
+		return x.Choice
+	}
+	return ""
+}
+
+func (x *ResolveConflictRequest) GetValue() []byte {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+func (x *ResolveConflictRequest) GetResolver() string {
+	if x != nil {
+		return x.Resolver
+	}
+	return ""
+}
+
+type ResolveConflictResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Conflict      *Conflict              `protobuf:"bytes,1,opt,name=conflict,proto3" json:"conflict,omitempty"`
+	Version       int64                  `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResolveConflictResponse) Reset() {
+	*x = ResolveConflictResponse{}
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResolveConflictResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResolveConflictResponse) ProtoMessage() {}
+
+func (x *ResolveConflictResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResolveConflictResponse.ProtoReflect.Descriptor instead.
+func (*ResolveConflictResponse) Descriptor() ([]byte, []int) {
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ResolveConflictResponse) GetConflict() *Conflict {
+	if x != nil {
+		return x.Conflict
+	}
+	return nil
+}
+
+func (x *ResolveConflictResponse) GetVersion() int64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
 type CommitStrongRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Delta         *Delta                 `protobuf:"bytes,1,opt,name=delta,proto3" json:"delta,omitempty"`
@@ -1143,7 +1292,7 @@ type CommitStrongRequest struct {
 
 func (x *CommitStrongRequest) Reset() {
 	*x = CommitStrongRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[14]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1155,7 +1304,7 @@ func (x *CommitStrongRequest) String() string {
 func (*CommitStrongRequest) ProtoMessage() {}
 
 func (x *CommitStrongRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[14]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1168,7 +1317,7 @@ func (x *CommitStrongRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitStrongRequest.ProtoReflect.Descriptor instead.
 func (*CommitStrongRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{14}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *CommitStrongRequest) GetDelta() *Delta {
@@ -1187,7 +1336,7 @@ type CommitStrongResponse struct {
 
 func (x *CommitStrongResponse) Reset() {
 	*x = CommitStrongResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[15]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1199,7 +1348,7 @@ func (x *CommitStrongResponse) String() string {
 func (*CommitStrongResponse) ProtoMessage() {}
 
 func (x *CommitStrongResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[15]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1212,7 +1361,7 @@ func (x *CommitStrongResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitStrongResponse.ProtoReflect.Descriptor instead.
 func (*CommitStrongResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{15}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *CommitStrongResponse) GetVersion() int64 {
@@ -1220,6 +1369,744 @@ func (x *CommitStrongResponse) GetVersion() int64 {
 		return x.Version
 	}
 	return 0
+}
+
+// Conflict is one conflict found by merge (seed 3.3).
+type Conflict struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Id       string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	StateId  string                 `protobuf:"bytes,2,opt,name=state_id,json=stateId,proto3" json:"state_id,omitempty"`
+	DataType string                 `protobuf:"bytes,3,opt,name=data_type,json=dataType,proto3" json:"data_type,omitempty"`
+	Field    string                 `protobuf:"bytes,4,opt,name=field,proto3" json:"field,omitempty"`
+	// "write_write", "type_mismatch", "ordering" or "consistency".
+	Type string `protobuf:"bytes,5,opt,name=type,proto3" json:"type,omitempty"`
+	// How it was resolved: a resolver name, "review" (waiting in the review
+	// queue) or "rejected".
+	Resolution string `protobuf:"bytes,6,opt,name=resolution,proto3" json:"resolution,omitempty"`
+	// JSON values: the stored one, the incoming one, and the chosen one.
+	Local        []byte `protobuf:"bytes,7,opt,name=local,proto3" json:"local,omitempty"`
+	Remote       []byte `protobuf:"bytes,8,opt,name=remote,proto3" json:"remote,omitempty"`
+	Resolved     []byte `protobuf:"bytes,9,opt,name=resolved,proto3" json:"resolved,omitempty"`
+	LocalWriter  string `protobuf:"bytes,10,opt,name=local_writer,json=localWriter,proto3" json:"local_writer,omitempty"`
+	RemoteWriter string `protobuf:"bytes,11,opt,name=remote_writer,json=remoteWriter,proto3" json:"remote_writer,omitempty"`
+	LocalVersion int64  `protobuf:"varint,12,opt,name=local_version,json=localVersion,proto3" json:"local_version,omitempty"`
+	MessageId    string `protobuf:"bytes,13,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
+	DetectedAt   int64  `protobuf:"varint,14,opt,name=detected_at,json=detectedAt,proto3" json:"detected_at,omitempty"`
+	// "resolved" or "pending" (review queue).
+	Status        string `protobuf:"bytes,15,opt,name=status,proto3" json:"status,omitempty"`
+	ResolvedBy    string `protobuf:"bytes,16,opt,name=resolved_by,json=resolvedBy,proto3" json:"resolved_by,omitempty"`
+	Detail        string `protobuf:"bytes,17,opt,name=detail,proto3" json:"detail,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Conflict) Reset() {
+	*x = Conflict{}
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Conflict) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Conflict) ProtoMessage() {}
+
+func (x *Conflict) ProtoReflect() protoreflect.Message {
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Conflict.ProtoReflect.Descriptor instead.
+func (*Conflict) Descriptor() ([]byte, []int) {
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *Conflict) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Conflict) GetStateId() string {
+	if x != nil {
+		return x.StateId
+	}
+	return ""
+}
+
+func (x *Conflict) GetDataType() string {
+	if x != nil {
+		return x.DataType
+	}
+	return ""
+}
+
+func (x *Conflict) GetField() string {
+	if x != nil {
+		return x.Field
+	}
+	return ""
+}
+
+func (x *Conflict) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *Conflict) GetResolution() string {
+	if x != nil {
+		return x.Resolution
+	}
+	return ""
+}
+
+func (x *Conflict) GetLocal() []byte {
+	if x != nil {
+		return x.Local
+	}
+	return nil
+}
+
+func (x *Conflict) GetRemote() []byte {
+	if x != nil {
+		return x.Remote
+	}
+	return nil
+}
+
+func (x *Conflict) GetResolved() []byte {
+	if x != nil {
+		return x.Resolved
+	}
+	return nil
+}
+
+func (x *Conflict) GetLocalWriter() string {
+	if x != nil {
+		return x.LocalWriter
+	}
+	return ""
+}
+
+func (x *Conflict) GetRemoteWriter() string {
+	if x != nil {
+		return x.RemoteWriter
+	}
+	return ""
+}
+
+func (x *Conflict) GetLocalVersion() int64 {
+	if x != nil {
+		return x.LocalVersion
+	}
+	return 0
+}
+
+func (x *Conflict) GetMessageId() string {
+	if x != nil {
+		return x.MessageId
+	}
+	return ""
+}
+
+func (x *Conflict) GetDetectedAt() int64 {
+	if x != nil {
+		return x.DetectedAt
+	}
+	return 0
+}
+
+func (x *Conflict) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+func (x *Conflict) GetResolvedBy() string {
+	if x != nil {
+		return x.ResolvedBy
+	}
+	return ""
+}
+
+func (x *Conflict) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
+}
+
+type GetFrontierRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetFrontierRequest) Reset() {
+	*x = GetFrontierRequest{}
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetFrontierRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetFrontierRequest) ProtoMessage() {}
+
+func (x *GetFrontierRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetFrontierRequest.ProtoReflect.Descriptor instead.
+func (*GetFrontierRequest) Descriptor() ([]byte, []int) {
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{19}
+}
+
+type GetFrontierResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Frontier      map[string]int64       `protobuf:"bytes,1,rep,name=frontier,proto3" json:"frontier,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetFrontierResponse) Reset() {
+	*x = GetFrontierResponse{}
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetFrontierResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetFrontierResponse) ProtoMessage() {}
+
+func (x *GetFrontierResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetFrontierResponse.ProtoReflect.Descriptor instead.
+func (*GetFrontierResponse) Descriptor() ([]byte, []int) {
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *GetFrontierResponse) GetFrontier() map[string]int64 {
+	if x != nil {
+		return x.Frontier
+	}
+	return nil
+}
+
+// Outcome is what became of a delta.
+type Outcome struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	MessageId string                 `protobuf:"bytes,1,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
+	StateId   string                 `protobuf:"bytes,2,opt,name=state_id,json=stateId,proto3" json:"state_id,omitempty"`
+	// "committed", "superseded", "duplicate" or "rejected".
+	Status        string `protobuf:"bytes,3,opt,name=status,proto3" json:"status,omitempty"`
+	Version       int64  `protobuf:"varint,4,opt,name=version,proto3" json:"version,omitempty"`
+	Reason        string `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	At            int64  `protobuf:"varint,6,opt,name=at,proto3" json:"at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Outcome) Reset() {
+	*x = Outcome{}
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Outcome) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Outcome) ProtoMessage() {}
+
+func (x *Outcome) ProtoReflect() protoreflect.Message {
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Outcome.ProtoReflect.Descriptor instead.
+func (*Outcome) Descriptor() ([]byte, []int) {
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *Outcome) GetMessageId() string {
+	if x != nil {
+		return x.MessageId
+	}
+	return ""
+}
+
+func (x *Outcome) GetStateId() string {
+	if x != nil {
+		return x.StateId
+	}
+	return ""
+}
+
+func (x *Outcome) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+func (x *Outcome) GetVersion() int64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *Outcome) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *Outcome) GetAt() int64 {
+	if x != nil {
+		return x.At
+	}
+	return 0
+}
+
+type RecordOutcomeRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Outcome   *Outcome               `protobuf:"bytes,1,opt,name=outcome,proto3" json:"outcome,omitempty"`
+	Conflicts []*Conflict            `protobuf:"bytes,2,rep,name=conflicts,proto3" json:"conflicts,omitempty"`
+	// Causal deltas: advance the writer's frontier (the delta is settled).
+	CausalAgent   string `protobuf:"bytes,3,opt,name=causal_agent,json=causalAgent,proto3" json:"causal_agent,omitempty"`
+	CausalCounter int64  `protobuf:"varint,4,opt,name=causal_counter,json=causalCounter,proto3" json:"causal_counter,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordOutcomeRequest) Reset() {
+	*x = RecordOutcomeRequest{}
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordOutcomeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordOutcomeRequest) ProtoMessage() {}
+
+func (x *RecordOutcomeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordOutcomeRequest.ProtoReflect.Descriptor instead.
+func (*RecordOutcomeRequest) Descriptor() ([]byte, []int) {
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *RecordOutcomeRequest) GetOutcome() *Outcome {
+	if x != nil {
+		return x.Outcome
+	}
+	return nil
+}
+
+func (x *RecordOutcomeRequest) GetConflicts() []*Conflict {
+	if x != nil {
+		return x.Conflicts
+	}
+	return nil
+}
+
+func (x *RecordOutcomeRequest) GetCausalAgent() string {
+	if x != nil {
+		return x.CausalAgent
+	}
+	return ""
+}
+
+func (x *RecordOutcomeRequest) GetCausalCounter() int64 {
+	if x != nil {
+		return x.CausalCounter
+	}
+	return 0
+}
+
+type RecordOutcomeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordOutcomeResponse) Reset() {
+	*x = RecordOutcomeResponse{}
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordOutcomeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordOutcomeResponse) ProtoMessage() {}
+
+func (x *RecordOutcomeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordOutcomeResponse.ProtoReflect.Descriptor instead.
+func (*RecordOutcomeResponse) Descriptor() ([]byte, []int) {
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{23}
+}
+
+type GetOutcomeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	MessageId     string                 `protobuf:"bytes,1,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetOutcomeRequest) Reset() {
+	*x = GetOutcomeRequest{}
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetOutcomeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetOutcomeRequest) ProtoMessage() {}
+
+func (x *GetOutcomeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetOutcomeRequest.ProtoReflect.Descriptor instead.
+func (*GetOutcomeRequest) Descriptor() ([]byte, []int) {
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *GetOutcomeRequest) GetMessageId() string {
+	if x != nil {
+		return x.MessageId
+	}
+	return ""
+}
+
+type GetOutcomeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Outcome       *Outcome               `protobuf:"bytes,1,opt,name=outcome,proto3" json:"outcome,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetOutcomeResponse) Reset() {
+	*x = GetOutcomeResponse{}
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetOutcomeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetOutcomeResponse) ProtoMessage() {}
+
+func (x *GetOutcomeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetOutcomeResponse.ProtoReflect.Descriptor instead.
+func (*GetOutcomeResponse) Descriptor() ([]byte, []int) {
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *GetOutcomeResponse) GetOutcome() *Outcome {
+	if x != nil {
+		return x.Outcome
+	}
+	return nil
+}
+
+type ListConflictsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "pending" (the review queue), "resolved", or empty for both.
+	Status        string `protobuf:"bytes,1,opt,name=status,proto3" json:"status,omitempty"`
+	Limit         int32  `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListConflictsRequest) Reset() {
+	*x = ListConflictsRequest{}
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListConflictsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListConflictsRequest) ProtoMessage() {}
+
+func (x *ListConflictsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListConflictsRequest.ProtoReflect.Descriptor instead.
+func (*ListConflictsRequest) Descriptor() ([]byte, []int) {
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *ListConflictsRequest) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+func (x *ListConflictsRequest) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *ListConflictsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+type ListConflictsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Conflicts     []*Conflict            `protobuf:"bytes,1,rep,name=conflicts,proto3" json:"conflicts,omitempty"`
+	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListConflictsResponse) Reset() {
+	*x = ListConflictsResponse{}
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListConflictsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListConflictsResponse) ProtoMessage() {}
+
+func (x *ListConflictsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListConflictsResponse.ProtoReflect.Descriptor instead.
+func (*ListConflictsResponse) Descriptor() ([]byte, []int) {
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *ListConflictsResponse) GetConflicts() []*Conflict {
+	if x != nil {
+		return x.Conflicts
+	}
+	return nil
+}
+
+func (x *ListConflictsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+type GetConflictRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetConflictRequest) Reset() {
+	*x = GetConflictRequest{}
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetConflictRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetConflictRequest) ProtoMessage() {}
+
+func (x *GetConflictRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetConflictRequest.ProtoReflect.Descriptor instead.
+func (*GetConflictRequest) Descriptor() ([]byte, []int) {
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *GetConflictRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type GetConflictResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Conflict      *Conflict              `protobuf:"bytes,1,opt,name=conflict,proto3" json:"conflict,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetConflictResponse) Reset() {
+	*x = GetConflictResponse{}
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetConflictResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetConflictResponse) ProtoMessage() {}
+
+func (x *GetConflictResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetConflictResponse.ProtoReflect.Descriptor instead.
+func (*GetConflictResponse) Descriptor() ([]byte, []int) {
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *GetConflictResponse) GetConflict() *Conflict {
+	if x != nil {
+		return x.Conflict
+	}
+	return nil
 }
 
 type ApplyRequest struct {
@@ -1237,13 +2124,21 @@ type ApplyRequest struct {
 	Writer             string                `protobuf:"bytes,9,opt,name=writer,proto3" json:"writer,omitempty"`
 	AdmittedAt         int64                 `protobuf:"varint,10,opt,name=admitted_at,json=admittedAt,proto3" json:"admitted_at,omitempty"`
 	Region             string                `protobuf:"bytes,11,opt,name=region,proto3" json:"region,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// Causal deltas: the writer and its counter. The commit requires the writer's
+	// frontier to be counter-1 and advances it to counter, in the same transaction.
+	CausalAgent   string `protobuf:"bytes,12,opt,name=causal_agent,json=causalAgent,proto3" json:"causal_agent,omitempty"`
+	CausalCounter int64  `protobuf:"varint,13,opt,name=causal_counter,json=causalCounter,proto3" json:"causal_counter,omitempty"`
+	// Marks a review-queue conflict resolved in the same transaction.
+	ResolvesConflictId string `protobuf:"bytes,14,opt,name=resolves_conflict_id,json=resolvesConflictId,proto3" json:"resolves_conflict_id,omitempty"`
+	// Conflicts found while merging, recorded in the same transaction.
+	Conflicts     []*Conflict `protobuf:"bytes,15,rep,name=conflicts,proto3" json:"conflicts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ApplyRequest) Reset() {
 	*x = ApplyRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[16]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1255,7 +2150,7 @@ func (x *ApplyRequest) String() string {
 func (*ApplyRequest) ProtoMessage() {}
 
 func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[16]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1268,7 +2163,7 @@ func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyRequest.ProtoReflect.Descriptor instead.
 func (*ApplyRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{16}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ApplyRequest) GetId() string {
@@ -1348,6 +2243,34 @@ func (x *ApplyRequest) GetRegion() string {
 	return ""
 }
 
+func (x *ApplyRequest) GetCausalAgent() string {
+	if x != nil {
+		return x.CausalAgent
+	}
+	return ""
+}
+
+func (x *ApplyRequest) GetCausalCounter() int64 {
+	if x != nil {
+		return x.CausalCounter
+	}
+	return 0
+}
+
+func (x *ApplyRequest) GetResolvesConflictId() string {
+	if x != nil {
+		return x.ResolvesConflictId
+	}
+	return ""
+}
+
+func (x *ApplyRequest) GetConflicts() []*Conflict {
+	if x != nil {
+		return x.Conflicts
+	}
+	return nil
+}
+
 type ApplyResponse struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Version int64                  `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
@@ -1360,7 +2283,7 @@ type ApplyResponse struct {
 
 func (x *ApplyResponse) Reset() {
 	*x = ApplyResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[17]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1372,7 +2295,7 @@ func (x *ApplyResponse) String() string {
 func (*ApplyResponse) ProtoMessage() {}
 
 func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[17]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1385,7 +2308,7 @@ func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyResponse.ProtoReflect.Descriptor instead.
 func (*ApplyResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{17}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ApplyResponse) GetVersion() int64 {
@@ -1418,7 +2341,7 @@ type GetRequest struct {
 
 func (x *GetRequest) Reset() {
 	*x = GetRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[18]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1430,7 +2353,7 @@ func (x *GetRequest) String() string {
 func (*GetRequest) ProtoMessage() {}
 
 func (x *GetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[18]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1443,7 +2366,7 @@ func (x *GetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequest.ProtoReflect.Descriptor instead.
 func (*GetRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{18}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *GetRequest) GetId() string {
@@ -1462,7 +2385,7 @@ type GetResponse struct {
 
 func (x *GetResponse) Reset() {
 	*x = GetResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[19]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1474,7 +2397,7 @@ func (x *GetResponse) String() string {
 func (*GetResponse) ProtoMessage() {}
 
 func (x *GetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[19]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1487,7 +2410,7 @@ func (x *GetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResponse.ProtoReflect.Descriptor instead.
 func (*GetResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{19}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *GetResponse) GetState() *State {
@@ -1509,7 +2432,7 @@ type QueryRequest struct {
 
 func (x *QueryRequest) Reset() {
 	*x = QueryRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[20]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1521,7 +2444,7 @@ func (x *QueryRequest) String() string {
 func (*QueryRequest) ProtoMessage() {}
 
 func (x *QueryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[20]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1534,7 +2457,7 @@ func (x *QueryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueryRequest.ProtoReflect.Descriptor instead.
 func (*QueryRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{20}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *QueryRequest) GetIdPrefix() string {
@@ -1575,7 +2498,7 @@ type QueryResponse struct {
 
 func (x *QueryResponse) Reset() {
 	*x = QueryResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[21]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1587,7 +2510,7 @@ func (x *QueryResponse) String() string {
 func (*QueryResponse) ProtoMessage() {}
 
 func (x *QueryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[21]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1600,7 +2523,7 @@ func (x *QueryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueryResponse.ProtoReflect.Descriptor instead.
 func (*QueryResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{21}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *QueryResponse) GetItems() []*State {
@@ -1628,7 +2551,7 @@ type ReadLogRequest struct {
 
 func (x *ReadLogRequest) Reset() {
 	*x = ReadLogRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[22]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1640,7 +2563,7 @@ func (x *ReadLogRequest) String() string {
 func (*ReadLogRequest) ProtoMessage() {}
 
 func (x *ReadLogRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[22]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1653,7 +2576,7 @@ func (x *ReadLogRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadLogRequest.ProtoReflect.Descriptor instead.
 func (*ReadLogRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{22}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ReadLogRequest) GetAfterSeq() uint64 {
@@ -1681,7 +2604,7 @@ type ReadLogResponse struct {
 
 func (x *ReadLogResponse) Reset() {
 	*x = ReadLogResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[23]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1693,7 +2616,7 @@ func (x *ReadLogResponse) String() string {
 func (*ReadLogResponse) ProtoMessage() {}
 
 func (x *ReadLogResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[23]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1706,7 +2629,7 @@ func (x *ReadLogResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadLogResponse.ProtoReflect.Descriptor instead.
 func (*ReadLogResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{23}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ReadLogResponse) GetChanges() []*Change {
@@ -1734,7 +2657,7 @@ type SubscribeRequest struct {
 
 func (x *SubscribeRequest) Reset() {
 	*x = SubscribeRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[24]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1746,7 +2669,7 @@ func (x *SubscribeRequest) String() string {
 func (*SubscribeRequest) ProtoMessage() {}
 
 func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[24]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1759,7 +2682,7 @@ func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeRequest.ProtoReflect.Descriptor instead.
 func (*SubscribeRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{24}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *SubscribeRequest) GetIdPrefix() string {
@@ -1801,7 +2724,7 @@ type SubscribeResponse struct {
 
 func (x *SubscribeResponse) Reset() {
 	*x = SubscribeResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[25]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1813,7 +2736,7 @@ func (x *SubscribeResponse) String() string {
 func (*SubscribeResponse) ProtoMessage() {}
 
 func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[25]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1826,7 +2749,7 @@ func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeResponse.ProtoReflect.Descriptor instead.
 func (*SubscribeResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{25}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *SubscribeResponse) GetType() string {
@@ -1893,7 +2816,7 @@ type GetHealthRequest struct {
 
 func (x *GetHealthRequest) Reset() {
 	*x = GetHealthRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[26]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1905,7 +2828,7 @@ func (x *GetHealthRequest) String() string {
 func (*GetHealthRequest) ProtoMessage() {}
 
 func (x *GetHealthRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[26]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1918,7 +2841,7 @@ func (x *GetHealthRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHealthRequest.ProtoReflect.Descriptor instead.
 func (*GetHealthRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{26}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{40}
 }
 
 type ServiceHealth struct {
@@ -1932,7 +2855,7 @@ type ServiceHealth struct {
 
 func (x *ServiceHealth) Reset() {
 	*x = ServiceHealth{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[27]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1944,7 +2867,7 @@ func (x *ServiceHealth) String() string {
 func (*ServiceHealth) ProtoMessage() {}
 
 func (x *ServiceHealth) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[27]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1957,7 +2880,7 @@ func (x *ServiceHealth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceHealth.ProtoReflect.Descriptor instead.
 func (*ServiceHealth) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{27}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ServiceHealth) GetStatus() string {
@@ -1991,7 +2914,7 @@ type AgentHealth struct {
 
 func (x *AgentHealth) Reset() {
 	*x = AgentHealth{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[28]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2003,7 +2926,7 @@ func (x *AgentHealth) String() string {
 func (*AgentHealth) ProtoMessage() {}
 
 func (x *AgentHealth) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[28]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2016,7 +2939,7 @@ func (x *AgentHealth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentHealth.ProtoReflect.Descriptor instead.
 func (*AgentHealth) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{28}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *AgentHealth) GetHealthy() int32 {
@@ -2046,7 +2969,7 @@ type GetHealthResponse struct {
 
 func (x *GetHealthResponse) Reset() {
 	*x = GetHealthResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[29]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2058,7 +2981,7 @@ func (x *GetHealthResponse) String() string {
 func (*GetHealthResponse) ProtoMessage() {}
 
 func (x *GetHealthResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[29]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2071,7 +2994,7 @@ func (x *GetHealthResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHealthResponse.ProtoReflect.Descriptor instead.
 func (*GetHealthResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{29}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *GetHealthResponse) GetStatus() string {
@@ -2119,7 +3042,7 @@ const file_fedsync_v1_fedsync_proto_rawDesc = "" +
 	"\bpriority\x18\a \x01(\x05R\bpriority\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe6\x03\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb3\x04\n" +
 	"\x05Delta\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\tdata_type\x18\x02 \x01(\tR\bdataType\x12\x14\n" +
@@ -2134,15 +3057,20 @@ const file_fedsync_v1_fedsync_proto_rawDesc = "" +
 	"\x06writer\x18\n" +
 	" \x01(\tR\x06writer\x12\x10\n" +
 	"\x03hlc\x18\v \x01(\x03R\x03hlc\x12\x16\n" +
-	"\x06region\x18\f \x01(\tR\x06region\x1a>\n" +
+	"\x06region\x18\f \x01(\tR\x06region\x12!\n" +
+	"\fbase_version\x18\r \x01(\x03R\vbaseVersion\x12(\n" +
+	"\x10has_base_version\x18\x0e \x01(\bR\x0ehasBaseVersion\x1a>\n" +
 	"\x10VectorClockEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"i\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"\x89\x01\n" +
 	"\tFieldMeta\x12\x10\n" +
 	"\x03hlc\x18\x01 \x01(\x03R\x03hlc\x12\x16\n" +
 	"\x06writer\x18\x02 \x01(\tR\x06writer\x12\x18\n" +
 	"\aversion\x18\x03 \x01(\x03R\aversion\x12\x18\n" +
-	"\adeleted\x18\x04 \x01(\bR\adeleted\"\xb2\x03\n" +
+	"\adeleted\x18\x04 \x01(\bR\adeleted\x12\x1e\n" +
+	"\n" +
+	"resolution\x18\x05 \x01(\tR\n" +
+	"resolution\"\xb2\x03\n" +
 	"\x05State\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\tdata_type\x18\x02 \x01(\tR\bdataType\x12\x14\n" +
@@ -2206,11 +3134,80 @@ const file_fedsync_v1_fedsync_proto_rawDesc = "" +
 	"\x06status\x18\x02 \x01(\tR\x06status\x12\x18\n" +
 	"\aversion\x18\x03 \x01(\x03R\aversion\"\x12\n" +
 	"\x10HeartbeatRequest\"\x13\n" +
-	"\x11HeartbeatResponse\">\n" +
+	"\x11HeartbeatResponse\"r\n" +
+	"\x16ResolveConflictRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06choice\x18\x02 \x01(\tR\x06choice\x12\x14\n" +
+	"\x05value\x18\x03 \x01(\fR\x05value\x12\x1a\n" +
+	"\bresolver\x18\x04 \x01(\tR\bresolver\"e\n" +
+	"\x17ResolveConflictResponse\x120\n" +
+	"\bconflict\x18\x01 \x01(\v2\x14.fedsync.v1.ConflictR\bconflict\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x03R\aversion\">\n" +
 	"\x13CommitStrongRequest\x12'\n" +
 	"\x05delta\x18\x01 \x01(\v2\x11.fedsync.v1.DeltaR\x05delta\"0\n" +
 	"\x14CommitStrongResponse\x12\x18\n" +
-	"\aversion\x18\x01 \x01(\x03R\aversion\"\xbc\x04\n" +
+	"\aversion\x18\x01 \x01(\x03R\aversion\"\xe4\x03\n" +
+	"\bConflict\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x19\n" +
+	"\bstate_id\x18\x02 \x01(\tR\astateId\x12\x1b\n" +
+	"\tdata_type\x18\x03 \x01(\tR\bdataType\x12\x14\n" +
+	"\x05field\x18\x04 \x01(\tR\x05field\x12\x12\n" +
+	"\x04type\x18\x05 \x01(\tR\x04type\x12\x1e\n" +
+	"\n" +
+	"resolution\x18\x06 \x01(\tR\n" +
+	"resolution\x12\x14\n" +
+	"\x05local\x18\a \x01(\fR\x05local\x12\x16\n" +
+	"\x06remote\x18\b \x01(\fR\x06remote\x12\x1a\n" +
+	"\bresolved\x18\t \x01(\fR\bresolved\x12!\n" +
+	"\flocal_writer\x18\n" +
+	" \x01(\tR\vlocalWriter\x12#\n" +
+	"\rremote_writer\x18\v \x01(\tR\fremoteWriter\x12#\n" +
+	"\rlocal_version\x18\f \x01(\x03R\flocalVersion\x12\x1d\n" +
+	"\n" +
+	"message_id\x18\r \x01(\tR\tmessageId\x12\x1f\n" +
+	"\vdetected_at\x18\x0e \x01(\x03R\n" +
+	"detectedAt\x12\x16\n" +
+	"\x06status\x18\x0f \x01(\tR\x06status\x12\x1f\n" +
+	"\vresolved_by\x18\x10 \x01(\tR\n" +
+	"resolvedBy\x12\x16\n" +
+	"\x06detail\x18\x11 \x01(\tR\x06detail\"\x14\n" +
+	"\x12GetFrontierRequest\"\x9d\x01\n" +
+	"\x13GetFrontierResponse\x12I\n" +
+	"\bfrontier\x18\x01 \x03(\v2-.fedsync.v1.GetFrontierResponse.FrontierEntryR\bfrontier\x1a;\n" +
+	"\rFrontierEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"\x9d\x01\n" +
+	"\aOutcome\x12\x1d\n" +
+	"\n" +
+	"message_id\x18\x01 \x01(\tR\tmessageId\x12\x19\n" +
+	"\bstate_id\x18\x02 \x01(\tR\astateId\x12\x16\n" +
+	"\x06status\x18\x03 \x01(\tR\x06status\x12\x18\n" +
+	"\aversion\x18\x04 \x01(\x03R\aversion\x12\x16\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\x12\x0e\n" +
+	"\x02at\x18\x06 \x01(\x03R\x02at\"\xc3\x01\n" +
+	"\x14RecordOutcomeRequest\x12-\n" +
+	"\aoutcome\x18\x01 \x01(\v2\x13.fedsync.v1.OutcomeR\aoutcome\x122\n" +
+	"\tconflicts\x18\x02 \x03(\v2\x14.fedsync.v1.ConflictR\tconflicts\x12!\n" +
+	"\fcausal_agent\x18\x03 \x01(\tR\vcausalAgent\x12%\n" +
+	"\x0ecausal_counter\x18\x04 \x01(\x03R\rcausalCounter\"\x17\n" +
+	"\x15RecordOutcomeResponse\"2\n" +
+	"\x11GetOutcomeRequest\x12\x1d\n" +
+	"\n" +
+	"message_id\x18\x01 \x01(\tR\tmessageId\"C\n" +
+	"\x12GetOutcomeResponse\x12-\n" +
+	"\aoutcome\x18\x01 \x01(\v2\x13.fedsync.v1.OutcomeR\aoutcome\"c\n" +
+	"\x14ListConflictsRequest\x12\x16\n" +
+	"\x06status\x18\x01 \x01(\tR\x06status\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\x05R\x05limit\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\"s\n" +
+	"\x15ListConflictsResponse\x122\n" +
+	"\tconflicts\x18\x01 \x03(\v2\x14.fedsync.v1.ConflictR\tconflicts\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"$\n" +
+	"\x12GetConflictRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"G\n" +
+	"\x13GetConflictResponse\x120\n" +
+	"\bconflict\x18\x01 \x01(\v2\x14.fedsync.v1.ConflictR\bconflict\"\xec\x05\n" +
 	"\fApplyRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\tdata_type\x18\x02 \x01(\tR\bdataType\x12\x14\n" +
@@ -2225,7 +3222,11 @@ const file_fedsync_v1_fedsync_proto_rawDesc = "" +
 	"\vadmitted_at\x18\n" +
 	" \x01(\x03R\n" +
 	"admittedAt\x12\x16\n" +
-	"\x06region\x18\v \x01(\tR\x06region\x1aP\n" +
+	"\x06region\x18\v \x01(\tR\x06region\x12!\n" +
+	"\fcausal_agent\x18\f \x01(\tR\vcausalAgent\x12%\n" +
+	"\x0ecausal_counter\x18\r \x01(\x03R\rcausalCounter\x120\n" +
+	"\x14resolves_conflict_id\x18\x0e \x01(\tR\x12resolvesConflictId\x122\n" +
+	"\tconflicts\x18\x0f \x03(\v2\x14.fedsync.v1.ConflictR\tconflicts\x1aP\n" +
 	"\vFieldsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12+\n" +
 	"\x05value\x18\x02 \x01(\v2\x15.fedsync.v1.FieldMetaR\x05value:\x028\x01\x1a>\n" +
@@ -2309,14 +3310,21 @@ const file_fedsync_v1_fedsync_proto_rawDesc = "" +
 	"\aGetJWKS\x12\x1a.fedsync.v1.GetJWKSRequest\x1a\x1b.fedsync.v1.GetJWKSResponse2\xa7\x01\n" +
 	"\x11ValidationService\x12H\n" +
 	"\tPushState\x12\x1c.fedsync.v1.PushStateRequest\x1a\x1d.fedsync.v1.PushStateResponse\x12H\n" +
-	"\tHeartbeat\x12\x1c.fedsync.v1.HeartbeatRequest\x1a\x1d.fedsync.v1.HeartbeatResponse2a\n" +
+	"\tHeartbeat\x12\x1c.fedsync.v1.HeartbeatRequest\x1a\x1d.fedsync.v1.HeartbeatResponse2\xbd\x01\n" +
 	"\fMergeService\x12Q\n" +
-	"\fCommitStrong\x12\x1f.fedsync.v1.CommitStrongRequest\x1a .fedsync.v1.CommitStrongResponse2\x8b\x02\n" +
+	"\fCommitStrong\x12\x1f.fedsync.v1.CommitStrongRequest\x1a .fedsync.v1.CommitStrongResponse\x12Z\n" +
+	"\x0fResolveConflict\x12\".fedsync.v1.ResolveConflictRequest\x1a#.fedsync.v1.ResolveConflictResponse2\xa4\x05\n" +
 	"\x11StateStoreService\x12<\n" +
 	"\x05Apply\x12\x18.fedsync.v1.ApplyRequest\x1a\x19.fedsync.v1.ApplyResponse\x126\n" +
 	"\x03Get\x12\x16.fedsync.v1.GetRequest\x1a\x17.fedsync.v1.GetResponse\x12<\n" +
 	"\x05Query\x12\x18.fedsync.v1.QueryRequest\x1a\x19.fedsync.v1.QueryResponse\x12B\n" +
-	"\aReadLog\x12\x1a.fedsync.v1.ReadLogRequest\x1a\x1b.fedsync.v1.ReadLogResponse2`\n" +
+	"\aReadLog\x12\x1a.fedsync.v1.ReadLogRequest\x1a\x1b.fedsync.v1.ReadLogResponse\x12N\n" +
+	"\vGetFrontier\x12\x1e.fedsync.v1.GetFrontierRequest\x1a\x1f.fedsync.v1.GetFrontierResponse\x12T\n" +
+	"\rRecordOutcome\x12 .fedsync.v1.RecordOutcomeRequest\x1a!.fedsync.v1.RecordOutcomeResponse\x12K\n" +
+	"\n" +
+	"GetOutcome\x12\x1d.fedsync.v1.GetOutcomeRequest\x1a\x1e.fedsync.v1.GetOutcomeResponse\x12T\n" +
+	"\rListConflicts\x12 .fedsync.v1.ListConflictsRequest\x1a!.fedsync.v1.ListConflictsResponse\x12N\n" +
+	"\vGetConflict\x12\x1e.fedsync.v1.GetConflictRequest\x1a\x1f.fedsync.v1.GetConflictResponse2`\n" +
 	"\x12BroadcasterService\x12J\n" +
 	"\tSubscribe\x12\x1c.fedsync.v1.SubscribeRequest\x1a\x1d.fedsync.v1.SubscribeResponse0\x012`\n" +
 	"\x14HealthMonitorService\x12H\n" +
@@ -2335,99 +3343,134 @@ func file_fedsync_v1_fedsync_proto_rawDescGZIP() []byte {
 }
 
 var file_fedsync_v1_fedsync_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_fedsync_v1_fedsync_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
+var file_fedsync_v1_fedsync_proto_msgTypes = make([]protoimpl.MessageInfo, 54)
 var file_fedsync_v1_fedsync_proto_goTypes = []any{
-	(MessageType)(0),             // 0: fedsync.v1.MessageType
-	(Consistency)(0),             // 1: fedsync.v1.Consistency
-	(*SyncMessage)(nil),          // 2: fedsync.v1.SyncMessage
-	(*Delta)(nil),                // 3: fedsync.v1.Delta
-	(*FieldMeta)(nil),            // 4: fedsync.v1.FieldMeta
-	(*State)(nil),                // 5: fedsync.v1.State
-	(*Change)(nil),               // 6: fedsync.v1.Change
-	(*Heartbeat)(nil),            // 7: fedsync.v1.Heartbeat
-	(*IssueTokenRequest)(nil),    // 8: fedsync.v1.IssueTokenRequest
-	(*IssueTokenResponse)(nil),   // 9: fedsync.v1.IssueTokenResponse
-	(*GetJWKSRequest)(nil),       // 10: fedsync.v1.GetJWKSRequest
-	(*GetJWKSResponse)(nil),      // 11: fedsync.v1.GetJWKSResponse
-	(*PushStateRequest)(nil),     // 12: fedsync.v1.PushStateRequest
-	(*PushStateResponse)(nil),    // 13: fedsync.v1.PushStateResponse
-	(*HeartbeatRequest)(nil),     // 14: fedsync.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),    // 15: fedsync.v1.HeartbeatResponse
-	(*CommitStrongRequest)(nil),  // 16: fedsync.v1.CommitStrongRequest
-	(*CommitStrongResponse)(nil), // 17: fedsync.v1.CommitStrongResponse
-	(*ApplyRequest)(nil),         // 18: fedsync.v1.ApplyRequest
-	(*ApplyResponse)(nil),        // 19: fedsync.v1.ApplyResponse
-	(*GetRequest)(nil),           // 20: fedsync.v1.GetRequest
-	(*GetResponse)(nil),          // 21: fedsync.v1.GetResponse
-	(*QueryRequest)(nil),         // 22: fedsync.v1.QueryRequest
-	(*QueryResponse)(nil),        // 23: fedsync.v1.QueryResponse
-	(*ReadLogRequest)(nil),       // 24: fedsync.v1.ReadLogRequest
-	(*ReadLogResponse)(nil),      // 25: fedsync.v1.ReadLogResponse
-	(*SubscribeRequest)(nil),     // 26: fedsync.v1.SubscribeRequest
-	(*SubscribeResponse)(nil),    // 27: fedsync.v1.SubscribeResponse
-	(*GetHealthRequest)(nil),     // 28: fedsync.v1.GetHealthRequest
-	(*ServiceHealth)(nil),        // 29: fedsync.v1.ServiceHealth
-	(*AgentHealth)(nil),          // 30: fedsync.v1.AgentHealth
-	(*GetHealthResponse)(nil),    // 31: fedsync.v1.GetHealthResponse
-	nil,                          // 32: fedsync.v1.SyncMessage.MetadataEntry
-	nil,                          // 33: fedsync.v1.Delta.VectorClockEntry
-	nil,                          // 34: fedsync.v1.State.VectorClockEntry
-	nil,                          // 35: fedsync.v1.State.FieldsEntry
-	nil,                          // 36: fedsync.v1.PushStateRequest.VectorClockEntry
-	nil,                          // 37: fedsync.v1.ApplyRequest.FieldsEntry
-	nil,                          // 38: fedsync.v1.ApplyRequest.VectorClockEntry
-	nil,                          // 39: fedsync.v1.GetHealthResponse.ServicesEntry
-	nil,                          // 40: fedsync.v1.GetHealthResponse.RegionsEntry
+	(MessageType)(0),                // 0: fedsync.v1.MessageType
+	(Consistency)(0),                // 1: fedsync.v1.Consistency
+	(*SyncMessage)(nil),             // 2: fedsync.v1.SyncMessage
+	(*Delta)(nil),                   // 3: fedsync.v1.Delta
+	(*FieldMeta)(nil),               // 4: fedsync.v1.FieldMeta
+	(*State)(nil),                   // 5: fedsync.v1.State
+	(*Change)(nil),                  // 6: fedsync.v1.Change
+	(*Heartbeat)(nil),               // 7: fedsync.v1.Heartbeat
+	(*IssueTokenRequest)(nil),       // 8: fedsync.v1.IssueTokenRequest
+	(*IssueTokenResponse)(nil),      // 9: fedsync.v1.IssueTokenResponse
+	(*GetJWKSRequest)(nil),          // 10: fedsync.v1.GetJWKSRequest
+	(*GetJWKSResponse)(nil),         // 11: fedsync.v1.GetJWKSResponse
+	(*PushStateRequest)(nil),        // 12: fedsync.v1.PushStateRequest
+	(*PushStateResponse)(nil),       // 13: fedsync.v1.PushStateResponse
+	(*HeartbeatRequest)(nil),        // 14: fedsync.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),       // 15: fedsync.v1.HeartbeatResponse
+	(*ResolveConflictRequest)(nil),  // 16: fedsync.v1.ResolveConflictRequest
+	(*ResolveConflictResponse)(nil), // 17: fedsync.v1.ResolveConflictResponse
+	(*CommitStrongRequest)(nil),     // 18: fedsync.v1.CommitStrongRequest
+	(*CommitStrongResponse)(nil),    // 19: fedsync.v1.CommitStrongResponse
+	(*Conflict)(nil),                // 20: fedsync.v1.Conflict
+	(*GetFrontierRequest)(nil),      // 21: fedsync.v1.GetFrontierRequest
+	(*GetFrontierResponse)(nil),     // 22: fedsync.v1.GetFrontierResponse
+	(*Outcome)(nil),                 // 23: fedsync.v1.Outcome
+	(*RecordOutcomeRequest)(nil),    // 24: fedsync.v1.RecordOutcomeRequest
+	(*RecordOutcomeResponse)(nil),   // 25: fedsync.v1.RecordOutcomeResponse
+	(*GetOutcomeRequest)(nil),       // 26: fedsync.v1.GetOutcomeRequest
+	(*GetOutcomeResponse)(nil),      // 27: fedsync.v1.GetOutcomeResponse
+	(*ListConflictsRequest)(nil),    // 28: fedsync.v1.ListConflictsRequest
+	(*ListConflictsResponse)(nil),   // 29: fedsync.v1.ListConflictsResponse
+	(*GetConflictRequest)(nil),      // 30: fedsync.v1.GetConflictRequest
+	(*GetConflictResponse)(nil),     // 31: fedsync.v1.GetConflictResponse
+	(*ApplyRequest)(nil),            // 32: fedsync.v1.ApplyRequest
+	(*ApplyResponse)(nil),           // 33: fedsync.v1.ApplyResponse
+	(*GetRequest)(nil),              // 34: fedsync.v1.GetRequest
+	(*GetResponse)(nil),             // 35: fedsync.v1.GetResponse
+	(*QueryRequest)(nil),            // 36: fedsync.v1.QueryRequest
+	(*QueryResponse)(nil),           // 37: fedsync.v1.QueryResponse
+	(*ReadLogRequest)(nil),          // 38: fedsync.v1.ReadLogRequest
+	(*ReadLogResponse)(nil),         // 39: fedsync.v1.ReadLogResponse
+	(*SubscribeRequest)(nil),        // 40: fedsync.v1.SubscribeRequest
+	(*SubscribeResponse)(nil),       // 41: fedsync.v1.SubscribeResponse
+	(*GetHealthRequest)(nil),        // 42: fedsync.v1.GetHealthRequest
+	(*ServiceHealth)(nil),           // 43: fedsync.v1.ServiceHealth
+	(*AgentHealth)(nil),             // 44: fedsync.v1.AgentHealth
+	(*GetHealthResponse)(nil),       // 45: fedsync.v1.GetHealthResponse
+	nil,                             // 46: fedsync.v1.SyncMessage.MetadataEntry
+	nil,                             // 47: fedsync.v1.Delta.VectorClockEntry
+	nil,                             // 48: fedsync.v1.State.VectorClockEntry
+	nil,                             // 49: fedsync.v1.State.FieldsEntry
+	nil,                             // 50: fedsync.v1.PushStateRequest.VectorClockEntry
+	nil,                             // 51: fedsync.v1.GetFrontierResponse.FrontierEntry
+	nil,                             // 52: fedsync.v1.ApplyRequest.FieldsEntry
+	nil,                             // 53: fedsync.v1.ApplyRequest.VectorClockEntry
+	nil,                             // 54: fedsync.v1.GetHealthResponse.ServicesEntry
+	nil,                             // 55: fedsync.v1.GetHealthResponse.RegionsEntry
 }
 var file_fedsync_v1_fedsync_proto_depIdxs = []int32{
 	0,  // 0: fedsync.v1.SyncMessage.type:type_name -> fedsync.v1.MessageType
-	32, // 1: fedsync.v1.SyncMessage.metadata:type_name -> fedsync.v1.SyncMessage.MetadataEntry
+	46, // 1: fedsync.v1.SyncMessage.metadata:type_name -> fedsync.v1.SyncMessage.MetadataEntry
 	1,  // 2: fedsync.v1.Delta.consistency:type_name -> fedsync.v1.Consistency
-	33, // 3: fedsync.v1.Delta.vector_clock:type_name -> fedsync.v1.Delta.VectorClockEntry
-	34, // 4: fedsync.v1.State.vector_clock:type_name -> fedsync.v1.State.VectorClockEntry
-	35, // 5: fedsync.v1.State.fields:type_name -> fedsync.v1.State.FieldsEntry
+	47, // 3: fedsync.v1.Delta.vector_clock:type_name -> fedsync.v1.Delta.VectorClockEntry
+	48, // 4: fedsync.v1.State.vector_clock:type_name -> fedsync.v1.State.VectorClockEntry
+	49, // 5: fedsync.v1.State.fields:type_name -> fedsync.v1.State.FieldsEntry
 	5,  // 6: fedsync.v1.Change.state:type_name -> fedsync.v1.State
-	36, // 7: fedsync.v1.PushStateRequest.vector_clock:type_name -> fedsync.v1.PushStateRequest.VectorClockEntry
-	3,  // 8: fedsync.v1.CommitStrongRequest.delta:type_name -> fedsync.v1.Delta
-	37, // 9: fedsync.v1.ApplyRequest.fields:type_name -> fedsync.v1.ApplyRequest.FieldsEntry
-	38, // 10: fedsync.v1.ApplyRequest.vector_clock:type_name -> fedsync.v1.ApplyRequest.VectorClockEntry
-	5,  // 11: fedsync.v1.GetResponse.state:type_name -> fedsync.v1.State
-	5,  // 12: fedsync.v1.QueryResponse.items:type_name -> fedsync.v1.State
-	6,  // 13: fedsync.v1.ReadLogResponse.changes:type_name -> fedsync.v1.Change
-	39, // 14: fedsync.v1.GetHealthResponse.services:type_name -> fedsync.v1.GetHealthResponse.ServicesEntry
-	40, // 15: fedsync.v1.GetHealthResponse.regions:type_name -> fedsync.v1.GetHealthResponse.RegionsEntry
-	30, // 16: fedsync.v1.GetHealthResponse.agents:type_name -> fedsync.v1.AgentHealth
-	4,  // 17: fedsync.v1.State.FieldsEntry.value:type_name -> fedsync.v1.FieldMeta
-	4,  // 18: fedsync.v1.ApplyRequest.FieldsEntry.value:type_name -> fedsync.v1.FieldMeta
-	29, // 19: fedsync.v1.GetHealthResponse.ServicesEntry.value:type_name -> fedsync.v1.ServiceHealth
-	29, // 20: fedsync.v1.GetHealthResponse.RegionsEntry.value:type_name -> fedsync.v1.ServiceHealth
-	8,  // 21: fedsync.v1.AuthnService.IssueToken:input_type -> fedsync.v1.IssueTokenRequest
-	10, // 22: fedsync.v1.AuthnService.GetJWKS:input_type -> fedsync.v1.GetJWKSRequest
-	12, // 23: fedsync.v1.ValidationService.PushState:input_type -> fedsync.v1.PushStateRequest
-	14, // 24: fedsync.v1.ValidationService.Heartbeat:input_type -> fedsync.v1.HeartbeatRequest
-	16, // 25: fedsync.v1.MergeService.CommitStrong:input_type -> fedsync.v1.CommitStrongRequest
-	18, // 26: fedsync.v1.StateStoreService.Apply:input_type -> fedsync.v1.ApplyRequest
-	20, // 27: fedsync.v1.StateStoreService.Get:input_type -> fedsync.v1.GetRequest
-	22, // 28: fedsync.v1.StateStoreService.Query:input_type -> fedsync.v1.QueryRequest
-	24, // 29: fedsync.v1.StateStoreService.ReadLog:input_type -> fedsync.v1.ReadLogRequest
-	26, // 30: fedsync.v1.BroadcasterService.Subscribe:input_type -> fedsync.v1.SubscribeRequest
-	28, // 31: fedsync.v1.HealthMonitorService.GetHealth:input_type -> fedsync.v1.GetHealthRequest
-	9,  // 32: fedsync.v1.AuthnService.IssueToken:output_type -> fedsync.v1.IssueTokenResponse
-	11, // 33: fedsync.v1.AuthnService.GetJWKS:output_type -> fedsync.v1.GetJWKSResponse
-	13, // 34: fedsync.v1.ValidationService.PushState:output_type -> fedsync.v1.PushStateResponse
-	15, // 35: fedsync.v1.ValidationService.Heartbeat:output_type -> fedsync.v1.HeartbeatResponse
-	17, // 36: fedsync.v1.MergeService.CommitStrong:output_type -> fedsync.v1.CommitStrongResponse
-	19, // 37: fedsync.v1.StateStoreService.Apply:output_type -> fedsync.v1.ApplyResponse
-	21, // 38: fedsync.v1.StateStoreService.Get:output_type -> fedsync.v1.GetResponse
-	23, // 39: fedsync.v1.StateStoreService.Query:output_type -> fedsync.v1.QueryResponse
-	25, // 40: fedsync.v1.StateStoreService.ReadLog:output_type -> fedsync.v1.ReadLogResponse
-	27, // 41: fedsync.v1.BroadcasterService.Subscribe:output_type -> fedsync.v1.SubscribeResponse
-	31, // 42: fedsync.v1.HealthMonitorService.GetHealth:output_type -> fedsync.v1.GetHealthResponse
-	32, // [32:43] is the sub-list for method output_type
-	21, // [21:32] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	50, // 7: fedsync.v1.PushStateRequest.vector_clock:type_name -> fedsync.v1.PushStateRequest.VectorClockEntry
+	20, // 8: fedsync.v1.ResolveConflictResponse.conflict:type_name -> fedsync.v1.Conflict
+	3,  // 9: fedsync.v1.CommitStrongRequest.delta:type_name -> fedsync.v1.Delta
+	51, // 10: fedsync.v1.GetFrontierResponse.frontier:type_name -> fedsync.v1.GetFrontierResponse.FrontierEntry
+	23, // 11: fedsync.v1.RecordOutcomeRequest.outcome:type_name -> fedsync.v1.Outcome
+	20, // 12: fedsync.v1.RecordOutcomeRequest.conflicts:type_name -> fedsync.v1.Conflict
+	23, // 13: fedsync.v1.GetOutcomeResponse.outcome:type_name -> fedsync.v1.Outcome
+	20, // 14: fedsync.v1.ListConflictsResponse.conflicts:type_name -> fedsync.v1.Conflict
+	20, // 15: fedsync.v1.GetConflictResponse.conflict:type_name -> fedsync.v1.Conflict
+	52, // 16: fedsync.v1.ApplyRequest.fields:type_name -> fedsync.v1.ApplyRequest.FieldsEntry
+	53, // 17: fedsync.v1.ApplyRequest.vector_clock:type_name -> fedsync.v1.ApplyRequest.VectorClockEntry
+	20, // 18: fedsync.v1.ApplyRequest.conflicts:type_name -> fedsync.v1.Conflict
+	5,  // 19: fedsync.v1.GetResponse.state:type_name -> fedsync.v1.State
+	5,  // 20: fedsync.v1.QueryResponse.items:type_name -> fedsync.v1.State
+	6,  // 21: fedsync.v1.ReadLogResponse.changes:type_name -> fedsync.v1.Change
+	54, // 22: fedsync.v1.GetHealthResponse.services:type_name -> fedsync.v1.GetHealthResponse.ServicesEntry
+	55, // 23: fedsync.v1.GetHealthResponse.regions:type_name -> fedsync.v1.GetHealthResponse.RegionsEntry
+	44, // 24: fedsync.v1.GetHealthResponse.agents:type_name -> fedsync.v1.AgentHealth
+	4,  // 25: fedsync.v1.State.FieldsEntry.value:type_name -> fedsync.v1.FieldMeta
+	4,  // 26: fedsync.v1.ApplyRequest.FieldsEntry.value:type_name -> fedsync.v1.FieldMeta
+	43, // 27: fedsync.v1.GetHealthResponse.ServicesEntry.value:type_name -> fedsync.v1.ServiceHealth
+	43, // 28: fedsync.v1.GetHealthResponse.RegionsEntry.value:type_name -> fedsync.v1.ServiceHealth
+	8,  // 29: fedsync.v1.AuthnService.IssueToken:input_type -> fedsync.v1.IssueTokenRequest
+	10, // 30: fedsync.v1.AuthnService.GetJWKS:input_type -> fedsync.v1.GetJWKSRequest
+	12, // 31: fedsync.v1.ValidationService.PushState:input_type -> fedsync.v1.PushStateRequest
+	14, // 32: fedsync.v1.ValidationService.Heartbeat:input_type -> fedsync.v1.HeartbeatRequest
+	18, // 33: fedsync.v1.MergeService.CommitStrong:input_type -> fedsync.v1.CommitStrongRequest
+	16, // 34: fedsync.v1.MergeService.ResolveConflict:input_type -> fedsync.v1.ResolveConflictRequest
+	32, // 35: fedsync.v1.StateStoreService.Apply:input_type -> fedsync.v1.ApplyRequest
+	34, // 36: fedsync.v1.StateStoreService.Get:input_type -> fedsync.v1.GetRequest
+	36, // 37: fedsync.v1.StateStoreService.Query:input_type -> fedsync.v1.QueryRequest
+	38, // 38: fedsync.v1.StateStoreService.ReadLog:input_type -> fedsync.v1.ReadLogRequest
+	21, // 39: fedsync.v1.StateStoreService.GetFrontier:input_type -> fedsync.v1.GetFrontierRequest
+	24, // 40: fedsync.v1.StateStoreService.RecordOutcome:input_type -> fedsync.v1.RecordOutcomeRequest
+	26, // 41: fedsync.v1.StateStoreService.GetOutcome:input_type -> fedsync.v1.GetOutcomeRequest
+	28, // 42: fedsync.v1.StateStoreService.ListConflicts:input_type -> fedsync.v1.ListConflictsRequest
+	30, // 43: fedsync.v1.StateStoreService.GetConflict:input_type -> fedsync.v1.GetConflictRequest
+	40, // 44: fedsync.v1.BroadcasterService.Subscribe:input_type -> fedsync.v1.SubscribeRequest
+	42, // 45: fedsync.v1.HealthMonitorService.GetHealth:input_type -> fedsync.v1.GetHealthRequest
+	9,  // 46: fedsync.v1.AuthnService.IssueToken:output_type -> fedsync.v1.IssueTokenResponse
+	11, // 47: fedsync.v1.AuthnService.GetJWKS:output_type -> fedsync.v1.GetJWKSResponse
+	13, // 48: fedsync.v1.ValidationService.PushState:output_type -> fedsync.v1.PushStateResponse
+	15, // 49: fedsync.v1.ValidationService.Heartbeat:output_type -> fedsync.v1.HeartbeatResponse
+	19, // 50: fedsync.v1.MergeService.CommitStrong:output_type -> fedsync.v1.CommitStrongResponse
+	17, // 51: fedsync.v1.MergeService.ResolveConflict:output_type -> fedsync.v1.ResolveConflictResponse
+	33, // 52: fedsync.v1.StateStoreService.Apply:output_type -> fedsync.v1.ApplyResponse
+	35, // 53: fedsync.v1.StateStoreService.Get:output_type -> fedsync.v1.GetResponse
+	37, // 54: fedsync.v1.StateStoreService.Query:output_type -> fedsync.v1.QueryResponse
+	39, // 55: fedsync.v1.StateStoreService.ReadLog:output_type -> fedsync.v1.ReadLogResponse
+	22, // 56: fedsync.v1.StateStoreService.GetFrontier:output_type -> fedsync.v1.GetFrontierResponse
+	25, // 57: fedsync.v1.StateStoreService.RecordOutcome:output_type -> fedsync.v1.RecordOutcomeResponse
+	27, // 58: fedsync.v1.StateStoreService.GetOutcome:output_type -> fedsync.v1.GetOutcomeResponse
+	29, // 59: fedsync.v1.StateStoreService.ListConflicts:output_type -> fedsync.v1.ListConflictsResponse
+	31, // 60: fedsync.v1.StateStoreService.GetConflict:output_type -> fedsync.v1.GetConflictResponse
+	41, // 61: fedsync.v1.BroadcasterService.Subscribe:output_type -> fedsync.v1.SubscribeResponse
+	45, // 62: fedsync.v1.HealthMonitorService.GetHealth:output_type -> fedsync.v1.GetHealthResponse
+	46, // [46:63] is the sub-list for method output_type
+	29, // [29:46] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_fedsync_v1_fedsync_proto_init() }
@@ -2441,7 +3484,7 @@ func file_fedsync_v1_fedsync_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fedsync_v1_fedsync_proto_rawDesc), len(file_fedsync_v1_fedsync_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   39,
+			NumMessages:   54,
 			NumExtensions: 0,
 			NumServices:   6,
 		},

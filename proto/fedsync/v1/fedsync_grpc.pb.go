@@ -312,7 +312,8 @@ var ValidationService_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	MergeService_CommitStrong_FullMethodName = "/fedsync.v1.MergeService/CommitStrong"
+	MergeService_CommitStrong_FullMethodName    = "/fedsync.v1.MergeService/CommitStrong"
+	MergeService_ResolveConflict_FullMethodName = "/fedsync.v1.MergeService/ResolveConflict"
 )
 
 // MergeServiceClient is the client API for MergeService service.
@@ -322,6 +323,8 @@ type MergeServiceClient interface {
 	// CommitStrong applies a strong-consistency delta by compare-and-set and returns
 	// only after it is committed.
 	CommitStrong(ctx context.Context, in *CommitStrongRequest, opts ...grpc.CallOption) (*CommitStrongResponse, error)
+	// ResolveConflict settles a review-queue conflict with a committed change.
+	ResolveConflict(ctx context.Context, in *ResolveConflictRequest, opts ...grpc.CallOption) (*ResolveConflictResponse, error)
 }
 
 type mergeServiceClient struct {
@@ -342,6 +345,16 @@ func (c *mergeServiceClient) CommitStrong(ctx context.Context, in *CommitStrongR
 	return out, nil
 }
 
+func (c *mergeServiceClient) ResolveConflict(ctx context.Context, in *ResolveConflictRequest, opts ...grpc.CallOption) (*ResolveConflictResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ResolveConflictResponse)
+	err := c.cc.Invoke(ctx, MergeService_ResolveConflict_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // MergeServiceServer is the server API for MergeService service.
 // All implementations must embed UnimplementedMergeServiceServer
 // for forward compatibility.
@@ -349,6 +362,8 @@ type MergeServiceServer interface {
 	// CommitStrong applies a strong-consistency delta by compare-and-set and returns
 	// only after it is committed.
 	CommitStrong(context.Context, *CommitStrongRequest) (*CommitStrongResponse, error)
+	// ResolveConflict settles a review-queue conflict with a committed change.
+	ResolveConflict(context.Context, *ResolveConflictRequest) (*ResolveConflictResponse, error)
 	mustEmbedUnimplementedMergeServiceServer()
 }
 
@@ -361,6 +376,9 @@ type UnimplementedMergeServiceServer struct{}
 
 func (UnimplementedMergeServiceServer) CommitStrong(context.Context, *CommitStrongRequest) (*CommitStrongResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CommitStrong not implemented")
+}
+func (UnimplementedMergeServiceServer) ResolveConflict(context.Context, *ResolveConflictRequest) (*ResolveConflictResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ResolveConflict not implemented")
 }
 func (UnimplementedMergeServiceServer) mustEmbedUnimplementedMergeServiceServer() {}
 func (UnimplementedMergeServiceServer) testEmbeddedByValue()                      {}
@@ -401,6 +419,24 @@ func _MergeService_CommitStrong_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _MergeService_ResolveConflict_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ResolveConflictRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MergeServiceServer).ResolveConflict(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MergeService_ResolveConflict_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MergeServiceServer).ResolveConflict(ctx, req.(*ResolveConflictRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // MergeService_ServiceDesc is the grpc.ServiceDesc for MergeService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -412,16 +448,25 @@ var MergeService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "CommitStrong",
 			Handler:    _MergeService_CommitStrong_Handler,
 		},
+		{
+			MethodName: "ResolveConflict",
+			Handler:    _MergeService_ResolveConflict_Handler,
+		},
 	},
 	Streams:  []grpc.StreamDesc{},
 	Metadata: "fedsync/v1/fedsync.proto",
 }
 
 const (
-	StateStoreService_Apply_FullMethodName   = "/fedsync.v1.StateStoreService/Apply"
-	StateStoreService_Get_FullMethodName     = "/fedsync.v1.StateStoreService/Get"
-	StateStoreService_Query_FullMethodName   = "/fedsync.v1.StateStoreService/Query"
-	StateStoreService_ReadLog_FullMethodName = "/fedsync.v1.StateStoreService/ReadLog"
+	StateStoreService_Apply_FullMethodName         = "/fedsync.v1.StateStoreService/Apply"
+	StateStoreService_Get_FullMethodName           = "/fedsync.v1.StateStoreService/Get"
+	StateStoreService_Query_FullMethodName         = "/fedsync.v1.StateStoreService/Query"
+	StateStoreService_ReadLog_FullMethodName       = "/fedsync.v1.StateStoreService/ReadLog"
+	StateStoreService_GetFrontier_FullMethodName   = "/fedsync.v1.StateStoreService/GetFrontier"
+	StateStoreService_RecordOutcome_FullMethodName = "/fedsync.v1.StateStoreService/RecordOutcome"
+	StateStoreService_GetOutcome_FullMethodName    = "/fedsync.v1.StateStoreService/GetOutcome"
+	StateStoreService_ListConflicts_FullMethodName = "/fedsync.v1.StateStoreService/ListConflicts"
+	StateStoreService_GetConflict_FullMethodName   = "/fedsync.v1.StateStoreService/GetConflict"
 )
 
 // StateStoreServiceClient is the client API for StateStoreService service.
@@ -438,6 +483,18 @@ type StateStoreServiceClient interface {
 	Query(ctx context.Context, in *QueryRequest, opts ...grpc.CallOption) (*QueryResponse, error)
 	// ReadLog returns committed changes after a cursor, in commit order.
 	ReadLog(ctx context.Context, in *ReadLogRequest, opts ...grpc.CallOption) (*ReadLogResponse, error)
+	// GetFrontier returns the causal frontier: per agent, the highest causal
+	// counter committed.
+	GetFrontier(ctx context.Context, in *GetFrontierRequest, opts ...grpc.CallOption) (*GetFrontierResponse, error)
+	// RecordOutcome records what became of a delta that committed nothing
+	// (superseded or rejected), with its conflicts.
+	RecordOutcome(ctx context.Context, in *RecordOutcomeRequest, opts ...grpc.CallOption) (*RecordOutcomeResponse, error)
+	// GetOutcome returns what became of a delta, by message id.
+	GetOutcome(ctx context.Context, in *GetOutcomeRequest, opts ...grpc.CallOption) (*GetOutcomeResponse, error)
+	// ListConflicts lists recorded conflicts, newest first.
+	ListConflicts(ctx context.Context, in *ListConflictsRequest, opts ...grpc.CallOption) (*ListConflictsResponse, error)
+	// GetConflict returns one conflict.
+	GetConflict(ctx context.Context, in *GetConflictRequest, opts ...grpc.CallOption) (*GetConflictResponse, error)
 }
 
 type stateStoreServiceClient struct {
@@ -488,6 +545,56 @@ func (c *stateStoreServiceClient) ReadLog(ctx context.Context, in *ReadLogReques
 	return out, nil
 }
 
+func (c *stateStoreServiceClient) GetFrontier(ctx context.Context, in *GetFrontierRequest, opts ...grpc.CallOption) (*GetFrontierResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetFrontierResponse)
+	err := c.cc.Invoke(ctx, StateStoreService_GetFrontier_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *stateStoreServiceClient) RecordOutcome(ctx context.Context, in *RecordOutcomeRequest, opts ...grpc.CallOption) (*RecordOutcomeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RecordOutcomeResponse)
+	err := c.cc.Invoke(ctx, StateStoreService_RecordOutcome_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *stateStoreServiceClient) GetOutcome(ctx context.Context, in *GetOutcomeRequest, opts ...grpc.CallOption) (*GetOutcomeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetOutcomeResponse)
+	err := c.cc.Invoke(ctx, StateStoreService_GetOutcome_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *stateStoreServiceClient) ListConflicts(ctx context.Context, in *ListConflictsRequest, opts ...grpc.CallOption) (*ListConflictsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListConflictsResponse)
+	err := c.cc.Invoke(ctx, StateStoreService_ListConflicts_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *stateStoreServiceClient) GetConflict(ctx context.Context, in *GetConflictRequest, opts ...grpc.CallOption) (*GetConflictResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetConflictResponse)
+	err := c.cc.Invoke(ctx, StateStoreService_GetConflict_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // StateStoreServiceServer is the server API for StateStoreService service.
 // All implementations must embed UnimplementedStateStoreServiceServer
 // for forward compatibility.
@@ -502,6 +609,18 @@ type StateStoreServiceServer interface {
 	Query(context.Context, *QueryRequest) (*QueryResponse, error)
 	// ReadLog returns committed changes after a cursor, in commit order.
 	ReadLog(context.Context, *ReadLogRequest) (*ReadLogResponse, error)
+	// GetFrontier returns the causal frontier: per agent, the highest causal
+	// counter committed.
+	GetFrontier(context.Context, *GetFrontierRequest) (*GetFrontierResponse, error)
+	// RecordOutcome records what became of a delta that committed nothing
+	// (superseded or rejected), with its conflicts.
+	RecordOutcome(context.Context, *RecordOutcomeRequest) (*RecordOutcomeResponse, error)
+	// GetOutcome returns what became of a delta, by message id.
+	GetOutcome(context.Context, *GetOutcomeRequest) (*GetOutcomeResponse, error)
+	// ListConflicts lists recorded conflicts, newest first.
+	ListConflicts(context.Context, *ListConflictsRequest) (*ListConflictsResponse, error)
+	// GetConflict returns one conflict.
+	GetConflict(context.Context, *GetConflictRequest) (*GetConflictResponse, error)
 	mustEmbedUnimplementedStateStoreServiceServer()
 }
 
@@ -523,6 +642,21 @@ func (UnimplementedStateStoreServiceServer) Query(context.Context, *QueryRequest
 }
 func (UnimplementedStateStoreServiceServer) ReadLog(context.Context, *ReadLogRequest) (*ReadLogResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ReadLog not implemented")
+}
+func (UnimplementedStateStoreServiceServer) GetFrontier(context.Context, *GetFrontierRequest) (*GetFrontierResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetFrontier not implemented")
+}
+func (UnimplementedStateStoreServiceServer) RecordOutcome(context.Context, *RecordOutcomeRequest) (*RecordOutcomeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RecordOutcome not implemented")
+}
+func (UnimplementedStateStoreServiceServer) GetOutcome(context.Context, *GetOutcomeRequest) (*GetOutcomeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetOutcome not implemented")
+}
+func (UnimplementedStateStoreServiceServer) ListConflicts(context.Context, *ListConflictsRequest) (*ListConflictsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListConflicts not implemented")
+}
+func (UnimplementedStateStoreServiceServer) GetConflict(context.Context, *GetConflictRequest) (*GetConflictResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetConflict not implemented")
 }
 func (UnimplementedStateStoreServiceServer) mustEmbedUnimplementedStateStoreServiceServer() {}
 func (UnimplementedStateStoreServiceServer) testEmbeddedByValue()                           {}
@@ -617,6 +751,96 @@ func _StateStoreService_ReadLog_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _StateStoreService_GetFrontier_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetFrontierRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StateStoreServiceServer).GetFrontier(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: StateStoreService_GetFrontier_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StateStoreServiceServer).GetFrontier(ctx, req.(*GetFrontierRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _StateStoreService_RecordOutcome_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RecordOutcomeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StateStoreServiceServer).RecordOutcome(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: StateStoreService_RecordOutcome_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StateStoreServiceServer).RecordOutcome(ctx, req.(*RecordOutcomeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _StateStoreService_GetOutcome_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetOutcomeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StateStoreServiceServer).GetOutcome(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: StateStoreService_GetOutcome_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StateStoreServiceServer).GetOutcome(ctx, req.(*GetOutcomeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _StateStoreService_ListConflicts_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListConflictsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StateStoreServiceServer).ListConflicts(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: StateStoreService_ListConflicts_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StateStoreServiceServer).ListConflicts(ctx, req.(*ListConflictsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _StateStoreService_GetConflict_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetConflictRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StateStoreServiceServer).GetConflict(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: StateStoreService_GetConflict_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StateStoreServiceServer).GetConflict(ctx, req.(*GetConflictRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // StateStoreService_ServiceDesc is the grpc.ServiceDesc for StateStoreService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -639,6 +863,26 @@ var StateStoreService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ReadLog",
 			Handler:    _StateStoreService_ReadLog_Handler,
+		},
+		{
+			MethodName: "GetFrontier",
+			Handler:    _StateStoreService_GetFrontier_Handler,
+		},
+		{
+			MethodName: "RecordOutcome",
+			Handler:    _StateStoreService_RecordOutcome_Handler,
+		},
+		{
+			MethodName: "GetOutcome",
+			Handler:    _StateStoreService_GetOutcome_Handler,
+		},
+		{
+			MethodName: "ListConflicts",
+			Handler:    _StateStoreService_ListConflicts_Handler,
+		},
+		{
+			MethodName: "GetConflict",
+			Handler:    _StateStoreService_GetConflict_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

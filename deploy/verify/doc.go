@@ -1,0 +1,3 @@
+// Package verify checks fedsync's Kubernetes manifests, Tiltfile, Dockerfiles and
+// rollback script offline. Everything is in its tests: cd deploy/verify && GOWORK=off go test ./...
+package verify
