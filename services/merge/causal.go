@@ -115,6 +115,13 @@ func (q *causalQueue) refresh(ctx context.Context, store StateStore) error {
 	return nil
 }
 
+// settled returns the writer's frontier as last read.
+func (q *causalQueue) settled(d *fedsyncv1.Delta) int64 {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.frontier[d.GetWriter()]
+}
+
 func (q *causalQueue) isReady(d *fedsyncv1.Delta) bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -134,6 +141,16 @@ func (q *causalQueue) offer(ctx context.Context, s *service, d *fedsyncv1.Delta)
 			q.poke()
 			return res, err
 		}
+		if used := q.settled(d); used >= d.GetVectorClock()[d.GetWriter()] {
+			// Not a re-delivery (that would be a duplicate) but a new delta
+			// reusing a counter: it can never be next.
+			reason := fmt.Sprintf("vector_clock counter %d of %s was already used; the next one is %d", d.GetVectorClock()[d.GetWriter()], d.GetWriter(), used+1)
+			if err := s.reject(ctx, d, Ordering, reason); err != nil {
+				return nil, err
+			}
+			q.onReject("counter_reused")
+			return &MergeResult{Outcome: Rejected}, nil
+		}
 	}
 	if err := q.add(d); err != nil {
 		if rerr := s.reject(ctx, d, Ordering, err.Error()); rerr != nil {
@@ -145,12 +162,17 @@ func (q *causalQueue) offer(ctx context.Context, s *service, d *fedsyncv1.Delta)
 	return &MergeResult{Outcome: Buffered}, nil
 }
 
-func (q *causalQueue) apply(ctx context.Context, s *service, d *fedsyncv1.Delta) (*MergeResult, error) {
+func (q *causalQueue) apply(ctx context.Context, s *service, d *fedsyncv1.Delta) (res *MergeResult, err error) {
+	defer func() {
+		if errors.Is(err, errNotReady) {
+			_ = q.refresh(ctx, s.store)
+		}
+	}()
 	patch, ty, err := s.admit(d)
 	if err != nil {
 		return nil, err
 	}
-	res, err := s.commit(ctx, d, patch, ty, true)
+	res, err = s.commit(ctx, d, patch, ty, true)
 	if err == nil {
 		q.mu.Lock()
 		own := d.GetVectorClock()[d.GetWriter()]

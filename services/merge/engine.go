@@ -57,7 +57,8 @@ func ConflictID(messageID, field string) string {
 //     since the base) or, without a base, R's HLC stamp is older than L's;
 //   - commutative resolvers (sum, max, min, union, append_unique) combine L and R
 //     on every write; concurrency is only counted;
-//   - otherwise a write that is not concurrent replaces L, and a concurrent one is
+//   - otherwise a write that is not concurrent replaces L when it is later (the
+//     same writer's older write arriving late does not), and a concurrent one is
 //     a write-write conflict decided by the field's resolver (last-write-wins by
 //     default);
 //   - R of another JSON type than L is a type-mismatch conflict: L is kept and the
@@ -85,13 +86,17 @@ func (e *Engine) Plan(cur *fedsyncv1.State, d *fedsyncv1.Delta, patch statedoc.O
 		if meta != nil && meta.GetHlc() == d.GetHlc() && meta.GetWriter() == d.GetWriter() {
 			continue // this very write, seen again
 		}
-		concurrent := !strong && meta != nil && meta.GetWriter() != d.GetWriter() &&
+		// causallyAfter: the writer saw the stored value (strong compare-and-set,
+		// or a base_version at or after it), so its write follows it.
+		causallyAfter := strong || (meta != nil && d.GetHasBaseVersion() && meta.GetVersion() <= d.GetBaseVersion())
+		concurrent := !causallyAfter && meta != nil && meta.GetWriter() != d.GetWriter() &&
 			((d.GetHasBaseVersion() && meta.GetVersion() > d.GetBaseVersion()) ||
 				(!d.GetHasBaseVersion() && d.GetHlc() < meta.GetHlc()))
+		wins := meta == nil || causallyAfter || later(remote, local)
 		// A write that follows what it replaces is stamped after it, so later
 		// last-write-wins comparisons agree with the order it was made in.
 		stamp := d.GetHlc()
-		if !concurrent && meta != nil && stamp <= meta.GetHlc() {
+		if causallyAfter && meta != nil && stamp <= meta.GetHlc() {
 			stamp = meta.GetHlc() + 1
 		}
 		conflict := func(kind, resolution string, resolved json.RawMessage) *fedsyncv1.Conflict {
@@ -113,7 +118,7 @@ func (e *Engine) Plan(cur *fedsyncv1.State, d *fedsyncv1.Delta, patch statedoc.O
 		}
 
 		if statedoc.IsNull(rv) { // deletion: last write wins
-			if !concurrent || later(remote, local) {
+			if wins {
 				set(rv, "lww", stamp)
 			}
 			if concurrent {
@@ -149,7 +154,9 @@ func (e *Engine) Plan(cur *fedsyncv1.State, d *fedsyncv1.Delta, patch statedoc.O
 				conflict(WriteWrite, name, merged)
 			}
 		case !concurrent:
-			set(rv, name, stamp)
+			if wins {
+				set(rv, name, stamp)
+			}
 		default:
 			resolved, err := fn(local, remote)
 			if err != nil {

@@ -3,10 +3,12 @@ package merge
 import (
 	"context"
 	"fmt"
+	"os"
 	"sort"
 	"sync"
 	"testing"
 
+	"github.com/go-kit/kit/endpoint"
 	"github.com/go-kit/log"
 
 	"github.com/fedsync/fedsync/libs/apierr"
@@ -154,7 +156,7 @@ func (m *memStore) ListConflicts(_ context.Context, req *fedsyncv1.ListConflicts
 }
 
 // testRegistry is the shipped registry plus a type that exercises every resolver.
-func testRegistry(t testing.TB) *datatypes.Watcher {
+func testRegistry(t interface{ Fatal(...any) }) *datatypes.Watcher {
 	r, err := datatypes.Parse([]byte(`
 data_types:
   note: {modes: [eventual, causal, strong]}
@@ -173,10 +175,25 @@ data_types:
 }
 
 func newTestService(t testing.TB, st *memStore) *service {
-	q, err := openCausalQueue(t.TempDir(), 10000, 60e9, log.NewNopLogger())
+	svc, closeFn := newServiceIn(t, t.TempDir(), st)
+	t.Cleanup(closeFn)
+	return svc
+}
+
+// newServiceIn returns a service whose causal buffer lives in a new directory
+// under parent; for property tests, whose *rapid.T has no TempDir.
+func newServiceIn(t interface{ Fatal(...any) }, parent string, st *memStore) (*service, func()) {
+	dir, err := os.MkdirTemp(parent, "merge")
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { q.close() })
-	return NewService(st, testRegistry(t), NewResolvers(), q, 100)
+	q, err := openCausalQueue(dir, 10000, 60e9, log.NewNopLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return NewService(st, testRegistry(t), NewResolvers(), q, 100), func() { q.close(); os.RemoveAll(dir) }
 }
+
+type endpointMiddleware = endpoint.Middleware
+
+func passthrough(e endpoint.Endpoint) endpoint.Endpoint { return e }

@@ -86,7 +86,8 @@ func later(a, b Side) bool {
 }
 
 func resolveLWW(local, remote Side) (json.RawMessage, error) {
-	if !local.Present || later(remote, local) {
+	stamped := local.HLC != 0 || local.Writer != "" // a deleted field keeps its stamp
+	if (!local.Present && !stamped) || later(remote, local) {
 		return remote.Value, nil
 	}
 	return local.Value, nil

@@ -85,6 +85,9 @@ func (s *service) Merge(ctx context.Context, d *fedsyncv1.Delta) (*MergeResult, 
 	}
 	s.clock.Observe(d.GetHlc())
 	if d.GetConsistency() == fedsyncv1.Consistency_CONSISTENCY_CAUSAL {
+		if s.causal == nil {
+			return nil, apierr.New(apierr.Unavailable, "This merge instance has no causal buffer.")
+		}
 		return s.causal.offer(ctx, s, d)
 	}
 	return s.commit(ctx, d, patch, ty, false)

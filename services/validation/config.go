@@ -23,6 +23,10 @@ type Config struct {
 	// Rate limits of seed 4.3: per AI system and per regional hub.
 	ClientRate, ClientBurst float64
 	HubRate, HubBurst       float64
+	// DataTypes is the data-type registry file.
+	DataTypes string
+	// ReloadInterval is how often the registry file is checked for changes.
+	ReloadInterval time.Duration
 }
 
 // ParseConfig reads the configuration from flags and FEDSYNC_* variables.
@@ -33,6 +37,8 @@ func ParseConfig(fs *flag.FlagSet, args []string) (*Config, error) {
 	fs.Int64Var(&c.MaxBody, "max-body", httpjson.DefaultMaxBody, "largest request body in bytes (larger gets 413)")
 	fs.DurationVar(&c.ProduceTimeout, "produce-timeout", 10*time.Second, "longest wait for Kafka to acknowledge a delta")
 	fs.DurationVar(&c.StrongTimeout, "strong-timeout", 10*time.Second, "longest a strong write may take before 503")
+	fs.StringVar(&c.DataTypes, "datatypes", "config/datatypes.yaml", "data-type registry file (reloaded when it changes)")
+	fs.DurationVar(&c.ReloadInterval, "datatypes-reload", 2*time.Second, "interval between checks of the registry file")
 	fs.Float64Var(&c.ClientRate, "rate.client", 1000, "requests per second per client")
 	fs.Float64Var(&c.ClientBurst, "rate.client-burst", 2000, "burst per client")
 	fs.Float64Var(&c.HubRate, "rate.hub", 10000, "requests per second of this regional hub")
@@ -47,6 +53,8 @@ func (c *Config) Validate() error {
 		return errors.New("max-body: must be at least 1024")
 	case c.ProduceTimeout <= 0 || c.StrongTimeout <= 0:
 		return errors.New("produce-timeout and strong-timeout: must be positive")
+	case c.DataTypes == "" || c.ReloadInterval <= 0:
+		return errors.New("datatypes: a registry file and a positive reload interval are required")
 	case c.ClientRate <= 0 || c.ClientBurst < 1 || c.HubRate <= 0 || c.HubBurst < 1:
 		return errors.New("rate.*: must be positive")
 	}

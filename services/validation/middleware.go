@@ -85,9 +85,11 @@ func (m *instrumenting) PushState(ctx context.Context, req *fedsyncv1.PushStateR
 	}
 	consistency := req.GetConsistency()
 	if _, ok := consistencies[consistency]; !ok {
-		consistency = "invalid"
-	} else if consistency == "" {
-		consistency = "eventual"
+		if consistency == "" {
+			consistency = "default"
+		} else {
+			consistency = "invalid"
+		}
 	}
 	m.admitted.WithLabelValues(consistency, outcome).Inc()
 	return resp, err

@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/go-kit/log"
 	"google.golang.org/grpc"
 
+	"github.com/fedsync/fedsync/libs/datatypes"
 	"github.com/fedsync/fedsync/libs/kafkabus"
 	"github.com/fedsync/fedsync/libs/svcrun"
 	fedsyncv1 "github.com/fedsync/fedsync/proto/fedsync/v1"
@@ -31,7 +33,12 @@ func Run(ctx context.Context, cfg *Config) error {
 	if err != nil {
 		return fmt.Errorf("token verifier: %w", err)
 	}
-	var svc Service = NewService(deltas, heartbeats, mergeClient{peer: mergePeer}, cfg.Service.Region, cfg.ProduceTimeout, cfg.StrongTimeout)
+	types, err := datatypes.NewWatcher(cfg.DataTypes, nil, log.With(rt.Logger, "component", "datatypes"))
+	if err != nil {
+		return err
+	}
+	rt.Go("datatypes reload", func(ctx context.Context) error { return types.Run(ctx, cfg.ReloadInterval) })
+	var svc Service = NewService(types, deltas, heartbeats, mergeClient{peer: mergePeer}, cfg.Service.Region, cfg.ProduceTimeout, cfg.StrongTimeout)
 	svc = RateLimitingMiddleware(cfg.ClientRate, cfg.ClientBurst, cfg.HubRate, cfg.HubBurst)(svc)
 	svc = InstrumentingMiddleware(rt.Metrics.Registry)(svc)
 	eps := MakeEndpoints(svc, rt.Instrument)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/fedsync/fedsync/libs/apierr"
 	"github.com/fedsync/fedsync/libs/authtoken"
+	"github.com/fedsync/fedsync/libs/datatypes"
 	"github.com/fedsync/fedsync/libs/hlc"
 	"github.com/fedsync/fedsync/libs/kafkabus"
 	"github.com/fedsync/fedsync/libs/statedoc"
@@ -38,6 +39,7 @@ type StrongCommitter interface {
 }
 
 type service struct {
+	types          *datatypes.Watcher
 	deltas         Log
 	heartbeats     Log
 	merge          StrongCommitter
@@ -48,13 +50,12 @@ type service struct {
 }
 
 // NewService returns validation's logic.
-func NewService(deltas, heartbeats Log, merge StrongCommitter, region string, produceTimeout, strongTimeout time.Duration) Service {
-	return &service{deltas: deltas, heartbeats: heartbeats, merge: merge, clock: hlc.New(nil), region: region,
+func NewService(types *datatypes.Watcher, deltas, heartbeats Log, merge StrongCommitter, region string, produceTimeout, strongTimeout time.Duration) Service {
+	return &service{types: types, deltas: deltas, heartbeats: heartbeats, merge: merge, clock: hlc.New(nil), region: region,
 		produceTimeout: produceTimeout, strongTimeout: strongTimeout}
 }
 
 var consistencies = map[string]fedsyncv1.Consistency{
-	"":         fedsyncv1.Consistency_CONSISTENCY_EVENTUAL,
 	"eventual": fedsyncv1.Consistency_CONSISTENCY_EVENTUAL,
 	"causal":   fedsyncv1.Consistency_CONSISTENCY_CAUSAL,
 	"strong":   fedsyncv1.Consistency_CONSISTENCY_STRONG,
@@ -62,8 +63,9 @@ var consistencies = map[string]fedsyncv1.Consistency{
 
 const maxMessageID = 128
 
-// check validates req against the contract and returns its delta.
-func check(req *fedsyncv1.PushStateRequest) (*fedsyncv1.Delta, error) {
+// check validates req against the contract and the data-type registry, and
+// returns its delta; writer is the authenticated client.
+func check(req *fedsyncv1.PushStateRequest, types *datatypes.Registry, writer string) (*fedsyncv1.Delta, error) {
 	bad := func(format string, args ...any) error { return apierr.New(apierr.InvalidArgument, format, args...) }
 	switch {
 	case req.GetId() == "":
@@ -81,12 +83,30 @@ func check(req *fedsyncv1.PushStateRequest) (*fedsyncv1.Delta, error) {
 	case req.GetHasPriority() && (req.GetPriority() < 0 || req.GetPriority() > 9):
 		return nil, bad("Field priority must be between 0 and 9.")
 	}
-	if _, err := statedoc.DecodeObject(req.GetPatch()); err != nil {
+	patch, err := statedoc.DecodeObject(req.GetPatch())
+	if err != nil {
 		return nil, bad("Field patch %v.", err)
 	}
-	mode, ok := consistencies[req.GetConsistency()]
-	if !ok {
+	if _, ok := consistencies[req.GetConsistency()]; !ok && req.GetConsistency() != "" {
 		return nil, bad("Field consistency must be eventual, causal or strong, not %q.", req.GetConsistency())
+	}
+	ty, err := types.Type(req.GetDataType())
+	if err != nil {
+		return nil, err
+	}
+	modeName, err := ty.Mode(req.GetConsistency())
+	if err != nil {
+		return nil, err
+	}
+	mode := consistencies[modeName]
+	if err := ty.ValidatePatch(patch); err != nil {
+		return nil, err
+	}
+	if mode == fedsyncv1.Consistency_CONSISTENCY_CAUSAL && req.GetVectorClock()[writer] < 1 {
+		return nil, bad("Field vector_clock must count your own deltas (%q: 1, 2, ...) with consistency causal.", writer)
+	}
+	if req.GetHasBaseVersion() && req.GetBaseVersion() < 0 {
+		return nil, bad("Field base_version must not be negative.")
 	}
 	if mode == fedsyncv1.Consistency_CONSISTENCY_STRONG && !req.GetHasExpectedVersion() {
 		return nil, bad("Field expected_version is required with consistency strong (0 creates).")
@@ -110,6 +130,7 @@ func check(req *fedsyncv1.PushStateRequest) (*fedsyncv1.Delta, error) {
 		Id: req.GetId(), DataType: req.GetDataType(), Patch: req.GetPatch(), Consistency: mode,
 		ExpectedVersion: req.GetExpectedVersion(), HasExpectedVersion: req.GetHasExpectedVersion(),
 		VectorClock: req.GetVectorClock(), MessageId: req.GetMessageId(), Priority: priority,
+		BaseVersion: req.GetBaseVersion(), HasBaseVersion: req.GetHasBaseVersion(),
 	}, nil
 }
 
@@ -118,7 +139,7 @@ func (s *service) PushState(ctx context.Context, req *fedsyncv1.PushStateRequest
 	if !ok {
 		return nil, apierr.New(apierr.Unauthenticated, "A bearer token is required.")
 	}
-	d, err := check(req)
+	d, err := check(req, s.types.Get(), claims.Subject)
 	if err != nil {
 		return nil, err
 	}

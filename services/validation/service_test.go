@@ -18,6 +18,7 @@ import (
 
 	"github.com/fedsync/fedsync/libs/apierr"
 	"github.com/fedsync/fedsync/libs/authtoken/authtokentest"
+	"github.com/fedsync/fedsync/libs/datatypes"
 	"github.com/fedsync/fedsync/libs/kafkabus"
 	fedsyncv1 "github.com/fedsync/fedsync/proto/fedsync/v1"
 )
@@ -50,6 +51,15 @@ func (f *fakeMerge) CommitStrong(_ context.Context, d *fedsyncv1.Delta) (int64, 
 	return f.version, nil
 }
 
+// testTypes is the registry shipped in config/datatypes.yaml.
+func testTypes(t *testing.T) *datatypes.Watcher {
+	r, err := datatypes.Load("../../config/datatypes.yaml", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return datatypes.Static(r)
+}
+
 type fixture struct {
 	srv    *httptest.Server
 	log    *memLog
@@ -60,7 +70,7 @@ type fixture struct {
 func newFixture(t *testing.T) *fixture {
 	iss := authtokentest.New(t)
 	lg := &memLog{}
-	svc := NewService(lg, &memLog{}, &fakeMerge{}, "na", time.Second, time.Second)
+	svc := NewService(testTypes(t), lg, &memLog{}, &fakeMerge{}, "na", time.Second, time.Second)
 	eps := MakeEndpoints(svc, func(string) endpoint.Middleware { return func(e endpoint.Endpoint) endpoint.Endpoint { return e } })
 	srv := httptest.NewServer(NewHTTPHandler(eps, iss.Verifier, 1<<20))
 	t.Cleanup(srv.Close)
@@ -114,6 +124,11 @@ func TestPushStateBadInput(t *testing.T) {
 		{"oversized", "/api/v1/sync/state", f.token, `{"id":"a","data_type":"note","patch":{"x":"` + strings.Repeat("a", 1<<20) + `"}}`, 413, "too_large", ""},
 		{"no token", "/api/v1/sync/state", "", `{"id":"a","data_type":"note","patch":{}}`, 401, "unauthenticated", ""},
 		{"garbage token", "/api/v1/sync/state", "xyz", `{"id":"a","data_type":"note","patch":{}}`, 401, "unauthenticated", ""},
+		{"unknown data type", "/api/v1/sync/state", f.token, `{"id":"a","data_type":"gossip","patch":{}}`, 400, "invalid_argument", "data_type"},
+		{"schema violation names field", "/api/v1/sync/state", f.token, `{"id":"a","data_type":"knowledge_graph","patch":{"confidence":7}}`, 400, "invalid_argument", "confidence"},
+		{"mode not allowed for type", "/api/v1/sync/state", f.token, `{"id":"a","data_type":"knowledge_graph","patch":{},"consistency":"strong","expected_version":0}`, 400, "invalid_argument", "consistency"},
+		{"causal without own clock", "/api/v1/sync/state", f.token, `{"id":"a","data_type":"belief","patch":{},"vector_clock":{"ai-002":1}}`, 400, "invalid_argument", "vector_clock"},
+		{"strong type without version", "/api/v1/sync/state", f.token, `{"id":"a","data_type":"task","patch":{"title":"t","status":"open"}}`, 400, "invalid_argument", "expected_version"},
 		{"unknown route", "/api/v1/sync/nothing", f.token, `{}`, 404, "not_found", ""},
 	}
 	for _, tt := range tests {
@@ -186,7 +201,7 @@ func TestStrongWrites(t *testing.T) {
 
 func TestRateLimit(t *testing.T) {
 	iss := authtokentest.New(t)
-	svc := RateLimitingMiddleware(1, 3, 1000, 1000)(NewService(&memLog{}, &memLog{}, &fakeMerge{}, "na", time.Second, time.Second))
+	svc := RateLimitingMiddleware(1, 3, 1000, 1000)(NewService(testTypes(t), &memLog{}, &memLog{}, &fakeMerge{}, "na", time.Second, time.Second))
 	eps := MakeEndpoints(svc, func(string) endpoint.Middleware { return func(e endpoint.Endpoint) endpoint.Endpoint { return e } })
 	srv := httptest.NewServer(NewHTTPHandler(eps, iss.Verifier, 1<<20))
 	defer srv.Close()
@@ -206,5 +221,24 @@ func TestRateLimit(t *testing.T) {
 	}
 	if limited < 2 {
 		t.Fatalf("%d of 6 requests limited with burst 3", limited)
+	}
+}
+
+func TestTypeDefaultsAndCausalAdmission(t *testing.T) {
+	f := newFixture(t)
+	status, body := f.post(t, "/api/v1/sync/state", f.token, `{"id":"ai-001:b1","data_type":"belief","patch":{"statement":"s"},"vector_clock":{"ai-001":1}}`)
+	if status != 202 {
+		t.Fatalf("causal belief: %d %v", status, body)
+	}
+	env := &fedsyncv1.SyncMessage{}
+	proto.Unmarshal(f.log.records[0].Value, env)
+	d := &fedsyncv1.Delta{}
+	proto.Unmarshal(env.Payload, d)
+	if d.Consistency != fedsyncv1.Consistency_CONSISTENCY_CAUSAL || d.VectorClock["ai-001"] != 1 {
+		t.Fatalf("belief defaults to causal: %v", d)
+	}
+	status, body = f.post(t, "/api/v1/sync/state", f.token, `{"id":"ai-001:t1","data_type":"task","patch":{"title":"x","status":"open"},"expected_version":0}`)
+	if status != 200 || body["status"] != "committed" {
+		t.Fatalf("task defaults to strong: %d %v", status, body)
 	}
 }

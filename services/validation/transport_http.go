@@ -21,6 +21,7 @@ type pushBody struct {
 	VectorClock     map[string]int64 `json:"vector_clock"`
 	MessageID       string           `json:"message_id"`
 	Priority        *int32           `json:"priority"`
+	BaseVersion     *int64           `json:"base_version"`
 }
 
 type pushResponse struct {
@@ -45,6 +46,9 @@ func NewHTTPHandler(e Endpoints, v *authtoken.Verifier, maxBody int64) http.Hand
 		}
 		if b.ExpectedVersion != nil {
 			req.ExpectedVersion, req.HasExpectedVersion = *b.ExpectedVersion, true
+		}
+		if b.BaseVersion != nil {
+			req.BaseVersion, req.HasBaseVersion = *b.BaseVersion, true
 		}
 		if b.Priority != nil {
 			req.Priority, req.HasPriority = *b.Priority, true

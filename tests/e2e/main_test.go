@@ -20,7 +20,7 @@ import (
 	"github.com/fedsync/fedsync/tools/devstack"
 )
 
-var binDir string
+var binDir, repoRoot string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "fedsync-e2e-bin-")
@@ -31,6 +31,7 @@ func TestMain(m *testing.M) {
 	binDir = dir
 	_, file, _, _ := runtime.Caller(0)
 	root := filepath.Join(filepath.Dir(file), "..", "..")
+	repoRoot = root
 	args := []string{"build", "-o", dir + "/"}
 	for _, s := range []string{"authn", "validation", "merge", "statestore", "broadcaster", "healthmonitor"} {
 		args = append(args, "./services/"+s+"/cmd/"+s)
@@ -62,7 +63,7 @@ func freeAddr(t *testing.T) string {
 func startStack(t *testing.T) *devstack.Stack {
 	t.Helper()
 	opts := devstack.Options{
-		BinDir: binDir, StateDir: t.TempDir(), FreePorts: true,
+		BinDir: binDir, StateDir: t.TempDir(), FreePorts: true, DataTypes: filepath.Join(repoRoot, "config", "datatypes.yaml"),
 		Edges: map[string]string{"na": freeAddr(t), "eu": freeAddr(t)},
 	}
 	if kafkatest.Real() {

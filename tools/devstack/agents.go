@@ -124,39 +124,87 @@ func runAgent(ctx context.Context, edge string, c Client, o AgentOptions, st *St
 	}()
 	interval := time.Duration(float64(time.Second) / o.Rate)
 	sleep(ctx, time.Duration(rand.Int64N(int64(interval))+1))
+	var beliefs int64       // this agent's causal counter
+	taskVersion := int64(0) // version of its task document it last saw
 	for seq := 1; ctx.Err() == nil; seq++ {
-		body, _ := json.Marshal(map[string]any{
-			"id": fmt.Sprintf("%s:note-%d", c.ClientID, seq%4), "data_type": "note",
-			"patch": map[string]any{"seq": seq, "sent_at_ns": time.Now().UnixNano(), "by": c.ClientID},
-		})
-		status, code := post(ctx, edge+"/api/v1/sync/state", token, body)
+		now := time.Now().UnixNano()
+		var req map[string]any
 		switch {
-		case status == http.StatusAccepted:
+		case seq%10 == 0: // strong: compare-and-set on the version last seen
+			req = map[string]any{"id": c.ClientID + ":task-1", "data_type": "task", "expected_version": taskVersion,
+				"patch": map[string]any{"title": "survey", "status": "running", "progress": seq % 101, "attempts": 1}}
+		case seq%5 == 0: // causal: the agent's own beliefs, in order
+			beliefs++
+			req = map[string]any{"id": fmt.Sprintf("%s:belief-%d", c.ClientID, seq%3), "data_type": "belief",
+				"vector_clock": map[string]int64{c.ClientID: beliefs},
+				"patch":        map[string]any{"statement": fmt.Sprintf("claim %d", seq), "confidence": rand.Float64(), "evidence": []string{fmt.Sprintf("obs-%d", seq%7)}, "sent_at_ns": now}}
+		case seq%4 == 0: // eventual with resolvers: sets, counters, maxima
+			req = map[string]any{"id": c.ClientID + ":kg", "data_type": "knowledge_graph",
+				"patch": map[string]any{"entities": []string{fmt.Sprintf("e%d", seq%11)}, "observations": 1, "confidence": rand.Float64(), "sent_at_ns": now}}
+		default:
+			req = map[string]any{"id": fmt.Sprintf("%s:note-%d", c.ClientID, seq%4), "data_type": "note",
+				"patch": map[string]any{"seq": seq, "sent_at_ns": now, "by": c.ClientID}}
+		}
+		body, _ := json.Marshal(req)
+		status, resp := post(ctx, edge+"/api/v1/sync/state", token, body)
+		switch {
+		case status == http.StatusAccepted || status == http.StatusOK:
 			st.add(func(st *Stats) { st.accepted++ })
+			if v, ok := resp["version"].(float64); ok {
+				taskVersion = int64(v)
+			}
+		case status == http.StatusConflict:
+			if e, ok := resp["error"].(map[string]any); ok {
+				if d, ok := e["details"].(map[string]any); ok {
+					if v, ok := d["current_version"].(float64); ok {
+						taskVersion = int64(v)
+					}
+				}
+			}
+			countErr(st, "409 version_conflict")
 		case ctx.Err() == nil:
+			code := ""
+			if e, ok := resp["error"].(map[string]any); ok {
+				code, _ = e["code"].(string)
+			}
 			countErr(st, fmt.Sprintf("%d %s", status, code))
 		}
 		sleep(ctx, interval)
 	}
 }
 
-func post(ctx context.Context, url, token string, body []byte) (int, string) {
+// lastCounter returns the highest causal counter of the agent's own that its
+// belief documents record, so a restarted agent continues its vector clock.
+func lastCounter(ctx context.Context, edge, token, agent string) int64 {
+	status, resp := post(ctx, edge+"/api/v1/sync/query", token, []byte(fmt.Sprintf(`{"id_prefix":%q,"data_type":"belief"}`, agent+":belief-")))
+	if status != http.StatusOK {
+		return 0
+	}
+	var n int64
+	items, _ := resp["items"].([]any)
+	for _, it := range items {
+		doc, _ := it.(map[string]any)
+		vc, _ := doc["vector_clock"].(map[string]any)
+		if v, ok := vc[agent].(float64); ok && int64(v) > n {
+			n = int64(v)
+		}
+	}
+	return n
+}
+
+func post(ctx context.Context, url, token string, body []byte) (int, map[string]any) {
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+token)
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return 0, "transport"
+		return 0, map[string]any{"error": map[string]any{"code": "transport"}}
 	}
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(resp.Body)
-	var e struct {
-		Error struct {
-			Code string `json:"code"`
-		} `json:"error"`
-	}
-	json.Unmarshal(raw, &e)
-	return resp.StatusCode, e.Error.Code
+	out := map[string]any{}
+	json.Unmarshal(raw, &out)
+	return resp.StatusCode, out
 }
 
 // subscribe keeps a WebSocket subscription to every change open, resuming from

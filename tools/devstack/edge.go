@@ -11,7 +11,7 @@ import (
 
 // Routes are the HTTP addresses an edge routes to (one region's view).
 type Routes struct {
-	Authn, Validation, StateStore, Broadcaster, HealthMonitor string
+	Authn, Validation, Merge, StateStore, Broadcaster, HealthMonitor string
 }
 
 // NewEdge returns the path router of one region: the same routing the Kubernetes
@@ -27,7 +27,7 @@ func NewEdge(r Routes) http.Handler {
 		}
 		return p
 	}
-	authn, validation, store, bcast, health := proxy(r.Authn), proxy(r.Validation), proxy(r.StateStore), proxy(r.Broadcaster), proxy(r.HealthMonitor)
+	authn, validation, merge, store, bcast, health := proxy(r.Authn), proxy(r.Validation), proxy(r.Merge), proxy(r.StateStore), proxy(r.Broadcaster), proxy(r.HealthMonitor)
 	mux := http.NewServeMux()
 	mux.Handle("/oauth2/", authn)
 	mux.Handle("/.well-known/", authn)
@@ -35,6 +35,9 @@ func NewEdge(r Routes) http.Handler {
 	mux.Handle("/api/v1/sync/heartbeat", validation)
 	mux.Handle("/api/v1/sync/state/", store) // prefix: reads by id
 	mux.Handle("/api/v1/sync/query", store)
+	mux.Handle("/api/v1/sync/outcomes/", store)
+	mux.Handle("/api/v1/sync/conflicts", merge) // the review queue
+	mux.Handle("/api/v1/sync/conflicts/", merge)
 	mux.Handle("/stream", bcast)
 	mux.Handle("/api/v1/sync/subscribe", bcast)
 	mux.Handle("/api/v1/sync/unsubscribe", bcast)

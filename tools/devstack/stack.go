@@ -37,6 +37,8 @@ type Options struct {
 	KafkaPort int
 	// Edges maps each region to its edge address, e.g. na=127.0.0.1:8080.
 	Edges map[string]string
+	// DataTypes is the data-type registry file given to validation and merge.
+	DataTypes string
 	// FreePorts gives every service free loopback ports instead of the defaults.
 	FreePorts bool
 	// Progress receives one line per start-up step; nil discards.
@@ -115,6 +117,12 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 	if len(regions) == 0 {
 		return nil, errors.New("devstack: at least one region edge is required")
 	}
+	if opts.DataTypes == "" {
+		return nil, errors.New("devstack: a data-type registry file is required")
+	}
+	if abs, err := filepath.Abs(opts.DataTypes); err == nil {
+		s.opts.DataTypes = abs
+	}
 	clientsPath := filepath.Join(opts.StateDir, "clients.json")
 	var err error
 	if s.Clients, err = ensureClients(clientsPath, regions); err != nil {
@@ -159,7 +167,7 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 	s.progress("services: %d processes ready (logs in %s)", len(s.procs), filepath.Join(opts.StateDir, "logs"))
 	for _, region := range regions {
 		routes := Routes{
-			Authn: s.byName["authn"].httpAddr, Validation: s.byName["validation-"+region].httpAddr,
+			Authn: s.byName["authn"].httpAddr, Validation: s.byName["validation-"+region].httpAddr, Merge: s.byName["merge"].httpAddr,
 			StateStore: s.byName["statestore"].httpAddr, Broadcaster: s.byName["broadcaster-"+region].httpAddr,
 			HealthMonitor: s.byName["healthmonitor"].httpAddr,
 		}
@@ -231,6 +239,9 @@ func (s *Stack) plan(regions []string, clientsPath string) error {
 			args = append(args, "-kafka.brokers="+strings.Join(s.Brokers, ","), "-kafka.topic-prefix="+s.opts.KafkaTopicPrefix)
 		} else {
 			args = append(args, "-clients-file="+clientsPath)
+		}
+		if p.binary == "validation" || p.binary == "merge" {
+			args = append(args, "-datatypes="+s.opts.DataTypes)
 		}
 		if p.binary == "healthmonitor" {
 			args = append(args, "-probe-interval=2s")

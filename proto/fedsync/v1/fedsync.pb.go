@@ -924,8 +924,12 @@ type PushStateRequest struct {
 	MessageId          string           `protobuf:"bytes,8,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
 	Priority           int32            `protobuf:"varint,9,opt,name=priority,proto3" json:"priority,omitempty"`
 	HasPriority        bool             `protobuf:"varint,10,opt,name=has_priority,json=hasPriority,proto3" json:"has_priority,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// The document version the writer read before this change (optional): the
+	// base of the three-way merge.
+	BaseVersion    int64 `protobuf:"varint,11,opt,name=base_version,json=baseVersion,proto3" json:"base_version,omitempty"`
+	HasBaseVersion bool  `protobuf:"varint,12,opt,name=has_base_version,json=hasBaseVersion,proto3" json:"has_base_version,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *PushStateRequest) Reset() {
@@ -1024,6 +1028,20 @@ func (x *PushStateRequest) GetPriority() int32 {
 func (x *PushStateRequest) GetHasPriority() bool {
 	if x != nil {
 		return x.HasPriority
+	}
+	return false
+}
+
+func (x *PushStateRequest) GetBaseVersion() int64 {
+	if x != nil {
+		return x.BaseVersion
+	}
+	return 0
+}
+
+func (x *PushStateRequest) GetHasBaseVersion() bool {
+	if x != nil {
+		return x.HasBaseVersion
 	}
 	return false
 }
@@ -3111,7 +3129,7 @@ const file_fedsync_v1_fedsync_proto_rawDesc = "" +
 	"expires_in\x18\x03 \x01(\x03R\texpiresIn\"\x10\n" +
 	"\x0eGetJWKSRequest\"%\n" +
 	"\x0fGetJWKSResponse\x12\x12\n" +
-	"\x04jwks\x18\x01 \x01(\fR\x04jwks\"\xc4\x03\n" +
+	"\x04jwks\x18\x01 \x01(\fR\x04jwks\"\x91\x04\n" +
 	"\x10PushStateRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\tdata_type\x18\x02 \x01(\tR\bdataType\x12\x14\n" +
@@ -3124,7 +3142,9 @@ const file_fedsync_v1_fedsync_proto_rawDesc = "" +
 	"message_id\x18\b \x01(\tR\tmessageId\x12\x1a\n" +
 	"\bpriority\x18\t \x01(\x05R\bpriority\x12!\n" +
 	"\fhas_priority\x18\n" +
-	" \x01(\bR\vhasPriority\x1a>\n" +
+	" \x01(\bR\vhasPriority\x12!\n" +
+	"\fbase_version\x18\v \x01(\x03R\vbaseVersion\x12(\n" +
+	"\x10has_base_version\x18\f \x01(\bR\x0ehasBaseVersion\x1a>\n" +
 	"\x10VectorClockEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"d\n" +

@@ -29,6 +29,7 @@ func run() error {
 	fs := flag.NewFlagSet("devstack", flag.ContinueOnError)
 	bin := fs.String("bin", ".fedsync/bin", "directory of the service binaries")
 	state := fs.String("state", ".fedsync/dev", "directory for clients.json, logs, data and the embedded broker")
+	types := fs.String("datatypes", "config/datatypes.yaml", "data-type registry file")
 	kafka := fs.String("kafka", "", "external Kafka bootstrap addresses; empty runs the embedded broker")
 	kafkaPort := fs.Int("kafka-port", 19092, "port of the embedded broker")
 	edgeNA := fs.String("edge-na", "127.0.0.1:8080", "edge address of region na")
@@ -49,7 +50,7 @@ func run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	opts := devstack.Options{
-		BinDir: *bin, StateDir: *state, KafkaPort: *kafkaPort, Progress: os.Stdout,
+		BinDir: *bin, StateDir: *state, KafkaPort: *kafkaPort, Progress: os.Stdout, DataTypes: *types,
 		Edges: map[string]string{"na": *edgeNA, "eu": *edgeEU},
 	}
 	if *kafka != "" {
