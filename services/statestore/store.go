@@ -432,6 +432,9 @@ func (s *store) recordOutcome(req *fedsyncv1.RecordOutcomeRequest) error {
 		if o.GetAt() == 0 {
 			o.At = s.now().UnixNano()
 		}
+		if tx.Bucket(bucketOutcomes).Get([]byte(o.GetMessageId())) != nil {
+			return nil // the first outcome of a delta stands (a re-delivery changes nothing)
+		}
 		return putOutcome(tx, o)
 	})
 }

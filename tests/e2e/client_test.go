@@ -119,3 +119,25 @@ func (s *stream) next(timeout time.Duration) map[string]any {
 	}
 	return m
 }
+
+// waitField polls GET until a numeric field of id's value reaches want.
+func (a *agent) waitField(id, field string, want float64, timeout time.Duration) map[string]any {
+	a.t.Helper()
+	deadline := time.Now().Add(timeout)
+	var last map[string]any
+	for time.Now().Before(deadline) {
+		if status, body := a.get(id); status == 200 {
+			last = body
+			if v, _ := body["value"].(map[string]any)[field].(float64); v >= want {
+				return body
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	a.t.Fatalf("%s.%s did not reach %v in %s; last %v", id, field, want, timeout, last)
+	return nil
+}
+
+func readJSON(s *stream, v any) error {
+	return wsjson.Read(context.Background(), s.conn, v)
+}
