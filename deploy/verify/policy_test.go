@@ -834,10 +834,10 @@ func TestExternalObjectsDocumented(t *testing.T) {
 func TestPoliciesCatchViolations(t *testing.T) {
 	built := builtImages(t)
 	cases := []struct {
-		name  string
-		check func([]object) []string
+		name   string
+		check  func([]object) []string
 		break_ func(t *testing.T, objs []object)
-		want  string
+		want   string
 	}{
 		{"no readiness probe", checkContainers, func(t *testing.T, objs []object) {
 			deployment(t, objs, "merge").Spec.Template.Spec.Containers[0].ReadinessProbe = nil

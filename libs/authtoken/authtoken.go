@@ -27,6 +27,8 @@ type Claims struct {
 	Level        string   `json:"level"`
 	Permissions  []string `json:"permissions"`
 	Region       string   `json:"region,omitempty"`
+	// Domains are the id prefixes assigned to the client besides its own.
+	Domains []string `json:"domains,omitempty"`
 }
 
 // Signer signs tokens with one Ed25519 key.
@@ -216,18 +218,4 @@ func FromContext(ctx context.Context) (*Claims, bool) {
 // LevelAtLeast reports whether level (L1..L4) is at least min.
 func LevelAtLeast(level, min string) bool {
 	return len(level) == 2 && len(min) == 2 && level[0] == 'L' && level >= min
-}
-
-// RequireLevel returns permission_denied unless the caller in ctx has at least
-// level min; what names the operation for the message.
-func RequireLevel(ctx context.Context, min, what string) (*Claims, error) {
-	c, ok := FromContext(ctx)
-	if !ok {
-		return nil, apierr.New(apierr.Unauthenticated, "A bearer token is required.")
-	}
-	if !LevelAtLeast(c.Level, min) {
-		return nil, apierr.New(apierr.PermissionDenied, "%s needs level %s or higher; client %s has %s.", what, min, c.Subject, c.Level).
-			WithDetail("required_level", min)
-	}
-	return c, nil
 }

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+
+	"github.com/fedsync/fedsync/libs/access"
 )
 
 // ClientsFile is the shape of the client registry file (contract: make run).
@@ -16,21 +18,12 @@ type ClientsFile struct {
 
 // ClientEntry is one registered client.
 type ClientEntry struct {
-	ClientID     string `json:"client_id"`
-	ClientSecret string `json:"client_secret"`
-	Role         string `json:"role"`
-	Level        string `json:"level"`
-	Region       string `json:"region"`
-}
-
-// RolePermissions are the permissions of the seed's roles (section 6.2), plus the
-// observer role of level L1.
-var RolePermissions = map[string][]string{
-	"observer":             {"read_public"},
-	"ai_system_basic":      {"read_public", "write_own", "execute_assigned"},
-	"ai_system_advanced":   {"read_all", "write_all", "execute_all", "propose_changes"},
-	"regional_coordinator": {"manage_region", "approve_changes", "view_analytics"},
-	"federation_admin":     {"manage_federation", "modify_policies", "view_all_logs"},
+	ClientID     string   `json:"client_id"`
+	ClientSecret string   `json:"client_secret"`
+	Role         string   `json:"role"`
+	Level        string   `json:"level"`
+	Region       string   `json:"region"`
+	Domains      []string `json:"domains,omitempty"`
 }
 
 var levelPattern = regexp.MustCompile(`^L[1-4]$`)
@@ -57,7 +50,7 @@ func loadRegistry(path string) (registry, error) {
 		switch {
 		case c.ClientID == "" || c.ClientSecret == "":
 			return nil, fmt.Errorf("clients file %s: client %d needs client_id and client_secret", path, i)
-		case RolePermissions[c.Role] == nil:
+		case access.RolePermissions[c.Role] == nil:
 			return nil, fmt.Errorf("clients file %s: client %s has unknown role %q", path, c.ClientID, c.Role)
 		case !levelPattern.MatchString(c.Level):
 			return nil, fmt.Errorf("clients file %s: client %s has level %q, want L1..L4", path, c.ClientID, c.Level)

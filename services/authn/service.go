@@ -12,6 +12,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/fedsync/fedsync/libs/access"
 	"github.com/fedsync/fedsync/libs/apierr"
 	"github.com/fedsync/fedsync/libs/authtoken"
 	fedsyncv1 "github.com/fedsync/fedsync/proto/fedsync/v1"
@@ -71,8 +72,9 @@ func (s *service) IssueToken(_ context.Context, req *fedsyncv1.IssueTokenRequest
 		FederationID: s.federationID,
 		Role:         c.Role,
 		Level:        c.Level,
-		Permissions:  RolePermissions[c.Role],
+		Permissions:  access.RolePermissions[c.Role],
 		Region:       c.Region,
+		Domains:      c.Domains,
 	})
 	if err != nil {
 		return nil, err

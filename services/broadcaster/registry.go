@@ -15,6 +15,7 @@ import (
 	"github.com/oklog/ulid/v2"
 
 	"github.com/fedsync/fedsync/libs/apierr"
+	"github.com/fedsync/fedsync/libs/authtoken"
 )
 
 // Registry holds the subscriptions created through the REST API
@@ -50,6 +51,8 @@ type CreateRequest struct {
 	FromCursor  string   `json:"from_cursor"`
 	CallbackURL string   `json:"callback_url"`
 	Owner       string   `json:"-"`
+	// Reader is the owner's identity: a webhook delivers only what it may read.
+	Reader *authtoken.Claims `json:"-"`
 }
 
 // CreateResponse is its 201 answer.
@@ -73,7 +76,7 @@ func (r *Registry) Create(_ context.Context, req CreateRequest) (CreateResponse,
 		return CreateResponse{}, err
 	}
 	id := ulid.Make().String()
-	e := &registered{owner: req.Owner, filter: Filter{IDPrefix: req.IDPrefix, DataTypes: req.DataTypes}, cursor: cursor, callback: req.CallbackURL}
+	e := &registered{owner: req.Owner, filter: Filter{IDPrefix: req.IDPrefix, DataTypes: req.DataTypes, Reader: req.Reader}, cursor: cursor, callback: req.CallbackURL}
 	if e.callback != "" {
 		ctx, cancel := context.WithCancel(context.Background())
 		e.cancel = cancel

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/fedsync/fedsync/libs/access"
+	"github.com/fedsync/fedsync/libs/authtoken"
 	fedsyncv1 "github.com/fedsync/fedsync/proto/fedsync/v1"
 )
 
@@ -14,10 +16,16 @@ import (
 type Filter struct {
 	IDPrefix  string   `json:"id_prefix"`
 	DataTypes []string `json:"data_types"`
+	// Reader is the subscriber: only what it may read is delivered. Nil means an
+	// internal subscription that reads everything.
+	Reader *authtoken.Claims `json:"-"`
 }
 
 func (f Filter) match(st *fedsyncv1.State) bool {
 	if !strings.HasPrefix(st.GetId(), f.IDPrefix) {
+		return false
+	}
+	if f.Reader != nil && !access.CanRead(f.Reader, st.GetId()) {
 		return false
 	}
 	return len(f.DataTypes) == 0 || slices.Contains(f.DataTypes, st.GetDataType())

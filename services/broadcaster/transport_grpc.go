@@ -31,7 +31,7 @@ func (s *grpcServer) Subscribe(req *fedsyncv1.SubscribeRequest, stream fedsyncv1
 	s.connections.Inc()
 	defer s.connections.Dec()
 	sub, err := s.svc.Subscribe(ctx, SubscribeRequest{
-		Filter: Filter{IDPrefix: req.GetIdPrefix(), DataTypes: req.GetDataTypes()}, FromCursor: req.GetFromCursor(), Subscriber: claims.Subject,
+		Filter: Filter{IDPrefix: req.GetIdPrefix(), DataTypes: req.GetDataTypes(), Reader: claims}, FromCursor: req.GetFromCursor(), Subscriber: claims.Subject,
 	})
 	if err != nil {
 		return err

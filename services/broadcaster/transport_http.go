@@ -42,7 +42,7 @@ func NewHTTPHandler(svc Service, reg *Registry, e Endpoints, v *authtoken.Verifi
 			return
 		}
 		c, _ := authtoken.FromContext(r.Context())
-		req.Owner = c.Subject
+		req.Owner, req.Reader = c.Subject, c
 		resp, err := endpoints.Call[CreateResponse](r.Context(), e.CreateSubscription, req)
 		if err != nil {
 			apierr.WriteHTTP(w, err)
@@ -185,7 +185,7 @@ func serveStream(w http.ResponseWriter, r *http.Request, svc Service, reg *Regis
 		}
 		switch m.Type {
 		case "subscribe":
-			req := SubscribeRequest{Filter: Filter{IDPrefix: m.IDPrefix, DataTypes: m.DataTypes}, FromCursor: m.FromCursor, Subscriber: claims.Subject}
+			req := SubscribeRequest{Filter: Filter{IDPrefix: m.IDPrefix, DataTypes: m.DataTypes, Reader: claims}, FromCursor: m.FromCursor, Subscriber: claims.Subject}
 			if m.SubscriptionID != "" {
 				f, cursor, err := reg.Lookup(m.SubscriptionID, claims.Subject)
 				if err != nil {
@@ -193,6 +193,7 @@ func serveStream(w http.ResponseWriter, r *http.Request, svc Service, reg *Regis
 					continue
 				}
 				req.Filter = f
+				req.Filter.Reader = claims
 				if req.FromCursor == "" {
 					req.FromCursor = cursor
 				}

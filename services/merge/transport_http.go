@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/fedsync/fedsync/libs/access"
 	"github.com/fedsync/fedsync/libs/apierr"
 	"github.com/fedsync/fedsync/libs/authtoken"
 	"github.com/fedsync/fedsync/libs/endpoints"
@@ -61,7 +62,8 @@ type resolveBody struct {
 func NewHTTPHandler(e Endpoints, v *authtoken.Verifier) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /api/v1/sync/conflicts", func(w http.ResponseWriter, r *http.Request) {
-		if _, err := authtoken.RequireLevel(r.Context(), "L3", "Reading the review queue"); err != nil {
+		c, _ := authtoken.FromContext(r.Context())
+		if err := access.RequireLevel(c, "L3", "Reading the review queue"); err != nil {
 			apierr.WriteHTTP(w, err)
 			return
 		}
@@ -90,8 +92,8 @@ func NewHTTPHandler(e Endpoints, v *authtoken.Verifier) http.Handler {
 		httpjson.Write(w, http.StatusOK, out)
 	})
 	mux.HandleFunc("POST /api/v1/sync/conflicts/{id}/resolve", func(w http.ResponseWriter, r *http.Request) {
-		c, err := authtoken.RequireLevel(r.Context(), "L3", "Resolving a conflict")
-		if err != nil {
+		c, _ := authtoken.FromContext(r.Context())
+		if err := access.RequireLevel(c, "L3", "Resolving a conflict"); err != nil {
 			apierr.WriteHTTP(w, err)
 			return
 		}

@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/fedsync/fedsync/libs/access"
 	"github.com/fedsync/fedsync/libs/apierr"
 	"github.com/fedsync/fedsync/libs/authtoken"
 	"github.com/fedsync/fedsync/libs/endpoints"
@@ -40,6 +41,11 @@ type queryResponse struct {
 func NewHTTPHandler(e Endpoints, v *authtoken.Verifier) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /api/v1/sync/state/{id}", func(w http.ResponseWriter, r *http.Request) {
+		c, _ := authtoken.FromContext(r.Context())
+		if err := access.CheckRead(c, r.PathValue("id")); err != nil {
+			apierr.WriteHTTP(w, err)
+			return
+		}
 		resp, err := endpoints.Call[*fedsyncv1.GetResponse](r.Context(), e.Get, &fedsyncv1.GetRequest{Id: r.PathValue("id")})
 		if err != nil {
 			apierr.WriteHTTP(w, err)
@@ -61,7 +67,11 @@ func NewHTTPHandler(e Endpoints, v *authtoken.Verifier) http.Handler {
 			return
 		}
 		out := queryResponse{Items: []statedoc.View{}, NextPageToken: resp.GetNextPageToken()}
+		c, _ := authtoken.FromContext(r.Context())
 		for _, st := range resp.GetItems() {
+			if !access.CanRead(c, st.GetId()) {
+				continue // what the caller may not read is left out of the page
+			}
 			out.Items = append(out.Items, statedoc.ViewOf(st, false))
 		}
 		httpjson.Write(w, http.StatusOK, out)
@@ -73,6 +83,10 @@ func NewHTTPHandler(e Endpoints, v *authtoken.Verifier) http.Handler {
 			return
 		}
 		o := resp.GetOutcome()
+		if c, _ := authtoken.FromContext(r.Context()); !access.CanRead(c, o.GetStateId()) {
+			apierr.WriteHTTP(w, access.CheckRead(c, o.GetStateId()))
+			return
+		}
 		httpjson.Write(w, http.StatusOK, outcomeView{
 			MessageID: o.GetMessageId(), ID: o.GetStateId(), Status: o.GetStatus(), Version: o.GetVersion(), Reason: o.GetReason(),
 			At: time.Unix(0, o.GetAt()).UTC().Format(time.RFC3339Nano),

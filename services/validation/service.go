@@ -13,6 +13,7 @@ import (
 	"github.com/oklog/ulid/v2"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/fedsync/fedsync/libs/access"
 	"github.com/fedsync/fedsync/libs/apierr"
 	"github.com/fedsync/fedsync/libs/authtoken"
 	"github.com/fedsync/fedsync/libs/datatypes"
@@ -141,6 +142,9 @@ func (s *service) PushState(ctx context.Context, req *fedsyncv1.PushStateRequest
 	}
 	d, err := check(req, s.types.Get(), claims.Subject)
 	if err != nil {
+		return nil, err
+	}
+	if err := access.CheckWrite(claims, d.Id); err != nil {
 		return nil, err
 	}
 	if d.MessageId == "" {

@@ -129,6 +129,8 @@ func TestPushStateBadInput(t *testing.T) {
 		{"mode not allowed for type", "/api/v1/sync/state", f.token, `{"id":"a","data_type":"knowledge_graph","patch":{},"consistency":"strong","expected_version":0}`, 400, "invalid_argument", "consistency"},
 		{"causal without own clock", "/api/v1/sync/state", f.token, `{"id":"a","data_type":"belief","patch":{},"vector_clock":{"ai-002":1}}`, 400, "invalid_argument", "vector_clock"},
 		{"strong type without version", "/api/v1/sync/state", f.token, `{"id":"a","data_type":"task","patch":{"title":"t","status":"open"}}`, 400, "invalid_argument", "expected_version"},
+		{"L1 may not write", "/api/v1/sync/state", f.issuer.Token(t, "observer", "L1"), `{"id":"observer:x","data_type":"note","patch":{}}`, 403, "permission_denied", "write_own"},
+		{"L2 outside its prefix", "/api/v1/sync/state", f.token, `{"id":"ai-002:x","data_type":"note","patch":{}}`, 403, "permission_denied", "write_all"},
 		{"unknown route", "/api/v1/sync/nothing", f.token, `{}`, 404, "not_found", ""},
 	}
 	for _, tt := range tests {
@@ -174,7 +176,7 @@ func TestPushStateAcceptsAndProducesKeyedDelta(t *testing.T) {
 func TestPushStateLogDownIs503(t *testing.T) {
 	f := newFixture(t)
 	f.log.down = true
-	req, _ := http.NewRequest("POST", f.srv.URL+"/api/v1/sync/state", strings.NewReader(`{"id":"a","data_type":"note","patch":{}}`))
+	req, _ := http.NewRequest("POST", f.srv.URL+"/api/v1/sync/state", strings.NewReader(`{"id":"ai-001:a","data_type":"note","patch":{}}`))
 	req.Header.Set("Authorization", "Bearer "+f.token)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -188,11 +190,11 @@ func TestPushStateLogDownIs503(t *testing.T) {
 
 func TestStrongWrites(t *testing.T) {
 	f := newFixture(t)
-	status, body := f.post(t, "/api/v1/sync/state", f.token, `{"id":"lock","data_type":"note","patch":{"o":1},"consistency":"strong","expected_version":0}`)
+	status, body := f.post(t, "/api/v1/sync/state", f.token, `{"id":"ai-001:lock","data_type":"note","patch":{"o":1},"consistency":"strong","expected_version":0}`)
 	if status != 200 || body["status"] != "committed" || body["version"] != float64(1) {
 		t.Fatalf("got %d %v", status, body)
 	}
-	status, body = f.post(t, "/api/v1/sync/state", f.token, `{"id":"lock","data_type":"note","patch":{"o":2},"consistency":"strong","expected_version":0}`)
+	status, body = f.post(t, "/api/v1/sync/state", f.token, `{"id":"ai-001:lock","data_type":"note","patch":{"o":2},"consistency":"strong","expected_version":0}`)
 	details, _ := body["error"].(map[string]any)["details"].(map[string]any)
 	if status != 409 || errCode(body) != "version_conflict" || details["current_version"] != float64(1) {
 		t.Fatalf("got %d %v", status, body)
@@ -208,7 +210,7 @@ func TestRateLimit(t *testing.T) {
 	tok := iss.Token(t, "ai-001", "L2")
 	limited := 0
 	for i := 0; i < 6; i++ {
-		req, _ := http.NewRequest("POST", srv.URL+"/api/v1/sync/state", strings.NewReader(fmt.Sprintf(`{"id":"a","data_type":"note","patch":{"i":%d}}`, i)))
+		req, _ := http.NewRequest("POST", srv.URL+"/api/v1/sync/state", strings.NewReader(fmt.Sprintf(`{"id":"ai-001:a","data_type":"note","patch":{"i":%d}}`, i)))
 		req.Header.Set("Authorization", "Bearer "+tok)
 		resp, _ := http.DefaultClient.Do(req)
 		resp.Body.Close()

@@ -33,7 +33,7 @@ func TestKillMergeAndStatestoreLosesNothing(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for n := 0; n < perAgent; n++ {
-				id := fmt.Sprintf("ai-001:crash-%d", n%ids)
+				id := fmt.Sprintf("shared-crash-%d", n%ids)
 				field := fmt.Sprintf("a%d_n%d", i, n)
 				body := fmt.Sprintf(`{"id":%q,"data_type":"note","patch":{%q:%d},"message_id":"m-%d-%d"}`, id, field, n, i, n)
 				for attempt := 0; ; attempt++ {

@@ -135,7 +135,7 @@ func TestStrongWritesCompareAndSet(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			results[i], bodies[i] = ag.push(`{"id":"ai-001:lock","data_type":"note","patch":{"owner":` + fmt.Sprint(i) + `},"consistency":"strong","expected_version":0}`)
+			results[i], bodies[i] = ag.push(`{"id":"shared-lock","data_type":"note","patch":{"owner":` + fmt.Sprint(i) + `},"consistency":"strong","expected_version":0}`)
 		}()
 	}
 	wg.Wait()

@@ -16,8 +16,9 @@ type Client struct {
 	ClientID     string `json:"client_id"`
 	ClientSecret string `json:"client_secret"`
 	Role         string `json:"role"`
-	Level        string `json:"level"`
-	Region       string `json:"region"`
+	Level        string   `json:"level"`
+	Region       string   `json:"region"`
+	Domains      []string `json:"domains,omitempty"`
 }
 
 type clientsFile struct {
@@ -26,6 +27,10 @@ type clientsFile struct {
 
 // AgentID is the client id of simulated agent n (1-based): ai-001 ... ai-053.
 func AgentID(n int) string { return fmt.Sprintf("ai-%03d", n) }
+
+// SharedDomain is the id prefix every dev agent may write besides its own: the
+// dev federation's shared workspace.
+const SharedDomain = "shared-"
 
 // DevAgents is how many agent clients the dev federation has.
 const DevAgents = 53
@@ -42,11 +47,11 @@ func devClients(regions []string) []Client {
 	var cs []Client
 	for i := 1; i <= DevAgents; i++ {
 		region := regions[(i-1)*len(regions)/DevAgents]
-		cs = append(cs, Client{ClientID: AgentID(i), ClientSecret: secret(), Role: "ai_system_basic", Level: "L2", Region: region})
+		cs = append(cs, Client{ClientID: AgentID(i), ClientSecret: secret(), Role: "ai_system_basic", Level: "L2", Region: region, Domains: []string{SharedDomain}})
 	}
 	return append(cs,
 		Client{ClientID: "observer", ClientSecret: secret(), Role: "observer", Level: "L1", Region: regions[0]},
-		Client{ClientID: "coordinator", ClientSecret: secret(), Role: "regional_coordinator", Level: "L3", Region: regions[0]},
+		Client{ClientID: "coordinator", ClientSecret: secret(), Role: "regional_coordinator", Level: "L3", Region: regions[0], Domains: []string{SharedDomain}},
 		Client{ClientID: "admin", ClientSecret: secret(), Role: "federation_admin", Level: "L4", Region: regions[0]},
 	)
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/fedsync/fedsync/libs/access"
 	"github.com/fedsync/fedsync/libs/authtoken"
 )
 
@@ -34,15 +35,16 @@ func New(t testing.TB) *Issuer {
 	}
 }
 
-// Token returns a valid one-hour token for subject at level.
-func (i *Issuer) Token(t testing.TB, subject, level string) string {
+// Token returns a valid one-hour token for subject at level, with the level's
+// usual role and its permissions.
+func (i *Issuer) Token(t testing.TB, subject, level string, domains ...string) string {
 	now := time.Now()
 	tok, err := i.signer.Sign(&authtoken.Claims{
 		RegisteredClaims: jwt.RegisteredClaims{
 			Subject: subject, Issuer: "fedsync-authn", Audience: jwt.ClaimStrings{"fedsync"},
 			ExpiresAt: jwt.NewNumericDate(now.Add(time.Hour)), IssuedAt: jwt.NewNumericDate(now), ID: subject + "-test",
 		},
-		Level: level, Role: "ai_system_basic",
+		Level: level, Role: access.LevelRole[level], Permissions: access.RolePermissions[access.LevelRole[level]], Domains: domains,
 	})
 	if err != nil {
 		t.Fatal(err)
