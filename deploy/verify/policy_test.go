@@ -786,31 +786,28 @@ func TestPolicies(t *testing.T) {
 	}
 }
 
-// TestSigningKey: in prod every authn replica reads the one signing key from the
-// authn-signing-key Secret at <data-dir>/signing-key.json; dev's single replica
-// creates its own.
+// TestSigningKey: authn's data dir is writable (its own files), and in prod every
+// replica starts from the one signing key of the authn-signing-key Secret, mounted
+// as <data-dir>/signing-key.json; dev's single replica creates its own key.
 func TestSigningKey(t *testing.T) {
 	for ov, wantSecret := range map[string]bool{"deploy/overlays/prod": true, "deploy/overlays/dev": false} {
 		objs := render(t, ov)
-		for _, d := range objectsOf[*appsv1.Deployment](objs) {
-			if d.Name != "authn" {
-				continue
-			}
-			c := d.Spec.Template.Spec.Containers[0]
-			e, _ := env(objs, c)
-			m := mountFor(c, e["FEDSYNC_DATA_DIR"]+"/signing-key.json")
-			if m == nil {
-				t.Fatalf("%s: authn's signing key is on no volume", ov)
-			}
-			for _, vol := range d.Spec.Template.Spec.Volumes {
-				if vol.Name != m.Name {
-					continue
-				}
-				isSecret := vol.Secret != nil && vol.Secret.SecretName == "authn-signing-key"
-				if isSecret != wantSecret {
-					t.Errorf("%s: authn's signing key volume %+v, want from Secret authn-signing-key: %v", ov, vol.VolumeSource, wantSecret)
-				}
-			}
+		d := find[*appsv1.Deployment](t, objs, "authn")
+		c := d.Spec.Template.Spec.Containers[0]
+		e, _ := env(objs, c)
+		dataDir := e["FEDSYNC_DATA_DIR"]
+		vols := map[string]corev1.Volume{}
+		for _, vol := range d.Spec.Template.Spec.Volumes {
+			vols[vol.Name] = vol
+		}
+		if m := mountFor(c, dataDir); m == nil || m.ReadOnly || vols[m.Name].EmptyDir == nil {
+			t.Errorf("%s: authn's data dir %s must be a writable emptyDir, got mount %+v", ov, dataDir, m)
+		}
+		m := mountFor(c, dataDir+"/signing-key.json")
+		fromSecret := m != nil && m.MountPath == dataDir+"/signing-key.json" && m.SubPath == "signing-key.json" &&
+			vols[m.Name].Secret != nil && vols[m.Name].Secret.SecretName == "authn-signing-key"
+		if fromSecret != wantSecret {
+			t.Errorf("%s: signing-key.json from Secret authn-signing-key: %v, want %v", ov, fromSecret, wantSecret)
 		}
 	}
 }
@@ -901,7 +898,7 @@ func TestPoliciesCatchViolations(t *testing.T) {
 		{"two volume sources", checkVolumes, func(t *testing.T, objs []object) {
 			d := deployment(t, objs, "authn")
 			for i := range d.Spec.Template.Spec.Volumes {
-				if d.Spec.Template.Spec.Volumes[i].Name == "signing-key" {
+				if d.Spec.Template.Spec.Volumes[i].Name == "data" {
 					d.Spec.Template.Spec.Volumes[i].Secret = &corev1.SecretVolumeSource{SecretName: "authn-signing-key"}
 				}
 			}

@@ -104,15 +104,62 @@ type Verifier struct {
 	audience   string
 	MinRefresh time.Duration
 	Leeway     time.Duration
+	// Revocations, when set, supplies disabled clients (client -> Unix time of
+	// disabling) and revoked token ids; RefreshRevocations loads them.
+	Revocations func(ctx context.Context) (disabled, revoked map[string]int64, err error)
 
 	mu        sync.Mutex
 	keys      map[string]ed25519.PublicKey
 	lastFetch time.Time
+	disabled  map[string]int64
+	revoked   map[string]int64
+}
+
+// RefreshRevocations loads the current revocations.
+func (v *Verifier) RefreshRevocations(ctx context.Context) error {
+	if v.Revocations == nil {
+		return nil
+	}
+	disabled, revoked, err := v.Revocations(ctx)
+	if err != nil {
+		return err
+	}
+	v.mu.Lock()
+	v.disabled, v.revoked = disabled, revoked
+	v.mu.Unlock()
+	return nil
+}
+
+// RunRevocations refreshes revocations every interval until ctx ends, so a
+// disabled client's or a revoked token's requests are refused within interval.
+func (v *Verifier) RunRevocations(ctx context.Context, interval time.Duration) error {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		_ = v.RefreshRevocations(ctx) // on failure the last known revocations stay in force
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+func (v *Verifier) isRevoked(c *Claims) string {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if at, ok := v.disabled[c.Subject]; ok && (c.IssuedAt == nil || c.IssuedAt.Unix() <= at) {
+		return "its client is disabled"
+	}
+	if _, ok := v.revoked[c.ID]; ok && c.ID != "" {
+		return "it has been revoked"
+	}
+	return ""
 }
 
 // NewVerifier returns a verifier accepting tokens of issuer for audience.
 func NewVerifier(source KeySource, issuer, audience string) *Verifier {
-	return &Verifier{source: source, issuer: issuer, audience: audience, MinRefresh: 10 * time.Second, Leeway: 30 * time.Second}
+	return &Verifier{source: source, issuer: issuer, audience: audience, MinRefresh: 10 * time.Second, Leeway: 10 * time.Second}
 }
 
 // MaxTokenBytes bounds the size of a token a verifier will parse.
@@ -150,6 +197,9 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*Claims, error) {
 	}
 	if claims.Subject == "" {
 		return nil, apierr.New(apierr.Unauthenticated, "The token is not valid: it has no subject.")
+	}
+	if why := v.isRevoked(claims); why != "" {
+		return nil, apierr.New(apierr.Unauthenticated, "The token is not valid: %s.", why)
 	}
 	return claims, nil
 }

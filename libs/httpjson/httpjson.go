@@ -17,18 +17,18 @@ import (
 // DefaultMaxBody is the contract's default body limit, 1 MiB.
 const DefaultMaxBody = 1 << 20
 
-// Decode reads r's body, at most maxBytes, into dst. Unknown fields are rejected
-// so that a misspelled field is reported instead of silently ignored.
-func Decode(w http.ResponseWriter, r *http.Request, maxBytes int64, dst any) error {
+// Decode reads r's body, at most maxBytes, into dst. Unknown fields are
+// rejected so that a misspelled field is reported instead of silently ignored.
+// The writer is not used; it keeps the signature of handlers' other helpers.
+func Decode(_ http.ResponseWriter, r *http.Request, maxBytes int64, dst any) error {
 	if r.ContentLength > maxBytes {
 		return apierr.New(apierr.TooLarge, "The request body is %d bytes; the limit is %d bytes.", r.ContentLength, maxBytes)
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBytes))
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxBytes+1))
+	if err == nil && int64(len(body)) > maxBytes {
+		return apierr.New(apierr.TooLarge, "The request body is larger than the limit of %d bytes.", maxBytes)
+	}
 	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return apierr.New(apierr.TooLarge, "The request body is larger than the limit of %d bytes.", maxBytes)
-		}
 		return apierr.New(apierr.InvalidArgument, "The request body could not be read: %v.", err)
 	}
 	return Unmarshal(body, dst)

@@ -30,8 +30,11 @@ type Config struct {
 	Issuer          string
 	Audience        string
 	ShutdownTimeout time.Duration
-	Discovery       discovery.Config
-	Telemetry       telemetry.Config
+	// RevocationRefresh bounds how long a disabled client's or revoked token's
+	// requests still pass after the revocation.
+	RevocationRefresh time.Duration
+	Discovery         discovery.Config
+	Telemetry         telemetry.Config
 }
 
 // RegisterFlags registers the common flags with the service's default addresses.
@@ -48,6 +51,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet, name, grpcAddr, httpAddr string
 	fs.StringVar(&c.LogFormat, "log-format", "logfmt", "logfmt or json")
 	fs.StringVar(&c.Issuer, "auth.issuer", "fedsync-authn", "issuer (iss) of accepted tokens")
 	fs.StringVar(&c.Audience, "auth.audience", "fedsync", "audience (aud) of accepted tokens")
+	fs.DurationVar(&c.RevocationRefresh, "auth.revocation-refresh", 5*time.Second, "interval between loads of disabled clients and revoked tokens")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 5*time.Second, "longest a graceful shutdown waits for in-flight work")
 	c.Discovery.RegisterFlags(fs)
 	c.Telemetry.RegisterFlags(fs)
@@ -66,6 +70,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("log-level: must be debug, info, warn or error, got %q", c.LogLevel)
 	case c.LogFormat != "logfmt" && c.LogFormat != "json":
 		return fmt.Errorf("log-format: must be logfmt or json, got %q", c.LogFormat)
+	case c.RevocationRefresh < 100*time.Millisecond:
+		return errors.New("auth.revocation-refresh: must be at least 100ms")
 	case c.ShutdownTimeout <= 0:
 		return errors.New("shutdown-timeout: must be positive")
 	}

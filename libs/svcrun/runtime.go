@@ -156,7 +156,15 @@ func (r *Runtime) Verifier() (*authtoken.Verifier, error) {
 		})
 		return resp.GetJwks(), err
 	}
-	return authtoken.NewVerifier(src, r.Cfg.Issuer, r.Cfg.Audience), nil
+	v := authtoken.NewVerifier(src, r.Cfg.Issuer, r.Cfg.Audience)
+	v.Revocations = func(ctx context.Context) (map[string]int64, map[string]int64, error) {
+		resp, err := discovery.Invoke(ctx, authn, func(ctx context.Context, cc grpc.ClientConnInterface) (*fedsyncv1.GetRevocationsResponse, error) {
+			return fedsyncv1.NewAuthnServiceClient(cc).GetRevocations(ctx, &fedsyncv1.GetRevocationsRequest{})
+		})
+		return resp.GetDisabledClients(), resp.GetRevokedTokens(), err
+	}
+	r.Go("token revocations", func(ctx context.Context) error { return v.RunRevocations(ctx, r.Cfg.RevocationRefresh) })
+	return v, nil
 }
 
 // Servers is what a service serves.

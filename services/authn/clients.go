@@ -1,8 +1,6 @@
 package authn
 
 import (
-	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -28,15 +26,8 @@ type ClientEntry struct {
 
 var levelPattern = regexp.MustCompile(`^L[1-4]$`)
 
-type client struct {
-	ClientEntry
-	secretHash [32]byte
-}
-
-// registry holds the clients by id, with only a hash of each secret in memory.
-type registry map[string]*client
-
-func loadRegistry(path string) (registry, error) {
+// readClientsFile reads and checks a bootstrap clients file.
+func readClientsFile(path string) ([]ClientEntry, error) {
 	raw, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read clients file: %w", err)
@@ -45,7 +36,7 @@ func loadRegistry(path string) (registry, error) {
 	if err := json.Unmarshal(raw, &f); err != nil {
 		return nil, fmt.Errorf("decode clients file %s: %w", path, err)
 	}
-	reg := registry{}
+	seen := map[string]bool{}
 	for i, c := range f.Clients {
 		switch {
 		case c.ClientID == "" || c.ClientSecret == "":
@@ -54,22 +45,10 @@ func loadRegistry(path string) (registry, error) {
 			return nil, fmt.Errorf("clients file %s: client %s has unknown role %q", path, c.ClientID, c.Role)
 		case !levelPattern.MatchString(c.Level):
 			return nil, fmt.Errorf("clients file %s: client %s has level %q, want L1..L4", path, c.ClientID, c.Level)
-		case reg[c.ClientID] != nil:
+		case seen[c.ClientID]:
 			return nil, fmt.Errorf("clients file %s: client %s listed twice", path, c.ClientID)
 		}
-		reg[c.ClientID] = &client{ClientEntry: c, secretHash: sha256.Sum256([]byte(c.ClientSecret))}
-		reg[c.ClientID].ClientSecret = ""
+		seen[c.ClientID] = true
 	}
-	return reg, nil
-}
-
-// authenticate returns the client whose id and secret match, in time independent
-// of where a wrong secret differs.
-func (r registry) authenticate(id, secret string) (*client, bool) {
-	c, ok := r[id]
-	h := sha256.Sum256([]byte(secret))
-	if !ok {
-		return nil, false
-	}
-	return c, subtle.ConstantTimeCompare(h[:], c.secretHash[:]) == 1
+	return f.Clients, nil
 }

@@ -15,29 +15,37 @@ type Config struct {
 	ClientsFile  string
 	TokenTTL     time.Duration
 	FederationID string
+	// BcryptCost is the work factor of client secret hashes.
+	BcryptCost int
+	// KeyRotation is how often the signing key rotates (seed 6.1: quarterly).
+	KeyRotation time.Duration
 }
 
 // ParseConfig reads the configuration from flags and FEDSYNC_* variables.
 func ParseConfig(fs *flag.FlagSet, args []string) (*Config, error) {
 	c := &Config{}
 	c.Service.RegisterFlags(fs, "authn", "127.0.0.1:19101", "127.0.0.1:19201")
-	fs.StringVar(&c.ClientsFile, "clients-file", ".fedsync/dev/clients.json", "client registry file")
+	fs.StringVar(&c.ClientsFile, "clients-file", ".fedsync/dev/clients.json", "bootstrap clients imported into the registry when absent from it (empty: none)")
 	fs.DurationVar(&c.TokenTTL, "token-ttl", time.Hour, "lifetime of issued access tokens")
 	fs.StringVar(&c.FederationID, "federation-id", "superstructure-1", "federation_id claim of issued tokens")
+	fs.IntVar(&c.BcryptCost, "bcrypt-cost", 10, "bcrypt work factor of stored client secrets (4..31)")
+	fs.DurationVar(&c.KeyRotation, "key-rotation", 90*24*time.Hour, "interval of automatic signing-key rotation")
 	return c, svcrun.Parse(fs, args, c.Validate)
 }
 
 // Validate reports the first invalid setting.
 func (c *Config) Validate() error {
 	switch {
-	case c.ClientsFile == "":
-		return errors.New("clients-file: required")
 	case c.TokenTTL < time.Minute || c.TokenTTL > 24*time.Hour:
 		return errors.New("token-ttl: must be between 1m and 24h")
 	case c.FederationID == "":
 		return errors.New("federation-id: required")
 	case c.Service.DataDir == "":
-		return errors.New("data-dir: authn keeps its signing key there")
+		return errors.New("data-dir: authn keeps its client registry and signing keys there")
+	case c.BcryptCost < 4 || c.BcryptCost > 31:
+		return errors.New("bcrypt-cost: must be between 4 and 31")
+	case c.KeyRotation < time.Hour:
+		return errors.New("key-rotation: must be at least 1h")
 	}
 	return c.Service.Validate()
 }

@@ -2,7 +2,9 @@ package authn
 
 import (
 	"context"
+	"time"
 
+	"github.com/go-kit/log/level"
 	"google.golang.org/grpc"
 
 	"github.com/fedsync/fedsync/libs/svcrun"
@@ -15,19 +17,59 @@ func Run(ctx context.Context, cfg *Config) error {
 	if err != nil {
 		return err
 	}
-	clients, err := loadRegistry(cfg.ClientsFile)
+	st, err := openStore(cfg.Service.DataDir, cfg.BcryptCost)
 	if err != nil {
 		return err
 	}
-	kid, key, err := loadOrCreateKey(cfg.Service.DataDir)
-	if err != nil {
+	rt.OnClose(func() { st.close() })
+	if cfg.ClientsFile != "" {
+		entries, err := readClientsFile(cfg.ClientsFile)
+		if err != nil {
+			return err
+		}
+		added, err := st.importClients(entries)
+		if err != nil {
+			return err
+		}
+		level.Info(rt.Logger).Log("msg", "clients imported", "file", cfg.ClientsFile, "added", added, "listed", len(entries))
+	}
+	if err := st.ensureKeys(cfg.Service.DataDir); err != nil {
 		return err
 	}
-	var svc Service = newService(clients, kid, key, cfg)
+	core := newService(st, cfg)
+	var svc Service = core
 	svc = InstrumentingMiddleware(rt.Metrics.Registry)(svc)
 	eps := MakeEndpoints(svc, rt.Instrument)
+	rt.Go("key rotation", func(ctx context.Context) error { return rotateKeys(ctx, rt, st, cfg) })
 	return rt.Run(ctx, svcrun.Servers{
 		RegisterGRPC: func(s *grpc.Server) { fedsyncv1.RegisterAuthnServiceServer(s, NewGRPCServer(eps)) },
-		HTTP:         NewHTTPHandler(eps),
+		HTTP:         NewHTTPHandler(eps, core.verifier),
 	})
+}
+
+// rotateKeys rotates the signing key every cfg.KeyRotation (measured from the
+// current key's creation) and drops retired keys whose tokens have all expired.
+func rotateKeys(ctx context.Context, rt *svcrun.Runtime, st *store, cfg *Config) error {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		keys, err := st.keys()
+		if err == nil {
+			for _, k := range keys {
+				if k.State == KeyCurrent && time.Since(k.CreatedAt) > cfg.KeyRotation {
+					if err := st.rotateKeys(); err != nil {
+						level.Error(rt.Logger).Log("msg", "rotate signing key", "err", err)
+					} else {
+						level.Info(rt.Logger).Log("msg", "signing key rotated")
+					}
+				}
+			}
+			_ = st.dropExpiredKeys(cfg.TokenTTL)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
 }

@@ -22,3 +22,7 @@ func (s *grpcServer) IssueToken(ctx context.Context, req *fedsyncv1.IssueTokenRe
 func (s *grpcServer) GetJWKS(ctx context.Context, req *fedsyncv1.GetJWKSRequest) (*fedsyncv1.GetJWKSResponse, error) {
 	return endpoints.Call[*fedsyncv1.GetJWKSResponse](ctx, s.e.GetJWKS, req)
 }
+
+func (s *grpcServer) GetRevocations(ctx context.Context, req *fedsyncv1.GetRevocationsRequest) (*fedsyncv1.GetRevocationsResponse, error) {
+	return endpoints.Call[*fedsyncv1.GetRevocationsResponse](ctx, s.e.GetRevocations, req)
+}

@@ -4,6 +4,7 @@ import (
 	"net/http"
 
 	"github.com/fedsync/fedsync/libs/apierr"
+	"github.com/fedsync/fedsync/libs/authtoken"
 	"github.com/fedsync/fedsync/libs/endpoints"
 	"github.com/fedsync/fedsync/libs/httpjson"
 	fedsyncv1 "github.com/fedsync/fedsync/proto/fedsync/v1"
@@ -32,10 +33,35 @@ func writeOAuthError(w http.ResponseWriter, status int, code, desc string) {
 	httpjson.Write(w, status, oauthError{Error: code, ErrorDescription: desc})
 }
 
+// clientCredentials returns the client credentials of a token or revocation
+// request: HTTP Basic, or client_id and client_secret in the form.
+func clientCredentials(r *http.Request) (string, string) {
+	if id, secret, ok := r.BasicAuth(); ok {
+		return id, secret
+	}
+	return r.PostForm.Get("client_id"), r.PostForm.Get("client_secret")
+}
+
 // NewHTTPHandler serves POST /oauth2/token (RFC 6749 4.4, credentials in the form
-// or HTTP Basic) and GET /.well-known/jwks.json.
-func NewHTTPHandler(e Endpoints) http.Handler {
+// or HTTP Basic), POST /oauth2/revoke (RFC 7009), GET /.well-known/jwks.json, and
+// the administration API under /api/v1/admin/ (level L4).
+func NewHTTPHandler(e Endpoints, v *authtoken.Verifier) http.Handler {
 	mux := http.NewServeMux()
+	mux.HandleFunc("POST /oauth2/revoke", func(w http.ResponseWriter, r *http.Request) {
+		r.Body = http.MaxBytesReader(w, r.Body, maxTokenForm)
+		if err := r.ParseForm(); err != nil || r.PostForm.Get("token") == "" {
+			writeOAuthError(w, http.StatusBadRequest, "invalid_request", "A token parameter is required.")
+			return
+		}
+		id, secret := clientCredentials(r)
+		_, err := endpoints.Call[struct{}](r.Context(), e.Revoke, RevokeRequest{ClientID: id, ClientSecret: secret, Token: r.PostForm.Get("token")})
+		if err != nil {
+			writeOAuthError(w, http.StatusUnauthorized, "invalid_client", "")
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+	})
+	mux.Handle("/api/v1/admin/", v.HTTPMiddleware(adminHandler(e)))
 	mux.HandleFunc("POST /oauth2/token", func(w http.ResponseWriter, r *http.Request) {
 		r.Body = http.MaxBytesReader(w, r.Body, maxTokenForm)
 		if err := r.ParseForm(); err != nil {
@@ -51,10 +77,7 @@ func NewHTTPHandler(e Endpoints) http.Handler {
 			writeOAuthError(w, http.StatusBadRequest, "unsupported_grant_type", "Only grant_type=client_credentials is supported.")
 			return
 		}
-		id, secret, basic := r.BasicAuth()
-		if !basic {
-			id, secret = r.PostForm.Get("client_id"), r.PostForm.Get("client_secret")
-		}
+		id, secret := clientCredentials(r)
 		if id == "" || secret == "" {
 			writeOAuthError(w, http.StatusUnauthorized, "invalid_client", "Client credentials are required, in the form or HTTP Basic.")
 			return

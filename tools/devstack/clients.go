@@ -70,6 +70,8 @@ func ensureClients(path string, regions []string) ([]Client, error) {
 	if !errors.Is(err, fs.ErrNotExist) {
 		return nil, err
 	}
+	// New secrets: a registry imported from an older file would not know them.
+	os.Remove(filepath.Join(filepath.Dir(path), "data", "authn", "authn.db"))
 	f := clientsFile{Clients: devClients(regions)}
 	raw, _ = json.MarshalIndent(f, "", "  ")
 	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {

@@ -31,6 +31,7 @@ func NewEdge(r Routes) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/oauth2/", authn)
 	mux.Handle("/.well-known/", authn)
+	mux.Handle("/api/v1/admin/", authn)
 	mux.Handle("/api/v1/sync/state", validation) // exact: the write API
 	mux.Handle("/api/v1/sync/heartbeat", validation)
 	mux.Handle("/api/v1/sync/state/", store) // prefix: reads by id

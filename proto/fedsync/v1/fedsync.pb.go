@@ -717,6 +717,97 @@ func (x *Heartbeat) GetSentAt() int64 {
 	return 0
 }
 
+type GetRevocationsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetRevocationsRequest) Reset() {
+	*x = GetRevocationsRequest{}
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetRevocationsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetRevocationsRequest) ProtoMessage() {}
+
+func (x *GetRevocationsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetRevocationsRequest.ProtoReflect.Descriptor instead.
+func (*GetRevocationsRequest) Descriptor() ([]byte, []int) {
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{6}
+}
+
+type GetRevocationsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Client id -> when it was disabled (Unix seconds): its tokens issued at or
+	// before then are refused.
+	DisabledClients map[string]int64 `protobuf:"bytes,1,rep,name=disabled_clients,json=disabledClients,proto3" json:"disabled_clients,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	// Revoked token ids (jti) -> their expiry (Unix seconds).
+	RevokedTokens map[string]int64 `protobuf:"bytes,2,rep,name=revoked_tokens,json=revokedTokens,proto3" json:"revoked_tokens,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetRevocationsResponse) Reset() {
+	*x = GetRevocationsResponse{}
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetRevocationsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetRevocationsResponse) ProtoMessage() {}
+
+func (x *GetRevocationsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetRevocationsResponse.ProtoReflect.Descriptor instead.
+func (*GetRevocationsResponse) Descriptor() ([]byte, []int) {
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *GetRevocationsResponse) GetDisabledClients() map[string]int64 {
+	if x != nil {
+		return x.DisabledClients
+	}
+	return nil
+}
+
+func (x *GetRevocationsResponse) GetRevokedTokens() map[string]int64 {
+	if x != nil {
+		return x.RevokedTokens
+	}
+	return nil
+}
+
 type IssueTokenRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ClientId      string                 `protobuf:"bytes,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
@@ -727,7 +818,7 @@ type IssueTokenRequest struct {
 
 func (x *IssueTokenRequest) Reset() {
 	*x = IssueTokenRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[6]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -739,7 +830,7 @@ func (x *IssueTokenRequest) String() string {
 func (*IssueTokenRequest) ProtoMessage() {}
 
 func (x *IssueTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[6]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -752,7 +843,7 @@ func (x *IssueTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueTokenRequest.ProtoReflect.Descriptor instead.
 func (*IssueTokenRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{6}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *IssueTokenRequest) GetClientId() string {
@@ -780,7 +871,7 @@ type IssueTokenResponse struct {
 
 func (x *IssueTokenResponse) Reset() {
 	*x = IssueTokenResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[7]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -792,7 +883,7 @@ func (x *IssueTokenResponse) String() string {
 func (*IssueTokenResponse) ProtoMessage() {}
 
 func (x *IssueTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[7]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -805,7 +896,7 @@ func (x *IssueTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueTokenResponse.ProtoReflect.Descriptor instead.
 func (*IssueTokenResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{7}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *IssueTokenResponse) GetAccessToken() string {
@@ -837,7 +928,7 @@ type GetJWKSRequest struct {
 
 func (x *GetJWKSRequest) Reset() {
 	*x = GetJWKSRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[8]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -849,7 +940,7 @@ func (x *GetJWKSRequest) String() string {
 func (*GetJWKSRequest) ProtoMessage() {}
 
 func (x *GetJWKSRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[8]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -862,7 +953,7 @@ func (x *GetJWKSRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJWKSRequest.ProtoReflect.Descriptor instead.
 func (*GetJWKSRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{8}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{10}
 }
 
 type GetJWKSResponse struct {
@@ -875,7 +966,7 @@ type GetJWKSResponse struct {
 
 func (x *GetJWKSResponse) Reset() {
 	*x = GetJWKSResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[9]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -887,7 +978,7 @@ func (x *GetJWKSResponse) String() string {
 func (*GetJWKSResponse) ProtoMessage() {}
 
 func (x *GetJWKSResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[9]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -900,7 +991,7 @@ func (x *GetJWKSResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJWKSResponse.ProtoReflect.Descriptor instead.
 func (*GetJWKSResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{9}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetJWKSResponse) GetJwks() []byte {
@@ -934,7 +1025,7 @@ type PushStateRequest struct {
 
 func (x *PushStateRequest) Reset() {
 	*x = PushStateRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[10]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -946,7 +1037,7 @@ func (x *PushStateRequest) String() string {
 func (*PushStateRequest) ProtoMessage() {}
 
 func (x *PushStateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[10]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -959,7 +1050,7 @@ func (x *PushStateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushStateRequest.ProtoReflect.Descriptor instead.
 func (*PushStateRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{10}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *PushStateRequest) GetId() string {
@@ -1058,7 +1149,7 @@ type PushStateResponse struct {
 
 func (x *PushStateResponse) Reset() {
 	*x = PushStateResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[11]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1070,7 +1161,7 @@ func (x *PushStateResponse) String() string {
 func (*PushStateResponse) ProtoMessage() {}
 
 func (x *PushStateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[11]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1083,7 +1174,7 @@ func (x *PushStateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushStateResponse.ProtoReflect.Descriptor instead.
 func (*PushStateResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{11}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *PushStateResponse) GetMessageId() string {
@@ -1115,7 +1206,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[12]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1127,7 +1218,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[12]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1140,7 +1231,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{12}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{14}
 }
 
 type HeartbeatResponse struct {
@@ -1151,7 +1242,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[13]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1163,7 +1254,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[13]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1176,7 +1267,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{13}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{15}
 }
 
 type ResolveConflictRequest struct {
@@ -1193,7 +1284,7 @@ type ResolveConflictRequest struct {
 
 func (x *ResolveConflictRequest) Reset() {
 	*x = ResolveConflictRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[14]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1205,7 +1296,7 @@ func (x *ResolveConflictRequest) String() string {
 func (*ResolveConflictRequest) ProtoMessage() {}
 
 func (x *ResolveConflictRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[14]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1218,7 +1309,7 @@ func (x *ResolveConflictRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveConflictRequest.ProtoReflect.Descriptor instead.
 func (*ResolveConflictRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{14}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ResolveConflictRequest) GetId() string {
@@ -1259,7 +1350,7 @@ type ResolveConflictResponse struct {
 
 func (x *ResolveConflictResponse) Reset() {
 	*x = ResolveConflictResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[15]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1271,7 +1362,7 @@ func (x *ResolveConflictResponse) String() string {
 func (*ResolveConflictResponse) ProtoMessage() {}
 
 func (x *ResolveConflictResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[15]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1284,7 +1375,7 @@ func (x *ResolveConflictResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveConflictResponse.ProtoReflect.Descriptor instead.
 func (*ResolveConflictResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{15}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ResolveConflictResponse) GetConflict() *Conflict {
@@ -1310,7 +1401,7 @@ type CommitStrongRequest struct {
 
 func (x *CommitStrongRequest) Reset() {
 	*x = CommitStrongRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[16]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1322,7 +1413,7 @@ func (x *CommitStrongRequest) String() string {
 func (*CommitStrongRequest) ProtoMessage() {}
 
 func (x *CommitStrongRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[16]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1335,7 +1426,7 @@ func (x *CommitStrongRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitStrongRequest.ProtoReflect.Descriptor instead.
 func (*CommitStrongRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{16}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *CommitStrongRequest) GetDelta() *Delta {
@@ -1354,7 +1445,7 @@ type CommitStrongResponse struct {
 
 func (x *CommitStrongResponse) Reset() {
 	*x = CommitStrongResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[17]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1366,7 +1457,7 @@ func (x *CommitStrongResponse) String() string {
 func (*CommitStrongResponse) ProtoMessage() {}
 
 func (x *CommitStrongResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[17]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1379,7 +1470,7 @@ func (x *CommitStrongResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitStrongResponse.ProtoReflect.Descriptor instead.
 func (*CommitStrongResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{17}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *CommitStrongResponse) GetVersion() int64 {
@@ -1420,7 +1511,7 @@ type Conflict struct {
 
 func (x *Conflict) Reset() {
 	*x = Conflict{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[18]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1432,7 +1523,7 @@ func (x *Conflict) String() string {
 func (*Conflict) ProtoMessage() {}
 
 func (x *Conflict) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[18]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1445,7 +1536,7 @@ func (x *Conflict) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Conflict.ProtoReflect.Descriptor instead.
 func (*Conflict) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{18}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Conflict) GetId() string {
@@ -1575,7 +1666,7 @@ type GetFrontierRequest struct {
 
 func (x *GetFrontierRequest) Reset() {
 	*x = GetFrontierRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[19]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1587,7 +1678,7 @@ func (x *GetFrontierRequest) String() string {
 func (*GetFrontierRequest) ProtoMessage() {}
 
 func (x *GetFrontierRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[19]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1600,7 +1691,7 @@ func (x *GetFrontierRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetFrontierRequest.ProtoReflect.Descriptor instead.
 func (*GetFrontierRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{19}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{21}
 }
 
 type GetFrontierResponse struct {
@@ -1612,7 +1703,7 @@ type GetFrontierResponse struct {
 
 func (x *GetFrontierResponse) Reset() {
 	*x = GetFrontierResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[20]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1624,7 +1715,7 @@ func (x *GetFrontierResponse) String() string {
 func (*GetFrontierResponse) ProtoMessage() {}
 
 func (x *GetFrontierResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[20]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1637,7 +1728,7 @@ func (x *GetFrontierResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetFrontierResponse.ProtoReflect.Descriptor instead.
 func (*GetFrontierResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{20}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GetFrontierResponse) GetFrontier() map[string]int64 {
@@ -1663,7 +1754,7 @@ type Outcome struct {
 
 func (x *Outcome) Reset() {
 	*x = Outcome{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[21]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1675,7 +1766,7 @@ func (x *Outcome) String() string {
 func (*Outcome) ProtoMessage() {}
 
 func (x *Outcome) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[21]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1688,7 +1779,7 @@ func (x *Outcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Outcome.ProtoReflect.Descriptor instead.
 func (*Outcome) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{21}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Outcome) GetMessageId() string {
@@ -1746,7 +1837,7 @@ type RecordOutcomeRequest struct {
 
 func (x *RecordOutcomeRequest) Reset() {
 	*x = RecordOutcomeRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[22]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1758,7 +1849,7 @@ func (x *RecordOutcomeRequest) String() string {
 func (*RecordOutcomeRequest) ProtoMessage() {}
 
 func (x *RecordOutcomeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[22]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1771,7 +1862,7 @@ func (x *RecordOutcomeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordOutcomeRequest.ProtoReflect.Descriptor instead.
 func (*RecordOutcomeRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{22}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *RecordOutcomeRequest) GetOutcome() *Outcome {
@@ -1810,7 +1901,7 @@ type RecordOutcomeResponse struct {
 
 func (x *RecordOutcomeResponse) Reset() {
 	*x = RecordOutcomeResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[23]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1822,7 +1913,7 @@ func (x *RecordOutcomeResponse) String() string {
 func (*RecordOutcomeResponse) ProtoMessage() {}
 
 func (x *RecordOutcomeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[23]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1835,7 +1926,7 @@ func (x *RecordOutcomeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordOutcomeResponse.ProtoReflect.Descriptor instead.
 func (*RecordOutcomeResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{23}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{25}
 }
 
 type GetOutcomeRequest struct {
@@ -1847,7 +1938,7 @@ type GetOutcomeRequest struct {
 
 func (x *GetOutcomeRequest) Reset() {
 	*x = GetOutcomeRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[24]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1859,7 +1950,7 @@ func (x *GetOutcomeRequest) String() string {
 func (*GetOutcomeRequest) ProtoMessage() {}
 
 func (x *GetOutcomeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[24]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1872,7 +1963,7 @@ func (x *GetOutcomeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOutcomeRequest.ProtoReflect.Descriptor instead.
 func (*GetOutcomeRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{24}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *GetOutcomeRequest) GetMessageId() string {
@@ -1891,7 +1982,7 @@ type GetOutcomeResponse struct {
 
 func (x *GetOutcomeResponse) Reset() {
 	*x = GetOutcomeResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[25]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1903,7 +1994,7 @@ func (x *GetOutcomeResponse) String() string {
 func (*GetOutcomeResponse) ProtoMessage() {}
 
 func (x *GetOutcomeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[25]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1916,7 +2007,7 @@ func (x *GetOutcomeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOutcomeResponse.ProtoReflect.Descriptor instead.
 func (*GetOutcomeResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{25}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *GetOutcomeResponse) GetOutcome() *Outcome {
@@ -1938,7 +2029,7 @@ type ListConflictsRequest struct {
 
 func (x *ListConflictsRequest) Reset() {
 	*x = ListConflictsRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[26]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1950,7 +2041,7 @@ func (x *ListConflictsRequest) String() string {
 func (*ListConflictsRequest) ProtoMessage() {}
 
 func (x *ListConflictsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[26]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1963,7 +2054,7 @@ func (x *ListConflictsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConflictsRequest.ProtoReflect.Descriptor instead.
 func (*ListConflictsRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{26}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ListConflictsRequest) GetStatus() string {
@@ -1997,7 +2088,7 @@ type ListConflictsResponse struct {
 
 func (x *ListConflictsResponse) Reset() {
 	*x = ListConflictsResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[27]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2009,7 +2100,7 @@ func (x *ListConflictsResponse) String() string {
 func (*ListConflictsResponse) ProtoMessage() {}
 
 func (x *ListConflictsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[27]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2022,7 +2113,7 @@ func (x *ListConflictsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConflictsResponse.ProtoReflect.Descriptor instead.
 func (*ListConflictsResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{27}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ListConflictsResponse) GetConflicts() []*Conflict {
@@ -2048,7 +2139,7 @@ type GetConflictRequest struct {
 
 func (x *GetConflictRequest) Reset() {
 	*x = GetConflictRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[28]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2060,7 +2151,7 @@ func (x *GetConflictRequest) String() string {
 func (*GetConflictRequest) ProtoMessage() {}
 
 func (x *GetConflictRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[28]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2073,7 +2164,7 @@ func (x *GetConflictRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConflictRequest.ProtoReflect.Descriptor instead.
 func (*GetConflictRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{28}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *GetConflictRequest) GetId() string {
@@ -2092,7 +2183,7 @@ type GetConflictResponse struct {
 
 func (x *GetConflictResponse) Reset() {
 	*x = GetConflictResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[29]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2104,7 +2195,7 @@ func (x *GetConflictResponse) String() string {
 func (*GetConflictResponse) ProtoMessage() {}
 
 func (x *GetConflictResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[29]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2117,7 +2208,7 @@ func (x *GetConflictResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConflictResponse.ProtoReflect.Descriptor instead.
 func (*GetConflictResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{29}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *GetConflictResponse) GetConflict() *Conflict {
@@ -2156,7 +2247,7 @@ type ApplyRequest struct {
 
 func (x *ApplyRequest) Reset() {
 	*x = ApplyRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[30]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2168,7 +2259,7 @@ func (x *ApplyRequest) String() string {
 func (*ApplyRequest) ProtoMessage() {}
 
 func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[30]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2181,7 +2272,7 @@ func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyRequest.ProtoReflect.Descriptor instead.
 func (*ApplyRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{30}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ApplyRequest) GetId() string {
@@ -2301,7 +2392,7 @@ type ApplyResponse struct {
 
 func (x *ApplyResponse) Reset() {
 	*x = ApplyResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[31]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2313,7 +2404,7 @@ func (x *ApplyResponse) String() string {
 func (*ApplyResponse) ProtoMessage() {}
 
 func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[31]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2326,7 +2417,7 @@ func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyResponse.ProtoReflect.Descriptor instead.
 func (*ApplyResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{31}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ApplyResponse) GetVersion() int64 {
@@ -2359,7 +2450,7 @@ type GetRequest struct {
 
 func (x *GetRequest) Reset() {
 	*x = GetRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[32]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2371,7 +2462,7 @@ func (x *GetRequest) String() string {
 func (*GetRequest) ProtoMessage() {}
 
 func (x *GetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[32]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2384,7 +2475,7 @@ func (x *GetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequest.ProtoReflect.Descriptor instead.
 func (*GetRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{32}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *GetRequest) GetId() string {
@@ -2403,7 +2494,7 @@ type GetResponse struct {
 
 func (x *GetResponse) Reset() {
 	*x = GetResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[33]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2415,7 +2506,7 @@ func (x *GetResponse) String() string {
 func (*GetResponse) ProtoMessage() {}
 
 func (x *GetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[33]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2428,7 +2519,7 @@ func (x *GetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResponse.ProtoReflect.Descriptor instead.
 func (*GetResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{33}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *GetResponse) GetState() *State {
@@ -2450,7 +2541,7 @@ type QueryRequest struct {
 
 func (x *QueryRequest) Reset() {
 	*x = QueryRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[34]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2462,7 +2553,7 @@ func (x *QueryRequest) String() string {
 func (*QueryRequest) ProtoMessage() {}
 
 func (x *QueryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[34]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2475,7 +2566,7 @@ func (x *QueryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueryRequest.ProtoReflect.Descriptor instead.
 func (*QueryRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{34}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *QueryRequest) GetIdPrefix() string {
@@ -2516,7 +2607,7 @@ type QueryResponse struct {
 
 func (x *QueryResponse) Reset() {
 	*x = QueryResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[35]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2528,7 +2619,7 @@ func (x *QueryResponse) String() string {
 func (*QueryResponse) ProtoMessage() {}
 
 func (x *QueryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[35]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2541,7 +2632,7 @@ func (x *QueryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueryResponse.ProtoReflect.Descriptor instead.
 func (*QueryResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{35}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *QueryResponse) GetItems() []*State {
@@ -2569,7 +2660,7 @@ type ReadLogRequest struct {
 
 func (x *ReadLogRequest) Reset() {
 	*x = ReadLogRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[36]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2581,7 +2672,7 @@ func (x *ReadLogRequest) String() string {
 func (*ReadLogRequest) ProtoMessage() {}
 
 func (x *ReadLogRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[36]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2594,7 +2685,7 @@ func (x *ReadLogRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadLogRequest.ProtoReflect.Descriptor instead.
 func (*ReadLogRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{36}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ReadLogRequest) GetAfterSeq() uint64 {
@@ -2622,7 +2713,7 @@ type ReadLogResponse struct {
 
 func (x *ReadLogResponse) Reset() {
 	*x = ReadLogResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[37]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2634,7 +2725,7 @@ func (x *ReadLogResponse) String() string {
 func (*ReadLogResponse) ProtoMessage() {}
 
 func (x *ReadLogResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[37]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2647,7 +2738,7 @@ func (x *ReadLogResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadLogResponse.ProtoReflect.Descriptor instead.
 func (*ReadLogResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{37}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ReadLogResponse) GetChanges() []*Change {
@@ -2675,7 +2766,7 @@ type SubscribeRequest struct {
 
 func (x *SubscribeRequest) Reset() {
 	*x = SubscribeRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[38]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2687,7 +2778,7 @@ func (x *SubscribeRequest) String() string {
 func (*SubscribeRequest) ProtoMessage() {}
 
 func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[38]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2700,7 +2791,7 @@ func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeRequest.ProtoReflect.Descriptor instead.
 func (*SubscribeRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{38}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *SubscribeRequest) GetIdPrefix() string {
@@ -2742,7 +2833,7 @@ type SubscribeResponse struct {
 
 func (x *SubscribeResponse) Reset() {
 	*x = SubscribeResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[39]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2754,7 +2845,7 @@ func (x *SubscribeResponse) String() string {
 func (*SubscribeResponse) ProtoMessage() {}
 
 func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[39]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2767,7 +2858,7 @@ func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeResponse.ProtoReflect.Descriptor instead.
 func (*SubscribeResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{39}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *SubscribeResponse) GetType() string {
@@ -2834,7 +2925,7 @@ type GetHealthRequest struct {
 
 func (x *GetHealthRequest) Reset() {
 	*x = GetHealthRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[40]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2846,7 +2937,7 @@ func (x *GetHealthRequest) String() string {
 func (*GetHealthRequest) ProtoMessage() {}
 
 func (x *GetHealthRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[40]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2859,7 +2950,7 @@ func (x *GetHealthRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHealthRequest.ProtoReflect.Descriptor instead.
 func (*GetHealthRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{40}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{42}
 }
 
 type ServiceHealth struct {
@@ -2873,7 +2964,7 @@ type ServiceHealth struct {
 
 func (x *ServiceHealth) Reset() {
 	*x = ServiceHealth{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[41]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2885,7 +2976,7 @@ func (x *ServiceHealth) String() string {
 func (*ServiceHealth) ProtoMessage() {}
 
 func (x *ServiceHealth) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[41]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2898,7 +2989,7 @@ func (x *ServiceHealth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceHealth.ProtoReflect.Descriptor instead.
 func (*ServiceHealth) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{41}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ServiceHealth) GetStatus() string {
@@ -2932,7 +3023,7 @@ type AgentHealth struct {
 
 func (x *AgentHealth) Reset() {
 	*x = AgentHealth{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[42]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2944,7 +3035,7 @@ func (x *AgentHealth) String() string {
 func (*AgentHealth) ProtoMessage() {}
 
 func (x *AgentHealth) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[42]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2957,7 +3048,7 @@ func (x *AgentHealth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentHealth.ProtoReflect.Descriptor instead.
 func (*AgentHealth) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{42}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *AgentHealth) GetHealthy() int32 {
@@ -2987,7 +3078,7 @@ type GetHealthResponse struct {
 
 func (x *GetHealthResponse) Reset() {
 	*x = GetHealthResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[43]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2999,7 +3090,7 @@ func (x *GetHealthResponse) String() string {
 func (*GetHealthResponse) ProtoMessage() {}
 
 func (x *GetHealthResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[43]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3012,7 +3103,7 @@ func (x *GetHealthResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHealthResponse.ProtoReflect.Descriptor instead.
 func (*GetHealthResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{43}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *GetHealthResponse) GetStatus() string {
@@ -3117,7 +3208,17 @@ const file_fedsync_v1_fedsync_proto_rawDesc = "" +
 	"\tHeartbeat\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x16\n" +
 	"\x06region\x18\x02 \x01(\tR\x06region\x12\x17\n" +
-	"\asent_at\x18\x03 \x01(\x03R\x06sentAt\"U\n" +
+	"\asent_at\x18\x03 \x01(\x03R\x06sentAt\"\x17\n" +
+	"\x15GetRevocationsRequest\"\xe0\x02\n" +
+	"\x16GetRevocationsResponse\x12b\n" +
+	"\x10disabled_clients\x18\x01 \x03(\v27.fedsync.v1.GetRevocationsResponse.DisabledClientsEntryR\x0fdisabledClients\x12\\\n" +
+	"\x0erevoked_tokens\x18\x02 \x03(\v25.fedsync.v1.GetRevocationsResponse.RevokedTokensEntryR\rrevokedTokens\x1aB\n" +
+	"\x14DisabledClientsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\x1a@\n" +
+	"\x12RevokedTokensEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"U\n" +
 	"\x11IssueTokenRequest\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\tR\bclientId\x12#\n" +
 	"\rclient_secret\x18\x02 \x01(\tR\fclientSecret\"u\n" +
@@ -3323,11 +3424,12 @@ const file_fedsync_v1_fedsync_proto_rawDesc = "" +
 	"\x17CONSISTENCY_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14CONSISTENCY_EVENTUAL\x10\x01\x12\x16\n" +
 	"\x12CONSISTENCY_CAUSAL\x10\x02\x12\x16\n" +
-	"\x12CONSISTENCY_STRONG\x10\x032\x9f\x01\n" +
+	"\x12CONSISTENCY_STRONG\x10\x032\xf8\x01\n" +
 	"\fAuthnService\x12K\n" +
 	"\n" +
 	"IssueToken\x12\x1d.fedsync.v1.IssueTokenRequest\x1a\x1e.fedsync.v1.IssueTokenResponse\x12B\n" +
-	"\aGetJWKS\x12\x1a.fedsync.v1.GetJWKSRequest\x1a\x1b.fedsync.v1.GetJWKSResponse2\xa7\x01\n" +
+	"\aGetJWKS\x12\x1a.fedsync.v1.GetJWKSRequest\x1a\x1b.fedsync.v1.GetJWKSResponse\x12W\n" +
+	"\x0eGetRevocations\x12!.fedsync.v1.GetRevocationsRequest\x1a\".fedsync.v1.GetRevocationsResponse2\xa7\x01\n" +
 	"\x11ValidationService\x12H\n" +
 	"\tPushState\x12\x1c.fedsync.v1.PushStateRequest\x1a\x1d.fedsync.v1.PushStateResponse\x12H\n" +
 	"\tHeartbeat\x12\x1c.fedsync.v1.HeartbeatRequest\x1a\x1d.fedsync.v1.HeartbeatResponse2\xbd\x01\n" +
@@ -3363,7 +3465,7 @@ func file_fedsync_v1_fedsync_proto_rawDescGZIP() []byte {
 }
 
 var file_fedsync_v1_fedsync_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_fedsync_v1_fedsync_proto_msgTypes = make([]protoimpl.MessageInfo, 54)
+var file_fedsync_v1_fedsync_proto_msgTypes = make([]protoimpl.MessageInfo, 58)
 var file_fedsync_v1_fedsync_proto_goTypes = []any{
 	(MessageType)(0),                // 0: fedsync.v1.MessageType
 	(Consistency)(0),                // 1: fedsync.v1.Consistency
@@ -3373,124 +3475,132 @@ var file_fedsync_v1_fedsync_proto_goTypes = []any{
 	(*State)(nil),                   // 5: fedsync.v1.State
 	(*Change)(nil),                  // 6: fedsync.v1.Change
 	(*Heartbeat)(nil),               // 7: fedsync.v1.Heartbeat
-	(*IssueTokenRequest)(nil),       // 8: fedsync.v1.IssueTokenRequest
-	(*IssueTokenResponse)(nil),      // 9: fedsync.v1.IssueTokenResponse
-	(*GetJWKSRequest)(nil),          // 10: fedsync.v1.GetJWKSRequest
-	(*GetJWKSResponse)(nil),         // 11: fedsync.v1.GetJWKSResponse
-	(*PushStateRequest)(nil),        // 12: fedsync.v1.PushStateRequest
-	(*PushStateResponse)(nil),       // 13: fedsync.v1.PushStateResponse
-	(*HeartbeatRequest)(nil),        // 14: fedsync.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),       // 15: fedsync.v1.HeartbeatResponse
-	(*ResolveConflictRequest)(nil),  // 16: fedsync.v1.ResolveConflictRequest
-	(*ResolveConflictResponse)(nil), // 17: fedsync.v1.ResolveConflictResponse
-	(*CommitStrongRequest)(nil),     // 18: fedsync.v1.CommitStrongRequest
-	(*CommitStrongResponse)(nil),    // 19: fedsync.v1.CommitStrongResponse
-	(*Conflict)(nil),                // 20: fedsync.v1.Conflict
-	(*GetFrontierRequest)(nil),      // 21: fedsync.v1.GetFrontierRequest
-	(*GetFrontierResponse)(nil),     // 22: fedsync.v1.GetFrontierResponse
-	(*Outcome)(nil),                 // 23: fedsync.v1.Outcome
-	(*RecordOutcomeRequest)(nil),    // 24: fedsync.v1.RecordOutcomeRequest
-	(*RecordOutcomeResponse)(nil),   // 25: fedsync.v1.RecordOutcomeResponse
-	(*GetOutcomeRequest)(nil),       // 26: fedsync.v1.GetOutcomeRequest
-	(*GetOutcomeResponse)(nil),      // 27: fedsync.v1.GetOutcomeResponse
-	(*ListConflictsRequest)(nil),    // 28: fedsync.v1.ListConflictsRequest
-	(*ListConflictsResponse)(nil),   // 29: fedsync.v1.ListConflictsResponse
-	(*GetConflictRequest)(nil),      // 30: fedsync.v1.GetConflictRequest
-	(*GetConflictResponse)(nil),     // 31: fedsync.v1.GetConflictResponse
-	(*ApplyRequest)(nil),            // 32: fedsync.v1.ApplyRequest
-	(*ApplyResponse)(nil),           // 33: fedsync.v1.ApplyResponse
-	(*GetRequest)(nil),              // 34: fedsync.v1.GetRequest
-	(*GetResponse)(nil),             // 35: fedsync.v1.GetResponse
-	(*QueryRequest)(nil),            // 36: fedsync.v1.QueryRequest
-	(*QueryResponse)(nil),           // 37: fedsync.v1.QueryResponse
-	(*ReadLogRequest)(nil),          // 38: fedsync.v1.ReadLogRequest
-	(*ReadLogResponse)(nil),         // 39: fedsync.v1.ReadLogResponse
-	(*SubscribeRequest)(nil),        // 40: fedsync.v1.SubscribeRequest
-	(*SubscribeResponse)(nil),       // 41: fedsync.v1.SubscribeResponse
-	(*GetHealthRequest)(nil),        // 42: fedsync.v1.GetHealthRequest
-	(*ServiceHealth)(nil),           // 43: fedsync.v1.ServiceHealth
-	(*AgentHealth)(nil),             // 44: fedsync.v1.AgentHealth
-	(*GetHealthResponse)(nil),       // 45: fedsync.v1.GetHealthResponse
-	nil,                             // 46: fedsync.v1.SyncMessage.MetadataEntry
-	nil,                             // 47: fedsync.v1.Delta.VectorClockEntry
-	nil,                             // 48: fedsync.v1.State.VectorClockEntry
-	nil,                             // 49: fedsync.v1.State.FieldsEntry
-	nil,                             // 50: fedsync.v1.PushStateRequest.VectorClockEntry
-	nil,                             // 51: fedsync.v1.GetFrontierResponse.FrontierEntry
-	nil,                             // 52: fedsync.v1.ApplyRequest.FieldsEntry
-	nil,                             // 53: fedsync.v1.ApplyRequest.VectorClockEntry
-	nil,                             // 54: fedsync.v1.GetHealthResponse.ServicesEntry
-	nil,                             // 55: fedsync.v1.GetHealthResponse.RegionsEntry
+	(*GetRevocationsRequest)(nil),   // 8: fedsync.v1.GetRevocationsRequest
+	(*GetRevocationsResponse)(nil),  // 9: fedsync.v1.GetRevocationsResponse
+	(*IssueTokenRequest)(nil),       // 10: fedsync.v1.IssueTokenRequest
+	(*IssueTokenResponse)(nil),      // 11: fedsync.v1.IssueTokenResponse
+	(*GetJWKSRequest)(nil),          // 12: fedsync.v1.GetJWKSRequest
+	(*GetJWKSResponse)(nil),         // 13: fedsync.v1.GetJWKSResponse
+	(*PushStateRequest)(nil),        // 14: fedsync.v1.PushStateRequest
+	(*PushStateResponse)(nil),       // 15: fedsync.v1.PushStateResponse
+	(*HeartbeatRequest)(nil),        // 16: fedsync.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),       // 17: fedsync.v1.HeartbeatResponse
+	(*ResolveConflictRequest)(nil),  // 18: fedsync.v1.ResolveConflictRequest
+	(*ResolveConflictResponse)(nil), // 19: fedsync.v1.ResolveConflictResponse
+	(*CommitStrongRequest)(nil),     // 20: fedsync.v1.CommitStrongRequest
+	(*CommitStrongResponse)(nil),    // 21: fedsync.v1.CommitStrongResponse
+	(*Conflict)(nil),                // 22: fedsync.v1.Conflict
+	(*GetFrontierRequest)(nil),      // 23: fedsync.v1.GetFrontierRequest
+	(*GetFrontierResponse)(nil),     // 24: fedsync.v1.GetFrontierResponse
+	(*Outcome)(nil),                 // 25: fedsync.v1.Outcome
+	(*RecordOutcomeRequest)(nil),    // 26: fedsync.v1.RecordOutcomeRequest
+	(*RecordOutcomeResponse)(nil),   // 27: fedsync.v1.RecordOutcomeResponse
+	(*GetOutcomeRequest)(nil),       // 28: fedsync.v1.GetOutcomeRequest
+	(*GetOutcomeResponse)(nil),      // 29: fedsync.v1.GetOutcomeResponse
+	(*ListConflictsRequest)(nil),    // 30: fedsync.v1.ListConflictsRequest
+	(*ListConflictsResponse)(nil),   // 31: fedsync.v1.ListConflictsResponse
+	(*GetConflictRequest)(nil),      // 32: fedsync.v1.GetConflictRequest
+	(*GetConflictResponse)(nil),     // 33: fedsync.v1.GetConflictResponse
+	(*ApplyRequest)(nil),            // 34: fedsync.v1.ApplyRequest
+	(*ApplyResponse)(nil),           // 35: fedsync.v1.ApplyResponse
+	(*GetRequest)(nil),              // 36: fedsync.v1.GetRequest
+	(*GetResponse)(nil),             // 37: fedsync.v1.GetResponse
+	(*QueryRequest)(nil),            // 38: fedsync.v1.QueryRequest
+	(*QueryResponse)(nil),           // 39: fedsync.v1.QueryResponse
+	(*ReadLogRequest)(nil),          // 40: fedsync.v1.ReadLogRequest
+	(*ReadLogResponse)(nil),         // 41: fedsync.v1.ReadLogResponse
+	(*SubscribeRequest)(nil),        // 42: fedsync.v1.SubscribeRequest
+	(*SubscribeResponse)(nil),       // 43: fedsync.v1.SubscribeResponse
+	(*GetHealthRequest)(nil),        // 44: fedsync.v1.GetHealthRequest
+	(*ServiceHealth)(nil),           // 45: fedsync.v1.ServiceHealth
+	(*AgentHealth)(nil),             // 46: fedsync.v1.AgentHealth
+	(*GetHealthResponse)(nil),       // 47: fedsync.v1.GetHealthResponse
+	nil,                             // 48: fedsync.v1.SyncMessage.MetadataEntry
+	nil,                             // 49: fedsync.v1.Delta.VectorClockEntry
+	nil,                             // 50: fedsync.v1.State.VectorClockEntry
+	nil,                             // 51: fedsync.v1.State.FieldsEntry
+	nil,                             // 52: fedsync.v1.GetRevocationsResponse.DisabledClientsEntry
+	nil,                             // 53: fedsync.v1.GetRevocationsResponse.RevokedTokensEntry
+	nil,                             // 54: fedsync.v1.PushStateRequest.VectorClockEntry
+	nil,                             // 55: fedsync.v1.GetFrontierResponse.FrontierEntry
+	nil,                             // 56: fedsync.v1.ApplyRequest.FieldsEntry
+	nil,                             // 57: fedsync.v1.ApplyRequest.VectorClockEntry
+	nil,                             // 58: fedsync.v1.GetHealthResponse.ServicesEntry
+	nil,                             // 59: fedsync.v1.GetHealthResponse.RegionsEntry
 }
 var file_fedsync_v1_fedsync_proto_depIdxs = []int32{
 	0,  // 0: fedsync.v1.SyncMessage.type:type_name -> fedsync.v1.MessageType
-	46, // 1: fedsync.v1.SyncMessage.metadata:type_name -> fedsync.v1.SyncMessage.MetadataEntry
+	48, // 1: fedsync.v1.SyncMessage.metadata:type_name -> fedsync.v1.SyncMessage.MetadataEntry
 	1,  // 2: fedsync.v1.Delta.consistency:type_name -> fedsync.v1.Consistency
-	47, // 3: fedsync.v1.Delta.vector_clock:type_name -> fedsync.v1.Delta.VectorClockEntry
-	48, // 4: fedsync.v1.State.vector_clock:type_name -> fedsync.v1.State.VectorClockEntry
-	49, // 5: fedsync.v1.State.fields:type_name -> fedsync.v1.State.FieldsEntry
+	49, // 3: fedsync.v1.Delta.vector_clock:type_name -> fedsync.v1.Delta.VectorClockEntry
+	50, // 4: fedsync.v1.State.vector_clock:type_name -> fedsync.v1.State.VectorClockEntry
+	51, // 5: fedsync.v1.State.fields:type_name -> fedsync.v1.State.FieldsEntry
 	5,  // 6: fedsync.v1.Change.state:type_name -> fedsync.v1.State
-	50, // 7: fedsync.v1.PushStateRequest.vector_clock:type_name -> fedsync.v1.PushStateRequest.VectorClockEntry
-	20, // 8: fedsync.v1.ResolveConflictResponse.conflict:type_name -> fedsync.v1.Conflict
-	3,  // 9: fedsync.v1.CommitStrongRequest.delta:type_name -> fedsync.v1.Delta
-	51, // 10: fedsync.v1.GetFrontierResponse.frontier:type_name -> fedsync.v1.GetFrontierResponse.FrontierEntry
-	23, // 11: fedsync.v1.RecordOutcomeRequest.outcome:type_name -> fedsync.v1.Outcome
-	20, // 12: fedsync.v1.RecordOutcomeRequest.conflicts:type_name -> fedsync.v1.Conflict
-	23, // 13: fedsync.v1.GetOutcomeResponse.outcome:type_name -> fedsync.v1.Outcome
-	20, // 14: fedsync.v1.ListConflictsResponse.conflicts:type_name -> fedsync.v1.Conflict
-	20, // 15: fedsync.v1.GetConflictResponse.conflict:type_name -> fedsync.v1.Conflict
-	52, // 16: fedsync.v1.ApplyRequest.fields:type_name -> fedsync.v1.ApplyRequest.FieldsEntry
-	53, // 17: fedsync.v1.ApplyRequest.vector_clock:type_name -> fedsync.v1.ApplyRequest.VectorClockEntry
-	20, // 18: fedsync.v1.ApplyRequest.conflicts:type_name -> fedsync.v1.Conflict
-	5,  // 19: fedsync.v1.GetResponse.state:type_name -> fedsync.v1.State
-	5,  // 20: fedsync.v1.QueryResponse.items:type_name -> fedsync.v1.State
-	6,  // 21: fedsync.v1.ReadLogResponse.changes:type_name -> fedsync.v1.Change
-	54, // 22: fedsync.v1.GetHealthResponse.services:type_name -> fedsync.v1.GetHealthResponse.ServicesEntry
-	55, // 23: fedsync.v1.GetHealthResponse.regions:type_name -> fedsync.v1.GetHealthResponse.RegionsEntry
-	44, // 24: fedsync.v1.GetHealthResponse.agents:type_name -> fedsync.v1.AgentHealth
-	4,  // 25: fedsync.v1.State.FieldsEntry.value:type_name -> fedsync.v1.FieldMeta
-	4,  // 26: fedsync.v1.ApplyRequest.FieldsEntry.value:type_name -> fedsync.v1.FieldMeta
-	43, // 27: fedsync.v1.GetHealthResponse.ServicesEntry.value:type_name -> fedsync.v1.ServiceHealth
-	43, // 28: fedsync.v1.GetHealthResponse.RegionsEntry.value:type_name -> fedsync.v1.ServiceHealth
-	8,  // 29: fedsync.v1.AuthnService.IssueToken:input_type -> fedsync.v1.IssueTokenRequest
-	10, // 30: fedsync.v1.AuthnService.GetJWKS:input_type -> fedsync.v1.GetJWKSRequest
-	12, // 31: fedsync.v1.ValidationService.PushState:input_type -> fedsync.v1.PushStateRequest
-	14, // 32: fedsync.v1.ValidationService.Heartbeat:input_type -> fedsync.v1.HeartbeatRequest
-	18, // 33: fedsync.v1.MergeService.CommitStrong:input_type -> fedsync.v1.CommitStrongRequest
-	16, // 34: fedsync.v1.MergeService.ResolveConflict:input_type -> fedsync.v1.ResolveConflictRequest
-	32, // 35: fedsync.v1.StateStoreService.Apply:input_type -> fedsync.v1.ApplyRequest
-	34, // 36: fedsync.v1.StateStoreService.Get:input_type -> fedsync.v1.GetRequest
-	36, // 37: fedsync.v1.StateStoreService.Query:input_type -> fedsync.v1.QueryRequest
-	38, // 38: fedsync.v1.StateStoreService.ReadLog:input_type -> fedsync.v1.ReadLogRequest
-	21, // 39: fedsync.v1.StateStoreService.GetFrontier:input_type -> fedsync.v1.GetFrontierRequest
-	24, // 40: fedsync.v1.StateStoreService.RecordOutcome:input_type -> fedsync.v1.RecordOutcomeRequest
-	26, // 41: fedsync.v1.StateStoreService.GetOutcome:input_type -> fedsync.v1.GetOutcomeRequest
-	28, // 42: fedsync.v1.StateStoreService.ListConflicts:input_type -> fedsync.v1.ListConflictsRequest
-	30, // 43: fedsync.v1.StateStoreService.GetConflict:input_type -> fedsync.v1.GetConflictRequest
-	40, // 44: fedsync.v1.BroadcasterService.Subscribe:input_type -> fedsync.v1.SubscribeRequest
-	42, // 45: fedsync.v1.HealthMonitorService.GetHealth:input_type -> fedsync.v1.GetHealthRequest
-	9,  // 46: fedsync.v1.AuthnService.IssueToken:output_type -> fedsync.v1.IssueTokenResponse
-	11, // 47: fedsync.v1.AuthnService.GetJWKS:output_type -> fedsync.v1.GetJWKSResponse
-	13, // 48: fedsync.v1.ValidationService.PushState:output_type -> fedsync.v1.PushStateResponse
-	15, // 49: fedsync.v1.ValidationService.Heartbeat:output_type -> fedsync.v1.HeartbeatResponse
-	19, // 50: fedsync.v1.MergeService.CommitStrong:output_type -> fedsync.v1.CommitStrongResponse
-	17, // 51: fedsync.v1.MergeService.ResolveConflict:output_type -> fedsync.v1.ResolveConflictResponse
-	33, // 52: fedsync.v1.StateStoreService.Apply:output_type -> fedsync.v1.ApplyResponse
-	35, // 53: fedsync.v1.StateStoreService.Get:output_type -> fedsync.v1.GetResponse
-	37, // 54: fedsync.v1.StateStoreService.Query:output_type -> fedsync.v1.QueryResponse
-	39, // 55: fedsync.v1.StateStoreService.ReadLog:output_type -> fedsync.v1.ReadLogResponse
-	22, // 56: fedsync.v1.StateStoreService.GetFrontier:output_type -> fedsync.v1.GetFrontierResponse
-	25, // 57: fedsync.v1.StateStoreService.RecordOutcome:output_type -> fedsync.v1.RecordOutcomeResponse
-	27, // 58: fedsync.v1.StateStoreService.GetOutcome:output_type -> fedsync.v1.GetOutcomeResponse
-	29, // 59: fedsync.v1.StateStoreService.ListConflicts:output_type -> fedsync.v1.ListConflictsResponse
-	31, // 60: fedsync.v1.StateStoreService.GetConflict:output_type -> fedsync.v1.GetConflictResponse
-	41, // 61: fedsync.v1.BroadcasterService.Subscribe:output_type -> fedsync.v1.SubscribeResponse
-	45, // 62: fedsync.v1.HealthMonitorService.GetHealth:output_type -> fedsync.v1.GetHealthResponse
-	46, // [46:63] is the sub-list for method output_type
-	29, // [29:46] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	52, // 7: fedsync.v1.GetRevocationsResponse.disabled_clients:type_name -> fedsync.v1.GetRevocationsResponse.DisabledClientsEntry
+	53, // 8: fedsync.v1.GetRevocationsResponse.revoked_tokens:type_name -> fedsync.v1.GetRevocationsResponse.RevokedTokensEntry
+	54, // 9: fedsync.v1.PushStateRequest.vector_clock:type_name -> fedsync.v1.PushStateRequest.VectorClockEntry
+	22, // 10: fedsync.v1.ResolveConflictResponse.conflict:type_name -> fedsync.v1.Conflict
+	3,  // 11: fedsync.v1.CommitStrongRequest.delta:type_name -> fedsync.v1.Delta
+	55, // 12: fedsync.v1.GetFrontierResponse.frontier:type_name -> fedsync.v1.GetFrontierResponse.FrontierEntry
+	25, // 13: fedsync.v1.RecordOutcomeRequest.outcome:type_name -> fedsync.v1.Outcome
+	22, // 14: fedsync.v1.RecordOutcomeRequest.conflicts:type_name -> fedsync.v1.Conflict
+	25, // 15: fedsync.v1.GetOutcomeResponse.outcome:type_name -> fedsync.v1.Outcome
+	22, // 16: fedsync.v1.ListConflictsResponse.conflicts:type_name -> fedsync.v1.Conflict
+	22, // 17: fedsync.v1.GetConflictResponse.conflict:type_name -> fedsync.v1.Conflict
+	56, // 18: fedsync.v1.ApplyRequest.fields:type_name -> fedsync.v1.ApplyRequest.FieldsEntry
+	57, // 19: fedsync.v1.ApplyRequest.vector_clock:type_name -> fedsync.v1.ApplyRequest.VectorClockEntry
+	22, // 20: fedsync.v1.ApplyRequest.conflicts:type_name -> fedsync.v1.Conflict
+	5,  // 21: fedsync.v1.GetResponse.state:type_name -> fedsync.v1.State
+	5,  // 22: fedsync.v1.QueryResponse.items:type_name -> fedsync.v1.State
+	6,  // 23: fedsync.v1.ReadLogResponse.changes:type_name -> fedsync.v1.Change
+	58, // 24: fedsync.v1.GetHealthResponse.services:type_name -> fedsync.v1.GetHealthResponse.ServicesEntry
+	59, // 25: fedsync.v1.GetHealthResponse.regions:type_name -> fedsync.v1.GetHealthResponse.RegionsEntry
+	46, // 26: fedsync.v1.GetHealthResponse.agents:type_name -> fedsync.v1.AgentHealth
+	4,  // 27: fedsync.v1.State.FieldsEntry.value:type_name -> fedsync.v1.FieldMeta
+	4,  // 28: fedsync.v1.ApplyRequest.FieldsEntry.value:type_name -> fedsync.v1.FieldMeta
+	45, // 29: fedsync.v1.GetHealthResponse.ServicesEntry.value:type_name -> fedsync.v1.ServiceHealth
+	45, // 30: fedsync.v1.GetHealthResponse.RegionsEntry.value:type_name -> fedsync.v1.ServiceHealth
+	10, // 31: fedsync.v1.AuthnService.IssueToken:input_type -> fedsync.v1.IssueTokenRequest
+	12, // 32: fedsync.v1.AuthnService.GetJWKS:input_type -> fedsync.v1.GetJWKSRequest
+	8,  // 33: fedsync.v1.AuthnService.GetRevocations:input_type -> fedsync.v1.GetRevocationsRequest
+	14, // 34: fedsync.v1.ValidationService.PushState:input_type -> fedsync.v1.PushStateRequest
+	16, // 35: fedsync.v1.ValidationService.Heartbeat:input_type -> fedsync.v1.HeartbeatRequest
+	20, // 36: fedsync.v1.MergeService.CommitStrong:input_type -> fedsync.v1.CommitStrongRequest
+	18, // 37: fedsync.v1.MergeService.ResolveConflict:input_type -> fedsync.v1.ResolveConflictRequest
+	34, // 38: fedsync.v1.StateStoreService.Apply:input_type -> fedsync.v1.ApplyRequest
+	36, // 39: fedsync.v1.StateStoreService.Get:input_type -> fedsync.v1.GetRequest
+	38, // 40: fedsync.v1.StateStoreService.Query:input_type -> fedsync.v1.QueryRequest
+	40, // 41: fedsync.v1.StateStoreService.ReadLog:input_type -> fedsync.v1.ReadLogRequest
+	23, // 42: fedsync.v1.StateStoreService.GetFrontier:input_type -> fedsync.v1.GetFrontierRequest
+	26, // 43: fedsync.v1.StateStoreService.RecordOutcome:input_type -> fedsync.v1.RecordOutcomeRequest
+	28, // 44: fedsync.v1.StateStoreService.GetOutcome:input_type -> fedsync.v1.GetOutcomeRequest
+	30, // 45: fedsync.v1.StateStoreService.ListConflicts:input_type -> fedsync.v1.ListConflictsRequest
+	32, // 46: fedsync.v1.StateStoreService.GetConflict:input_type -> fedsync.v1.GetConflictRequest
+	42, // 47: fedsync.v1.BroadcasterService.Subscribe:input_type -> fedsync.v1.SubscribeRequest
+	44, // 48: fedsync.v1.HealthMonitorService.GetHealth:input_type -> fedsync.v1.GetHealthRequest
+	11, // 49: fedsync.v1.AuthnService.IssueToken:output_type -> fedsync.v1.IssueTokenResponse
+	13, // 50: fedsync.v1.AuthnService.GetJWKS:output_type -> fedsync.v1.GetJWKSResponse
+	9,  // 51: fedsync.v1.AuthnService.GetRevocations:output_type -> fedsync.v1.GetRevocationsResponse
+	15, // 52: fedsync.v1.ValidationService.PushState:output_type -> fedsync.v1.PushStateResponse
+	17, // 53: fedsync.v1.ValidationService.Heartbeat:output_type -> fedsync.v1.HeartbeatResponse
+	21, // 54: fedsync.v1.MergeService.CommitStrong:output_type -> fedsync.v1.CommitStrongResponse
+	19, // 55: fedsync.v1.MergeService.ResolveConflict:output_type -> fedsync.v1.ResolveConflictResponse
+	35, // 56: fedsync.v1.StateStoreService.Apply:output_type -> fedsync.v1.ApplyResponse
+	37, // 57: fedsync.v1.StateStoreService.Get:output_type -> fedsync.v1.GetResponse
+	39, // 58: fedsync.v1.StateStoreService.Query:output_type -> fedsync.v1.QueryResponse
+	41, // 59: fedsync.v1.StateStoreService.ReadLog:output_type -> fedsync.v1.ReadLogResponse
+	24, // 60: fedsync.v1.StateStoreService.GetFrontier:output_type -> fedsync.v1.GetFrontierResponse
+	27, // 61: fedsync.v1.StateStoreService.RecordOutcome:output_type -> fedsync.v1.RecordOutcomeResponse
+	29, // 62: fedsync.v1.StateStoreService.GetOutcome:output_type -> fedsync.v1.GetOutcomeResponse
+	31, // 63: fedsync.v1.StateStoreService.ListConflicts:output_type -> fedsync.v1.ListConflictsResponse
+	33, // 64: fedsync.v1.StateStoreService.GetConflict:output_type -> fedsync.v1.GetConflictResponse
+	43, // 65: fedsync.v1.BroadcasterService.Subscribe:output_type -> fedsync.v1.SubscribeResponse
+	47, // 66: fedsync.v1.HealthMonitorService.GetHealth:output_type -> fedsync.v1.GetHealthResponse
+	49, // [49:67] is the sub-list for method output_type
+	31, // [31:49] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_fedsync_v1_fedsync_proto_init() }
@@ -3504,7 +3614,7 @@ func file_fedsync_v1_fedsync_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fedsync_v1_fedsync_proto_rawDesc), len(file_fedsync_v1_fedsync_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   54,
+			NumMessages:   58,
 			NumExtensions: 0,
 			NumServices:   6,
 		},

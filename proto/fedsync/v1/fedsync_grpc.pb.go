@@ -24,8 +24,9 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	AuthnService_IssueToken_FullMethodName = "/fedsync.v1.AuthnService/IssueToken"
-	AuthnService_GetJWKS_FullMethodName    = "/fedsync.v1.AuthnService/GetJWKS"
+	AuthnService_IssueToken_FullMethodName     = "/fedsync.v1.AuthnService/IssueToken"
+	AuthnService_GetJWKS_FullMethodName        = "/fedsync.v1.AuthnService/GetJWKS"
+	AuthnService_GetRevocations_FullMethodName = "/fedsync.v1.AuthnService/GetRevocations"
 )
 
 // AuthnServiceClient is the client API for AuthnService service.
@@ -36,6 +37,9 @@ type AuthnServiceClient interface {
 	IssueToken(ctx context.Context, in *IssueTokenRequest, opts ...grpc.CallOption) (*IssueTokenResponse, error)
 	// GetJWKS returns the public signing keys as a JWK Set document.
 	GetJWKS(ctx context.Context, in *GetJWKSRequest, opts ...grpc.CallOption) (*GetJWKSResponse, error)
+	// GetRevocations returns what verifiers must refuse besides expired tokens:
+	// disabled clients and revoked token ids.
+	GetRevocations(ctx context.Context, in *GetRevocationsRequest, opts ...grpc.CallOption) (*GetRevocationsResponse, error)
 }
 
 type authnServiceClient struct {
@@ -66,6 +70,16 @@ func (c *authnServiceClient) GetJWKS(ctx context.Context, in *GetJWKSRequest, op
 	return out, nil
 }
 
+func (c *authnServiceClient) GetRevocations(ctx context.Context, in *GetRevocationsRequest, opts ...grpc.CallOption) (*GetRevocationsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetRevocationsResponse)
+	err := c.cc.Invoke(ctx, AuthnService_GetRevocations_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AuthnServiceServer is the server API for AuthnService service.
 // All implementations must embed UnimplementedAuthnServiceServer
 // for forward compatibility.
@@ -74,6 +88,9 @@ type AuthnServiceServer interface {
 	IssueToken(context.Context, *IssueTokenRequest) (*IssueTokenResponse, error)
 	// GetJWKS returns the public signing keys as a JWK Set document.
 	GetJWKS(context.Context, *GetJWKSRequest) (*GetJWKSResponse, error)
+	// GetRevocations returns what verifiers must refuse besides expired tokens:
+	// disabled clients and revoked token ids.
+	GetRevocations(context.Context, *GetRevocationsRequest) (*GetRevocationsResponse, error)
 	mustEmbedUnimplementedAuthnServiceServer()
 }
 
@@ -89,6 +106,9 @@ func (UnimplementedAuthnServiceServer) IssueToken(context.Context, *IssueTokenRe
 }
 func (UnimplementedAuthnServiceServer) GetJWKS(context.Context, *GetJWKSRequest) (*GetJWKSResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetJWKS not implemented")
+}
+func (UnimplementedAuthnServiceServer) GetRevocations(context.Context, *GetRevocationsRequest) (*GetRevocationsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetRevocations not implemented")
 }
 func (UnimplementedAuthnServiceServer) mustEmbedUnimplementedAuthnServiceServer() {}
 func (UnimplementedAuthnServiceServer) testEmbeddedByValue()                      {}
@@ -147,6 +167,24 @@ func _AuthnService_GetJWKS_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AuthnService_GetRevocations_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetRevocationsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuthnServiceServer).GetRevocations(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuthnService_GetRevocations_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuthnServiceServer).GetRevocations(ctx, req.(*GetRevocationsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AuthnService_ServiceDesc is the grpc.ServiceDesc for AuthnService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -161,6 +199,10 @@ var AuthnService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetJWKS",
 			Handler:    _AuthnService_GetJWKS_Handler,
+		},
+		{
+			MethodName: "GetRevocations",
+			Handler:    _AuthnService_GetRevocations_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

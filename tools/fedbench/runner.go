@@ -1,0 +1,529 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	mrand "math/rand/v2"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+)
+
+// Scenario is the shape of one workload.
+type Scenario struct {
+	Name        string        `json:"name"`
+	Agents      int           `json:"agents"`
+	Subscribers int           `json:"subscribers"`
+	Rate        float64       `json:"target_rate"` // aggregate deltas/s; 0 = as fast as acknowledgements allow
+	Warmup      time.Duration `json:"-"`
+	Duration    time.Duration `json:"-"`
+	Drain       time.Duration `json:"-"`
+	// KeysPerAgent: each agent writes its own ids <agent>:k0 .. k<n-1> in turn.
+	KeysPerAgent int `json:"keys_per_agent"`
+	// SharedIDs > 0: every agent writes ids shared-bench:doc-0 .. doc-<n-1> at
+	// random instead (the conflict preset).
+	SharedIDs int `json:"shared_ids,omitempty"`
+	// ValueSize pads each value to about this many bytes.
+	ValueSize int `json:"value_bytes"`
+	// SubscribeMode: "all" = every subscriber watches every id of the workload;
+	// "agent" = subscriber j watches agent j%agents's prefix.
+	SubscribeMode string `json:"subscribe_mode"`
+	// BaseVersion: writers send the version they last saw (fedsync's base_version,
+	// the base of its three-way merge); the baselines have no such field.
+	BaseVersion bool `json:"base_version,omitempty"`
+	// MaxP99 > 0: the max preset's step search keeps the highest rate whose p99
+	// stays under it.
+	MaxP99   time.Duration `json:"-"`
+	MaxSteps int           `json:"-"`
+}
+
+const sharedPrefix = "shared-bench:"
+
+func agentName(a int) string { return fmt.Sprintf("ai-%03d", a+1) }
+
+// ids returns every id the workload writes.
+func (sc Scenario) ids() []string {
+	var ids []string
+	if sc.SharedIDs > 0 {
+		for i := 0; i < sc.SharedIDs; i++ {
+			ids = append(ids, fmt.Sprintf("%sdoc-%d", sharedPrefix, i))
+		}
+		return ids
+	}
+	for a := 0; a < sc.Agents; a++ {
+		for k := 0; k < sc.KeysPerAgent; k++ {
+			ids = append(ids, fmt.Sprintf("%s:k%d", agentName(a), k))
+		}
+	}
+	return ids
+}
+
+// prefixes returns each subscriber's id prefix.
+func (sc Scenario) prefixes() []string {
+	out := make([]string, sc.Subscribers)
+	for j := range out {
+		switch {
+		case sc.SubscribeMode == "agent" && sc.SharedIDs == 0:
+			out[j] = agentName(j%sc.Agents) + ":"
+		case sc.SharedIDs > 0:
+			out[j] = sharedPrefix
+		default:
+			out[j] = ""
+		}
+	}
+	return out
+}
+
+// RunOptions are the knobs of one run that are not the workload's shape.
+type RunOptions struct {
+	Progress io.Writer
+	TTY      bool
+	Label    string
+}
+
+// runOnce runs one workload against a started system at a given rate.
+func runOnce(ctx context.Context, sys System, sc Scenario, rate float64, o RunOptions) (*Result, error) {
+	ids := sc.ids()
+	prefixes := sc.prefixes()
+	tr := NewTracker(sc.Agents, ids, prefixes, sys.Contiguous())
+	st := NewStats()
+	idIndex := map[string]int{}
+	for i, id := range ids {
+		idIndex[id] = i
+	}
+	latest := make([]atomic.Int64, len(ids)) // highest version any subscriber saw, for base_version
+	tagBytes := make([]byte, 4)
+	rand.Read(tagBytes)
+	tag := hex.EncodeToString(tagBytes)
+	msgID := func(k deltaKey) string { return "fb-" + tag + "-" + strconv.Itoa(k.writer()) + "-" + strconv.FormatInt(k.seq(), 10) }
+	res := &Result{System: sys.Name(), Scenario: sc.Name, Step: o.Label, Info: sys.Info(), Agents: sc.Agents, Subscribers: sc.Subscribers,
+		TargetRate: rate, ValueBytes: sc.ValueSize, Keys: len(ids), SubscribeMode: sc.SubscribeMode}
+	say := func(format string, args ...any) {
+		if o.Progress != nil {
+			if o.TTY {
+				fmt.Fprint(o.Progress, "\r\033[K")
+			}
+			fmt.Fprintf(o.Progress, "[%s %s%s] "+format+"\n", append([]any{sys.Name(), sc.Name, labelSuffix(o.Label)}, args...)...)
+		}
+	}
+
+	// Subscribers first, so that they see everything from the first delta.
+	var observed atomic.Int64
+	handler := func(j int) func(Event) {
+		return func(ev Event) {
+			recv := time.Now().UnixNano()
+			if ev.Err != "" {
+				st.Error("subscriber: "+ev.Err, recv)
+				return
+			}
+			observed.Add(1)
+			w, n, t, ok := decodeValue(ev.Value)
+			if !ok {
+				n, t = 0, 0
+			}
+			first := tr.Observe(j, Observation{ID: ev.ID, Version: ev.Version, Writer: w, Seq: n})
+			st.Delivered(j, t, recv, first)
+			if sc.BaseVersion {
+				if i, ok := idIndex[ev.ID]; ok {
+					for {
+						cur := latest[i].Load()
+						if ev.Version <= cur || latest[i].CompareAndSwap(cur, ev.Version) {
+							break
+						}
+					}
+				}
+			}
+		}
+	}
+	subs := make([]Closer, len(prefixes))
+	closeSubs := func() {
+		var wg sync.WaitGroup
+		sem := make(chan struct{}, 256)
+		for _, s := range subs {
+			if s != nil {
+				wg.Add(1)
+				sem <- struct{}{}
+				go func() { defer wg.Done(); s.Close(); <-sem }()
+			}
+		}
+		wg.Wait()
+	}
+	defer closeSubs()
+	connectStart := time.Now()
+	var connected atomic.Int64
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(64)
+	doneConnecting := make(chan struct{})
+	if len(prefixes) > 100 {
+		go func() {
+			t := time.NewTicker(5 * time.Second)
+			defer t.Stop()
+			for {
+				select {
+				case <-doneConnecting:
+					return
+				case <-t.C:
+					say("subscribing: %d/%d connected", connected.Load(), len(prefixes))
+				}
+			}
+		}()
+	}
+	for j, p := range prefixes {
+		g.Go(func() error {
+			c, err := sys.Subscribe(gctx, j, p, handler(j))
+			if err != nil {
+				return fmt.Errorf("subscriber %d: %w", j, err)
+			}
+			subs[j] = c
+			connected.Add(1)
+			return nil
+		})
+	}
+	err := g.Wait()
+	close(doneConnecting)
+	if err != nil {
+		return nil, err
+	}
+	res.SubscribeSeconds = round2(time.Since(connectStart).Seconds())
+
+	// Writers: one connection (and token) per agent.
+	writers := make([]Writer, sc.Agents)
+	defer func() {
+		for _, w := range writers {
+			if w != nil {
+				w.Close()
+			}
+		}
+	}()
+	g, gctx = errgroup.WithContext(ctx)
+	g.SetLimit(16)
+	for a := range writers {
+		g.Go(func() error {
+			w, err := sys.NewWriter(gctx, a)
+			if err != nil {
+				return fmt.Errorf("writer %d: %w", a, err)
+			}
+			writers[a] = w
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	say("%d writers and %d subscribers connected (subscribing took %.1fs); warm-up %s, then %s measured", sc.Agents, sc.Subscribers, res.SubscribeSeconds, sc.Warmup, sc.Duration)
+
+	pad := padding(sc.ValueSize - 60)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	start := time.Now()
+	for a, w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			writeLoop(ctx, a, w, sc, rate, start, pad, ids, latest, tr, st, msgID, stop)
+		}()
+	}
+
+	pids := sys.PIDs()
+	cpu0 := cpuTicks(pids)
+	own0 := cpuTicks(map[int]string{os.Getpid(): "fedbench"})
+	var peakRSS int64
+	var counters0 map[string]float64
+	var winStart time.Time
+	tickEvery := 5 * time.Second
+	if o.TTY {
+		tickEvery = time.Second
+	}
+	ticker := time.NewTicker(tickEvery)
+	lastTick, lastAcc, lastDel := time.Now(), int64(0), int64(0)
+	warmupEnd := start.Add(sc.Warmup)
+	end := warmupEnd.Add(sc.Duration)
+	phaseTimer := time.NewTimer(time.Until(warmupEnd))
+	measuring := false
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			close(stop)
+			wg.Wait()
+			return nil, ctx.Err()
+		case <-phaseTimer.C:
+			if !measuring {
+				measuring = true
+				counters0 = sys.Counters(ctx)
+				pids = sys.PIDs()
+				cpu0 = cpuTicks(pids)
+				own0 = cpuTicks(map[int]string{os.Getpid(): "fedbench"})
+				winStart = time.Now()
+				st.StartWindow(winStart)
+				phaseTimer.Reset(time.Until(end))
+				continue
+			}
+			break loop
+		case now := <-ticker.C:
+			acc, del := st.acceptedAll.Load(), st.deliveredAll.Load()
+			secs := now.Sub(lastTick).Seconds()
+			_, errs := st.Errors()
+			var rss int64
+			for pid := range pids {
+				rss += rssOf(pid)
+			}
+			peakRSS = max(peakRSS, rss)
+			phase, elapsed, total := "warm-up", now.Sub(start), sc.Warmup
+			if measuring {
+				phase, elapsed, total = "measure", now.Sub(winStart), sc.Duration
+			}
+			line := fmt.Sprintf("[%s %s%s] %s %3.0fs/%.0fs acked %6.0f/s delivered %7.0f/s p99 %s errors %s rss %s",
+				sys.Name(), sc.Name, labelSuffix(o.Label), phase, elapsed.Seconds(), total.Seconds(),
+				float64(acc-lastAcc)/secs, float64(del-lastDel)/secs, st.Window().Round(time.Millisecond), formatErrors(errs), mib(rss))
+			if o.Progress != nil {
+				if o.TTY {
+					fmt.Fprint(o.Progress, "\r\033[K"+line)
+				} else {
+					fmt.Fprintln(o.Progress, line)
+				}
+			}
+			lastTick, lastAcc, lastDel = now, acc, del
+		}
+	}
+	winEnd := time.Now()
+	st.EndWindow(winEnd)
+	window := winEnd.Sub(winStart).Seconds()
+	counters1 := sys.Counters(ctx)
+	cpu1 := cpuTicks(pids)
+	own1 := cpuTicks(map[int]string{os.Getpid(): "fedbench"})
+	rssBy := map[string]int64{}
+	var rssTotal int64
+	for pid, name := range pids {
+		r := rssOf(pid)
+		rssBy[name] += r
+		rssTotal += r
+	}
+	peakRSS = max(peakRSS, rssTotal)
+	close(stop)
+	wg.Wait()
+	ticker.Stop()
+	if o.TTY && o.Progress != nil {
+		fmt.Fprint(o.Progress, "\r\033[K")
+	}
+
+	// Drain: wait until every acknowledged delta reached every matching
+	// subscriber, or until every subscriber holds the final version of every id
+	// (writers racing on shared ids leave deltas that never show up on their own).
+	drainStart := time.Now()
+	var final map[string]int64
+	var finalErr error
+	lastObs, stable := int64(-1), 0
+	for time.Since(drainStart) < sc.Drain {
+		seen, expected := tr.Progress()
+		if seen >= expected && sc.SharedIDs == 0 {
+			break
+		}
+		time.Sleep(500 * time.Millisecond)
+		obs := observed.Load()
+		if obs == lastObs {
+			f, err := sys.FinalVersions(ctx, ids)
+			if err == nil && converged(tr, f, prefixes, ids) {
+				if stable++; stable >= 2 {
+					break
+				}
+			} else {
+				stable = 0
+			}
+		} else {
+			stable = 0
+		}
+		lastObs = obs
+	}
+	res.DrainSeconds = round2(time.Since(drainStart).Seconds())
+	final, finalErr = sys.FinalVersions(ctx, ids)
+	missing := tr.Missing()
+	var excused map[deltaKey]string
+	if len(missing) > 0 {
+		excused = sys.Excuse(ctx, missing, msgID)
+	}
+	if finalErr != nil {
+		res.Failures = append(res.Failures, "could not read final versions: "+finalErr.Error())
+		final = nil
+	}
+	res.Correctness = tr.Verify(excused, final)
+
+	h := st.Histogram()
+	res.Latency = Summarize(h)
+	res.WindowSeconds = round2(window)
+	res.AcceptedPerSec = round1(float64(st.accepted.Load()) / window)
+	res.DeliveredPerSec = round1(float64(st.delivered.Load()) / window)
+	res.CommittedPerSec = res.AcceptedPerSec
+	if c, ok := counters1["merge/committed"]; ok {
+		res.CommittedPerSec = round1((c - counters0["merge/committed"]) / window)
+	}
+	for k, v := range counters1 {
+		if name, ok := strings.CutPrefix(k, "conflict/"); ok && v-counters0[k] > 0 {
+			if res.Conflicts == nil {
+				res.Conflicts = map[string]float64{}
+			}
+			res.Conflicts[name] = v - counters0[k]
+		}
+		if name, ok := strings.CutPrefix(k, "merge/"); ok && v-counters0[k] > 0 {
+			if res.MergeOutcomes == nil {
+				res.MergeOutcomes = map[string]float64{}
+			}
+			res.MergeOutcomes[name] = v - counters0[k]
+		}
+	}
+	if fs, ok := sys.(*fedsyncSystem); ok && sc.SharedIDs > 0 {
+		if n, err := fs.ReviewQueue(ctx); err == nil {
+			res.ReviewQueue = &n
+		}
+	}
+	res.Errors, res.ErrorsTotal = st.Errors()
+	res.RSSBytes, res.RSSByProcess, res.RSSPeakBytes = rssTotal, rssBy, peakRSS
+	res.CPUCores = round2(float64(cpu1-cpu0) / clkTck / window)
+	res.FedbenchCPUCores = round2(float64(own1-own0) / clkTck / window)
+	res.judge()
+	say("accepted %.0f/s committed %.0f/s delivered %.0f/s p50 %.1fms p99 %.1fms max %.1fms errors %s lost %d dup %d ooo %d gaps %d converged %v",
+		res.AcceptedPerSec, res.CommittedPerSec, res.DeliveredPerSec, res.Latency.P50, res.Latency.P99, res.Latency.Max,
+		formatErrors(res.Errors), res.Correctness.Lost, res.Correctness.Duplicates, res.Correctness.OutOfOrder, res.Correctness.Gaps, res.Correctness.Converged)
+	return res, nil
+}
+
+// converged reports whether every subscriber holds the final version of every
+// id it watches.
+func converged(tr *Tracker, final map[string]int64, prefixes []string, ids []string) bool {
+	for j, p := range prefixes {
+		last := tr.LastSeen(j)
+		for _, id := range ids {
+			if strings.HasPrefix(id, p) && final[id] != last[id] {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// writeLoop is one agent: synchronous writes (the next one after the
+// acknowledgement of the previous), paced to its share of the aggregate rate,
+// or back to back when rate is 0.
+func writeLoop(ctx context.Context, a int, w Writer, sc Scenario, rate float64, start time.Time, pad string, ids []string,
+	latest []atomic.Int64, tr *Tracker, st *Stats, msgID func(deltaKey) string, stop <-chan struct{}) {
+	rng := mrand.New(mrand.NewPCG(uint64(a)+1, uint64(start.UnixNano())))
+	var interval time.Duration
+	next := start
+	if rate > 0 {
+		interval = time.Duration(float64(time.Second) * float64(sc.Agents) / rate)
+		next = start.Add(time.Duration(rng.Int64N(int64(interval) + 1)))
+	}
+	var buf []byte
+	for n := int64(1); ; n++ {
+		select {
+		case <-stop:
+			return
+		default:
+		}
+		if interval > 0 {
+			now := time.Now()
+			if d := next.Sub(now); d > 0 {
+				t := time.NewTimer(d)
+				select {
+				case <-stop:
+					t.Stop()
+					return
+				case <-t.C:
+				}
+			} else if -d > time.Second {
+				next = now // more than a second behind: do not burst to catch up
+			}
+			next = next.Add(interval)
+		}
+		var idx int
+		if sc.SharedIDs > 0 {
+			idx = rng.IntN(len(ids))
+		} else {
+			idx = a*sc.KeysPerAgent + int(n)%sc.KeysPerAgent
+		}
+		id := ids[idx]
+		var base int64
+		if sc.BaseVersion {
+			base = latest[idx].Load()
+		}
+		push := time.Now().UnixNano()
+		buf = encodeValue(buf, a, n, push, pad)
+		err := w.Put(ctx, id, buf, msgID(keyOf(a, n)), base)
+		now := time.Now().UnixNano()
+		if err == nil {
+			tr.Acked(a, n, id)
+			st.Accepted(now)
+			continue
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		tr.Unacked(a)
+		st.Error(errCode(err), now)
+		if ra := retryAfter(err); ra > 0 {
+			t := time.NewTimer(min(ra, time.Second))
+			select {
+			case <-stop:
+				t.Stop()
+				return
+			case <-t.C:
+			}
+		}
+	}
+}
+
+const clkTck = 100 // USER_HZ on Linux
+
+// cpuTicks sums user+system CPU ticks of processes.
+func cpuTicks(pids map[int]string) int64 {
+	var total int64
+	for pid := range pids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		s := string(b)
+		i := strings.LastIndexByte(s, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(s[i+1:])
+		if len(f) < 13 {
+			continue
+		}
+		u, _ := strconv.ParseInt(f[11], 10, 64)
+		sy, _ := strconv.ParseInt(f[12], 10, 64)
+		total += u + sy
+	}
+	return total
+}
+
+func labelSuffix(l string) string {
+	if l == "" {
+		return ""
+	}
+	return " " + l
+}
+
+func mib(b int64) string { return fmt.Sprintf("%.0fMiB", float64(b)/(1<<20)) }
+
+func round1(f float64) float64 { return float64(int64(f*10+0.5)) / 10 }
+func round2(f float64) float64 { return float64(int64(f*100+0.5)) / 100 }
+
+func sortedKeys[V any](m map[string]V) []string {
+	ks := make([]string, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return ks
+}

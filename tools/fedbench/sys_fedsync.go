@@ -1,0 +1,630 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/coder/websocket"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	fedsyncv1 "github.com/fedsync/fedsync/proto/fedsync/v1"
+	"github.com/fedsync/fedsync/tools/devstack"
+)
+
+// fedsyncSystem runs the mesh (embedded broker, every service as its own
+// process, one edge per region) in a "fedbench __stack" child process and talks
+// to it through its public API only: tokens from /oauth2/token, writes over REST
+// (through the edge) or gRPC (validation's ValidationService), subscriptions
+// over WebSocket /stream (through the edge) or gRPC (BroadcasterService).
+type fedsyncSystem struct {
+	binDir, dataTypes string
+	api, sub          string // "rest"|"grpc", "ws"|"grpc"
+
+	cmd  *exec.Cmd
+	done chan struct{}
+	info stackInfo
+
+	mu     sync.Mutex
+	tokens map[string]string // client id -> token
+	agents []devstack.Client // ai-001 ...
+}
+
+func newFedsync(binDir, dataTypes, api, sub string) *fedsyncSystem {
+	return &fedsyncSystem{binDir: binDir, dataTypes: dataTypes, api: api, sub: sub, tokens: map[string]string{}}
+}
+
+func (f *fedsyncSystem) Name() string     { return "fedsync" }
+func (f *fedsyncSystem) Contiguous() bool { return true }
+
+func (f *fedsyncSystem) Available() (bool, string) {
+	for _, b := range []string{"authn", "validation", "merge", "statestore", "broadcaster", "healthmonitor"} {
+		if _, err := os.Stat(filepath.Join(f.binDir, b)); err != nil {
+			return false, fmt.Sprintf("%s not found in %s (run make build)", b, f.binDir)
+		}
+	}
+	if _, err := os.Stat(f.dataTypes); err != nil {
+		return false, fmt.Sprintf("data types %s not found (run fedbench from the repository root)", f.dataTypes)
+	}
+	return true, ""
+}
+
+func (f *fedsyncSystem) Info() SystemInfo {
+	return SystemInfo{
+		Version: gitDescribe(),
+		Config: fmt.Sprintf("devstack: 2 regions (na, eu), embedded Kafka-protocol broker (kfake, fsync per write), writes over %s, subscriptions over %s, default rate limits (1,000/s per client, 10,000/s per regional hub)",
+			map[string]string{"rest": "REST through the edge", "grpc": "gRPC to validation"}[f.api], map[string]string{"ws": "WebSocket through the edge", "grpc": "gRPC to broadcaster"}[f.sub]),
+		Durability: "202 only once the delta is in the Kafka log with acks=all; the embedded broker fsyncs every write; statestore commits in bbolt (fsync per transaction)",
+	}
+}
+
+func (f *fedsyncSystem) Start(ctx context.Context, dir string) error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(self, "__stack", "-bin", f.binDir, "-state", dir, "-datatypes", f.dataTypes)
+	logf, err := os.Create(filepath.Join(dir, "stack.log"))
+	if err != nil {
+		return err
+	}
+	cmd.Stderr = logf
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	f.cmd, f.done = cmd, make(chan struct{})
+	ready := make(chan error, 1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		sc.Buffer(make([]byte, 1<<20), 4<<20)
+		for sc.Scan() {
+			if line, ok := strings.CutPrefix(sc.Text(), stackReadyPrefix); ok {
+				ready <- json.Unmarshal([]byte(line), &f.info)
+			}
+		}
+		ready <- errors.New("the stack exited during start-up")
+	}()
+	go func() { cmd.Wait(); logf.Close(); close(f.done) }()
+	select {
+	case err = <-ready:
+	case <-time.After(120 * time.Second):
+		err = errors.New("the stack did not start within 120 s")
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	if err != nil {
+		f.Stop()
+		return fmt.Errorf("%w; see %s", err, filepath.Join(dir, "stack.log"))
+	}
+	for _, c := range f.info.Clients {
+		if strings.HasPrefix(c.ClientID, "ai-") {
+			f.agents = append(f.agents, c)
+		}
+	}
+	return nil
+}
+
+func (f *fedsyncSystem) Stop() {
+	if f.cmd == nil || f.cmd.Process == nil {
+		return
+	}
+	f.cmd.Process.Signal(syscall.SIGINT)
+	select {
+	case <-f.done:
+	case <-time.After(20 * time.Second):
+		for pid := range childrenOf(f.cmd.Process.Pid) {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+		f.cmd.Process.Kill()
+		<-f.done
+	}
+}
+
+func (f *fedsyncSystem) PIDs() map[int]string {
+	if f.cmd == nil || f.cmd.Process == nil {
+		return nil
+	}
+	out := childrenOf(f.cmd.Process.Pid)
+	out[f.cmd.Process.Pid] = "devstack (edges + broker)"
+	return out
+}
+
+func (f *fedsyncSystem) agent(i int) devstack.Client { return f.agents[i%len(f.agents)] }
+
+func (f *fedsyncSystem) edge(c devstack.Client) string {
+	if e, ok := f.info.Edges[c.Region]; ok {
+		return e
+	}
+	return f.info.Edges["na"]
+}
+
+func (f *fedsyncSystem) token(ctx context.Context, c devstack.Client) (string, error) {
+	f.mu.Lock()
+	t, ok := f.tokens[c.ClientID]
+	f.mu.Unlock()
+	if ok {
+		return t, nil
+	}
+	var err error
+	for attempt := 0; attempt < 5; attempt++ {
+		if t, err = devstack.Token(ctx, f.edge(c), c); err == nil {
+			f.mu.Lock()
+			f.tokens[c.ClientID] = t
+			f.mu.Unlock()
+			return t, nil
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return "", err
+}
+
+// ---- writers ----
+
+type restWriter struct {
+	client *http.Client
+	url    string
+	token  string
+	buf    bytes.Buffer
+}
+
+func (f *fedsyncSystem) NewWriter(ctx context.Context, agent int) (Writer, error) {
+	c := f.agent(agent)
+	tok, err := f.token(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	if f.api == "grpc" {
+		addr := f.info.Services["validation-"+c.Region].GRPC
+		if addr == "" {
+			addr = f.info.Services["validation-na"].GRPC
+		}
+		cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			return nil, err
+		}
+		return &grpcWriter{cc: cc, client: fedsyncv1.NewValidationServiceClient(cc), md: metadata.Pairs("authorization", "Bearer "+tok)}, nil
+	}
+	// One connection per agent, kept alive.
+	tr := &http.Transport{MaxConnsPerHost: 1, MaxIdleConnsPerHost: 1, DisableCompression: true,
+		DialContext: (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext}
+	return &restWriter{client: &http.Client{Transport: tr, Timeout: 30 * time.Second}, url: f.edge(c) + "/api/v1/sync/state", token: tok}, nil
+}
+
+func (w *restWriter) Put(ctx context.Context, id string, value []byte, msgID string, base int64) error {
+	w.buf.Reset()
+	w.buf.WriteString(`{"id":`)
+	w.buf.WriteString(strconv.Quote(id))
+	w.buf.WriteString(`,"data_type":"note","message_id":`)
+	w.buf.WriteString(strconv.Quote(msgID))
+	if base > 0 {
+		w.buf.WriteString(`,"base_version":`)
+		w.buf.WriteString(strconv.FormatInt(base, 10))
+	}
+	w.buf.WriteString(`,"patch":`)
+	w.buf.Write(value)
+	w.buf.WriteByte('}')
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, w.url, bytes.NewReader(w.buf.Bytes()))
+	req.Header.Set("Authorization", "Bearer "+w.token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := w.client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode == http.StatusAccepted || resp.StatusCode == http.StatusOK {
+		return nil
+	}
+	var e struct {
+		Error struct {
+			Code string `json:"code"`
+		} `json:"error"`
+	}
+	json.Unmarshal(body, &e)
+	ce := &codeError{code: fmt.Sprintf("%d %s", resp.StatusCode, e.Error.Code)}
+	if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil {
+		ce.retryAfter = time.Duration(s) * time.Second
+	}
+	return ce
+}
+
+func (w *restWriter) Close() { w.client.CloseIdleConnections() }
+
+type grpcWriter struct {
+	cc     *grpc.ClientConn
+	client fedsyncv1.ValidationServiceClient
+	md     metadata.MD
+}
+
+func (w *grpcWriter) Put(ctx context.Context, id string, value []byte, msgID string, base int64) error {
+	ctx, cancel := context.WithTimeout(metadata.NewOutgoingContext(ctx, w.md), 30*time.Second)
+	defer cancel()
+	_, err := w.client.PushState(ctx, &fedsyncv1.PushStateRequest{Id: id, DataType: "note", Patch: value, MessageId: msgID,
+		BaseVersion: base, HasBaseVersion: base > 0})
+	if err != nil {
+		st, _ := status.FromError(err)
+		ce := &codeError{code: "grpc " + st.Code().String()}
+		if st.Code().String() == "ResourceExhausted" {
+			ce.retryAfter = time.Second
+		}
+		return ce
+	}
+	return nil
+}
+
+func (w *grpcWriter) Close() { w.cc.Close() }
+
+// ---- subscribers ----
+
+type wsMessage struct {
+	Type    string          `json:"type"`
+	ID      string          `json:"id"`
+	Version int64           `json:"version"`
+	Value   json.RawMessage `json:"value"`
+	Cursor  string          `json:"cursor"`
+	Error   struct {
+		Code string `json:"code"`
+	} `json:"error"`
+}
+
+func (f *fedsyncSystem) Subscribe(ctx context.Context, sub int, prefix string, deliver func(Event)) (Closer, error) {
+	c := f.agent(sub)
+	tok, err := f.token(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	// Subscribers alternate between the regions' broadcasters.
+	region := []string{"na", "eu"}[sub%2]
+	if _, ok := f.info.Edges[region]; !ok {
+		region = "na"
+	}
+	sctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan error, 1)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	if f.sub == "grpc" {
+		go func() { defer wg.Done(); f.grpcSubscriber(sctx, region, tok, prefix, deliver, ready) }()
+	} else {
+		go func() { defer wg.Done(); f.wsSubscriber(sctx, f.info.Edges[region], tok, prefix, deliver, ready) }()
+	}
+	select {
+	case err = <-ready:
+	case <-ctx.Done():
+		err = ctx.Err()
+	case <-time.After(60 * time.Second):
+		err = errors.New("not subscribed within 60 s")
+	}
+	if err != nil {
+		cancel()
+		wg.Wait()
+		return nil, err
+	}
+	return closerFunc(func() { cancel(); wg.Wait() }), nil
+}
+
+// wsSubscriber keeps one WebSocket subscription, resuming from the last cursor
+// when the server closes it (as a real client does after "unavailable").
+func (f *fedsyncSystem) wsSubscriber(ctx context.Context, edge, token, prefix string, deliver func(Event), ready chan<- error) {
+	wsURL := "ws" + strings.TrimPrefix(edge, "http") + "/stream"
+	cursor := ""
+	first := true
+	for ctx.Err() == nil {
+		dctx, dcancel := context.WithTimeout(ctx, 30*time.Second)
+		conn, _, err := websocket.Dial(dctx, wsURL, &websocket.DialOptions{HTTPHeader: http.Header{"Authorization": {"Bearer " + token}}})
+		dcancel()
+		if err != nil {
+			if first {
+				ready <- err
+				return
+			}
+			deliver(Event{Err: "ws dial"})
+			sleepCtx(ctx, 500*time.Millisecond)
+			continue
+		}
+		conn.SetReadLimit(16 << 20)
+		msg, _ := json.Marshal(map[string]any{"type": "subscribe", "id_prefix": prefix, "from_cursor": cursor})
+		if err := conn.Write(ctx, websocket.MessageText, msg); err != nil {
+			conn.CloseNow()
+			if first {
+				ready <- err
+				return
+			}
+			continue
+		}
+		for {
+			_, data, err := conn.Read(ctx)
+			if err != nil {
+				if ctx.Err() == nil {
+					code := "ws closed"
+					if cs := websocket.CloseStatus(err); cs != -1 {
+						code = fmt.Sprintf("ws closed %d", cs)
+					}
+					deliver(Event{Err: code})
+				}
+				break
+			}
+			var m wsMessage
+			if err := json.Unmarshal(data, &m); err != nil {
+				deliver(Event{Err: "ws bad json"})
+				continue
+			}
+			switch m.Type {
+			case "subscribed":
+				if cursor == "" {
+					cursor = m.Cursor
+				}
+				if first {
+					first = false
+					ready <- nil
+				}
+			case "change":
+				cursor = m.Cursor
+				deliver(Event{ID: m.ID, Version: m.Version, Value: m.Value})
+			case "error":
+				deliver(Event{Err: "ws error " + m.Error.Code})
+			case "snapshot_required":
+				deliver(Event{Err: "ws snapshot_required"})
+			}
+		}
+		conn.CloseNow()
+		if first {
+			ready <- errors.New("connection closed before subscribed")
+			return
+		}
+		sleepCtx(ctx, 100*time.Millisecond)
+	}
+}
+
+func (f *fedsyncSystem) grpcSubscriber(ctx context.Context, region, token, prefix string, deliver func(Event), ready chan<- error) {
+	addr := f.info.Services["broadcaster-"+region].GRPC
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(16<<20)))
+	if err != nil {
+		ready <- err
+		return
+	}
+	defer cc.Close()
+	client := fedsyncv1.NewBroadcasterServiceClient(cc)
+	mctx := metadata.NewOutgoingContext(ctx, metadata.Pairs("authorization", "Bearer "+token))
+	cursor := ""
+	first := true
+	for ctx.Err() == nil {
+		stream, err := client.Subscribe(mctx, &fedsyncv1.SubscribeRequest{IdPrefix: prefix, FromCursor: cursor})
+		if err == nil {
+			for {
+				m, rerr := stream.Recv()
+				if rerr != nil {
+					err = rerr
+					break
+				}
+				switch m.GetType() {
+				case "subscribed":
+					if cursor == "" {
+						cursor = m.GetCursor()
+					}
+					if first {
+						first = false
+						ready <- nil
+					}
+				case "change":
+					cursor = m.GetCursor()
+					deliver(Event{ID: m.GetId(), Version: m.GetVersion(), Value: m.GetValue()})
+				default:
+					deliver(Event{Err: "grpc " + m.GetType()})
+				}
+			}
+		}
+		if first {
+			ready <- err
+			return
+		}
+		if ctx.Err() == nil {
+			st, _ := status.FromError(err)
+			deliver(Event{Err: "grpc stream " + st.Code().String()})
+			sleepCtx(ctx, 100*time.Millisecond)
+		}
+	}
+}
+
+// ---- reads, counters, outcomes ----
+
+func (f *fedsyncSystem) get(ctx context.Context, c devstack.Client, path string) (int, []byte, error) {
+	tok, err := f.token(ctx, c)
+	if err != nil {
+		return 0, nil, err
+	}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, f.edge(c)+path, nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, b, err
+}
+
+func (f *fedsyncSystem) FinalVersions(ctx context.Context, ids []string) (map[string]int64, error) {
+	out := make(map[string]int64, len(ids))
+	var mu sync.Mutex
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(8)
+	for _, id := range ids {
+		g.Go(func() error {
+			code, body, err := f.get(gctx, f.agent(0), "/api/v1/sync/state/"+url.PathEscape(id))
+			if err != nil {
+				return err
+			}
+			var st struct {
+				Version int64 `json:"version"`
+			}
+			switch code {
+			case http.StatusOK:
+				json.Unmarshal(body, &st)
+			case http.StatusNotFound:
+			default:
+				return fmt.Errorf("GET state %s: %d %s", id, code, body)
+			}
+			mu.Lock()
+			out[id] = st.Version
+			mu.Unlock()
+			return nil
+		})
+	}
+	return out, g.Wait()
+}
+
+// Counters scrapes merge's /metrics: deltas by outcome and conflict_rate by
+// conflict type and resolution, and counts the review queue.
+func (f *fedsyncSystem) Counters(ctx context.Context) map[string]float64 {
+	out := map[string]float64{}
+	addr := f.info.Services["merge"].HTTP
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return out
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 4<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case strings.HasPrefix(line, "fedsync_merge_deltas_total{"):
+			labels, v := promLine(line)
+			out["merge/"+labels["outcome"]] += v
+		case strings.HasPrefix(line, "conflict_rate{"):
+			labels, v := promLine(line)
+			out["conflict/"+labels["conflict_type"]+"/"+labels["resolution_method"]] += v
+		}
+	}
+	return out
+}
+
+// ReviewQueue counts the pending conflicts of the review queue (L3 coordinator).
+func (f *fedsyncSystem) ReviewQueue(ctx context.Context) (int, error) {
+	var coord devstack.Client
+	for _, c := range f.info.Clients {
+		if c.Level == "L3" {
+			coord = c
+		}
+	}
+	if coord.ClientID == "" {
+		return 0, errors.New("no L3 client")
+	}
+	n, page := 0, ""
+	for i := 0; i < 50; i++ {
+		code, body, err := f.get(ctx, coord, "/api/v1/sync/conflicts?status=pending&limit=100&page_token="+url.QueryEscape(page))
+		if err != nil {
+			return n, err
+		}
+		if code != http.StatusOK {
+			return n, fmt.Errorf("review queue: %d %s", code, body)
+		}
+		var r struct {
+			Conflicts []json.RawMessage `json:"conflicts"`
+			Next      string            `json:"next_page_token"`
+		}
+		json.Unmarshal(body, &r)
+		n += len(r.Conflicts)
+		if r.Next == "" {
+			break
+		}
+		page = r.Next
+	}
+	return n, nil
+}
+
+// promLine parses `name{a="x",b="y"} 12` (label values without escapes).
+func promLine(line string) (map[string]string, float64) {
+	labels := map[string]string{}
+	open, close := strings.IndexByte(line, '{'), strings.LastIndexByte(line, '}')
+	if open < 0 || close < open {
+		return labels, 0
+	}
+	for _, kv := range strings.Split(line[open+1:close], ",") {
+		k, v, ok := strings.Cut(kv, "=")
+		if ok {
+			labels[k] = strings.Trim(v, `"`)
+		}
+	}
+	v, _ := strconv.ParseFloat(strings.TrimSpace(line[close+1:]), 64)
+	return labels, v
+}
+
+// Excuse asks fedsync what became of acknowledged deltas no subscriber saw:
+// "superseded" (every field lost to a later write: a legitimate outcome when
+// writers race on one id) or "duplicate" excuse it; anything else is a loss.
+func (f *fedsyncSystem) Excuse(ctx context.Context, missing map[deltaKey]string, msgID func(deltaKey) string) map[deltaKey]string {
+	out := map[deltaKey]string{}
+	var mu sync.Mutex
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(8)
+	n := 0
+	for k := range missing {
+		if n++; n > 50000 {
+			break
+		}
+		g.Go(func() error {
+			code, body, err := f.get(gctx, f.agent(k.writer()), "/api/v1/sync/outcomes/"+url.PathEscape(msgID(k)))
+			if err != nil || code != http.StatusOK {
+				return nil
+			}
+			var o struct {
+				Status string `json:"status"`
+			}
+			json.Unmarshal(body, &o)
+			if o.Status == "superseded" || o.Status == "duplicate" {
+				mu.Lock()
+				out[k] = o.Status
+				mu.Unlock()
+			}
+			return nil
+		})
+	}
+	g.Wait()
+	return out
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}
+
+func gitDescribe() string {
+	out, err := exec.Command("git", "rev-parse", "--short", "HEAD").Output()
+	if err != nil {
+		return "unknown"
+	}
+	v := strings.TrimSpace(string(out))
+	if st, err := exec.Command("git", "status", "--porcelain", "--untracked-files=no").Output(); err == nil && len(bytes.TrimSpace(st)) > 0 {
+		v += " (working tree with uncommitted changes)"
+	}
+	return v
+}

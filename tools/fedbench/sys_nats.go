@@ -1,0 +1,260 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
+)
+
+// natsSystem is the NATS JetStream KV baseline: one nats-server with JetStream
+// on loopback, a KV bucket with file storage, history 1, one replica. Writes are
+// kv.Put, subscriptions kv.Watch on a key pattern (an ordered push consumer).
+//
+// KV keys are NATS subjects: ':' is not allowed, so a fedbench id maps to a key
+// by replacing ':' with '.', and an id prefix ending in ':' maps to the pattern
+// "<prefix>.>" (the empty prefix to ">").
+type natsSystem struct {
+	bin     string
+	url     string
+	cmd     *exec.Cmd
+	done    chan struct{}
+	version string
+}
+
+const natsBucket = "fedbench"
+
+func newNATS() *natsSystem { return &natsSystem{bin: lookBinary("nats-server")} }
+
+func (n *natsSystem) Name() string     { return "nats" }
+func (n *natsSystem) Contiguous() bool { return false } // revisions are stream sequence numbers
+
+func (n *natsSystem) Available() (bool, string) {
+	if n.bin == "" {
+		return false, "nats-server not found (scripts/bench-deps.sh installs Debian's nats-server)"
+	}
+	return true, ""
+}
+
+func (n *natsSystem) Info() SystemInfo {
+	return SystemInfo{
+		Version: n.version,
+		Config:  "single server on loopback, JetStream file storage; KV bucket history 1, 1 replica; kv.Put + kv.Watch(pattern, UpdatesOnly), client github.com/nats-io/nats.go/jetstream",
+		Durability: "acknowledged once the write is in the OS page cache, not on disk: nats-server 2.9 flushes to disk in the background " +
+			"and has no per-write fsync option; Jepsen (NATS 2.12.1, 2025) showed such settings lose acknowledged writes on crashes. " +
+			"fedsync and etcd fsync before acknowledging, so their numbers pay for a guarantee NATS here does not give",
+	}
+}
+
+func natsKey(id string) string { return strings.ReplaceAll(id, ":", ".") }
+func natsID(key string) string { return strings.Replace(key, ".", ":", 1) }
+
+func natsPattern(prefix string) string {
+	if prefix == "" {
+		return ">"
+	}
+	return natsKey(strings.TrimSuffix(prefix, ":")) + ".>"
+}
+
+func (n *natsSystem) Start(ctx context.Context, dir string) error {
+	if out, err := exec.Command(n.bin, "--version").Output(); err == nil {
+		n.version = strings.TrimSpace(string(out))
+	}
+	port, err := freePort()
+	if err != nil {
+		return err
+	}
+	n.url = fmt.Sprintf("nats://127.0.0.1:%d", port)
+	store := filepath.Join(dir, "nats")
+	conf := filepath.Join(dir, "nats.conf")
+	cfg := fmt.Sprintf("listen: 127.0.0.1:%d\nmax_payload: 8MB\nmax_pending: 256MB\nmax_connections: 100000\njetstream {\n  store_dir: %q\n  max_file_store: 64GB\n  max_memory_store: 1GB\n}\n", port, store)
+	if err := os.WriteFile(conf, []byte(cfg), 0o644); err != nil {
+		return err
+	}
+	logf, err := os.Create(filepath.Join(dir, "nats.log"))
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(n.bin, "-c", conf)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return err
+	}
+	n.cmd, n.done = cmd, make(chan struct{})
+	go func() { cmd.Wait(); logf.Close(); close(n.done) }()
+	err = waitFor(ctx, 30*time.Second, func() error {
+		select {
+		case <-n.done:
+			return errors.New("nats-server exited; see " + filepath.Join(dir, "nats.log"))
+		default:
+		}
+		nc, err := nats.Connect(n.url, nats.Timeout(time.Second))
+		if err != nil {
+			return err
+		}
+		defer nc.Close()
+		js, err := jetstream.New(nc)
+		if err != nil {
+			return err
+		}
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		_, err = js.CreateOrUpdateKeyValue(cctx, jetstream.KeyValueConfig{
+			Bucket: natsBucket, History: 1, Storage: jetstream.FileStorage, Replicas: 1, MaxValueSize: 4 << 20,
+		})
+		return err
+	})
+	if err != nil {
+		n.Stop()
+	}
+	return err
+}
+
+func (n *natsSystem) Stop() {
+	if n.cmd == nil || n.cmd.Process == nil {
+		return
+	}
+	n.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-n.done:
+	case <-time.After(10 * time.Second):
+		n.cmd.Process.Kill()
+		<-n.done
+	}
+}
+
+func (n *natsSystem) PIDs() map[int]string {
+	if n.cmd == nil || n.cmd.Process == nil {
+		return nil
+	}
+	return map[int]string{n.cmd.Process.Pid: "nats-server"}
+}
+
+func (n *natsSystem) kv(ctx context.Context) (*nats.Conn, jetstream.KeyValue, error) {
+	nc, err := nats.Connect(n.url, nats.Timeout(5*time.Second), nats.MaxReconnects(-1),
+		// Generous client-side buffers, so that a busy fedbench is not the one dropping messages.
+		nats.SyncQueueLen(1<<16))
+	if err != nil {
+		return nil, nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	kv, err := js.KeyValue(ctx, natsBucket)
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	return nc, kv, nil
+}
+
+type natsWriter struct {
+	nc *nats.Conn
+	kv jetstream.KeyValue
+}
+
+func (n *natsSystem) NewWriter(ctx context.Context, agent int) (Writer, error) {
+	nc, kv, err := n.kv(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &natsWriter{nc: nc, kv: kv}, nil
+}
+
+func (w *natsWriter) Put(ctx context.Context, id string, value []byte, msgID string, base int64) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if _, err := w.kv.Put(ctx, natsKey(id), value); err != nil {
+		return &codeError{code: "nats " + errCode(err)}
+	}
+	return nil
+}
+
+func (w *natsWriter) Close() { w.nc.Close() }
+
+func (n *natsSystem) Subscribe(ctx context.Context, sub int, prefix string, deliver func(Event)) (Closer, error) {
+	nc, kv, err := n.kv(ctx)
+	if err != nil {
+		return nil, err
+	}
+	nc.SetErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+		deliver(Event{Err: "nats async " + errCode(err)})
+	})
+	wctx, cancel := context.WithCancel(context.Background())
+	w, err := kv.Watch(wctx, natsPattern(prefix), jetstream.UpdatesOnly())
+	if err != nil {
+		cancel()
+		nc.Close()
+		return nil, err
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-wctx.Done():
+				return
+			case e, ok := <-w.Updates():
+				if !ok {
+					return
+				}
+				if e == nil || e.Operation() != jetstream.KeyValuePut {
+					continue
+				}
+				deliver(Event{ID: natsID(e.Key()), Version: int64(e.Revision()), Value: e.Value()})
+			}
+		}
+	}()
+	return closerFunc(func() { cancel(); w.Stop(); wg.Wait(); nc.Close() }), nil
+}
+
+func (n *natsSystem) FinalVersions(ctx context.Context, ids []string) (map[string]int64, error) {
+	nc, kv, err := n.kv(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer nc.Close()
+	out := make(map[string]int64, len(ids))
+	var mu sync.Mutex
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(8)
+	for _, id := range ids {
+		g.Go(func() error {
+			e, err := kv.Get(gctx, natsKey(id))
+			var v int64
+			switch {
+			case errors.Is(err, jetstream.ErrKeyNotFound):
+			case err != nil:
+				return err
+			default:
+				v = int64(e.Revision())
+			}
+			mu.Lock()
+			out[id] = v
+			mu.Unlock()
+			return nil
+		})
+	}
+	return out, g.Wait()
+}
+
+func (n *natsSystem) Counters(ctx context.Context) map[string]float64 { return nil }
+
+func (n *natsSystem) Excuse(ctx context.Context, missing map[deltaKey]string, msgID func(deltaKey) string) map[deltaKey]string {
+	return nil
+}
