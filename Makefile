@@ -13,7 +13,7 @@ help: ## List the targets.
 
 build: ## Build every service and the devstack into .fedsync/bin.
 	@mkdir -p $(BIN)
-	go build -o $(BIN)/ $(foreach s,$(SERVICES),./services/$(s)/cmd/$(s)) ./tools/cmd/devstack
+	go build -o $(BIN)/ $(foreach s,$(SERVICES),./services/$(s)/cmd/$(s)) ./tools/cmd/devstack ./tools/cmd/fedctl
 
 run: build ## Run the whole mesh with 53 simulated agents (AGENTS=N to change); Ctrl-C stops it.
 	@exec $(BIN)/devstack -bin $(BIN) -state .fedsync/dev

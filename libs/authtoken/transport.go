@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/fedsync/fedsync/libs/apierr"
+	"github.com/fedsync/fedsync/libs/audit"
 )
 
 // bearer extracts the token of an "Authorization: Bearer <token>" value.
@@ -41,6 +42,7 @@ func (v *Verifier) HTTPMiddleware(next http.Handler) http.Handler {
 		if err == nil {
 			var c *Claims
 			if c, err = v.Verify(r.Context(), token); err == nil {
+				audit.SetActor(r.Context(), c.Subject)
 				next.ServeHTTP(w, r.WithContext(NewContext(r.Context(), c)))
 				return
 			}
@@ -64,6 +66,7 @@ func (v *Verifier) fromMetadata(ctx context.Context) (context.Context, error) {
 	if err != nil {
 		return nil, err
 	}
+	audit.SetActor(ctx, c.Subject)
 	return NewContext(ctx, c), nil
 }
 

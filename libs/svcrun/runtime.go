@@ -9,17 +9,24 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/go-kit/kit/endpoint"
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
 
+	"github.com/fedsync/fedsync/libs/audit"
 	"github.com/fedsync/fedsync/libs/authtoken"
 	"github.com/fedsync/fedsync/libs/discovery"
 	"github.com/fedsync/fedsync/libs/endpoints"
@@ -74,8 +81,11 @@ type Runtime struct {
 	Discovery *discovery.Discovery
 	// Health is the grpc.health.v1 status of this instance; "" is the whole server.
 	Health *health.Server
+	// Audit is this instance's tamper-evident audit log (seed 6.3).
+	Audit *audit.Log
 
 	stopTracing func(context.Context) error
+	auditWorker func(context.Context) error
 	workers     []worker
 	closers     []func()
 	peers       map[string]*discovery.Peer
@@ -109,11 +119,90 @@ func New(ctx context.Context, cfg *Config) (*Runtime, error) {
 			return nil, fmt.Errorf("create data dir: %w", err)
 		}
 	}
-	return &Runtime{
+	rt := &Runtime{
 		Cfg: cfg, Logger: logger, Metrics: telemetry.NewMetrics(cfg.Name), Discovery: d,
 		Health: health.NewServer(), stopTracing: stopTracing, peers: map[string]*discovery.Peer{},
-	}, nil
+	}
+	if cfg.DataDir != "" {
+		if rt.Audit, err = audit.Open(filepath.Join(cfg.DataDir, "audit.log"), cfg.Name, cfg.Instance, logger); err != nil {
+			return nil, err
+		}
+		rt.auditWorker = rt.Audit.Run
+		rt.Metrics.Registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "fedsync_audit_dropped_total", Help: "Audit records dropped because the audit log did not keep up (each is also logged).",
+		}, func() float64 { return float64(rt.Audit.Dropped()) }))
+	}
+	return rt, nil
 }
+
+// auditHTTP records every request refused for authentication or authorization.
+func (r *Runtime) auditHTTP(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		ctx, actor := audit.WithActor(req.Context())
+		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		next.ServeHTTP(sw, req.WithContext(ctx))
+		if sw.status == http.StatusUnauthorized || sw.status == http.StatusForbidden {
+			result := map[int]string{http.StatusUnauthorized: "denied:unauthenticated", http.StatusForbidden: "denied:permission_denied"}[sw.status]
+			r.Audit.Record(ctx, audit.Record{Actor: actorOr(actor.ID, req.RemoteAddr), Action: "http " + req.Method, Data: req.URL.Path, Result: result})
+		}
+	})
+}
+
+func actorOr(id, fallback string) string {
+	if id != "" {
+		return id
+	}
+	return "anonymous@" + fallback
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.status = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+// Unwrap lets http.ResponseController (WebSocket upgrades) reach the connection.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// auditGRPC records every RPC refused for authentication or authorization.
+func (r *Runtime) auditGRPC() []grpc.ServerOption {
+	record := func(ctx context.Context, actor *audit.Actor, method string, err error) {
+		switch status.Code(err) {
+		case codes.Unauthenticated, codes.PermissionDenied:
+			p, _ := peer.FromContext(ctx)
+			from := ""
+			if p != nil {
+				from = p.Addr.String()
+			}
+			r.Audit.Record(ctx, audit.Record{Actor: actorOr(actor.ID, from), Action: "grpc", Data: method, Result: "denied:" + strings.ToLower(status.Code(err).String())})
+		}
+	}
+	return []grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+			ctx, actor := audit.WithActor(ctx)
+			resp, err := h(ctx, req)
+			record(ctx, actor, info.FullMethod, err)
+			return resp, err
+		}),
+		grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+			ctx, actor := audit.WithActor(ss.Context())
+			err := h(srv, &ctxStream{ServerStream: ss, ctx: ctx})
+			record(ctx, actor, info.FullMethod, err)
+			return err
+		}),
+	}
+}
+
+type ctxStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s *ctxStream) Context() context.Context { return s.ctx }
 
 // Go runs fn in the background while the service runs. If it returns an error,
 // the service stops with that error.
@@ -192,7 +281,11 @@ func (r *Runtime) Run(ctx context.Context, s Servers) error {
 			return fmt.Errorf("listen http: %w", err)
 		}
 	}
-	opts := append(telemetry.GRPCServerOptions(), s.GRPCOptions...)
+	opts := telemetry.GRPCServerOptions()
+	if r.Audit != nil {
+		opts = append(opts, r.auditGRPC()...)
+	}
+	opts = append(opts, s.GRPCOptions...)
 	gs := grpc.NewServer(opts...)
 	healthpb.RegisterHealthServer(gs, r.Health)
 	if s.RegisterGRPC != nil {
@@ -202,7 +295,11 @@ func (r *Runtime) Run(ctx context.Context, s Servers) error {
 	mux.Handle("GET /metrics", r.Metrics.Handler())
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
 	if s.HTTP != nil {
-		mux.Handle("/", s.HTTP)
+		if r.Audit != nil {
+			mux.Handle("/", r.auditHTTP(s.HTTP))
+		} else {
+			mux.Handle("/", s.HTTP)
+		}
 	}
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 
@@ -246,6 +343,14 @@ func (r *Runtime) Run(ctx context.Context, s Servers) error {
 		}
 		wg.Wait()
 	}()
+	auditCtx, stopAudit := context.WithCancel(context.Background())
+	auditDone := make(chan struct{})
+	go func() {
+		defer close(auditDone)
+		if r.auditWorker != nil {
+			r.auditWorker(auditCtx)
+		}
+	}()
 	r.Health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	// The region travels as a health "service" so that health monitors can group
 	// instances by region with grpc.health.v1 List alone.
@@ -284,6 +389,8 @@ func (r *Runtime) Run(ctx context.Context, s Servers) error {
 	for i := len(r.closers) - 1; i >= 0; i-- {
 		r.closers[i]()
 	}
+	stopAudit() // after everything that records has stopped: the queue drains
+	<-auditDone
 	if err := r.stopTracing(shutCtx); err != nil {
 		level.Warn(logger).Log("msg", "flush traces", "err", err)
 	}

@@ -39,6 +39,7 @@ func Run(ctx context.Context, cfg *Config) error {
 	core := newService(st, cfg)
 	var svc Service = core
 	svc = InstrumentingMiddleware(rt.Metrics.Registry)(svc)
+	svc = AuditingMiddleware(rt.Audit)(svc)
 	eps := MakeEndpoints(svc, rt.Instrument)
 	rt.Go("key rotation", func(ctx context.Context) error { return rotateKeys(ctx, rt, st, cfg) })
 	return rt.Run(ctx, svcrun.Servers{

@@ -32,7 +32,7 @@ func Run(ctx context.Context, cfg *Config) error {
 
 	core := newService(st, cfg.MaxQueryLimit)
 	var svc Service = core
-	svc = InstrumentingMiddleware(rt.Metrics.Registry)(svc)
+	svc = InstrumentingMiddleware(rt.Metrics.Registry, rt.Audit)(svc)
 	eps := MakeEndpoints(svc, rt.Instrument)
 	pub := &publisher{
 		store: st, producer: producer, conflicts: conflicts, wake: core.committed, retention: cfg.LogRetention,

@@ -40,6 +40,9 @@ type Result struct {
 	Conflicts     map[string]float64 `json:"conflicts,omitempty"`      // fedsync: conflict_rate by type/resolution
 	MergeOutcomes map[string]float64 `json:"merge_outcomes,omitempty"` // fedsync: merge outcomes in the window
 	ReviewQueue   *int               `json:"review_queue_pending,omitempty"`
+	// Stages: fedsync's own request metrics in the window, per service and
+	// method: calls per second and mean duration (where the time goes).
+	Stages map[string]Stage `json:"stages,omitempty"`
 
 	RSSBytes         int64            `json:"rss_bytes"`
 	RSSPeakBytes     int64            `json:"rss_peak_bytes"`
@@ -70,6 +73,12 @@ func (r *Result) judge() {
 		r.Failures = append(r.Failures, fmt.Sprintf("%d (subscriber, id) pairs did not converge on the final version", c.Diverged))
 	}
 	r.Passed = len(r.Failures) == 0
+}
+
+// Stage is one service method's share of the hot path.
+type Stage struct {
+	PerSec float64 `json:"per_sec"`
+	MeanMs float64 `json:"mean_ms"`
 }
 
 // Meta describes where and when a report was made.
@@ -317,6 +326,14 @@ func (r *Report) Markdown(chart string) string {
 				parts = append(parts, fmt.Sprintf("%s %s", k, commas(int64(res.MergeOutcomes[k]))))
 			}
 			notes = append(notes, "merge outcomes in the window: "+strings.Join(parts, ", "))
+		}
+		if len(res.Stages) > 0 {
+			var parts []string
+			for _, k := range sortedKeys(res.Stages) {
+				st := res.Stages[k]
+				parts = append(parts, fmt.Sprintf("%s %s/s × %s ms", k, fmtRate(st.PerSec), fmtMs(st.MeanMs)))
+			}
+			notes = append(notes, "service stages in the window (calls/s × mean): "+strings.Join(parts, ", "))
 		}
 		if res.ReviewQueue != nil {
 			notes = append(notes, fmt.Sprintf("review queue: %d pending", *res.ReviewQueue))

@@ -88,6 +88,9 @@ type RunOptions struct {
 	Progress io.Writer
 	TTY      bool
 	Label    string
+	// OnWindow is called when the measured window opens, with the system's
+	// processes and the window's length (the -perf profiler).
+	OnWindow func(pids map[int]string, d time.Duration, label string)
 }
 
 // runOnce runs one workload against a started system at a given rate.
@@ -265,6 +268,9 @@ loop:
 				own0 = cpuTicks(map[int]string{os.Getpid(): "fedbench"})
 				winStart = time.Now()
 				st.StartWindow(winStart)
+				if o.OnWindow != nil {
+					o.OnWindow(pids, sc.Duration, o.Label)
+				}
 				phaseTimer.Reset(time.Until(end))
 				continue
 			}
@@ -372,6 +378,14 @@ loop:
 				res.Conflicts = map[string]float64{}
 			}
 			res.Conflicts[name] = v - counters0[k]
+		}
+		if name, ok := strings.CutPrefix(k, "stage_count/"); ok && v-counters0[k] > 0 {
+			n := v - counters0[k]
+			sum := counters1["stage_sum/"+name] - counters0["stage_sum/"+name]
+			if res.Stages == nil {
+				res.Stages = map[string]Stage{}
+			}
+			res.Stages[name] = Stage{PerSec: round1(n / window), MeanMs: round2(sum / n * 1000)}
 		}
 		if name, ok := strings.CutPrefix(k, "merge/"); ok && v-counters0[k] > 0 {
 			if res.MergeOutcomes == nil {

@@ -38,7 +38,7 @@ type Stats struct {
 
 	accepted     atomic.Int64 // acknowledged inside the window
 	acceptedAll  atomic.Int64
-	delivered    atomic.Int64 // deliveries whose push was inside the window
+	delivered    atomic.Int64 // changes received inside the window
 	deliveredAll atomic.Int64
 
 	errMu     sync.Mutex
@@ -94,6 +94,9 @@ func (s *Stats) Error(code string, ns int64) {
 // (only those count for latency).
 func (s *Stats) Delivered(shard int, pushNs, recvNs int64, first bool) {
 	s.deliveredAll.Add(1)
+	if s.inWindow(recvNs) {
+		s.delivered.Add(1)
+	}
 	if !first || pushNs <= 0 {
 		return
 	}
@@ -101,9 +104,6 @@ func (s *Stats) Delivered(shard int, pushNs, recvNs int64, first bool) {
 	us = min(us, histMax)
 	sh := &s.shards[shard%shards]
 	in := s.inWindow(pushNs)
-	if in {
-		s.delivered.Add(1)
-	}
 	sh.mu.Lock()
 	sh.win.RecordValue(us)
 	if in {

@@ -498,11 +498,34 @@ func (f *fedsyncSystem) FinalVersions(ctx context.Context, ids []string) (map[st
 	return out, g.Wait()
 }
 
-// Counters scrapes merge's /metrics: deltas by outcome and conflict_rate by
-// conflict type and resolution, and counts the review queue.
+// Counters scrapes every instance's /metrics: merge's deltas by outcome and
+// conflict_rate by conflict type and resolution, and, per service and method,
+// the sums and counts of fedsync_request_duration_seconds and of sync_latency
+// (where the time of the hot path goes).
 func (f *fedsyncSystem) Counters(ctx context.Context) map[string]float64 {
 	out := map[string]float64{}
-	addr := f.info.Services["merge"].HTTP
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for inst, ep := range f.info.Services {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			m := scrape(ctx, ep.HTTP, strings.TrimSuffix(strings.TrimSuffix(inst, "-na"), "-eu"))
+			mu.Lock()
+			for k, v := range m {
+				out[k] += v
+			}
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+func scrape(ctx context.Context, addr, service string) map[string]float64 {
+	out := map[string]float64{}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -513,13 +536,26 @@ func (f *fedsyncSystem) Counters(ctx context.Context) map[string]float64 {
 	sc.Buffer(make([]byte, 1<<20), 4<<20)
 	for sc.Scan() {
 		line := sc.Text()
-		switch {
-		case strings.HasPrefix(line, "fedsync_merge_deltas_total{"):
+		name, _, _ := strings.Cut(line, "{")
+		switch name {
+		case "fedsync_merge_deltas_total":
 			labels, v := promLine(line)
 			out["merge/"+labels["outcome"]] += v
-		case strings.HasPrefix(line, "conflict_rate{"):
+		case "conflict_rate":
 			labels, v := promLine(line)
 			out["conflict/"+labels["conflict_type"]+"/"+labels["resolution_method"]] += v
+		case "fedsync_request_duration_seconds_sum", "fedsync_request_duration_seconds_count":
+			labels, v := promLine(line)
+			kind := strings.TrimPrefix(name, "fedsync_request_duration_seconds_")
+			out["stage_"+kind+"/"+service+" "+labels["method"]] += v
+		case "sync_latency_sum", "sync_latency_count":
+			labels, v := promLine(line)
+			kind := strings.TrimPrefix(name, "sync_latency_")
+			// sync_latency is in milliseconds; stages are kept in seconds.
+			if kind == "sum" {
+				v /= 1000
+			}
+			out["stage_"+kind+"/"+service+" admission to "+labels["target_system"]] += v
 		}
 	}
 	return out

@@ -1,0 +1,443 @@
+// Command fedbench measures fedsync the way a user experiences it — agents
+// pushing deltas through the public API and subscribers receiving the committed
+// changes — side by side with etcd (put + prefix watch) and NATS JetStream KV
+// (put + watch) running the same workload shape on the same machine in the same
+// invocation, so that every figure can be read as a ratio.
+//
+// Usage (from the repository root, after make build):
+//
+//	fedbench -scenario steady,conflict          # make bench
+//	fedbench -scenario all                      # make bench-full
+//	fedbench -scenario max -systems fedsync -perf
+//
+// Scenarios are presets (steady, max, fanout, conflict, large); flags given
+// explicitly override the preset values of every scenario run. Results go to
+// bench/results/<scenario>-<date>.{json,md,svg}.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "__stack" {
+		if err := stackMain(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "fedbench stack:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	code, err := run(os.Args[1:])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "fedbench:", err)
+		if code == 0 {
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+var scenarioOrder = []string{"steady", "max", "fanout", "conflict", "large"}
+
+// presets are the named scenarios of issue 6.
+func presets() map[string]Scenario {
+	return map[string]Scenario{
+		"steady": {Name: "steady", Agents: 53, Subscribers: 4, Rate: 5000, Warmup: 5 * time.Second, Duration: 30 * time.Second,
+			Drain: 30 * time.Second, KeysPerAgent: 4, SubscribeMode: "all"},
+		"max": {Name: "max", Agents: 53, Subscribers: 4, Rate: 0, Warmup: 3 * time.Second, Duration: 15 * time.Second,
+			Drain: 120 * time.Second, KeysPerAgent: 4, SubscribeMode: "all", MaxP99: time.Second, MaxSteps: 5},
+		"fanout": {Name: "fanout", Agents: 53, Subscribers: 10000, Rate: 200, Warmup: 5 * time.Second, Duration: 30 * time.Second,
+			Drain: 60 * time.Second, KeysPerAgent: 4, SubscribeMode: "agent"},
+		"conflict": {Name: "conflict", Agents: 53, Subscribers: 4, Rate: 1000, Warmup: 3 * time.Second, Duration: 20 * time.Second,
+			Drain: 30 * time.Second, SharedIDs: 10, SubscribeMode: "all", BaseVersion: true},
+		"large": {Name: "large", Agents: 53, Subscribers: 4, Rate: 200, Warmup: 3 * time.Second, Duration: 20 * time.Second,
+			Drain: 60 * time.Second, KeysPerAgent: 4, ValueSize: 64 << 10, SubscribeMode: "all"},
+	}
+}
+
+func run(args []string) (int, error) {
+	fs := flag.NewFlagSet("fedbench", flag.ContinueOnError)
+	scenarios := fs.String("scenario", "steady", "comma-separated presets: steady, max, fanout, conflict, large, or all")
+	systems := fs.String("systems", "fedsync,etcd,nats", "systems to run, in order")
+	agents := fs.Int("agents", 0, "writers, each with its own token and connection (preset: 53; fedsync has 53 agent clients)")
+	subscribers := fs.Int("subscribers", 0, "subscribers (preset: 4; fanout 10000)")
+	rate := fs.Float64("rate", 0, "aggregate target deltas/s; -1 = as fast as acknowledgements allow (preset: steady 5000, conflict 1000, ...)")
+	warmup := fs.Duration("warmup", 0, "warm-up before the measured window")
+	duration := fs.Duration("duration", 0, "measured window")
+	drain := fs.Duration("drain", 0, "longest wait after the window for deliveries to complete")
+	keys := fs.Int("keys", 0, "ids per agent (preset: 4)")
+	valueSize := fs.Int("value-size", 0, "approximate value size in bytes (large: 65536)")
+	subscribe := fs.String("subscribe", "", "subscription prefixes: all (every subscriber watches every id) or agent (one agent's prefix each)")
+	maxP99 := fs.Duration("max-p99", 0, "max: the p99 a kept step must stay under (preset 1s)")
+	maxSteps := fs.Int("max-steps", 0, "max: most steps of the rate search (preset 5)")
+	api := fs.String("api", "rest", "fedsync writes: rest (POST /api/v1/sync/state through the edge) or grpc (ValidationService.PushState)")
+	sub := fs.String("sub", "ws", "fedsync subscriptions: ws (WebSocket /stream through the edge) or grpc (BroadcasterService.Subscribe)")
+	bin := fs.String("bin", ".fedsync/bin", "fedsync's service binaries (make build)")
+	types := fs.String("datatypes", "config/datatypes.yaml", "fedsync's data-type registry")
+	out := fs.String("out", "bench/results", "directory for the JSON, Markdown and SVG results")
+	stateRoot := fs.String("state", ".fedsync/bench", "directory for the systems' data while they run")
+	keep := fs.Bool("keep", false, "keep the systems' data and logs after the run")
+	fresh := fs.Bool("fresh", true, "start each system afresh for every scenario (false: once per invocation)")
+	quiet := fs.Bool("q", false, "no progress line")
+	cpuProfile := fs.String("cpuprofile", "", "write fedbench's own CPU profile (the client side) to this file")
+	perf := fs.Bool("perf", false, "profile fedsync's processes with perf during each measured window (needs perf and root); report next to the results")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0, nil
+		}
+		return 2, err
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+
+	var list []Scenario
+	names := strings.Split(*scenarios, ",")
+	if *scenarios == "all" {
+		names = scenarioOrder
+	}
+	ps := presets()
+	for _, n := range names {
+		sc, ok := ps[strings.TrimSpace(n)]
+		if !ok {
+			return 2, fmt.Errorf("unknown scenario %q (want %s or all)", n, strings.Join(scenarioOrder, ", "))
+		}
+		if set["agents"] {
+			sc.Agents = *agents
+		}
+		if set["subscribers"] {
+			sc.Subscribers = *subscribers
+		}
+		if set["rate"] {
+			sc.Rate = max(*rate, 0)
+		}
+		if set["warmup"] {
+			sc.Warmup = *warmup
+		}
+		if set["duration"] {
+			sc.Duration = *duration
+		}
+		if set["drain"] {
+			sc.Drain = *drain
+		}
+		if set["keys"] {
+			sc.KeysPerAgent = *keys
+		}
+		if set["value-size"] {
+			sc.ValueSize = *valueSize
+		}
+		if set["subscribe"] {
+			sc.SubscribeMode = *subscribe
+		}
+		if set["max-p99"] {
+			sc.MaxP99 = *maxP99
+		}
+		if set["max-steps"] {
+			sc.MaxSteps = *maxSteps
+		}
+		if sc.Agents < 1 || sc.Subscribers < 1 || sc.Duration <= 0 || (sc.SharedIDs == 0 && sc.KeysPerAgent < 1) {
+			return 2, fmt.Errorf("%s: agents, subscribers, keys and duration must be positive", sc.Name)
+		}
+		if sc.SubscribeMode != "all" && sc.SubscribeMode != "agent" {
+			return 2, fmt.Errorf("-subscribe: all or agent, not %q", sc.SubscribeMode)
+		}
+		list = append(list, sc)
+	}
+	if *api != "rest" && *api != "grpc" {
+		return 2, fmt.Errorf("-api: rest or grpc, not %q", *api)
+	}
+	if *sub != "ws" && *sub != "grpc" {
+		return 2, fmt.Errorf("-sub: ws or grpc, not %q", *sub)
+	}
+	var syss []System
+	for _, s := range strings.Split(*systems, ",") {
+		switch strings.TrimSpace(s) {
+		case "fedsync":
+			syss = append(syss, newFedsync(*bin, *types, *api, *sub))
+		case "etcd":
+			syss = append(syss, newEtcd())
+		case "nats":
+			syss = append(syss, newNATS())
+		default:
+			return 2, fmt.Errorf("unknown system %q (want fedsync, etcd, nats)", s)
+		}
+	}
+	for _, sc := range list {
+		if _, ok := syss[0].(*fedsyncSystem); ok && sc.Agents > 53 {
+			return 2, fmt.Errorf("%s: fedsync's dev federation has 53 agent clients; -agents at most 53", sc.Name)
+		}
+	}
+	raiseFileLimit()
+
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return 1, err
+		}
+		pprof.StartCPUProfile(f)
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	began := time.Now()
+	meta := machine(strings.Join(append([]string{"fedbench"}, args...), " "))
+	reports := map[string]*Report{}
+	for _, sc := range list {
+		reports[sc.Name] = &Report{Meta: meta, Scenario: sc, Skipped: map[string]string{}}
+	}
+	tty := isTTY(os.Stderr)
+	var progress *os.File
+	if !*quiet {
+		progress = os.Stderr
+	}
+	opts := RunOptions{TTY: tty}
+	if progress != nil {
+		opts.Progress = progress
+	}
+
+	for _, sys := range syss {
+		if ok, why := sys.Available(); !ok {
+			fmt.Fprintf(os.Stderr, "fedbench: skipping %s: %s\n", sys.Name(), why)
+			for _, r := range reports {
+				r.Skipped[sys.Name()] = why
+			}
+			continue
+		}
+		started := false
+		var dir string
+		startSys := func() error {
+			dir = filepath.Join(*stateRoot, fmt.Sprintf("%s-%s", sys.Name(), time.Now().Format("20060102-150405.000")))
+			if err := os.MkdirAll(dir, 0o750); err != nil {
+				return err
+			}
+			t0 := time.Now()
+			if err := sys.Start(ctx, dir); err != nil {
+				return err
+			}
+			fmt.Fprintf(os.Stderr, "fedbench: %s started in %.1fs (data in %s)\n", sys.Name(), time.Since(t0).Seconds(), dir)
+			started = true
+			return nil
+		}
+		stopSys := func() {
+			if started {
+				sys.Stop()
+				started = false
+				if !*keep {
+					os.RemoveAll(dir)
+				}
+			}
+		}
+		for i, sc := range list {
+			if ctx.Err() != nil {
+				break
+			}
+			if !started || (*fresh && i > 0) {
+				stopSys()
+				if err := startSys(); err != nil {
+					stopSys()
+					fmt.Fprintf(os.Stderr, "fedbench: %s did not start: %v\n", sys.Name(), err)
+					reports[sc.Name].Skipped[sys.Name()] = "did not start: " + err.Error()
+					continue
+				}
+			}
+			o := opts
+			if *perf && sys.Name() == "fedsync" {
+				o.OnWindow = perfProfiler(*out, reports[sc.Name], sys)
+			}
+			var err error
+			if sc.MaxP99 > 0 {
+				err = runMax(ctx, sys, sc, o, reports[sc.Name])
+			} else {
+				var res *Result
+				if res, err = runOnce(ctx, sys, sc, sc.Rate, o); err == nil {
+					reports[sc.Name].Results = append(reports[sc.Name].Results, res)
+				}
+			}
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "fedbench: %s %s: %v\n", sys.Name(), sc.Name, err)
+				reports[sc.Name].Skipped[sys.Name()] = "run failed: " + err.Error()
+				if *fresh {
+					stopSys()
+				}
+			}
+		}
+		stopSys()
+		if ctx.Err() != nil {
+			return 130, errors.New("interrupted")
+		}
+	}
+
+	failed := false
+	for _, sc := range list {
+		r := reports[sc.Name]
+		r.computeRatios()
+		if len(r.Skipped) == 0 {
+			r.Skipped = nil
+		}
+		files, err := r.Write(*out)
+		if err != nil {
+			return 1, err
+		}
+		fmt.Println(r.Markdown(""))
+		fmt.Printf("written: %s\n\n", strings.Join(files, ", "))
+		if !r.Passed {
+			failed = true
+		}
+	}
+	fmt.Printf("fedbench: %d scenario(s) on %d system(s) in %s\n", len(list), len(syss), time.Since(began).Round(time.Second))
+	if failed {
+		return 1, errors.New("correctness failures: see the results (lost, duplicate or out-of-order deliveries)")
+	}
+	return 0, nil
+}
+
+// runMax searches the highest sustained rate whose p99 stays under sc.MaxP99:
+// first as fast as acknowledgements allow, then, if p99 is over the limit (the
+// pipeline behind the acknowledgement fell behind), fixed rates starting at 90%
+// of what was committed and stepping down by 25%.
+func runMax(ctx context.Context, sys System, sc Scenario, o RunOptions, rep *Report) error {
+	if rep.Best == nil {
+		rep.Best = map[string]*Result{}
+	}
+	o.Label = "closed loop"
+	res, err := runOnce(ctx, sys, sc, 0, o)
+	if err != nil {
+		return err
+	}
+	rep.Results = append(rep.Results, res)
+	limit := float64(sc.MaxP99) / float64(time.Millisecond)
+	ok := func(r *Result, rate float64) bool {
+		return r.Passed && r.Latency.Count > 0 && r.Latency.P99 < limit && (rate == 0 || r.AcceptedPerSec >= 0.9*rate)
+	}
+	if ok(res, 0) {
+		rep.Best[sys.Name()] = res
+		return nil
+	}
+	rate := 0.9 * min(res.AcceptedPerSec, res.CommittedPerSec)
+	for step := 2; step <= sc.MaxSteps && rate >= 10; step++ {
+		rate = float64(int64(rate/10) * 10)
+		o.Label = fmt.Sprintf("%s/s", fmtRate(rate))
+		r, err := runOnce(ctx, sys, sc, rate, o)
+		if err != nil {
+			return err
+		}
+		rep.Results = append(rep.Results, r)
+		if ok(r, rate) {
+			rep.Best[sys.Name()] = r
+			return nil
+		}
+		rate *= 0.75
+	}
+	// Nothing met the limit: keep the step with the lowest p99, flagged in the table.
+	best := res
+	for _, r := range rep.Results {
+		if r.System == sys.Name() && r.Latency.Count > 0 && r.Latency.P99 < best.Latency.P99 {
+			best = r
+		}
+	}
+	rep.Best[sys.Name()] = best
+	rep.Meta.Notes = append(rep.Meta.Notes, fmt.Sprintf("%s: no step kept p99 under %s; the kept step is the one with the lowest p99", sys.Name(), sc.MaxP99))
+	return nil
+}
+
+// perfProfiler returns a hook that records fedsync's processes with perf during
+// the measured window and writes the hottest symbols next to the results.
+func perfProfiler(out string, rep *Report, sys System) func(pids map[int]string, d time.Duration, label string) {
+	return func(pids map[int]string, d time.Duration, label string) {
+		perfBin := lookBinary("perf")
+		if perfBin == "" {
+			fmt.Fprintln(os.Stderr, "fedbench: -perf: perf not found")
+			return
+		}
+		var ps []string
+		for pid := range pids {
+			ps = append(ps, strconv.Itoa(pid))
+		}
+		if err := os.MkdirAll(out, 0o755); err != nil {
+			return
+		}
+		stem := filepath.Join(out, rep.Base()+"-perf-"+sys.Name()+strings.ReplaceAll(strings.ReplaceAll(labelSuffix(label), " ", "-"), "/", ""))
+		data := stem + ".data"
+		go func() {
+			rec := exec.Command(perfBin, "record", "-F", "499", "-g", "-o", data, "-p", strings.Join(ps, ","), "--", "sleep", strconv.Itoa(int(d.Seconds())))
+			if b, err := rec.CombinedOutput(); err != nil {
+				fmt.Fprintf(os.Stderr, "fedbench: perf record: %v: %s\n", err, b)
+				return
+			}
+			for _, v := range []struct{ suffix, sort string }{{".txt", "comm,sym"}, {"-by-process.txt", "comm"}} {
+				rep := exec.Command(perfBin, "report", "-i", data, "--stdio", "--no-children", "--sort", v.sort, "--percent-limit", "0.5", "-g", "none")
+				b, err := rep.Output()
+				if err != nil {
+					fmt.Fprintf(os.Stderr, "fedbench: perf report: %v\n", err)
+					return
+				}
+				os.WriteFile(stem+v.suffix, b, 0o644)
+			}
+			fmt.Fprintf(os.Stderr, "fedbench: perf profile of %s in %s.txt\n", sys.Name(), stem)
+		}()
+	}
+}
+
+// machine describes this machine for the report.
+func machine(command string) Meta {
+	m := Meta{Date: time.Now().Format(time.RFC3339), Commit: gitDescribe(), GoVersion: runtime.Version(), CPUs: runtime.NumCPU(), Command: command}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "model name"); ok {
+				m.CPUModel = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
+				break
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "MemTotal:"); ok {
+				kb, _ := strconv.ParseFloat(strings.Fields(v)[0], 64)
+				m.MemoryGiB = float64(int(kb/(1<<20)*10)) / 10
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m.Kernel = "Linux " + strings.TrimSpace(string(b))
+	}
+	if out, err := exec.Command("go", "version").Output(); err == nil {
+		m.GoVersion = strings.TrimSpace(string(out))
+	}
+	return m
+}
+
+// raiseFileLimit lifts the open-file limit for the fan-out preset: 10,000
+// subscribers are 10,000 sockets here and twice that in the edge. Children
+// (the stack) inherit the raised hard limit.
+func raiseFileLimit() {
+	var l syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
+		return
+	}
+	want := uint64(262144)
+	if l.Max < want {
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &syscall.Rlimit{Cur: want, Max: want}); err == nil {
+			return
+		}
+	}
+	l.Cur = l.Max
+	syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l)
+}
+
+func isTTY(f *os.File) bool {
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
