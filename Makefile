@@ -6,7 +6,7 @@ SERVICES := authn validation merge statestore broadcaster healthmonitor
 PKGS := $(shell go list -m -f '{{.Dir}}/...' 2>/dev/null | sed "s|^$(CURDIR)/|./|")
 KAFKA_ADDR := 127.0.0.1:19093
 
-.PHONY: help build run test test-integration proto proto-check lint kafka-start kafka-stop clean
+.PHONY: help build run test test-deploy test-integration proto proto-check lint kafka-start kafka-stop clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -18,9 +18,12 @@ build: ## Build every service and the devstack into .fedsync/bin.
 run: build ## Run the whole mesh with 53 simulated agents (AGENTS=N to change); Ctrl-C stops it.
 	@exec $(BIN)/devstack -bin $(BIN) -state .fedsync/dev
 
-test: ## Unit, service and end-to-end tests on the embedded broker (Go only).
+test: test-deploy ## Unit, service and end-to-end tests on the embedded broker, and the offline deploy checks (Go only).
 	go vet $(PKGS)
 	go test -count=1 -timeout 20m $(PKGS)
+
+test-deploy: ## Offline checks of deploy/, tilt/, Tiltfile and rollback.sh (no cluster, Docker or Tilt).
+	cd deploy/verify && GOWORK=off go vet ./... && GOWORK=off go test -count=1 -timeout 10m ./...
 
 test-integration: ## Every Kafka-facing test against a real Apache Kafka 4.4 broker (needs Java 17, Maven).
 	scripts/kafka.sh start

@@ -141,3 +141,7 @@ func (a *agent) waitField(id, field string, want float64, timeout time.Duration)
 func readJSON(s *stream, v any) error {
 	return wsjson.Read(context.Background(), s.conn, v)
 }
+
+func readJSONCtx(ctx context.Context, s *stream, v any) error {
+	return wsjson.Read(ctx, s.conn, v)
+}

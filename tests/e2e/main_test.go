@@ -62,14 +62,21 @@ func freeAddr(t *testing.T) string {
 // startStack runs a mesh for one test and stops it when the test ends.
 func startStack(t *testing.T) *devstack.Stack {
 	t.Helper()
+	return startStackWith(t, t.TempDir(), func(*devstack.Options) {})
+}
+
+// startStackWith runs a mesh with its state in dir, after tune.
+func startStackWith(t *testing.T, dir string, tune func(*devstack.Options)) *devstack.Stack {
+	t.Helper()
 	opts := devstack.Options{
-		BinDir: binDir, StateDir: t.TempDir(), FreePorts: true, DataTypes: filepath.Join(repoRoot, "config", "datatypes.yaml"),
+		BinDir: binDir, StateDir: dir, FreePorts: true, DataTypes: filepath.Join(repoRoot, "config", "datatypes.yaml"),
 		Edges: map[string]string{"na": freeAddr(t), "eu": freeAddr(t)},
 	}
 	if kafkatest.Real() {
 		opts.KafkaBrokers = strings.Split(os.Getenv(kafkatest.EnvBrokers), ",")
 		opts.KafkaTopicPrefix = fmt.Sprintf("e2e-%d-", time.Now().UnixNano())
 	}
+	tune(&opts)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	s, err := devstack.Start(ctx, opts)

@@ -13,9 +13,9 @@ import (
 
 // Client is one entry of .fedsync/dev/clients.json (contract: make run).
 type Client struct {
-	ClientID     string `json:"client_id"`
-	ClientSecret string `json:"client_secret"`
-	Role         string `json:"role"`
+	ClientID     string   `json:"client_id"`
+	ClientSecret string   `json:"client_secret"`
+	Role         string   `json:"role"`
 	Level        string   `json:"level"`
 	Region       string   `json:"region"`
 	Domains      []string `json:"domains,omitempty"`

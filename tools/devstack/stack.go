@@ -39,6 +39,8 @@ type Options struct {
 	Edges map[string]string
 	// DataTypes is the data-type registry file given to validation and merge.
 	DataTypes string
+	// RevocationRefresh overrides how often services load token revocations.
+	RevocationRefresh time.Duration
 	// FreePorts gives every service free loopback ports instead of the defaults.
 	FreePorts bool
 	// Progress receives one line per start-up step; nil discards.
@@ -67,6 +69,7 @@ type proc struct {
 	args     []string
 	logPath  string
 	httpAddr string
+	grpcAddr string
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -184,6 +187,12 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 	return s, nil
 }
 
+// GRPCAddr returns the gRPC address of a service process ("validation-na").
+func (s *Stack) GRPCAddr(name string) string { return s.byName[name].grpcAddr }
+
+// DataDir returns the data directory of a service process.
+func (s *Stack) DataDir(name string) string { return filepath.Join(s.opts.StateDir, "data", name) }
+
 // EdgeURL returns the base URL of a region's edge.
 func (s *Stack) EdgeURL(region string) string { return "http://" + s.opts.Edges[region] }
 
@@ -243,11 +252,14 @@ func (s *Stack) plan(regions []string, clientsPath string) error {
 		if p.binary == "validation" || p.binary == "merge" {
 			args = append(args, "-datatypes="+s.opts.DataTypes)
 		}
+		if s.opts.RevocationRefresh > 0 {
+			args = append(args, "-auth.revocation-refresh="+s.opts.RevocationRefresh.String())
+		}
 		if p.binary == "healthmonitor" {
 			args = append(args, "-probe-interval=2s")
 		}
 		pr := &proc{name: p.name, binary: filepath.Join(s.opts.BinDir, p.binary), args: args,
-			logPath: filepath.Join(s.opts.StateDir, "logs", p.name+".log"), httpAddr: httpAddr[p.name]}
+			logPath: filepath.Join(s.opts.StateDir, "logs", p.name+".log"), httpAddr: httpAddr[p.name], grpcAddr: grpcAddr[p.name]}
 		s.procs = append(s.procs, pr)
 		s.byName[p.name] = pr
 	}

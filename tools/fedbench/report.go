@@ -505,4 +505,3 @@ func pctLabel(p float64) string {
 	s = strings.TrimRight(strings.TrimRight(s, "0"), ".")
 	return "p" + s
 }
-

@@ -107,7 +107,9 @@ func runOnce(ctx context.Context, sys System, sc Scenario, rate float64, o RunOp
 	tagBytes := make([]byte, 4)
 	rand.Read(tagBytes)
 	tag := hex.EncodeToString(tagBytes)
-	msgID := func(k deltaKey) string { return "fb-" + tag + "-" + strconv.Itoa(k.writer()) + "-" + strconv.FormatInt(k.seq(), 10) }
+	msgID := func(k deltaKey) string {
+		return "fb-" + tag + "-" + strconv.Itoa(k.writer()) + "-" + strconv.FormatInt(k.seq(), 10)
+	}
 	res := &Result{System: sys.Name(), Scenario: sc.Name, Step: o.Label, Info: sys.Info(), Agents: sc.Agents, Subscribers: sc.Subscribers,
 		TargetRate: rate, ValueBytes: sc.ValueSize, Keys: len(ids), SubscribeMode: sc.SubscribeMode}
 	say := func(format string, args ...any) {
