@@ -18,6 +18,8 @@ type Endpoints struct {
 	GetOutcome    endpoint.Endpoint
 	ListConflicts endpoint.Endpoint
 	GetConflict   endpoint.Endpoint
+	GetControl    endpoint.Endpoint
+	SetControl    endpoint.Endpoint
 }
 
 // MakeEndpoints wraps every method of svc in mw(method name).
@@ -33,5 +35,7 @@ func MakeEndpoints(svc Service, mw func(method string) endpoint.Middleware) Endp
 		GetOutcome:    mw("GetOutcome")(endpoints.Make(svc.GetOutcome)),
 		ListConflicts: mw("ListConflicts")(endpoints.Make(svc.ListConflicts)),
 		GetConflict:   mw("GetConflict")(endpoints.Make(svc.GetConflict)),
+		GetControl:    mw("GetControl")(endpoints.Make(svc.GetControl)),
+		SetControl:    mw("SetControl")(endpoints.Make(svc.SetControl)),
 	}
 }

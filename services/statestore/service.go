@@ -28,6 +28,8 @@ type Service interface {
 	GetOutcome(ctx context.Context, req *fedsyncv1.GetOutcomeRequest) (*fedsyncv1.GetOutcomeResponse, error)
 	ListConflicts(ctx context.Context, req *fedsyncv1.ListConflictsRequest) (*fedsyncv1.ListConflictsResponse, error)
 	GetConflict(ctx context.Context, req *fedsyncv1.GetConflictRequest) (*fedsyncv1.GetConflictResponse, error)
+	GetControl(ctx context.Context, req *fedsyncv1.GetControlRequest) (*fedsyncv1.GetControlResponse, error)
+	SetControl(ctx context.Context, req *fedsyncv1.SetControlRequest) (*fedsyncv1.SetControlResponse, error)
 }
 
 type service struct {
@@ -201,4 +203,26 @@ func (s *service) GetConflict(_ context.Context, req *fedsyncv1.GetConflictReque
 		return nil, err
 	}
 	return &fedsyncv1.GetConflictResponse{Conflict: c}, nil
+}
+
+func (s *service) GetControl(context.Context, *fedsyncv1.GetControlRequest) (*fedsyncv1.GetControlResponse, error) {
+	st, err := s.store.control()
+	if err != nil {
+		return nil, err
+	}
+	return &fedsyncv1.GetControlResponse{State: st}, nil
+}
+
+func (s *service) SetControl(_ context.Context, req *fedsyncv1.SetControlRequest) (*fedsyncv1.SetControlResponse, error) {
+	st := req.GetState()
+	if st == nil {
+		return nil, apierr.New(apierr.InvalidArgument, "Field state is required.")
+	}
+	if st.At == 0 {
+		st.At = s.store.now().UnixNano()
+	}
+	if err := s.store.setControl(st); err != nil {
+		return nil, err
+	}
+	return &fedsyncv1.SetControlResponse{State: st}, nil
 }

@@ -552,3 +552,24 @@ func (s *store) dropConflictOutbox(upTo uint64) error {
 		return nil
 	})
 }
+
+var keyControl = []byte("control")
+
+func (s *store) control() (*fedsyncv1.ControlState, error) {
+	st := &fedsyncv1.ControlState{}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		if raw := tx.Bucket(bucketMeta).Get(keyControl); raw != nil {
+			return proto.Unmarshal(raw, st)
+		}
+		return nil
+	})
+	return st, err
+}
+
+func (s *store) setControl(st *fedsyncv1.ControlState) error {
+	raw, err := proto.Marshal(st)
+	if err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keyControl, raw) })
+}

@@ -50,3 +50,11 @@ func (s *grpcServer) ListConflicts(ctx context.Context, req *fedsyncv1.ListConfl
 func (s *grpcServer) GetConflict(ctx context.Context, req *fedsyncv1.GetConflictRequest) (*fedsyncv1.GetConflictResponse, error) {
 	return endpoints.Call[*fedsyncv1.GetConflictResponse](ctx, s.e.GetConflict, req)
 }
+
+func (s *grpcServer) GetControl(ctx context.Context, req *fedsyncv1.GetControlRequest) (*fedsyncv1.GetControlResponse, error) {
+	return endpoints.Call[*fedsyncv1.GetControlResponse](ctx, s.e.GetControl, req)
+}
+
+func (s *grpcServer) SetControl(ctx context.Context, req *fedsyncv1.SetControlRequest) (*fedsyncv1.SetControlResponse, error) {
+	return endpoints.Call[*fedsyncv1.SetControlResponse](ctx, s.e.SetControl, req)
+}

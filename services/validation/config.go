@@ -27,6 +27,8 @@ type Config struct {
 	DataTypes string
 	// ReloadInterval is how often the registry file is checked for changes.
 	ReloadInterval time.Duration
+	// ControlPoll is how often the shared pause state is read.
+	ControlPoll time.Duration
 }
 
 // ParseConfig reads the configuration from flags and FEDSYNC_* variables.
@@ -39,6 +41,7 @@ func ParseConfig(fs *flag.FlagSet, args []string) (*Config, error) {
 	fs.DurationVar(&c.StrongTimeout, "strong-timeout", 10*time.Second, "longest a strong write may take before 503")
 	fs.StringVar(&c.DataTypes, "datatypes", "config/datatypes.yaml", "data-type registry file (reloaded when it changes)")
 	fs.DurationVar(&c.ReloadInterval, "datatypes-reload", 2*time.Second, "interval between checks of the registry file")
+	fs.DurationVar(&c.ControlPoll, "control-poll", 500*time.Millisecond, "interval between reads of the federation's pause state")
 	fs.Float64Var(&c.ClientRate, "rate.client", 1000, "requests per second per client")
 	fs.Float64Var(&c.ClientBurst, "rate.client-burst", 2000, "burst per client")
 	fs.Float64Var(&c.HubRate, "rate.hub", 10000, "requests per second of this regional hub")
@@ -55,6 +58,8 @@ func (c *Config) Validate() error {
 		return errors.New("produce-timeout and strong-timeout: must be positive")
 	case c.DataTypes == "" || c.ReloadInterval <= 0:
 		return errors.New("datatypes: a registry file and a positive reload interval are required")
+	case c.ControlPoll < 10*time.Millisecond:
+		return errors.New("control-poll: must be at least 10ms")
 	case c.ClientRate <= 0 || c.ClientBurst < 1 || c.HubRate <= 0 || c.HubBurst < 1:
 		return errors.New("rate.*: must be positive")
 	}

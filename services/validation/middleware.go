@@ -9,6 +9,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/fedsync/fedsync/libs/apierr"
+	"github.com/fedsync/fedsync/libs/audit"
 	"github.com/fedsync/fedsync/libs/authtoken"
 	fedsyncv1 "github.com/fedsync/fedsync/proto/fedsync/v1"
 )
@@ -93,4 +94,27 @@ func (m *instrumenting) PushState(ctx context.Context, req *fedsyncv1.PushStateR
 	}
 	m.admitted.WithLabelValues(consistency, outcome).Inc()
 	return resp, err
+}
+
+type auditing struct {
+	Service
+	log *audit.Log
+}
+
+// AuditingMiddleware records pause and resume in the audit log.
+func AuditingMiddleware(l *audit.Log) Middleware {
+	return func(next Service) Service { return &auditing{Service: next, log: l} }
+}
+
+func (m *auditing) SetPaused(ctx context.Context, req SetPausedRequest) (*fedsyncv1.ControlState, error) {
+	st, err := m.Service.SetPaused(ctx, req)
+	action, result := "admin.control.resume", "success"
+	if req.Paused {
+		action = "admin.control.pause"
+	}
+	if err != nil {
+		result = "failure:" + string(apierr.As(err).Code)
+	}
+	m.log.Record(ctx, audit.Record{Actor: req.By, Action: action, Data: "federation writes", Result: result, Detail: req.Reason})
+	return st, err
 }

@@ -38,9 +38,17 @@ func Run(ctx context.Context, cfg *Config) error {
 		return err
 	}
 	rt.Go("datatypes reload", func(ctx context.Context) error { return types.Run(ctx, cfg.ReloadInterval) })
-	var svc Service = NewService(types, deltas, heartbeats, mergeClient{peer: mergePeer}, cfg.Service.Region, cfg.ProduceTimeout, cfg.StrongTimeout)
+	storePeer, err := rt.Peer("statestore")
+	if err != nil {
+		return err
+	}
+	core := NewService(types, deltas, heartbeats, mergeClient{peer: mergePeer}, cfg.Service.Region, cfg.ProduceTimeout, cfg.StrongTimeout).
+		WithControl(controlClient{peer: storePeer})
+	rt.Go("control state", func(ctx context.Context) error { return core.control.run(ctx, cfg.ControlPoll) })
+	var svc Service = core
 	svc = RateLimitingMiddleware(cfg.ClientRate, cfg.ClientBurst, cfg.HubRate, cfg.HubBurst)(svc)
 	svc = InstrumentingMiddleware(rt.Metrics.Registry)(svc)
+	svc = AuditingMiddleware(rt.Audit)(svc)
 	eps := MakeEndpoints(svc, rt.Instrument)
 	return rt.Run(ctx, svcrun.Servers{
 		GRPCOptions: []grpc.ServerOption{

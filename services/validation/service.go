@@ -27,6 +27,18 @@ import (
 type Service interface {
 	PushState(ctx context.Context, req *fedsyncv1.PushStateRequest) (*fedsyncv1.PushStateResponse, error)
 	Heartbeat(ctx context.Context, req *fedsyncv1.HeartbeatRequest) (*fedsyncv1.HeartbeatResponse, error)
+	// SetPaused pauses or resumes writes federation-wide (seed 9.2); callers
+	// check the L4 level.
+	SetPaused(ctx context.Context, req SetPausedRequest) (*fedsyncv1.ControlState, error)
+	// GetControl returns the federation's operating state.
+	GetControl(ctx context.Context, _ struct{}) (*fedsyncv1.ControlState, error)
+}
+
+// SetPausedRequest pauses (Paused true) or resumes writes.
+type SetPausedRequest struct {
+	Paused bool
+	By     string
+	Reason string
 }
 
 // Log appends records to a Kafka topic and returns once they are acknowledged.
@@ -40,6 +52,7 @@ type StrongCommitter interface {
 }
 
 type service struct {
+	control        *control
 	types          *datatypes.Watcher
 	deltas         Log
 	heartbeats     Log
@@ -51,8 +64,8 @@ type service struct {
 }
 
 // NewService returns validation's logic.
-func NewService(types *datatypes.Watcher, deltas, heartbeats Log, merge StrongCommitter, region string, produceTimeout, strongTimeout time.Duration) Service {
-	return &service{types: types, deltas: deltas, heartbeats: heartbeats, merge: merge, clock: hlc.New(nil), region: region,
+func NewService(types *datatypes.Watcher, deltas, heartbeats Log, merge StrongCommitter, region string, produceTimeout, strongTimeout time.Duration) *service {
+	return &service{control: &control{store: &memControl{}}, types: types, deltas: deltas, heartbeats: heartbeats, merge: merge, clock: hlc.New(nil), region: region,
 		produceTimeout: produceTimeout, strongTimeout: strongTimeout}
 }
 
@@ -140,6 +153,9 @@ func (s *service) PushState(ctx context.Context, req *fedsyncv1.PushStateRequest
 	if !ok {
 		return nil, apierr.New(apierr.Unauthenticated, "A bearer token is required.")
 	}
+	if s.control.paused.Load() {
+		return nil, apierr.New(apierr.Unavailable, "Writes are paused for maintenance; reads and subscriptions keep working. Retry later.").WithRetryAfter(30 * time.Second)
+	}
 	d, err := check(req, s.types.Get(), claims.Subject)
 	if err != nil {
 		return nil, err
@@ -200,4 +216,23 @@ func (s *service) Heartbeat(ctx context.Context, _ *fedsyncv1.HeartbeatRequest) 
 		return nil, apierr.New(apierr.Unavailable, "The heartbeat log is unreachable.").WithRetryAfter(time.Second)
 	}
 	return &fedsyncv1.HeartbeatResponse{}, nil
+}
+
+// WithControl makes the service follow a shared pause state.
+func (s *service) WithControl(store ControlStore) *service {
+	s.control = &control{store: store}
+	return s
+}
+
+func (s *service) SetPaused(ctx context.Context, req SetPausedRequest) (*fedsyncv1.ControlState, error) {
+	st, err := s.control.store.SetControl(ctx, &fedsyncv1.ControlState{Paused: req.Paused, By: req.By, Reason: req.Reason, At: time.Now().UnixNano()})
+	if err != nil {
+		return nil, err
+	}
+	s.control.paused.Store(st.GetPaused()) // this instance at once; the others within the poll interval
+	return st, nil
+}
+
+func (s *service) GetControl(ctx context.Context, _ struct{}) (*fedsyncv1.ControlState, error) {
+	return s.control.store.GetControl(ctx)
 }

@@ -244,3 +244,27 @@ func TestTypeDefaultsAndCausalAdmission(t *testing.T) {
 		t.Fatalf("task defaults to strong: %d %v", status, body)
 	}
 }
+
+func TestPauseAndResume(t *testing.T) {
+	f := newFixture(t)
+	admin := f.issuer.Token(t, "admin", "L4")
+	if status, body := f.post(t, "/api/v1/control/pause", f.token, ``); status != 403 || errCode(body) != "permission_denied" {
+		t.Fatalf("pause by L2: %d %v", status, body)
+	}
+	if status, body := f.post(t, "/api/v1/control/pause", admin, `{"reason":"rollback"}`); status != 200 || body["paused"] != true || body["by"] != "admin" {
+		t.Fatalf("pause: %d %v", status, body)
+	}
+	req, _ := http.NewRequest("POST", f.srv.URL+"/api/v1/sync/state", strings.NewReader(`{"id":"ai-001:p","data_type":"note","patch":{}}`))
+	req.Header.Set("Authorization", "Bearer "+f.token)
+	resp, _ := http.DefaultClient.Do(req)
+	resp.Body.Close()
+	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("write while paused: %d, Retry-After %q", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+	if status, body := f.post(t, "/api/v1/control/resume", admin, ``); status != 200 || body["paused"] != false {
+		t.Fatalf("resume: %d %v", status, body)
+	}
+	if status, _ := f.post(t, "/api/v1/sync/state", f.token, `{"id":"ai-001:p","data_type":"note","patch":{}}`); status != 202 {
+		t.Fatalf("write after resume: %d", status)
+	}
+}

@@ -3,7 +3,9 @@ package validation
 import (
 	"encoding/json"
 	"net/http"
+	"time"
 
+	"github.com/fedsync/fedsync/libs/access"
 	"github.com/fedsync/fedsync/libs/apierr"
 	"github.com/fedsync/fedsync/libs/authtoken"
 	"github.com/fedsync/fedsync/libs/endpoints"
@@ -71,6 +73,53 @@ func NewHTTPHandler(e Endpoints, v *authtoken.Verifier, maxBody int64) http.Hand
 		}
 		w.WriteHeader(http.StatusNoContent)
 	})
+	control := func(paused bool) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			c, _ := authtoken.FromContext(r.Context())
+			if err := access.RequireLevel(c, "L4", "Pausing and resuming the federation"); err != nil {
+				apierr.WriteHTTP(w, err)
+				return
+			}
+			var body struct {
+				Reason string `json:"reason"`
+			}
+			if r.ContentLength > 0 {
+				if err := httpjson.Decode(w, r, 64<<10, &body); err != nil {
+					apierr.WriteHTTP(w, err)
+					return
+				}
+			}
+			st, err := endpoints.Call[*fedsyncv1.ControlState](r.Context(), e.SetPaused, SetPausedRequest{Paused: paused, By: c.Subject, Reason: body.Reason})
+			if err != nil {
+				apierr.WriteHTTP(w, err)
+				return
+			}
+			httpjson.Write(w, http.StatusOK, controlView(st))
+		}
+	}
+	mux.HandleFunc("POST /api/v1/control/pause", control(true))
+	mux.HandleFunc("POST /api/v1/control/resume", control(false))
+	mux.HandleFunc("GET /api/v1/control/state", func(w http.ResponseWriter, r *http.Request) {
+		c, _ := authtoken.FromContext(r.Context())
+		if err := access.RequireLevel(c, "L3", "Reading the federation's operating state"); err != nil {
+			apierr.WriteHTTP(w, err)
+			return
+		}
+		st, err := endpoints.Call[*fedsyncv1.ControlState](r.Context(), e.GetControl, struct{}{})
+		if err != nil {
+			apierr.WriteHTTP(w, err)
+			return
+		}
+		httpjson.Write(w, http.StatusOK, controlView(st))
+	})
 	mux.HandleFunc("/", httpjson.NotFound)
 	return v.HTTPMiddleware(mux)
+}
+
+func controlView(st *fedsyncv1.ControlState) map[string]any {
+	out := map[string]any{"paused": st.GetPaused(), "by": st.GetBy(), "reason": st.GetReason()}
+	if st.GetAt() > 0 {
+		out["at"] = time.Unix(0, st.GetAt()).UTC().Format(time.RFC3339Nano)
+	}
+	return out
 }

@@ -159,3 +159,43 @@ func TestStrongWritesCompareAndSet(t *testing.T) {
 		t.Fatalf("statuses %v, want one 200 and one 409", results)
 	}
 }
+
+// TestPauseStopsWritesEverywhere: a pause sent to one region's edge stops writes
+// in every region within a second; reads keep working; resume lets writes in.
+func TestPauseStopsWritesEverywhere(t *testing.T) {
+	s := startStack(t)
+	admin := newAgent(t, s, "admin", "na")
+	eu := newAgent(t, s, "ai-030", "eu")
+	if st, _ := eu.push(`{"id":"ai-030:p","data_type":"note","patch":{"n":1}}`); st != 202 {
+		t.Fatalf("before pause: %d", st)
+	}
+	if st, b, _ := admin.do("POST", "/api/v1/control/pause", []byte(`{"reason":"e2e"}`), admin.token); st != 200 {
+		t.Fatalf("pause: %d %v", st, b)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		st, b := eu.push(`{"id":"ai-030:p","data_type":"note","patch":{"n":2}}`)
+		if st == 503 && b["error"].(map[string]any)["code"] == "unavailable" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("region eu still accepts writes 5s after the pause: %d", st)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// Reads keep working, and what was accepted before the pause still commits.
+	if st, _ := eu.get("ai-030:p"); st != 200 {
+		t.Fatalf("read while paused: %d", st)
+	}
+	if st, _, _ := admin.do("POST", "/api/v1/control/resume", nil, admin.token); st != 200 {
+		t.Fatalf("resume: %d", st)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if st, _ := eu.push(`{"id":"ai-030:p","data_type":"note","patch":{"n":3}}`); st == 202 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("writes still refused 5s after resume")
+		}
+	}
+}

@@ -77,7 +77,7 @@ func run(args []string) (int, error) {
 	rate := fs.Float64("rate", 0, "aggregate target deltas/s; -1 = as fast as acknowledgements allow (preset: steady 5000, conflict 1000, ...)")
 	warmup := fs.Duration("warmup", 0, "warm-up before the measured window")
 	duration := fs.Duration("duration", 0, "measured window")
-	drain := fs.Duration("drain", 0, "longest wait after the window for deliveries to complete")
+	drain := fs.Duration("drain", 0, "after the window, stop waiting for deliveries once none arrived for this long")
 	keys := fs.Int("keys", 0, "ids per agent (preset: 4)")
 	valueSize := fs.Int("value-size", 0, "approximate value size in bytes (large: 65536)")
 	subscribe := fs.String("subscribe", "", "subscription prefixes: all (every subscriber watches every id) or agent (one agent's prefix each)")

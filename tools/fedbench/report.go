@@ -345,6 +345,16 @@ func (r *Report) Markdown(chart string) string {
 			}
 			notes = append(notes, "acknowledged deltas that produced no change of their own (outcome API): "+strings.Join(parts, ", "))
 		}
+		if len(res.Correctness.MissingOutcomes) > 0 {
+			var parts []string
+			for _, k := range sortedKeys(res.Correctness.MissingOutcomes) {
+				parts = append(parts, fmt.Sprintf("%s %d", k, res.Correctness.MissingOutcomes[k]))
+			}
+			notes = append(notes, "outcomes of unseen acknowledged deltas: "+strings.Join(parts, ", "))
+		}
+		if d := res.Correctness; d.Duplicates > 0 {
+			notes = append(notes, fmt.Sprintf("duplicates: %d versions delivered twice, %d deltas delivered as two versions", d.DuplicateVersions, d.DuplicateDeltas))
+		}
 		if sc.Subscribers >= 1000 || sc.Name == "fanout" {
 			notes = append(notes, fmt.Sprintf("subscribing took %.1f s", res.SubscribeSeconds))
 		}
@@ -460,7 +470,7 @@ func (r *Report) SVG() string {
 		fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" text-anchor="middle">%s</text>`+"\n", xx, float64(top)+ph+18, pctLabel(p))
 	}
 	fmt.Fprintf(&b, `<rect x="%d" y="%d" width="%.0f" height="%.0f" fill="none" stroke="#888"/>`+"\n", left, top, pw, ph)
-	fmt.Fprintf(&b, `<text x="%.1f" y="%d" text-anchor="middle">percentile</text>`+"\n", float64(left)+pw/2, H-18)
+	fmt.Fprintf(&b, `<text x="%.1f" y="%d" text-anchor="middle">percentile (the right edge is the maximum)</text>`+"\n", float64(left)+pw/2, H-18)
 	fmt.Fprintf(&b, `<text x="16" y="%.1f" text-anchor="middle" transform="rotate(-90 16 %.1f)">latency (ms, log scale)</text>`+"\n", float64(top)+ph/2, float64(top)+ph/2)
 	for i, res := range results {
 		color := chartColors[res.System]

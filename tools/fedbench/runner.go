@@ -326,44 +326,50 @@ loop:
 
 	// Drain: wait until every acknowledged delta reached every matching
 	// subscriber, or until every subscriber holds the final version of every id
-	// (writers racing on shared ids leave deltas that never show up on their own).
+	// (writers racing on shared ids leave deltas that never show up on their
+	// own). A system still delivering is waited for (its backlog is part of its
+	// latency) until sc.Drain passes without any delivery, or 15 minutes.
 	drainStart := time.Now()
-	var final map[string]int64
-	var finalErr error
-	lastObs, stable := int64(-1), 0
-	for time.Since(drainStart) < sc.Drain {
+	lastObs, lastProgress, stable := observed.Load(), time.Now(), 0
+	lastSay := time.Now()
+	for time.Since(drainStart) < 15*time.Minute && time.Since(lastProgress) < sc.Drain {
 		seen, expected := tr.Progress()
 		if seen >= expected && sc.SharedIDs == 0 {
 			break
 		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
 		time.Sleep(500 * time.Millisecond)
 		obs := observed.Load()
-		if obs == lastObs {
-			f, err := sys.FinalVersions(ctx, ids)
-			if err == nil && converged(tr, f, prefixes, ids) {
-				if stable++; stable >= 2 {
-					break
-				}
-			} else {
-				stable = 0
+		if obs != lastObs {
+			lastObs, lastProgress, stable = obs, time.Now(), 0
+			if time.Since(lastSay) >= 5*time.Second {
+				lastSay = time.Now()
+				say("draining: %d of %d deliveries, %.0fs", seen, expected, time.Since(drainStart).Seconds())
+			}
+			continue
+		}
+		if f, err := sys.FinalVersions(ctx, ids); err == nil && converged(tr, f, prefixes, ids) {
+			if stable++; stable >= 2 {
+				break
 			}
 		} else {
 			stable = 0
 		}
-		lastObs = obs
 	}
 	res.DrainSeconds = round2(time.Since(drainStart).Seconds())
-	final, finalErr = sys.FinalVersions(ctx, ids)
+	final, finalErr := sys.FinalVersions(ctx, ids)
 	missing := tr.Missing()
-	var excused map[deltaKey]string
+	var outcomes map[deltaKey]string
 	if len(missing) > 0 {
-		excused = sys.Excuse(ctx, missing, msgID)
+		outcomes = sys.Excuse(ctx, missing, msgID)
 	}
 	if finalErr != nil {
 		res.Failures = append(res.Failures, "could not read final versions: "+finalErr.Error())
 		final = nil
 	}
-	res.Correctness = tr.Verify(excused, final)
+	res.Correctness = tr.Verify(outcomes, final)
 
 	h := st.Histogram()
 	res.Latency = Summarize(h)

@@ -224,9 +224,9 @@ func (w *restWriter) Put(ctx context.Context, id string, value []byte, msgID str
 		w.buf.WriteString(`,"base_version":`)
 		w.buf.WriteString(strconv.FormatInt(base, 10))
 	}
-	w.buf.WriteString(`,"patch":`)
+	w.buf.WriteString(`,"patch":{"fb":`)
 	w.buf.Write(value)
-	w.buf.WriteByte('}')
+	w.buf.WriteString(`}}`)
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, w.url, bytes.NewReader(w.buf.Bytes()))
 	req.Header.Set("Authorization", "Bearer "+w.token)
 	req.Header.Set("Content-Type", "application/json")
@@ -263,7 +263,9 @@ type grpcWriter struct {
 func (w *grpcWriter) Put(ctx context.Context, id string, value []byte, msgID string, base int64) error {
 	ctx, cancel := context.WithTimeout(metadata.NewOutgoingContext(ctx, w.md), 30*time.Second)
 	defer cancel()
-	_, err := w.client.PushState(ctx, &fedsyncv1.PushStateRequest{Id: id, DataType: "note", Patch: value, MessageId: msgID,
+	patch := make([]byte, 0, len(value)+8)
+	patch = append(append(append(patch, `{"fb":`...), value...), '}')
+	_, err := w.client.PushState(ctx, &fedsyncv1.PushStateRequest{Id: id, DataType: "note", Patch: patch, MessageId: msgID,
 		BaseVersion: base, HasBaseVersion: base > 0})
 	if err != nil {
 		st, _ := status.FromError(err)
@@ -612,9 +614,10 @@ func promLine(line string) (map[string]string, float64) {
 	return labels, v
 }
 
-// Excuse asks fedsync what became of acknowledged deltas no subscriber saw:
-// "superseded" (every field lost to a later write: a legitimate outcome when
-// writers race on one id) or "duplicate" excuse it; anything else is a loss.
+// Excuse asks fedsync's outcome API what became of acknowledged deltas no
+// subscriber saw. "superseded" (every field lost to a later write: a legitimate
+// outcome when writers race on one id) and "duplicate" excuse them; any other
+// answer ("committed", not found) is returned too and counted as a loss.
 func (f *fedsyncSystem) Excuse(ctx context.Context, missing map[deltaKey]string, msgID func(deltaKey) string) map[deltaKey]string {
 	out := map[deltaKey]string{}
 	var mu sync.Mutex
@@ -627,18 +630,22 @@ func (f *fedsyncSystem) Excuse(ctx context.Context, missing map[deltaKey]string,
 		}
 		g.Go(func() error {
 			code, body, err := f.get(gctx, f.agent(k.writer()), "/api/v1/sync/outcomes/"+url.PathEscape(msgID(k)))
-			if err != nil || code != http.StatusOK {
+			if err != nil {
+				return nil
+			}
+			if code != http.StatusOK {
+				mu.Lock()
+				out[k] = fmt.Sprintf("outcome %d", code)
+				mu.Unlock()
 				return nil
 			}
 			var o struct {
 				Status string `json:"status"`
 			}
 			json.Unmarshal(body, &o)
-			if o.Status == "superseded" || o.Status == "duplicate" {
-				mu.Lock()
-				out[k] = o.Status
-				mu.Unlock()
-			}
+			mu.Lock()
+			out[k] = o.Status
+			mu.Unlock()
 			return nil
 		})
 	}

@@ -18,7 +18,7 @@ import (
 )
 
 // natsSystem is the NATS JetStream KV baseline: one nats-server with JetStream
-// on loopback, a KV bucket with file storage, history 1, one replica. Writes are
+// on loopback, a KV bucket with file storage, history 64, one replica. Writes are
 // kv.Put, subscriptions kv.Watch on a key pattern (an ordered push consumer).
 //
 // KV keys are NATS subjects: ':' is not allowed, so a fedbench id maps to a key
@@ -33,6 +33,12 @@ type natsSystem struct {
 }
 
 const natsBucket = "fedbench"
+
+// natsHistory is the KV bucket's history per key. With history 1 a value that is
+// overwritten before a watcher's consumer delivered it is gone and the watcher
+// never sees it (the conflict preset showed hundreds of such skipped updates);
+// 64, the most NATS allows, is what a user who needs every change would set.
+const natsHistory = 64
 
 func newNATS() *natsSystem { return &natsSystem{bin: lookBinary("nats-server")} }
 
@@ -49,7 +55,7 @@ func (n *natsSystem) Available() (bool, string) {
 func (n *natsSystem) Info() SystemInfo {
 	return SystemInfo{
 		Version: n.version,
-		Config:  "single server on loopback, JetStream file storage; KV bucket history 1, 1 replica; kv.Put + kv.Watch(pattern, UpdatesOnly), client github.com/nats-io/nats.go/jetstream",
+		Config:  "single server on loopback, JetStream file storage; KV bucket history 64 (the most; with 1, watchers skip values overwritten before delivery), 1 replica; kv.Put + kv.Watch(pattern, UpdatesOnly), client github.com/nats-io/nats.go/jetstream",
 		Durability: "acknowledged once the write is in the OS page cache, not on disk: nats-server 2.9 flushes to disk in the background " +
 			"and has no per-write fsync option; Jepsen (NATS 2.12.1, 2025) showed such settings lose acknowledged writes on crashes. " +
 			"fedsync and etcd fsync before acknowledging, so their numbers pay for a guarantee NATS here does not give",
@@ -112,7 +118,7 @@ func (n *natsSystem) Start(ctx context.Context, dir string) error {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
 		_, err = js.CreateOrUpdateKeyValue(cctx, jetstream.KeyValueConfig{
-			Bucket: natsBucket, History: 1, Storage: jetstream.FileStorage, Replicas: 1, MaxValueSize: 4 << 20,
+			Bucket: natsBucket, History: natsHistory, Storage: jetstream.FileStorage, Replicas: 1, MaxValueSize: 4 << 20,
 		})
 		return err
 	})

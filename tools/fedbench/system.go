@@ -33,8 +33,9 @@ type System interface {
 	FinalVersions(ctx context.Context, ids []string) (map[string]int64, error)
 	// Counters returns the system's own counters (committed deltas, conflicts...).
 	Counters(ctx context.Context) map[string]float64
-	// Excuse looks up acknowledged deltas that no subscriber saw and returns the
-	// ones the system accounts for, with the reason (fedsync: "superseded").
+	// Excuse looks up what became of acknowledged deltas that no subscriber saw
+	// (fedsync's outcome API: "superseded", "committed", ...); nil when the
+	// system has no such notion (every acknowledged put is a change).
 	Excuse(ctx context.Context, missing map[deltaKey]string, msgID func(deltaKey) string) map[deltaKey]string
 	// PIDs are the system's processes, for RSS.
 	PIDs() map[int]string

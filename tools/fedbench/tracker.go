@@ -24,7 +24,8 @@ import (
 //
 // Deltas that are acknowledged but legitimately produce no change of their own
 // (fedsync's "superseded" outcome when several writers race on one id) are
-// excused by the caller through the excuse function of Verify.
+// excused by the caller: Verify takes what the system says became of each
+// delta no subscriber saw, and excuses the ones in Excusable.
 
 // deltaKey identifies one delta: writer index and the writer's sequence number.
 type deltaKey uint64
@@ -192,13 +193,18 @@ type Correctness struct {
 	// Lost: acknowledged deltas a matching subscriber never saw (per subscriber).
 	Lost int64 `json:"lost"`
 	// Duplicates: a version delivered twice, or one delta delivered as two changes.
-	Duplicates int64 `json:"duplicates"`
+	Duplicates        int64 `json:"duplicates"`
+	DuplicateVersions int64 `json:"duplicate_versions"`
+	DuplicateDeltas   int64 `json:"duplicate_deltas"`
 	OutOfOrder int64 `json:"out_of_order"`
 	// Gaps: versions skipped on a subscriber (systems with contiguous versions).
 	Gaps int64 `json:"gaps"`
 	// Excused: acknowledged deltas that no subscriber saw because the system
 	// reports they produced no change of their own (fedsync: superseded).
 	Excused map[string]int64 `json:"excused,omitempty"`
+	// MissingOutcomes: what the system said became of unseen deltas it does not
+	// account for (counted as lost): e.g. "committed", "outcome 404".
+	MissingOutcomes map[string]int64 `json:"missing_outcomes,omitempty"`
 	// Converged: every subscriber's last version of every id it watches equals
 	// the system's final version. Diverged counts (subscriber, id) pairs that differ.
 	Converged    bool     `json:"converged"`
@@ -243,11 +249,16 @@ func (t *Tracker) Missing() map[deltaKey]string {
 	return out
 }
 
-// Verify computes the verdict. excused maps deltas that no subscriber saw but
-// that the system accounts for (value: the reason, e.g. "superseded"); final
-// gives the system's final version per id (nil skips the convergence check).
-func (t *Tracker) Verify(excused map[deltaKey]string, final map[string]int64) Correctness {
-	c := Correctness{Converged: true, Excused: map[string]int64{}}
+// Excusable are the outcomes that account for an acknowledged delta no
+// subscriber saw: it produced no change of its own.
+var Excusable = map[string]bool{"superseded": true, "duplicate": true}
+
+// Verify computes the verdict. outcomes says what the system reports became of
+// deltas that no subscriber saw (excusable ones are not losses; the others are
+// counted by status in MissingOutcomes); final gives the system's final version
+// per id (nil skips the convergence check).
+func (t *Tracker) Verify(outcomes map[deltaKey]string, final map[string]int64) Correctness {
+	c := Correctness{Converged: true, Excused: map[string]int64{}, MissingOutcomes: map[string]int64{}}
 	for _, u := range t.unacked {
 		c.Unacked += u
 	}
@@ -255,9 +266,12 @@ func (t *Tracker) Verify(excused map[deltaKey]string, final map[string]int64) Co
 		c.Acked += int64(len(as))
 		for _, a := range as {
 			k := keyOf(w, a.n)
-			if reason, ok := excused[k]; ok {
-				c.Excused[reason]++
-				continue
+			if status, ok := outcomes[k]; ok {
+				if Excusable[status] {
+					c.Excused[status]++
+					continue
+				}
+				c.MissingOutcomes[status]++
 			}
 			for _, j := range t.matches[a.id] {
 				c.Expected++
@@ -278,6 +292,8 @@ func (t *Tracker) Verify(excused map[deltaKey]string, final map[string]int64) Co
 		s.mu.Lock()
 		c.Observations += s.observations
 		c.Duplicates += s.dupVersion + s.dupDelta
+		c.DuplicateVersions += s.dupVersion
+		c.DuplicateDeltas += s.dupDelta
 		c.OutOfOrder += s.outOfOrder
 		c.Gaps += s.gaps
 		c.Foreign += s.foreign
@@ -312,6 +328,9 @@ func (t *Tracker) Verify(excused map[deltaKey]string, final map[string]int64) Co
 	}
 	if len(c.Excused) == 0 {
 		c.Excused = nil
+	}
+	if len(c.MissingOutcomes) == 0 {
+		c.MissingOutcomes = nil
 	}
 	return c
 }

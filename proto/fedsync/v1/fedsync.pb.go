@@ -1480,6 +1480,244 @@ func (x *CommitStrongResponse) GetVersion() int64 {
 	return 0
 }
 
+// ControlState is the federation's operating state.
+type ControlState struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Paused bool                   `protobuf:"varint,1,opt,name=paused,proto3" json:"paused,omitempty"`
+	By     string                 `protobuf:"bytes,2,opt,name=by,proto3" json:"by,omitempty"`
+	// Unix nanoseconds of the last change.
+	At            int64  `protobuf:"varint,3,opt,name=at,proto3" json:"at,omitempty"`
+	Reason        string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ControlState) Reset() {
+	*x = ControlState{}
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ControlState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ControlState) ProtoMessage() {}
+
+func (x *ControlState) ProtoReflect() protoreflect.Message {
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ControlState.ProtoReflect.Descriptor instead.
+func (*ControlState) Descriptor() ([]byte, []int) {
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ControlState) GetPaused() bool {
+	if x != nil {
+		return x.Paused
+	}
+	return false
+}
+
+func (x *ControlState) GetBy() string {
+	if x != nil {
+		return x.By
+	}
+	return ""
+}
+
+func (x *ControlState) GetAt() int64 {
+	if x != nil {
+		return x.At
+	}
+	return 0
+}
+
+func (x *ControlState) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type GetControlRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetControlRequest) Reset() {
+	*x = GetControlRequest{}
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetControlRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetControlRequest) ProtoMessage() {}
+
+func (x *GetControlRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetControlRequest.ProtoReflect.Descriptor instead.
+func (*GetControlRequest) Descriptor() ([]byte, []int) {
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{21}
+}
+
+type GetControlResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	State         *ControlState          `protobuf:"bytes,1,opt,name=state,proto3" json:"state,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetControlResponse) Reset() {
+	*x = GetControlResponse{}
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetControlResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetControlResponse) ProtoMessage() {}
+
+func (x *GetControlResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetControlResponse.ProtoReflect.Descriptor instead.
+func (*GetControlResponse) Descriptor() ([]byte, []int) {
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *GetControlResponse) GetState() *ControlState {
+	if x != nil {
+		return x.State
+	}
+	return nil
+}
+
+type SetControlRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	State         *ControlState          `protobuf:"bytes,1,opt,name=state,proto3" json:"state,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetControlRequest) Reset() {
+	*x = SetControlRequest{}
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetControlRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetControlRequest) ProtoMessage() {}
+
+func (x *SetControlRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetControlRequest.ProtoReflect.Descriptor instead.
+func (*SetControlRequest) Descriptor() ([]byte, []int) {
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *SetControlRequest) GetState() *ControlState {
+	if x != nil {
+		return x.State
+	}
+	return nil
+}
+
+type SetControlResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	State         *ControlState          `protobuf:"bytes,1,opt,name=state,proto3" json:"state,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetControlResponse) Reset() {
+	*x = SetControlResponse{}
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetControlResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetControlResponse) ProtoMessage() {}
+
+func (x *SetControlResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetControlResponse.ProtoReflect.Descriptor instead.
+func (*SetControlResponse) Descriptor() ([]byte, []int) {
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *SetControlResponse) GetState() *ControlState {
+	if x != nil {
+		return x.State
+	}
+	return nil
+}
+
 // Conflict is one conflict found by merge (seed 3.3).
 type Conflict struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
@@ -1511,7 +1749,7 @@ type Conflict struct {
 
 func (x *Conflict) Reset() {
 	*x = Conflict{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[20]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1523,7 +1761,7 @@ func (x *Conflict) String() string {
 func (*Conflict) ProtoMessage() {}
 
 func (x *Conflict) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[20]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1536,7 +1774,7 @@ func (x *Conflict) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Conflict.ProtoReflect.Descriptor instead.
 func (*Conflict) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{20}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Conflict) GetId() string {
@@ -1666,7 +1904,7 @@ type GetFrontierRequest struct {
 
 func (x *GetFrontierRequest) Reset() {
 	*x = GetFrontierRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[21]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1678,7 +1916,7 @@ func (x *GetFrontierRequest) String() string {
 func (*GetFrontierRequest) ProtoMessage() {}
 
 func (x *GetFrontierRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[21]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1691,7 +1929,7 @@ func (x *GetFrontierRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetFrontierRequest.ProtoReflect.Descriptor instead.
 func (*GetFrontierRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{21}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{26}
 }
 
 type GetFrontierResponse struct {
@@ -1703,7 +1941,7 @@ type GetFrontierResponse struct {
 
 func (x *GetFrontierResponse) Reset() {
 	*x = GetFrontierResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[22]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1715,7 +1953,7 @@ func (x *GetFrontierResponse) String() string {
 func (*GetFrontierResponse) ProtoMessage() {}
 
 func (x *GetFrontierResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[22]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1728,7 +1966,7 @@ func (x *GetFrontierResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetFrontierResponse.ProtoReflect.Descriptor instead.
 func (*GetFrontierResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{22}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *GetFrontierResponse) GetFrontier() map[string]int64 {
@@ -1754,7 +1992,7 @@ type Outcome struct {
 
 func (x *Outcome) Reset() {
 	*x = Outcome{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[23]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1766,7 +2004,7 @@ func (x *Outcome) String() string {
 func (*Outcome) ProtoMessage() {}
 
 func (x *Outcome) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[23]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1779,7 +2017,7 @@ func (x *Outcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Outcome.ProtoReflect.Descriptor instead.
 func (*Outcome) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{23}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Outcome) GetMessageId() string {
@@ -1837,7 +2075,7 @@ type RecordOutcomeRequest struct {
 
 func (x *RecordOutcomeRequest) Reset() {
 	*x = RecordOutcomeRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[24]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1849,7 +2087,7 @@ func (x *RecordOutcomeRequest) String() string {
 func (*RecordOutcomeRequest) ProtoMessage() {}
 
 func (x *RecordOutcomeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[24]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1862,7 +2100,7 @@ func (x *RecordOutcomeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordOutcomeRequest.ProtoReflect.Descriptor instead.
 func (*RecordOutcomeRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{24}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *RecordOutcomeRequest) GetOutcome() *Outcome {
@@ -1901,7 +2139,7 @@ type RecordOutcomeResponse struct {
 
 func (x *RecordOutcomeResponse) Reset() {
 	*x = RecordOutcomeResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[25]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1913,7 +2151,7 @@ func (x *RecordOutcomeResponse) String() string {
 func (*RecordOutcomeResponse) ProtoMessage() {}
 
 func (x *RecordOutcomeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[25]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1926,7 +2164,7 @@ func (x *RecordOutcomeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordOutcomeResponse.ProtoReflect.Descriptor instead.
 func (*RecordOutcomeResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{25}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{30}
 }
 
 type GetOutcomeRequest struct {
@@ -1938,7 +2176,7 @@ type GetOutcomeRequest struct {
 
 func (x *GetOutcomeRequest) Reset() {
 	*x = GetOutcomeRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[26]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1950,7 +2188,7 @@ func (x *GetOutcomeRequest) String() string {
 func (*GetOutcomeRequest) ProtoMessage() {}
 
 func (x *GetOutcomeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[26]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1963,7 +2201,7 @@ func (x *GetOutcomeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOutcomeRequest.ProtoReflect.Descriptor instead.
 func (*GetOutcomeRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{26}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *GetOutcomeRequest) GetMessageId() string {
@@ -1982,7 +2220,7 @@ type GetOutcomeResponse struct {
 
 func (x *GetOutcomeResponse) Reset() {
 	*x = GetOutcomeResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[27]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1994,7 +2232,7 @@ func (x *GetOutcomeResponse) String() string {
 func (*GetOutcomeResponse) ProtoMessage() {}
 
 func (x *GetOutcomeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[27]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2007,7 +2245,7 @@ func (x *GetOutcomeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOutcomeResponse.ProtoReflect.Descriptor instead.
 func (*GetOutcomeResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{27}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *GetOutcomeResponse) GetOutcome() *Outcome {
@@ -2029,7 +2267,7 @@ type ListConflictsRequest struct {
 
 func (x *ListConflictsRequest) Reset() {
 	*x = ListConflictsRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[28]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2041,7 +2279,7 @@ func (x *ListConflictsRequest) String() string {
 func (*ListConflictsRequest) ProtoMessage() {}
 
 func (x *ListConflictsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[28]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2054,7 +2292,7 @@ func (x *ListConflictsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConflictsRequest.ProtoReflect.Descriptor instead.
 func (*ListConflictsRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{28}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ListConflictsRequest) GetStatus() string {
@@ -2088,7 +2326,7 @@ type ListConflictsResponse struct {
 
 func (x *ListConflictsResponse) Reset() {
 	*x = ListConflictsResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[29]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2100,7 +2338,7 @@ func (x *ListConflictsResponse) String() string {
 func (*ListConflictsResponse) ProtoMessage() {}
 
 func (x *ListConflictsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[29]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2113,7 +2351,7 @@ func (x *ListConflictsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConflictsResponse.ProtoReflect.Descriptor instead.
 func (*ListConflictsResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{29}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ListConflictsResponse) GetConflicts() []*Conflict {
@@ -2139,7 +2377,7 @@ type GetConflictRequest struct {
 
 func (x *GetConflictRequest) Reset() {
 	*x = GetConflictRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[30]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2151,7 +2389,7 @@ func (x *GetConflictRequest) String() string {
 func (*GetConflictRequest) ProtoMessage() {}
 
 func (x *GetConflictRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[30]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2164,7 +2402,7 @@ func (x *GetConflictRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConflictRequest.ProtoReflect.Descriptor instead.
 func (*GetConflictRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{30}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *GetConflictRequest) GetId() string {
@@ -2183,7 +2421,7 @@ type GetConflictResponse struct {
 
 func (x *GetConflictResponse) Reset() {
 	*x = GetConflictResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[31]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2195,7 +2433,7 @@ func (x *GetConflictResponse) String() string {
 func (*GetConflictResponse) ProtoMessage() {}
 
 func (x *GetConflictResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[31]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2208,7 +2446,7 @@ func (x *GetConflictResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConflictResponse.ProtoReflect.Descriptor instead.
 func (*GetConflictResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{31}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *GetConflictResponse) GetConflict() *Conflict {
@@ -2247,7 +2485,7 @@ type ApplyRequest struct {
 
 func (x *ApplyRequest) Reset() {
 	*x = ApplyRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[32]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2259,7 +2497,7 @@ func (x *ApplyRequest) String() string {
 func (*ApplyRequest) ProtoMessage() {}
 
 func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[32]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2272,7 +2510,7 @@ func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyRequest.ProtoReflect.Descriptor instead.
 func (*ApplyRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{32}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ApplyRequest) GetId() string {
@@ -2392,7 +2630,7 @@ type ApplyResponse struct {
 
 func (x *ApplyResponse) Reset() {
 	*x = ApplyResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[33]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2404,7 +2642,7 @@ func (x *ApplyResponse) String() string {
 func (*ApplyResponse) ProtoMessage() {}
 
 func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[33]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2417,7 +2655,7 @@ func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyResponse.ProtoReflect.Descriptor instead.
 func (*ApplyResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{33}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ApplyResponse) GetVersion() int64 {
@@ -2450,7 +2688,7 @@ type GetRequest struct {
 
 func (x *GetRequest) Reset() {
 	*x = GetRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[34]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2462,7 +2700,7 @@ func (x *GetRequest) String() string {
 func (*GetRequest) ProtoMessage() {}
 
 func (x *GetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[34]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2475,7 +2713,7 @@ func (x *GetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequest.ProtoReflect.Descriptor instead.
 func (*GetRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{34}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *GetRequest) GetId() string {
@@ -2494,7 +2732,7 @@ type GetResponse struct {
 
 func (x *GetResponse) Reset() {
 	*x = GetResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[35]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2506,7 +2744,7 @@ func (x *GetResponse) String() string {
 func (*GetResponse) ProtoMessage() {}
 
 func (x *GetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[35]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2519,7 +2757,7 @@ func (x *GetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResponse.ProtoReflect.Descriptor instead.
 func (*GetResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{35}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *GetResponse) GetState() *State {
@@ -2541,7 +2779,7 @@ type QueryRequest struct {
 
 func (x *QueryRequest) Reset() {
 	*x = QueryRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[36]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2553,7 +2791,7 @@ func (x *QueryRequest) String() string {
 func (*QueryRequest) ProtoMessage() {}
 
 func (x *QueryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[36]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2566,7 +2804,7 @@ func (x *QueryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueryRequest.ProtoReflect.Descriptor instead.
 func (*QueryRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{36}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *QueryRequest) GetIdPrefix() string {
@@ -2607,7 +2845,7 @@ type QueryResponse struct {
 
 func (x *QueryResponse) Reset() {
 	*x = QueryResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[37]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2619,7 +2857,7 @@ func (x *QueryResponse) String() string {
 func (*QueryResponse) ProtoMessage() {}
 
 func (x *QueryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[37]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2632,7 +2870,7 @@ func (x *QueryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueryResponse.ProtoReflect.Descriptor instead.
 func (*QueryResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{37}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *QueryResponse) GetItems() []*State {
@@ -2660,7 +2898,7 @@ type ReadLogRequest struct {
 
 func (x *ReadLogRequest) Reset() {
 	*x = ReadLogRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[38]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2672,7 +2910,7 @@ func (x *ReadLogRequest) String() string {
 func (*ReadLogRequest) ProtoMessage() {}
 
 func (x *ReadLogRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[38]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2685,7 +2923,7 @@ func (x *ReadLogRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadLogRequest.ProtoReflect.Descriptor instead.
 func (*ReadLogRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{38}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ReadLogRequest) GetAfterSeq() uint64 {
@@ -2713,7 +2951,7 @@ type ReadLogResponse struct {
 
 func (x *ReadLogResponse) Reset() {
 	*x = ReadLogResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[39]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2725,7 +2963,7 @@ func (x *ReadLogResponse) String() string {
 func (*ReadLogResponse) ProtoMessage() {}
 
 func (x *ReadLogResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[39]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2738,7 +2976,7 @@ func (x *ReadLogResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadLogResponse.ProtoReflect.Descriptor instead.
 func (*ReadLogResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{39}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ReadLogResponse) GetChanges() []*Change {
@@ -2766,7 +3004,7 @@ type SubscribeRequest struct {
 
 func (x *SubscribeRequest) Reset() {
 	*x = SubscribeRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[40]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2778,7 +3016,7 @@ func (x *SubscribeRequest) String() string {
 func (*SubscribeRequest) ProtoMessage() {}
 
 func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[40]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2791,7 +3029,7 @@ func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeRequest.ProtoReflect.Descriptor instead.
 func (*SubscribeRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{40}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *SubscribeRequest) GetIdPrefix() string {
@@ -2833,7 +3071,7 @@ type SubscribeResponse struct {
 
 func (x *SubscribeResponse) Reset() {
 	*x = SubscribeResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[41]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2845,7 +3083,7 @@ func (x *SubscribeResponse) String() string {
 func (*SubscribeResponse) ProtoMessage() {}
 
 func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[41]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2858,7 +3096,7 @@ func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeResponse.ProtoReflect.Descriptor instead.
 func (*SubscribeResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{41}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *SubscribeResponse) GetType() string {
@@ -2925,7 +3163,7 @@ type GetHealthRequest struct {
 
 func (x *GetHealthRequest) Reset() {
 	*x = GetHealthRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[42]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2937,7 +3175,7 @@ func (x *GetHealthRequest) String() string {
 func (*GetHealthRequest) ProtoMessage() {}
 
 func (x *GetHealthRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[42]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2950,7 +3188,7 @@ func (x *GetHealthRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHealthRequest.ProtoReflect.Descriptor instead.
 func (*GetHealthRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{42}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{47}
 }
 
 type ServiceHealth struct {
@@ -2964,7 +3202,7 @@ type ServiceHealth struct {
 
 func (x *ServiceHealth) Reset() {
 	*x = ServiceHealth{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[43]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2976,7 +3214,7 @@ func (x *ServiceHealth) String() string {
 func (*ServiceHealth) ProtoMessage() {}
 
 func (x *ServiceHealth) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[43]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2989,7 +3227,7 @@ func (x *ServiceHealth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceHealth.ProtoReflect.Descriptor instead.
 func (*ServiceHealth) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{43}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ServiceHealth) GetStatus() string {
@@ -3023,7 +3261,7 @@ type AgentHealth struct {
 
 func (x *AgentHealth) Reset() {
 	*x = AgentHealth{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[44]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3035,7 +3273,7 @@ func (x *AgentHealth) String() string {
 func (*AgentHealth) ProtoMessage() {}
 
 func (x *AgentHealth) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[44]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3048,7 +3286,7 @@ func (x *AgentHealth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentHealth.ProtoReflect.Descriptor instead.
 func (*AgentHealth) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{44}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *AgentHealth) GetHealthy() int32 {
@@ -3078,7 +3316,7 @@ type GetHealthResponse struct {
 
 func (x *GetHealthResponse) Reset() {
 	*x = GetHealthResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[45]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3090,7 +3328,7 @@ func (x *GetHealthResponse) String() string {
 func (*GetHealthResponse) ProtoMessage() {}
 
 func (x *GetHealthResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[45]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3103,7 +3341,7 @@ func (x *GetHealthResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHealthResponse.ProtoReflect.Descriptor instead.
 func (*GetHealthResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{45}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *GetHealthResponse) GetStatus() string {
@@ -3267,7 +3505,19 @@ const file_fedsync_v1_fedsync_proto_rawDesc = "" +
 	"\x13CommitStrongRequest\x12'\n" +
 	"\x05delta\x18\x01 \x01(\v2\x11.fedsync.v1.DeltaR\x05delta\"0\n" +
 	"\x14CommitStrongResponse\x12\x18\n" +
-	"\aversion\x18\x01 \x01(\x03R\aversion\"\xe4\x03\n" +
+	"\aversion\x18\x01 \x01(\x03R\aversion\"^\n" +
+	"\fControlState\x12\x16\n" +
+	"\x06paused\x18\x01 \x01(\bR\x06paused\x12\x0e\n" +
+	"\x02by\x18\x02 \x01(\tR\x02by\x12\x0e\n" +
+	"\x02at\x18\x03 \x01(\x03R\x02at\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"\x13\n" +
+	"\x11GetControlRequest\"D\n" +
+	"\x12GetControlResponse\x12.\n" +
+	"\x05state\x18\x01 \x01(\v2\x18.fedsync.v1.ControlStateR\x05state\"C\n" +
+	"\x11SetControlRequest\x12.\n" +
+	"\x05state\x18\x01 \x01(\v2\x18.fedsync.v1.ControlStateR\x05state\"D\n" +
+	"\x12SetControlResponse\x12.\n" +
+	"\x05state\x18\x01 \x01(\v2\x18.fedsync.v1.ControlStateR\x05state\"\xe4\x03\n" +
 	"\bConflict\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x19\n" +
 	"\bstate_id\x18\x02 \x01(\tR\astateId\x12\x1b\n" +
@@ -3435,7 +3685,7 @@ const file_fedsync_v1_fedsync_proto_rawDesc = "" +
 	"\tHeartbeat\x12\x1c.fedsync.v1.HeartbeatRequest\x1a\x1d.fedsync.v1.HeartbeatResponse2\xbd\x01\n" +
 	"\fMergeService\x12Q\n" +
 	"\fCommitStrong\x12\x1f.fedsync.v1.CommitStrongRequest\x1a .fedsync.v1.CommitStrongResponse\x12Z\n" +
-	"\x0fResolveConflict\x12\".fedsync.v1.ResolveConflictRequest\x1a#.fedsync.v1.ResolveConflictResponse2\xa4\x05\n" +
+	"\x0fResolveConflict\x12\".fedsync.v1.ResolveConflictRequest\x1a#.fedsync.v1.ResolveConflictResponse2\xbe\x06\n" +
 	"\x11StateStoreService\x12<\n" +
 	"\x05Apply\x12\x18.fedsync.v1.ApplyRequest\x1a\x19.fedsync.v1.ApplyResponse\x126\n" +
 	"\x03Get\x12\x16.fedsync.v1.GetRequest\x1a\x17.fedsync.v1.GetResponse\x12<\n" +
@@ -3446,7 +3696,11 @@ const file_fedsync_v1_fedsync_proto_rawDesc = "" +
 	"\n" +
 	"GetOutcome\x12\x1d.fedsync.v1.GetOutcomeRequest\x1a\x1e.fedsync.v1.GetOutcomeResponse\x12T\n" +
 	"\rListConflicts\x12 .fedsync.v1.ListConflictsRequest\x1a!.fedsync.v1.ListConflictsResponse\x12N\n" +
-	"\vGetConflict\x12\x1e.fedsync.v1.GetConflictRequest\x1a\x1f.fedsync.v1.GetConflictResponse2`\n" +
+	"\vGetConflict\x12\x1e.fedsync.v1.GetConflictRequest\x1a\x1f.fedsync.v1.GetConflictResponse\x12K\n" +
+	"\n" +
+	"GetControl\x12\x1d.fedsync.v1.GetControlRequest\x1a\x1e.fedsync.v1.GetControlResponse\x12K\n" +
+	"\n" +
+	"SetControl\x12\x1d.fedsync.v1.SetControlRequest\x1a\x1e.fedsync.v1.SetControlResponse2`\n" +
 	"\x12BroadcasterService\x12J\n" +
 	"\tSubscribe\x12\x1c.fedsync.v1.SubscribeRequest\x1a\x1d.fedsync.v1.SubscribeResponse0\x012`\n" +
 	"\x14HealthMonitorService\x12H\n" +
@@ -3465,7 +3719,7 @@ func file_fedsync_v1_fedsync_proto_rawDescGZIP() []byte {
 }
 
 var file_fedsync_v1_fedsync_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_fedsync_v1_fedsync_proto_msgTypes = make([]protoimpl.MessageInfo, 58)
+var file_fedsync_v1_fedsync_proto_msgTypes = make([]protoimpl.MessageInfo, 63)
 var file_fedsync_v1_fedsync_proto_goTypes = []any{
 	(MessageType)(0),                // 0: fedsync.v1.MessageType
 	(Consistency)(0),                // 1: fedsync.v1.Consistency
@@ -3489,118 +3743,130 @@ var file_fedsync_v1_fedsync_proto_goTypes = []any{
 	(*ResolveConflictResponse)(nil), // 19: fedsync.v1.ResolveConflictResponse
 	(*CommitStrongRequest)(nil),     // 20: fedsync.v1.CommitStrongRequest
 	(*CommitStrongResponse)(nil),    // 21: fedsync.v1.CommitStrongResponse
-	(*Conflict)(nil),                // 22: fedsync.v1.Conflict
-	(*GetFrontierRequest)(nil),      // 23: fedsync.v1.GetFrontierRequest
-	(*GetFrontierResponse)(nil),     // 24: fedsync.v1.GetFrontierResponse
-	(*Outcome)(nil),                 // 25: fedsync.v1.Outcome
-	(*RecordOutcomeRequest)(nil),    // 26: fedsync.v1.RecordOutcomeRequest
-	(*RecordOutcomeResponse)(nil),   // 27: fedsync.v1.RecordOutcomeResponse
-	(*GetOutcomeRequest)(nil),       // 28: fedsync.v1.GetOutcomeRequest
-	(*GetOutcomeResponse)(nil),      // 29: fedsync.v1.GetOutcomeResponse
-	(*ListConflictsRequest)(nil),    // 30: fedsync.v1.ListConflictsRequest
-	(*ListConflictsResponse)(nil),   // 31: fedsync.v1.ListConflictsResponse
-	(*GetConflictRequest)(nil),      // 32: fedsync.v1.GetConflictRequest
-	(*GetConflictResponse)(nil),     // 33: fedsync.v1.GetConflictResponse
-	(*ApplyRequest)(nil),            // 34: fedsync.v1.ApplyRequest
-	(*ApplyResponse)(nil),           // 35: fedsync.v1.ApplyResponse
-	(*GetRequest)(nil),              // 36: fedsync.v1.GetRequest
-	(*GetResponse)(nil),             // 37: fedsync.v1.GetResponse
-	(*QueryRequest)(nil),            // 38: fedsync.v1.QueryRequest
-	(*QueryResponse)(nil),           // 39: fedsync.v1.QueryResponse
-	(*ReadLogRequest)(nil),          // 40: fedsync.v1.ReadLogRequest
-	(*ReadLogResponse)(nil),         // 41: fedsync.v1.ReadLogResponse
-	(*SubscribeRequest)(nil),        // 42: fedsync.v1.SubscribeRequest
-	(*SubscribeResponse)(nil),       // 43: fedsync.v1.SubscribeResponse
-	(*GetHealthRequest)(nil),        // 44: fedsync.v1.GetHealthRequest
-	(*ServiceHealth)(nil),           // 45: fedsync.v1.ServiceHealth
-	(*AgentHealth)(nil),             // 46: fedsync.v1.AgentHealth
-	(*GetHealthResponse)(nil),       // 47: fedsync.v1.GetHealthResponse
-	nil,                             // 48: fedsync.v1.SyncMessage.MetadataEntry
-	nil,                             // 49: fedsync.v1.Delta.VectorClockEntry
-	nil,                             // 50: fedsync.v1.State.VectorClockEntry
-	nil,                             // 51: fedsync.v1.State.FieldsEntry
-	nil,                             // 52: fedsync.v1.GetRevocationsResponse.DisabledClientsEntry
-	nil,                             // 53: fedsync.v1.GetRevocationsResponse.RevokedTokensEntry
-	nil,                             // 54: fedsync.v1.PushStateRequest.VectorClockEntry
-	nil,                             // 55: fedsync.v1.GetFrontierResponse.FrontierEntry
-	nil,                             // 56: fedsync.v1.ApplyRequest.FieldsEntry
-	nil,                             // 57: fedsync.v1.ApplyRequest.VectorClockEntry
-	nil,                             // 58: fedsync.v1.GetHealthResponse.ServicesEntry
-	nil,                             // 59: fedsync.v1.GetHealthResponse.RegionsEntry
+	(*ControlState)(nil),            // 22: fedsync.v1.ControlState
+	(*GetControlRequest)(nil),       // 23: fedsync.v1.GetControlRequest
+	(*GetControlResponse)(nil),      // 24: fedsync.v1.GetControlResponse
+	(*SetControlRequest)(nil),       // 25: fedsync.v1.SetControlRequest
+	(*SetControlResponse)(nil),      // 26: fedsync.v1.SetControlResponse
+	(*Conflict)(nil),                // 27: fedsync.v1.Conflict
+	(*GetFrontierRequest)(nil),      // 28: fedsync.v1.GetFrontierRequest
+	(*GetFrontierResponse)(nil),     // 29: fedsync.v1.GetFrontierResponse
+	(*Outcome)(nil),                 // 30: fedsync.v1.Outcome
+	(*RecordOutcomeRequest)(nil),    // 31: fedsync.v1.RecordOutcomeRequest
+	(*RecordOutcomeResponse)(nil),   // 32: fedsync.v1.RecordOutcomeResponse
+	(*GetOutcomeRequest)(nil),       // 33: fedsync.v1.GetOutcomeRequest
+	(*GetOutcomeResponse)(nil),      // 34: fedsync.v1.GetOutcomeResponse
+	(*ListConflictsRequest)(nil),    // 35: fedsync.v1.ListConflictsRequest
+	(*ListConflictsResponse)(nil),   // 36: fedsync.v1.ListConflictsResponse
+	(*GetConflictRequest)(nil),      // 37: fedsync.v1.GetConflictRequest
+	(*GetConflictResponse)(nil),     // 38: fedsync.v1.GetConflictResponse
+	(*ApplyRequest)(nil),            // 39: fedsync.v1.ApplyRequest
+	(*ApplyResponse)(nil),           // 40: fedsync.v1.ApplyResponse
+	(*GetRequest)(nil),              // 41: fedsync.v1.GetRequest
+	(*GetResponse)(nil),             // 42: fedsync.v1.GetResponse
+	(*QueryRequest)(nil),            // 43: fedsync.v1.QueryRequest
+	(*QueryResponse)(nil),           // 44: fedsync.v1.QueryResponse
+	(*ReadLogRequest)(nil),          // 45: fedsync.v1.ReadLogRequest
+	(*ReadLogResponse)(nil),         // 46: fedsync.v1.ReadLogResponse
+	(*SubscribeRequest)(nil),        // 47: fedsync.v1.SubscribeRequest
+	(*SubscribeResponse)(nil),       // 48: fedsync.v1.SubscribeResponse
+	(*GetHealthRequest)(nil),        // 49: fedsync.v1.GetHealthRequest
+	(*ServiceHealth)(nil),           // 50: fedsync.v1.ServiceHealth
+	(*AgentHealth)(nil),             // 51: fedsync.v1.AgentHealth
+	(*GetHealthResponse)(nil),       // 52: fedsync.v1.GetHealthResponse
+	nil,                             // 53: fedsync.v1.SyncMessage.MetadataEntry
+	nil,                             // 54: fedsync.v1.Delta.VectorClockEntry
+	nil,                             // 55: fedsync.v1.State.VectorClockEntry
+	nil,                             // 56: fedsync.v1.State.FieldsEntry
+	nil,                             // 57: fedsync.v1.GetRevocationsResponse.DisabledClientsEntry
+	nil,                             // 58: fedsync.v1.GetRevocationsResponse.RevokedTokensEntry
+	nil,                             // 59: fedsync.v1.PushStateRequest.VectorClockEntry
+	nil,                             // 60: fedsync.v1.GetFrontierResponse.FrontierEntry
+	nil,                             // 61: fedsync.v1.ApplyRequest.FieldsEntry
+	nil,                             // 62: fedsync.v1.ApplyRequest.VectorClockEntry
+	nil,                             // 63: fedsync.v1.GetHealthResponse.ServicesEntry
+	nil,                             // 64: fedsync.v1.GetHealthResponse.RegionsEntry
 }
 var file_fedsync_v1_fedsync_proto_depIdxs = []int32{
 	0,  // 0: fedsync.v1.SyncMessage.type:type_name -> fedsync.v1.MessageType
-	48, // 1: fedsync.v1.SyncMessage.metadata:type_name -> fedsync.v1.SyncMessage.MetadataEntry
+	53, // 1: fedsync.v1.SyncMessage.metadata:type_name -> fedsync.v1.SyncMessage.MetadataEntry
 	1,  // 2: fedsync.v1.Delta.consistency:type_name -> fedsync.v1.Consistency
-	49, // 3: fedsync.v1.Delta.vector_clock:type_name -> fedsync.v1.Delta.VectorClockEntry
-	50, // 4: fedsync.v1.State.vector_clock:type_name -> fedsync.v1.State.VectorClockEntry
-	51, // 5: fedsync.v1.State.fields:type_name -> fedsync.v1.State.FieldsEntry
+	54, // 3: fedsync.v1.Delta.vector_clock:type_name -> fedsync.v1.Delta.VectorClockEntry
+	55, // 4: fedsync.v1.State.vector_clock:type_name -> fedsync.v1.State.VectorClockEntry
+	56, // 5: fedsync.v1.State.fields:type_name -> fedsync.v1.State.FieldsEntry
 	5,  // 6: fedsync.v1.Change.state:type_name -> fedsync.v1.State
-	52, // 7: fedsync.v1.GetRevocationsResponse.disabled_clients:type_name -> fedsync.v1.GetRevocationsResponse.DisabledClientsEntry
-	53, // 8: fedsync.v1.GetRevocationsResponse.revoked_tokens:type_name -> fedsync.v1.GetRevocationsResponse.RevokedTokensEntry
-	54, // 9: fedsync.v1.PushStateRequest.vector_clock:type_name -> fedsync.v1.PushStateRequest.VectorClockEntry
-	22, // 10: fedsync.v1.ResolveConflictResponse.conflict:type_name -> fedsync.v1.Conflict
+	57, // 7: fedsync.v1.GetRevocationsResponse.disabled_clients:type_name -> fedsync.v1.GetRevocationsResponse.DisabledClientsEntry
+	58, // 8: fedsync.v1.GetRevocationsResponse.revoked_tokens:type_name -> fedsync.v1.GetRevocationsResponse.RevokedTokensEntry
+	59, // 9: fedsync.v1.PushStateRequest.vector_clock:type_name -> fedsync.v1.PushStateRequest.VectorClockEntry
+	27, // 10: fedsync.v1.ResolveConflictResponse.conflict:type_name -> fedsync.v1.Conflict
 	3,  // 11: fedsync.v1.CommitStrongRequest.delta:type_name -> fedsync.v1.Delta
-	55, // 12: fedsync.v1.GetFrontierResponse.frontier:type_name -> fedsync.v1.GetFrontierResponse.FrontierEntry
-	25, // 13: fedsync.v1.RecordOutcomeRequest.outcome:type_name -> fedsync.v1.Outcome
-	22, // 14: fedsync.v1.RecordOutcomeRequest.conflicts:type_name -> fedsync.v1.Conflict
-	25, // 15: fedsync.v1.GetOutcomeResponse.outcome:type_name -> fedsync.v1.Outcome
-	22, // 16: fedsync.v1.ListConflictsResponse.conflicts:type_name -> fedsync.v1.Conflict
-	22, // 17: fedsync.v1.GetConflictResponse.conflict:type_name -> fedsync.v1.Conflict
-	56, // 18: fedsync.v1.ApplyRequest.fields:type_name -> fedsync.v1.ApplyRequest.FieldsEntry
-	57, // 19: fedsync.v1.ApplyRequest.vector_clock:type_name -> fedsync.v1.ApplyRequest.VectorClockEntry
-	22, // 20: fedsync.v1.ApplyRequest.conflicts:type_name -> fedsync.v1.Conflict
-	5,  // 21: fedsync.v1.GetResponse.state:type_name -> fedsync.v1.State
-	5,  // 22: fedsync.v1.QueryResponse.items:type_name -> fedsync.v1.State
-	6,  // 23: fedsync.v1.ReadLogResponse.changes:type_name -> fedsync.v1.Change
-	58, // 24: fedsync.v1.GetHealthResponse.services:type_name -> fedsync.v1.GetHealthResponse.ServicesEntry
-	59, // 25: fedsync.v1.GetHealthResponse.regions:type_name -> fedsync.v1.GetHealthResponse.RegionsEntry
-	46, // 26: fedsync.v1.GetHealthResponse.agents:type_name -> fedsync.v1.AgentHealth
-	4,  // 27: fedsync.v1.State.FieldsEntry.value:type_name -> fedsync.v1.FieldMeta
-	4,  // 28: fedsync.v1.ApplyRequest.FieldsEntry.value:type_name -> fedsync.v1.FieldMeta
-	45, // 29: fedsync.v1.GetHealthResponse.ServicesEntry.value:type_name -> fedsync.v1.ServiceHealth
-	45, // 30: fedsync.v1.GetHealthResponse.RegionsEntry.value:type_name -> fedsync.v1.ServiceHealth
-	10, // 31: fedsync.v1.AuthnService.IssueToken:input_type -> fedsync.v1.IssueTokenRequest
-	12, // 32: fedsync.v1.AuthnService.GetJWKS:input_type -> fedsync.v1.GetJWKSRequest
-	8,  // 33: fedsync.v1.AuthnService.GetRevocations:input_type -> fedsync.v1.GetRevocationsRequest
-	14, // 34: fedsync.v1.ValidationService.PushState:input_type -> fedsync.v1.PushStateRequest
-	16, // 35: fedsync.v1.ValidationService.Heartbeat:input_type -> fedsync.v1.HeartbeatRequest
-	20, // 36: fedsync.v1.MergeService.CommitStrong:input_type -> fedsync.v1.CommitStrongRequest
-	18, // 37: fedsync.v1.MergeService.ResolveConflict:input_type -> fedsync.v1.ResolveConflictRequest
-	34, // 38: fedsync.v1.StateStoreService.Apply:input_type -> fedsync.v1.ApplyRequest
-	36, // 39: fedsync.v1.StateStoreService.Get:input_type -> fedsync.v1.GetRequest
-	38, // 40: fedsync.v1.StateStoreService.Query:input_type -> fedsync.v1.QueryRequest
-	40, // 41: fedsync.v1.StateStoreService.ReadLog:input_type -> fedsync.v1.ReadLogRequest
-	23, // 42: fedsync.v1.StateStoreService.GetFrontier:input_type -> fedsync.v1.GetFrontierRequest
-	26, // 43: fedsync.v1.StateStoreService.RecordOutcome:input_type -> fedsync.v1.RecordOutcomeRequest
-	28, // 44: fedsync.v1.StateStoreService.GetOutcome:input_type -> fedsync.v1.GetOutcomeRequest
-	30, // 45: fedsync.v1.StateStoreService.ListConflicts:input_type -> fedsync.v1.ListConflictsRequest
-	32, // 46: fedsync.v1.StateStoreService.GetConflict:input_type -> fedsync.v1.GetConflictRequest
-	42, // 47: fedsync.v1.BroadcasterService.Subscribe:input_type -> fedsync.v1.SubscribeRequest
-	44, // 48: fedsync.v1.HealthMonitorService.GetHealth:input_type -> fedsync.v1.GetHealthRequest
-	11, // 49: fedsync.v1.AuthnService.IssueToken:output_type -> fedsync.v1.IssueTokenResponse
-	13, // 50: fedsync.v1.AuthnService.GetJWKS:output_type -> fedsync.v1.GetJWKSResponse
-	9,  // 51: fedsync.v1.AuthnService.GetRevocations:output_type -> fedsync.v1.GetRevocationsResponse
-	15, // 52: fedsync.v1.ValidationService.PushState:output_type -> fedsync.v1.PushStateResponse
-	17, // 53: fedsync.v1.ValidationService.Heartbeat:output_type -> fedsync.v1.HeartbeatResponse
-	21, // 54: fedsync.v1.MergeService.CommitStrong:output_type -> fedsync.v1.CommitStrongResponse
-	19, // 55: fedsync.v1.MergeService.ResolveConflict:output_type -> fedsync.v1.ResolveConflictResponse
-	35, // 56: fedsync.v1.StateStoreService.Apply:output_type -> fedsync.v1.ApplyResponse
-	37, // 57: fedsync.v1.StateStoreService.Get:output_type -> fedsync.v1.GetResponse
-	39, // 58: fedsync.v1.StateStoreService.Query:output_type -> fedsync.v1.QueryResponse
-	41, // 59: fedsync.v1.StateStoreService.ReadLog:output_type -> fedsync.v1.ReadLogResponse
-	24, // 60: fedsync.v1.StateStoreService.GetFrontier:output_type -> fedsync.v1.GetFrontierResponse
-	27, // 61: fedsync.v1.StateStoreService.RecordOutcome:output_type -> fedsync.v1.RecordOutcomeResponse
-	29, // 62: fedsync.v1.StateStoreService.GetOutcome:output_type -> fedsync.v1.GetOutcomeResponse
-	31, // 63: fedsync.v1.StateStoreService.ListConflicts:output_type -> fedsync.v1.ListConflictsResponse
-	33, // 64: fedsync.v1.StateStoreService.GetConflict:output_type -> fedsync.v1.GetConflictResponse
-	43, // 65: fedsync.v1.BroadcasterService.Subscribe:output_type -> fedsync.v1.SubscribeResponse
-	47, // 66: fedsync.v1.HealthMonitorService.GetHealth:output_type -> fedsync.v1.GetHealthResponse
-	49, // [49:67] is the sub-list for method output_type
-	31, // [31:49] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	22, // 12: fedsync.v1.GetControlResponse.state:type_name -> fedsync.v1.ControlState
+	22, // 13: fedsync.v1.SetControlRequest.state:type_name -> fedsync.v1.ControlState
+	22, // 14: fedsync.v1.SetControlResponse.state:type_name -> fedsync.v1.ControlState
+	60, // 15: fedsync.v1.GetFrontierResponse.frontier:type_name -> fedsync.v1.GetFrontierResponse.FrontierEntry
+	30, // 16: fedsync.v1.RecordOutcomeRequest.outcome:type_name -> fedsync.v1.Outcome
+	27, // 17: fedsync.v1.RecordOutcomeRequest.conflicts:type_name -> fedsync.v1.Conflict
+	30, // 18: fedsync.v1.GetOutcomeResponse.outcome:type_name -> fedsync.v1.Outcome
+	27, // 19: fedsync.v1.ListConflictsResponse.conflicts:type_name -> fedsync.v1.Conflict
+	27, // 20: fedsync.v1.GetConflictResponse.conflict:type_name -> fedsync.v1.Conflict
+	61, // 21: fedsync.v1.ApplyRequest.fields:type_name -> fedsync.v1.ApplyRequest.FieldsEntry
+	62, // 22: fedsync.v1.ApplyRequest.vector_clock:type_name -> fedsync.v1.ApplyRequest.VectorClockEntry
+	27, // 23: fedsync.v1.ApplyRequest.conflicts:type_name -> fedsync.v1.Conflict
+	5,  // 24: fedsync.v1.GetResponse.state:type_name -> fedsync.v1.State
+	5,  // 25: fedsync.v1.QueryResponse.items:type_name -> fedsync.v1.State
+	6,  // 26: fedsync.v1.ReadLogResponse.changes:type_name -> fedsync.v1.Change
+	63, // 27: fedsync.v1.GetHealthResponse.services:type_name -> fedsync.v1.GetHealthResponse.ServicesEntry
+	64, // 28: fedsync.v1.GetHealthResponse.regions:type_name -> fedsync.v1.GetHealthResponse.RegionsEntry
+	51, // 29: fedsync.v1.GetHealthResponse.agents:type_name -> fedsync.v1.AgentHealth
+	4,  // 30: fedsync.v1.State.FieldsEntry.value:type_name -> fedsync.v1.FieldMeta
+	4,  // 31: fedsync.v1.ApplyRequest.FieldsEntry.value:type_name -> fedsync.v1.FieldMeta
+	50, // 32: fedsync.v1.GetHealthResponse.ServicesEntry.value:type_name -> fedsync.v1.ServiceHealth
+	50, // 33: fedsync.v1.GetHealthResponse.RegionsEntry.value:type_name -> fedsync.v1.ServiceHealth
+	10, // 34: fedsync.v1.AuthnService.IssueToken:input_type -> fedsync.v1.IssueTokenRequest
+	12, // 35: fedsync.v1.AuthnService.GetJWKS:input_type -> fedsync.v1.GetJWKSRequest
+	8,  // 36: fedsync.v1.AuthnService.GetRevocations:input_type -> fedsync.v1.GetRevocationsRequest
+	14, // 37: fedsync.v1.ValidationService.PushState:input_type -> fedsync.v1.PushStateRequest
+	16, // 38: fedsync.v1.ValidationService.Heartbeat:input_type -> fedsync.v1.HeartbeatRequest
+	20, // 39: fedsync.v1.MergeService.CommitStrong:input_type -> fedsync.v1.CommitStrongRequest
+	18, // 40: fedsync.v1.MergeService.ResolveConflict:input_type -> fedsync.v1.ResolveConflictRequest
+	39, // 41: fedsync.v1.StateStoreService.Apply:input_type -> fedsync.v1.ApplyRequest
+	41, // 42: fedsync.v1.StateStoreService.Get:input_type -> fedsync.v1.GetRequest
+	43, // 43: fedsync.v1.StateStoreService.Query:input_type -> fedsync.v1.QueryRequest
+	45, // 44: fedsync.v1.StateStoreService.ReadLog:input_type -> fedsync.v1.ReadLogRequest
+	28, // 45: fedsync.v1.StateStoreService.GetFrontier:input_type -> fedsync.v1.GetFrontierRequest
+	31, // 46: fedsync.v1.StateStoreService.RecordOutcome:input_type -> fedsync.v1.RecordOutcomeRequest
+	33, // 47: fedsync.v1.StateStoreService.GetOutcome:input_type -> fedsync.v1.GetOutcomeRequest
+	35, // 48: fedsync.v1.StateStoreService.ListConflicts:input_type -> fedsync.v1.ListConflictsRequest
+	37, // 49: fedsync.v1.StateStoreService.GetConflict:input_type -> fedsync.v1.GetConflictRequest
+	23, // 50: fedsync.v1.StateStoreService.GetControl:input_type -> fedsync.v1.GetControlRequest
+	25, // 51: fedsync.v1.StateStoreService.SetControl:input_type -> fedsync.v1.SetControlRequest
+	47, // 52: fedsync.v1.BroadcasterService.Subscribe:input_type -> fedsync.v1.SubscribeRequest
+	49, // 53: fedsync.v1.HealthMonitorService.GetHealth:input_type -> fedsync.v1.GetHealthRequest
+	11, // 54: fedsync.v1.AuthnService.IssueToken:output_type -> fedsync.v1.IssueTokenResponse
+	13, // 55: fedsync.v1.AuthnService.GetJWKS:output_type -> fedsync.v1.GetJWKSResponse
+	9,  // 56: fedsync.v1.AuthnService.GetRevocations:output_type -> fedsync.v1.GetRevocationsResponse
+	15, // 57: fedsync.v1.ValidationService.PushState:output_type -> fedsync.v1.PushStateResponse
+	17, // 58: fedsync.v1.ValidationService.Heartbeat:output_type -> fedsync.v1.HeartbeatResponse
+	21, // 59: fedsync.v1.MergeService.CommitStrong:output_type -> fedsync.v1.CommitStrongResponse
+	19, // 60: fedsync.v1.MergeService.ResolveConflict:output_type -> fedsync.v1.ResolveConflictResponse
+	40, // 61: fedsync.v1.StateStoreService.Apply:output_type -> fedsync.v1.ApplyResponse
+	42, // 62: fedsync.v1.StateStoreService.Get:output_type -> fedsync.v1.GetResponse
+	44, // 63: fedsync.v1.StateStoreService.Query:output_type -> fedsync.v1.QueryResponse
+	46, // 64: fedsync.v1.StateStoreService.ReadLog:output_type -> fedsync.v1.ReadLogResponse
+	29, // 65: fedsync.v1.StateStoreService.GetFrontier:output_type -> fedsync.v1.GetFrontierResponse
+	32, // 66: fedsync.v1.StateStoreService.RecordOutcome:output_type -> fedsync.v1.RecordOutcomeResponse
+	34, // 67: fedsync.v1.StateStoreService.GetOutcome:output_type -> fedsync.v1.GetOutcomeResponse
+	36, // 68: fedsync.v1.StateStoreService.ListConflicts:output_type -> fedsync.v1.ListConflictsResponse
+	38, // 69: fedsync.v1.StateStoreService.GetConflict:output_type -> fedsync.v1.GetConflictResponse
+	24, // 70: fedsync.v1.StateStoreService.GetControl:output_type -> fedsync.v1.GetControlResponse
+	26, // 71: fedsync.v1.StateStoreService.SetControl:output_type -> fedsync.v1.SetControlResponse
+	48, // 72: fedsync.v1.BroadcasterService.Subscribe:output_type -> fedsync.v1.SubscribeResponse
+	52, // 73: fedsync.v1.HealthMonitorService.GetHealth:output_type -> fedsync.v1.GetHealthResponse
+	54, // [54:74] is the sub-list for method output_type
+	34, // [34:54] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_fedsync_v1_fedsync_proto_init() }
@@ -3614,7 +3880,7 @@ func file_fedsync_v1_fedsync_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fedsync_v1_fedsync_proto_rawDesc), len(file_fedsync_v1_fedsync_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   58,
+			NumMessages:   63,
 			NumExtensions: 0,
 			NumServices:   6,
 		},

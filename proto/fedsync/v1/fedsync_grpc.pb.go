@@ -509,6 +509,8 @@ const (
 	StateStoreService_GetOutcome_FullMethodName    = "/fedsync.v1.StateStoreService/GetOutcome"
 	StateStoreService_ListConflicts_FullMethodName = "/fedsync.v1.StateStoreService/ListConflicts"
 	StateStoreService_GetConflict_FullMethodName   = "/fedsync.v1.StateStoreService/GetConflict"
+	StateStoreService_GetControl_FullMethodName    = "/fedsync.v1.StateStoreService/GetControl"
+	StateStoreService_SetControl_FullMethodName    = "/fedsync.v1.StateStoreService/SetControl"
 )
 
 // StateStoreServiceClient is the client API for StateStoreService service.
@@ -537,6 +539,10 @@ type StateStoreServiceClient interface {
 	ListConflicts(ctx context.Context, in *ListConflictsRequest, opts ...grpc.CallOption) (*ListConflictsResponse, error)
 	// GetConflict returns one conflict.
 	GetConflict(ctx context.Context, in *GetConflictRequest, opts ...grpc.CallOption) (*GetConflictResponse, error)
+	// GetControl returns the federation's operating state (paused or not).
+	GetControl(ctx context.Context, in *GetControlRequest, opts ...grpc.CallOption) (*GetControlResponse, error)
+	// SetControl pauses or resumes the federation's writes (seed 9.2).
+	SetControl(ctx context.Context, in *SetControlRequest, opts ...grpc.CallOption) (*SetControlResponse, error)
 }
 
 type stateStoreServiceClient struct {
@@ -637,6 +643,26 @@ func (c *stateStoreServiceClient) GetConflict(ctx context.Context, in *GetConfli
 	return out, nil
 }
 
+func (c *stateStoreServiceClient) GetControl(ctx context.Context, in *GetControlRequest, opts ...grpc.CallOption) (*GetControlResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetControlResponse)
+	err := c.cc.Invoke(ctx, StateStoreService_GetControl_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *stateStoreServiceClient) SetControl(ctx context.Context, in *SetControlRequest, opts ...grpc.CallOption) (*SetControlResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetControlResponse)
+	err := c.cc.Invoke(ctx, StateStoreService_SetControl_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // StateStoreServiceServer is the server API for StateStoreService service.
 // All implementations must embed UnimplementedStateStoreServiceServer
 // for forward compatibility.
@@ -663,6 +689,10 @@ type StateStoreServiceServer interface {
 	ListConflicts(context.Context, *ListConflictsRequest) (*ListConflictsResponse, error)
 	// GetConflict returns one conflict.
 	GetConflict(context.Context, *GetConflictRequest) (*GetConflictResponse, error)
+	// GetControl returns the federation's operating state (paused or not).
+	GetControl(context.Context, *GetControlRequest) (*GetControlResponse, error)
+	// SetControl pauses or resumes the federation's writes (seed 9.2).
+	SetControl(context.Context, *SetControlRequest) (*SetControlResponse, error)
 	mustEmbedUnimplementedStateStoreServiceServer()
 }
 
@@ -699,6 +729,12 @@ func (UnimplementedStateStoreServiceServer) ListConflicts(context.Context, *List
 }
 func (UnimplementedStateStoreServiceServer) GetConflict(context.Context, *GetConflictRequest) (*GetConflictResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetConflict not implemented")
+}
+func (UnimplementedStateStoreServiceServer) GetControl(context.Context, *GetControlRequest) (*GetControlResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetControl not implemented")
+}
+func (UnimplementedStateStoreServiceServer) SetControl(context.Context, *SetControlRequest) (*SetControlResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetControl not implemented")
 }
 func (UnimplementedStateStoreServiceServer) mustEmbedUnimplementedStateStoreServiceServer() {}
 func (UnimplementedStateStoreServiceServer) testEmbeddedByValue()                           {}
@@ -883,6 +919,42 @@ func _StateStoreService_GetConflict_Handler(srv interface{}, ctx context.Context
 	return interceptor(ctx, in, info, handler)
 }
 
+func _StateStoreService_GetControl_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetControlRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StateStoreServiceServer).GetControl(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: StateStoreService_GetControl_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StateStoreServiceServer).GetControl(ctx, req.(*GetControlRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _StateStoreService_SetControl_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetControlRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StateStoreServiceServer).SetControl(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: StateStoreService_SetControl_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StateStoreServiceServer).SetControl(ctx, req.(*SetControlRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // StateStoreService_ServiceDesc is the grpc.ServiceDesc for StateStoreService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -925,6 +997,14 @@ var StateStoreService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetConflict",
 			Handler:    _StateStoreService_GetConflict_Handler,
+		},
+		{
+			MethodName: "GetControl",
+			Handler:    _StateStoreService_GetControl_Handler,
+		},
+		{
+			MethodName: "SetControl",
+			Handler:    _StateStoreService_SetControl_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

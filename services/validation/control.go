@@ -1,0 +1,82 @@
+package validation
+
+import (
+	"context"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/fedsync/fedsync/libs/discovery"
+	fedsyncv1 "github.com/fedsync/fedsync/proto/fedsync/v1"
+)
+
+// ControlStore keeps the federation's operating state (statestore).
+type ControlStore interface {
+	GetControl(ctx context.Context) (*fedsyncv1.ControlState, error)
+	SetControl(ctx context.Context, st *fedsyncv1.ControlState) (*fedsyncv1.ControlState, error)
+}
+
+// control is this instance's view of the federation's pause state (seed 9.2). It
+// is kept in statestore so every validation instance follows it, and polled.
+type control struct {
+	store  ControlStore
+	paused atomic.Bool
+}
+
+func (c *control) refresh(ctx context.Context) error {
+	st, err := c.store.GetControl(ctx)
+	if err != nil {
+		return err
+	}
+	c.paused.Store(st.GetPaused())
+	return nil
+}
+
+// run follows the shared state every interval until ctx ends.
+func (c *control) run(ctx context.Context, interval time.Duration) error {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		_ = c.refresh(ctx) // on failure the last known state stays in force
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// controlClient reaches statestore's control state through discovery.
+type controlClient struct{ peer *discovery.Peer }
+
+func (c controlClient) GetControl(ctx context.Context) (*fedsyncv1.ControlState, error) {
+	resp, err := discovery.Invoke(ctx, c.peer, func(ctx context.Context, cc grpc.ClientConnInterface) (*fedsyncv1.GetControlResponse, error) {
+		return fedsyncv1.NewStateStoreServiceClient(cc).GetControl(ctx, &fedsyncv1.GetControlRequest{})
+	})
+	return resp.GetState(), err
+}
+
+func (c controlClient) SetControl(ctx context.Context, st *fedsyncv1.ControlState) (*fedsyncv1.ControlState, error) {
+	resp, err := discovery.Invoke(ctx, c.peer, func(ctx context.Context, cc grpc.ClientConnInterface) (*fedsyncv1.SetControlResponse, error) {
+		return fedsyncv1.NewStateStoreServiceClient(cc).SetControl(ctx, &fedsyncv1.SetControlRequest{State: st})
+	})
+	return resp.GetState(), err
+}
+
+// memControl is an in-process ControlStore for a single instance and tests.
+type memControl struct {
+	st atomic.Pointer[fedsyncv1.ControlState]
+}
+
+func (m *memControl) GetControl(context.Context) (*fedsyncv1.ControlState, error) {
+	if st := m.st.Load(); st != nil {
+		return st, nil
+	}
+	return &fedsyncv1.ControlState{}, nil
+}
+
+func (m *memControl) SetControl(_ context.Context, st *fedsyncv1.ControlState) (*fedsyncv1.ControlState, error) {
+	m.st.Store(st)
+	return st, nil
+}
