@@ -27,7 +27,7 @@ type fixture struct {
 	st  *store
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	dir := t.TempDir()
 	clientsPath := filepath.Join(dir, "clients.json")

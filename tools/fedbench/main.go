@@ -59,8 +59,8 @@ func presets() map[string]Scenario {
 			Drain: 30 * time.Second, KeysPerAgent: 4, SubscribeMode: "all"},
 		"max": {Name: "max", Agents: 53, Subscribers: 4, Rate: 0, Warmup: 3 * time.Second, Duration: 15 * time.Second,
 			Drain: 120 * time.Second, KeysPerAgent: 4, SubscribeMode: "all", MaxP99: time.Second, MaxSteps: 5},
-		"fanout": {Name: "fanout", Agents: 53, Subscribers: 10000, Rate: 200, Warmup: 5 * time.Second, Duration: 30 * time.Second,
-			Drain: 60 * time.Second, KeysPerAgent: 4, SubscribeMode: "agent"},
+		"fanout": {Name: "fanout", Agents: 53, Subscribers: 10000, Rate: 100, Warmup: 5 * time.Second, Duration: 30 * time.Second,
+			Drain: 60 * time.Second, KeysPerAgent: 4, SubscribeMode: "agent", DirectSubscribe: true},
 		"conflict": {Name: "conflict", Agents: 53, Subscribers: 4, Rate: 1000, Warmup: 3 * time.Second, Duration: 20 * time.Second,
 			Drain: 30 * time.Second, SharedIDs: 10, SubscribeMode: "all", BaseVersion: true},
 		"large": {Name: "large", Agents: 53, Subscribers: 4, Rate: 200, Warmup: 3 * time.Second, Duration: 20 * time.Second,
@@ -80,6 +80,7 @@ func run(args []string) (int, error) {
 	drain := fs.Duration("drain", 0, "after the window, stop waiting for deliveries once none arrived for this long")
 	keys := fs.Int("keys", 0, "ids per agent (preset: 4)")
 	valueSize := fs.Int("value-size", 0, "approximate value size in bytes (large: 65536)")
+	direct := fs.Bool("direct", false, "fedsync WebSocket subscribers connect to the broadcasters directly, not through the edge (fanout preset: true)")
 	subscribe := fs.String("subscribe", "", "subscription prefixes: all (every subscriber watches every id) or agent (one agent's prefix each)")
 	maxP99 := fs.Duration("max-p99", 0, "max: the p99 a kept step must stay under (preset 1s)")
 	maxSteps := fs.Int("max-steps", 0, "max: most steps of the rate search (preset 5)")
@@ -140,6 +141,9 @@ func run(args []string) (int, error) {
 		}
 		if set["subscribe"] {
 			sc.SubscribeMode = *subscribe
+		}
+		if set["direct"] {
+			sc.DirectSubscribe = *direct
 		}
 		if set["max-p99"] {
 			sc.MaxP99 = *maxP99
@@ -254,6 +258,9 @@ func run(args []string) (int, error) {
 				}
 			}
 			o := opts
+			if fs, ok := sys.(*fedsyncSystem); ok {
+				fs.direct = sc.DirectSubscribe
+			}
 			if *perf && sys.Name() == "fedsync" {
 				o.OnWindow = perfProfiler(*out, reports[sc.Name], sys)
 			}

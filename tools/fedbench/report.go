@@ -396,6 +396,8 @@ func describeSubs(sc Scenario) string {
 	switch {
 	case sc.SharedIDs > 0:
 		return "each on the shared prefix"
+	case sc.SubscribeMode == "agent" && sc.DirectSubscribe:
+		return "each on one agent's prefix; fedsync's connect to the broadcasters directly, not through the edge"
 	case sc.SubscribeMode == "agent":
 		return "each on one agent's prefix"
 	default:

@@ -44,6 +44,12 @@ type Scenario struct {
 	// stays under it.
 	MaxP99   time.Duration `json:"-"`
 	MaxSteps int           `json:"-"`
+	// DirectSubscribe: fedsync's WebSocket subscribers connect straight to the
+	// regional broadcasters rather than through the dev edge. The edge is one Go
+	// reverse proxy holding two sockets per subscriber; 10,000 subscribers need
+	// more than the 20,000 open files a process may have on these machines. (In
+	// Kubernetes the Ingress is that hop.)
+	DirectSubscribe bool `json:"direct_subscribe,omitempty"`
 }
 
 const sharedPrefix = "shared-bench:"

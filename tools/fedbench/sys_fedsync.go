@@ -39,6 +39,9 @@ import (
 type fedsyncSystem struct {
 	binDir, dataTypes string
 	api, sub          string // "rest"|"grpc", "ws"|"grpc"
+	// direct: WebSocket subscribers connect to the broadcasters' HTTP ports
+	// instead of through the edge (see Scenario.DirectSubscribe).
+	direct bool
 
 	cmd  *exec.Cmd
 	done chan struct{}
@@ -311,7 +314,11 @@ func (f *fedsyncSystem) Subscribe(ctx context.Context, sub int, prefix string, d
 	if f.sub == "grpc" {
 		go func() { defer wg.Done(); f.grpcSubscriber(sctx, region, tok, prefix, deliver, ready) }()
 	} else {
-		go func() { defer wg.Done(); f.wsSubscriber(sctx, f.info.Edges[region], tok, prefix, deliver, ready) }()
+		base := f.info.Edges[region]
+		if f.direct {
+			base = "http://" + f.info.Services["broadcaster-"+region].HTTP
+		}
+		go func() { defer wg.Done(); f.wsSubscriber(sctx, base, tok, prefix, deliver, ready) }()
 	}
 	select {
 	case err = <-ready:
