@@ -107,6 +107,9 @@ type ServiceInfo struct {
 	GRPCAddr string // host:port that serves gRPC and grpc.health.v1
 	Tags     []string
 	Meta     map[string]string
+	// TLS says the gRPC port serves mutual TLS: Consul's check then uses TLS and
+	// needs the agent's own federation certificate (enable_agent_tls_for_checks).
+	TLS bool
 }
 
 // Registrar announces an instance while it runs.
@@ -166,6 +169,7 @@ func (d *Discovery) Registrar(s ServiceInfo) (Registrar, error) {
 			Interval:                       d.cfg.CheckInterval.String(),
 			Timeout:                        "5s",
 			DeregisterCriticalServiceAfter: "1m",
+			GRPCUseTLS:                     s.TLS,
 		},
 	}
 	return consulsd.NewRegistrar(d.consul, reg, log.With(d.logger, "component", "consul-registrar")), nil

@@ -15,6 +15,7 @@ import (
 	"github.com/sony/gobreaker"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/fedsync/fedsync/libs/apierr"
@@ -37,6 +38,8 @@ type PeerOptions struct {
 	// BreakerOpen is how long an open breaker rejects calls before a trial (seed: 60 s).
 	BreakerOpen time.Duration
 	DialOptions []grpc.DialOption
+	// Credentials secure the connections (mutual TLS); nil means plaintext.
+	Credentials credentials.TransportCredentials
 }
 
 // DefaultPeerOptions are the seed's circuit-breaker numbers with a 10 s call budget.
@@ -69,8 +72,12 @@ func (d *Discovery) NewPeer(service string, opts PeerOptions) (*Peer, error) {
 		return nil, err
 	}
 	logger := log.With(d.logger, "peer", service)
+	creds := opts.Credentials
+	if creds == nil {
+		creds = insecure.NewCredentials()
+	}
 	dialOpts := append([]grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(creds),
 		grpc.WithDefaultCallOptions(grpc.WaitForReady(true)),
 		grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff:           backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},

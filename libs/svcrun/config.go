@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/fedsync/fedsync/libs/discovery"
+	"github.com/fedsync/fedsync/libs/mtls"
 	"github.com/fedsync/fedsync/libs/telemetry"
 )
 
@@ -35,6 +36,10 @@ type Config struct {
 	RevocationRefresh time.Duration
 	Discovery         discovery.Config
 	Telemetry         telemetry.Config
+	// TLS is the instance's identity for mutual TLS between services.
+	TLS mtls.Config
+	// HTTPTLSCert and HTTPTLSKey make the HTTP server (the public edge) serve TLS.
+	HTTPTLSCert, HTTPTLSKey string
 }
 
 // RegisterFlags registers the common flags with the service's default addresses.
@@ -55,6 +60,9 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet, name, grpcAddr, httpAddr string
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 5*time.Second, "longest a graceful shutdown waits for in-flight work")
 	c.Discovery.RegisterFlags(fs)
 	c.Telemetry.RegisterFlags(fs)
+	c.TLS.RegisterFlags(fs)
+	fs.StringVar(&c.HTTPTLSCert, "http.tls-cert", "", "PEM certificate for serving HTTPS on -http-addr (with -http.tls-key)")
+	fs.StringVar(&c.HTTPTLSKey, "http.tls-key", "", "PEM private key for serving HTTPS on -http-addr")
 }
 
 // Validate reports the first invalid setting.
@@ -74,6 +82,12 @@ func (c *Config) Validate() error {
 		return errors.New("auth.revocation-refresh: must be at least 100ms")
 	case c.ShutdownTimeout <= 0:
 		return errors.New("shutdown-timeout: must be positive")
+	}
+	if (c.HTTPTLSCert == "") != (c.HTTPTLSKey == "") {
+		return errors.New("http.tls-cert and http.tls-key: give both or neither")
+	}
+	if err := c.TLS.Validate(); err != nil {
+		return err
 	}
 	if err := c.Discovery.Validate(); err != nil {
 		return err

@@ -2,6 +2,7 @@ package svcrun
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -21,6 +22,8 @@ import (
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/peer"
@@ -31,6 +34,7 @@ import (
 	"github.com/fedsync/fedsync/libs/discovery"
 	"github.com/fedsync/fedsync/libs/endpoints"
 	"github.com/fedsync/fedsync/libs/flagenv"
+	"github.com/fedsync/fedsync/libs/mtls"
 	"github.com/fedsync/fedsync/libs/telemetry"
 	fedsyncv1 "github.com/fedsync/fedsync/proto/fedsync/v1"
 )
@@ -83,6 +87,8 @@ type Runtime struct {
 	Health *health.Server
 	// Audit is this instance's tamper-evident audit log (seed 6.3).
 	Audit *audit.Log
+	// Identity is the instance's mutual-TLS identity; nil when TLS is off.
+	Identity *mtls.Identity
 
 	stopTracing func(context.Context) error
 	auditWorker func(context.Context) error
@@ -122,6 +128,11 @@ func New(ctx context.Context, cfg *Config) (*Runtime, error) {
 	rt := &Runtime{
 		Cfg: cfg, Logger: logger, Metrics: telemetry.NewMetrics(cfg.Name), Discovery: d,
 		Health: health.NewServer(), stopTracing: stopTracing, peers: map[string]*discovery.Peer{},
+	}
+	if cfg.TLS.Enabled() {
+		if rt.Identity, err = mtls.Load(cfg.TLS); err != nil {
+			return nil, err
+		}
 	}
 	if cfg.DataDir != "" {
 		if rt.Audit, err = audit.Open(filepath.Join(cfg.DataDir, "audit.log"), cfg.Name, cfg.Instance, logger); err != nil {
@@ -218,13 +229,24 @@ func (r *Runtime) Peer(name string) (*discovery.Peer, error) {
 	if p, ok := r.peers[name]; ok {
 		return p, nil
 	}
-	p, err := r.Discovery.NewPeer(name, discovery.DefaultPeerOptions())
+	opts := discovery.DefaultPeerOptions()
+	opts.Credentials = r.ClientCredentials()
+	p, err := r.Discovery.NewPeer(name, opts)
 	if err != nil {
 		return nil, err
 	}
 	r.peers[name] = p
 	r.OnClose(p.Close)
 	return p, nil
+}
+
+// ClientCredentials are the transport credentials for calling other services:
+// mutual TLS when configured, else plaintext.
+func (r *Runtime) ClientCredentials() credentials.TransportCredentials {
+	if r.Identity != nil {
+		return r.Identity.ClientCredentials()
+	}
+	return insecure.NewCredentials()
 }
 
 // Instrument is the endpoint middleware of every service: it logs and measures
@@ -282,6 +304,9 @@ func (r *Runtime) Run(ctx context.Context, s Servers) error {
 		}
 	}
 	opts := telemetry.GRPCServerOptions()
+	if r.Identity != nil {
+		opts = append(opts, grpc.Creds(r.Identity.ServerCredentials()))
+	}
 	if r.Audit != nil {
 		opts = append(opts, r.auditGRPC()...)
 	}
@@ -304,6 +329,7 @@ func (r *Runtime) Run(ctx context.Context, s Servers) error {
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 
 	reg, err := r.Discovery.Registrar(discovery.ServiceInfo{
+		TLS:  r.Identity != nil,
 		Name: r.Cfg.Name, ID: r.Cfg.Instance, GRPCAddr: r.Cfg.Advertise(),
 		Tags: []string{"region=" + r.Cfg.Region}, Meta: map[string]string{"region": r.Cfg.Region, "http": r.Cfg.HTTPAddr},
 	})
@@ -322,7 +348,12 @@ func (r *Runtime) Run(ctx context.Context, s Servers) error {
 	})
 	if httpLis != nil {
 		g.Go(func() error {
-			if err := hs.Serve(httpLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			serve := func() error { return hs.Serve(httpLis) }
+			if r.Cfg.HTTPTLSCert != "" {
+				hs.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+				serve = func() error { return hs.ServeTLS(httpLis, r.Cfg.HTTPTLSCert, r.Cfg.HTTPTLSKey) }
+			}
+			if err := serve(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				return fmt.Errorf("serve http: %w", err)
 			}
 			return nil

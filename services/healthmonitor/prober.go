@@ -10,6 +10,7 @@ import (
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
@@ -31,6 +32,7 @@ type instance struct {
 // them with grpc.health.v1; an instance is down after `threshold` consecutive
 // failed probes, up again after one good one.
 type prober struct {
+	creds     credentials.TransportCredentials
 	interval  time.Duration
 	threshold int
 	logger    log.Logger
@@ -126,7 +128,11 @@ func (p *prober) conn(addr string) (*grpc.ClientConn, error) {
 	if cc, ok := p.conns[addr]; ok {
 		return cc, nil
 	}
-	opts := append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, telemetry.GRPCDialOptions()...)
+	creds := p.creds
+	if creds == nil {
+		creds = insecure.NewCredentials()
+	}
+	opts := append([]grpc.DialOption{grpc.WithTransportCredentials(creds)}, telemetry.GRPCDialOptions()...)
 	cc, err := grpc.NewClient(addr, opts...)
 	if err != nil {
 		return nil, err

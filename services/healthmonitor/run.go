@@ -28,6 +28,7 @@ func Run(ctx context.Context, cfg *Config) error {
 	alert := func(name string, _ ...string) { alerts.WithLabelValues(name).Inc() }
 
 	p := newProber(cfg.ProbeInterval, cfg.FailureThreshold, log.With(rt.Logger, "component", "prober"), alert)
+	p.creds = rt.ClientCredentials()
 	for _, name := range cfg.Watch {
 		inst, err := rt.Discovery.Instancer(name)
 		if err != nil {

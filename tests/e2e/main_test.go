@@ -6,8 +6,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -48,15 +46,11 @@ func TestMain(m *testing.M) {
 }
 
 func freeAddr(t *testing.T) string {
-	for i := 0; i < 1000; i++ {
-		addr := fmt.Sprintf("127.0.0.1:%d", 20000+rand.IntN(12000))
-		if l, err := net.Listen("tcp", addr); err == nil {
-			l.Close()
-			return addr
-		}
+	port, err := devstack.FreePort()
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatal("no free port")
-	return ""
+	return fmt.Sprintf("127.0.0.1:%d", port)
 }
 
 // startStack runs a mesh for one test and stops it when the test ends.

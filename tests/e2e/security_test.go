@@ -23,8 +23,9 @@ import (
 
 	"github.com/fedsync/fedsync/libs/audit"
 	"github.com/fedsync/fedsync/libs/authtoken"
-	"github.com/fedsync/fedsync/tools/devstack"
+	"github.com/fedsync/fedsync/libs/mtls"
 	fedsyncv1 "github.com/fedsync/fedsync/proto/fedsync/v1"
+	"github.com/fedsync/fedsync/tools/devstack"
 )
 
 // forger signs tokens with the federation's real signing key (planted before
@@ -207,8 +208,30 @@ func TestSecuritySuite(t *testing.T) {
 		waitStatus(t, victim, `{"id":"ai-004:x","data_type":"note","patch":{}}`, 401)
 	})
 
-	t.Run("gRPC without and with too little authority", func(t *testing.T) {
+	t.Run("gRPC without a federation certificate", func(t *testing.T) {
 		cc, err := grpc.NewClient(s.GRPCAddr("validation-na"), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cc.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		_, err = fedsyncv1.NewValidationServiceClient(cc).PushState(metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+good), &fedsyncv1.PushStateRequest{Id: "ai-001:g", DataType: "note", Patch: []byte(`{}`)})
+		if code := status.Code(err); code != codes.Unavailable && code != codes.DeadlineExceeded {
+			t.Fatalf("a plaintext client must not get through mutual TLS: %v", err)
+		}
+	})
+
+	t.Run("gRPC without and with too little authority", func(t *testing.T) {
+		idCfg, err := s.ClientIdentity("e2e-client")
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, err := mtls.Load(idCfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cc, err := grpc.NewClient(s.GRPCAddr("validation-na"), grpc.WithTransportCredentials(id.ClientCredentials()))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -35,7 +35,7 @@ func NewEdge(r Routes) http.Handler {
 	mux.Handle("/api/v1/sync/state", validation) // exact: the write API
 	mux.Handle("/api/v1/sync/heartbeat", validation)
 	mux.Handle("/api/v1/control/", validation) // pause and resume (seed 9.2)
-	mux.Handle("/api/v1/sync/state/", store) // prefix: reads by id
+	mux.Handle("/api/v1/sync/state/", store)   // prefix: reads by id
 	mux.Handle("/api/v1/sync/query", store)
 	mux.Handle("/api/v1/sync/outcomes/", store)
 	mux.Handle("/api/v1/sync/conflicts", merge) // the review queue

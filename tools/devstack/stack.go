@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/fedsync/fedsync/libs/mtls"
 )
 
 // Options configure a stack.
@@ -84,6 +86,7 @@ type Stack struct {
 	Brokers []string
 
 	broker *kfake.Cluster
+	ca     *mtls.DevCA
 	procs  []*proc
 	byName map[string]*proc
 	edges  []*http.Server
@@ -95,14 +98,27 @@ func (s *Stack) progress(format string, args ...any) {
 	}
 }
 
-// freePort returns a loopback port that is free now, chosen below Linux's
+var (
+	portsMu    sync.Mutex
+	portsGiven = map[int]bool{}
+)
+
+// FreePort returns a loopback port that is free now, chosen below Linux's
 // ephemeral range (32768-60999) so that outgoing connections, which take ports
 // from that range, cannot grab it before the service binds it.
-func freePort() (int, error) {
+// A port is never handed out twice by one process, so two services of a plan
+// (or of stacks started one after another) cannot be given the same one.
+func FreePort() (int, error) {
+	portsMu.Lock()
+	defer portsMu.Unlock()
 	for i := 0; i < 1000; i++ {
 		port := 20000 + rand.IntN(12000)
+		if portsGiven[port] {
+			continue
+		}
 		if l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
 			l.Close()
+			portsGiven[port] = true
 			return port, nil
 		}
 	}
@@ -138,7 +154,7 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 	} else {
 		port := opts.KafkaPort
 		if port == 0 {
-			if port, err = freePort(); err != nil {
+			if port, err = FreePort(); err != nil {
 				return nil, err
 			}
 		}
@@ -151,6 +167,12 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 	}
 	s.progress("kafka: %s", strings.Join(s.Brokers, ","))
 
+	ca, err := mtls.OpenDevCA(filepath.Join(opts.StateDir, "tls"))
+	if err != nil {
+		return nil, fmt.Errorf("development CA: %w", err)
+	}
+	s.ca = ca
+	s.progress("mutual TLS between services: CA %s", ca.CAFile())
 	if err := s.plan(regions, clientsPath); err != nil {
 		s.Stop()
 		return nil, err
@@ -190,6 +212,10 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 // GRPCAddr returns the gRPC address of a service process ("validation-na").
 func (s *Stack) GRPCAddr(name string) string { return s.byName[name].grpcAddr }
 
+// ClientIdentity issues a federation certificate for a client of the services'
+// gRPC APIs (tests, tools) and returns its files.
+func (s *Stack) ClientIdentity(name string) (mtls.Config, error) { return s.ca.Issue(name) }
+
 // DataDir returns the data directory of a service process.
 func (s *Stack) DataDir(name string) string { return filepath.Join(s.opts.StateDir, "data", name) }
 
@@ -211,10 +237,10 @@ func (s *Stack) plan(regions []string, clientsPath string) error {
 		var gp, hp int
 		if s.opts.FreePorts {
 			var err error
-			if gp, err = freePort(); err != nil {
+			if gp, err = FreePort(); err != nil {
 				return err
 			}
-			if hp, err = freePort(); err != nil {
+			if hp, err = FreePort(); err != nil {
 				return err
 			}
 		} else {
@@ -249,6 +275,11 @@ func (s *Stack) plan(regions []string, clientsPath string) error {
 		} else {
 			args = append(args, "-clients-file="+clientsPath)
 		}
+		id, err := s.ca.Issue(p.binary)
+		if err != nil {
+			return err
+		}
+		args = append(args, "-tls.ca="+id.CA, "-tls.cert="+id.Cert, "-tls.key="+id.Key)
 		if p.binary == "validation" || p.binary == "merge" {
 			args = append(args, "-datatypes="+s.opts.DataTypes)
 		}

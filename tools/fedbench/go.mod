@@ -11,6 +11,7 @@ replace (
 require (
 	github.com/HdrHistogram/hdrhistogram-go v1.4.0
 	github.com/coder/websocket v1.8.15
+	github.com/fedsync/fedsync/libs v0.0.0
 	github.com/fedsync/fedsync/proto v0.0.0
 	github.com/fedsync/fedsync/tools v0.0.0
 	github.com/nats-io/nats.go v1.55.0
@@ -23,7 +24,6 @@ require (
 require (
 	github.com/coreos/go-semver v0.3.0 // indirect
 	github.com/coreos/go-systemd/v22 v22.3.2 // indirect
-	github.com/fedsync/fedsync/libs v0.0.0 // indirect
 	github.com/gogo/protobuf v1.3.2 // indirect
 	github.com/golang/protobuf v1.5.4 // indirect
 	github.com/klauspost/compress v1.20.3 // indirect

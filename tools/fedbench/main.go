@@ -384,15 +384,29 @@ func perfProfiler(out string, rep *Report, sys System) func(pids map[int]string,
 				fmt.Fprintf(os.Stderr, "fedbench: perf record: %v: %s\n", err, b)
 				return
 			}
-			for _, v := range []struct{ suffix, sort string }{{".txt", "comm,sym"}, {"-by-process.txt", "comm"}} {
-				rep := exec.Command(perfBin, "report", "-i", data, "--stdio", "--no-children", "--sort", v.sort, "--percent-limit", "0.5", "-g", "none")
-				b, err := rep.Output()
+			report := func(args ...string) string {
+				b, err := exec.Command(perfBin, append([]string{"report", "-i", data, "--stdio", "--no-children", "-g", "none"}, args...)...).Output()
 				if err != nil {
-					fmt.Fprintf(os.Stderr, "fedbench: perf report: %v\n", err)
-					return
+					return fmt.Sprintf("perf report %v: %v\n", args, err)
 				}
-				os.WriteFile(stem+v.suffix, b, 0o644)
+				return string(b)
 			}
+			var b strings.Builder
+			byProc := report("--sort", "comm", "--percent-limit", "0.5")
+			b.WriteString("# CPU samples by process\n" + byProc)
+			// Then the hottest symbols of each process with a noticeable share.
+			for _, line := range strings.Split(byProc, "\n") {
+				f := strings.Fields(line)
+				if len(f) != 2 || !strings.HasSuffix(f[0], "%") {
+					continue
+				}
+				if pct, _ := strconv.ParseFloat(strings.TrimSuffix(f[0], "%"), 64); pct < 2 {
+					continue
+				}
+				fmt.Fprintf(&b, "\n# hottest symbols of %s (%s of all samples)\n", f[1], f[0])
+				b.WriteString(report("--comm", f[1], "--sort", "dso,sym", "--percent-limit", "0.3"))
+			}
+			os.WriteFile(stem+".txt", []byte(b.String()), 0o644)
 			fmt.Fprintf(os.Stderr, "fedbench: perf profile of %s in %s.txt\n", sys.Name(), stem)
 		}()
 	}

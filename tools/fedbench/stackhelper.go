@@ -16,6 +16,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/fedsync/fedsync/libs/mtls"
 	"github.com/fedsync/fedsync/tools/devstack"
 )
 
@@ -38,6 +39,9 @@ type stackInfo struct {
 	Services map[string]endpoint `json:"services"` // instance -> addresses
 	Clients  []devstack.Client   `json:"clients"`
 	Brokers  []string            `json:"brokers"`
+	// TLS is a federation client certificate for the services' gRPC ports
+	// (mutual TLS); empty when the mesh serves plaintext gRPC.
+	TLS mtls.Config `json:"tls"`
 }
 
 func stackMain(args []string) error {
@@ -74,6 +78,9 @@ func stackMain(args []string) error {
 	}
 	if info.Services, err = serviceAddrs(filepath.Join(*state, "logs")); err != nil {
 		return err
+	}
+	if info.TLS, err = st.ClientIdentity("fedbench"); err != nil {
+		return fmt.Errorf("client certificate for gRPC: %w", err)
 	}
 	b, _ := json.Marshal(info)
 	fmt.Printf("%s%s\n", stackReadyPrefix, b)

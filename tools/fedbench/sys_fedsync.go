@@ -23,10 +23,12 @@ import (
 	"github.com/coder/websocket"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/fedsync/fedsync/libs/mtls"
 	fedsyncv1 "github.com/fedsync/fedsync/proto/fedsync/v1"
 	"github.com/fedsync/fedsync/tools/devstack"
 )
@@ -84,6 +86,13 @@ func (f *fedsyncSystem) Start(ctx context.Context, dir string) error {
 	self, err := os.Executable()
 	if err != nil {
 		return err
+	}
+	// Started through a link named devstack, so that ps, top and perf show the
+	// mesh's own process (edges and embedded broker) under that name rather
+	// than as fedbench.
+	link := filepath.Join(dir, "devstack")
+	if err := os.Symlink(self, link); err == nil {
+		self = link
 	}
 	cmd := exec.Command(self, "__stack", "-bin", f.binDir, "-state", dir, "-datatypes", f.dataTypes)
 	logf, err := os.Create(filepath.Join(dir, "stack.log"))
@@ -185,6 +194,19 @@ func (f *fedsyncSystem) token(ctx context.Context, c devstack.Client) (string, e
 	return "", err
 }
 
+// grpcCreds are the transport credentials of the services' gRPC ports: mutual
+// TLS with the stack's development CA when it issued fedbench a certificate.
+func (f *fedsyncSystem) grpcCreds() (credentials.TransportCredentials, error) {
+	if !f.info.TLS.Enabled() {
+		return insecure.NewCredentials(), nil
+	}
+	id, err := mtls.Load(f.info.TLS)
+	if err != nil {
+		return nil, err
+	}
+	return id.ClientCredentials(), nil
+}
+
 // ---- writers ----
 
 type restWriter struct {
@@ -205,7 +227,11 @@ func (f *fedsyncSystem) NewWriter(ctx context.Context, agent int) (Writer, error
 		if addr == "" {
 			addr = f.info.Services["validation-na"].GRPC
 		}
-		cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		creds, err := f.grpcCreds()
+		if err != nil {
+			return nil, err
+		}
+		cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
 		if err != nil {
 			return nil, err
 		}
@@ -410,7 +436,12 @@ func (f *fedsyncSystem) wsSubscriber(ctx context.Context, edge, token, prefix st
 
 func (f *fedsyncSystem) grpcSubscriber(ctx context.Context, region, token, prefix string, deliver func(Event), ready chan<- error) {
 	addr := f.info.Services["broadcaster-"+region].GRPC
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+	creds, err := f.grpcCreds()
+	if err != nil {
+		ready <- err
+		return
+	}
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(16<<20)))
 	if err != nil {
 		ready <- err

@@ -196,7 +196,7 @@ type Correctness struct {
 	Duplicates        int64 `json:"duplicates"`
 	DuplicateVersions int64 `json:"duplicate_versions"`
 	DuplicateDeltas   int64 `json:"duplicate_deltas"`
-	OutOfOrder int64 `json:"out_of_order"`
+	OutOfOrder        int64 `json:"out_of_order"`
 	// Gaps: versions skipped on a subscriber (systems with contiguous versions).
 	Gaps int64 `json:"gaps"`
 	// Excused: acknowledged deltas that no subscriber saw because the system
