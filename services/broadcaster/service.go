@@ -199,13 +199,22 @@ func (s *service) Publish(ctx context.Context, c *fedsyncv1.Change) error {
 func (s *service) Sync(ctx context.Context) error {
 	s.pubMu.Lock()
 	defer s.pubMu.Unlock()
+	resp, err := s.log.ReadLog(ctx, 1<<62, 1)
+	if err != nil {
+		return err
+	}
 	if !s.synced {
-		resp, err := s.log.ReadLog(ctx, 1<<62, 1)
-		if err != nil {
-			return err
-		}
 		s.raiseHead(resp.GetHeadSeq())
 		s.synced = true
+		return nil
+	}
+	if resp.GetHeadSeq() < s.Head() {
+		// The commit log is behind what Kafka brought: statestore lost its data
+		// (or was replaced), so its positions restarted. It is the system of
+		// record: follow it.
+		s.mu.Lock()
+		s.head = resp.GetHeadSeq()
+		s.mu.Unlock()
 		return nil
 	}
 	return s.fillLocked(ctx, 1<<62)
