@@ -108,8 +108,10 @@ type ServiceInfo struct {
 	Tags     []string
 	Meta     map[string]string
 	// TLS says the gRPC port serves mutual TLS: Consul's check then uses TLS and
-	// needs the agent's own federation certificate (enable_agent_tls_for_checks).
-	TLS bool
+	// needs the agent's own federation certificate (enable_agent_tls_for_checks),
+	// unless HealthAddr names a plaintext health-only port, which it then checks.
+	TLS        bool
+	HealthAddr string
 }
 
 // Registrar announces an instance while it runs.
@@ -165,11 +167,11 @@ func (d *Discovery) Registrar(s ServiceInfo) (Registrar, error) {
 		Check: &consulapi.AgentServiceCheck{
 			CheckID:                        "grpc-health-" + s.ID,
 			Name:                           "gRPC health of " + s.ID,
-			GRPC:                           s.GRPCAddr,
+			GRPC:                           checkAddr(s),
 			Interval:                       d.cfg.CheckInterval.String(),
 			Timeout:                        "5s",
 			DeregisterCriticalServiceAfter: "1m",
-			GRPCUseTLS:                     s.TLS,
+			GRPCUseTLS:                     s.TLS && s.HealthAddr == "",
 		},
 	}
 	return consulsd.NewRegistrar(d.consul, reg, log.With(d.logger, "component", "consul-registrar")), nil
@@ -186,6 +188,20 @@ func (d *Discovery) Instancer(service string) (sd.Instancer, error) {
 		return sd.FixedInstancer(addrs), nil
 	}
 	return consulsd.NewInstancer(d.consul, log.With(d.logger, "component", "consul-instancer", "peer", service), service, nil, true), nil
+}
+
+// checkAddr is where Consul runs the gRPC health check: the plaintext health port
+// when there is one (on the advertised host), else the gRPC port.
+func checkAddr(s ServiceInfo) string {
+	if s.HealthAddr == "" {
+		return s.GRPCAddr
+	}
+	host, _, _ := splitHostPort(s.GRPCAddr)
+	_, port, err := splitHostPort(s.HealthAddr)
+	if err != nil {
+		return s.GRPCAddr
+	}
+	return fmt.Sprintf("%s:%d", host, port)
 }
 
 func splitHostPort(addr string) (string, int, error) {

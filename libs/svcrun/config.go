@@ -24,6 +24,7 @@ type Config struct {
 	GRPCAddr      string
 	HTTPAddr      string
 	AdvertiseAddr string
+	HealthAddr    string
 	DataDir       string
 	LogLevel      string
 	LogFormat     string
@@ -50,6 +51,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet, name, grpcAddr, httpAddr string
 	fs.StringVar(&c.Region, "region", "na", "region label of this instance (na, eu, ...)")
 	fs.StringVar(&c.GRPCAddr, "grpc-addr", grpcAddr, "address the gRPC server listens on")
 	fs.StringVar(&c.HTTPAddr, "http-addr", httpAddr, "address the HTTP server (API and /metrics) listens on")
+	fs.StringVar(&c.HealthAddr, "health-addr", "", "optional plaintext gRPC listener serving only grpc.health.v1, for probes that cannot do mutual TLS (Kubernetes, Consul)")
 	fs.StringVar(&c.AdvertiseAddr, "advertise-addr", "", "gRPC address other services reach this instance at (default: -grpc-addr)")
 	fs.StringVar(&c.DataDir, "data-dir", ".fedsync/data/"+name, "directory for this instance's durable files")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")

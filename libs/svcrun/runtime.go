@@ -316,6 +316,19 @@ func (r *Runtime) Run(ctx context.Context, s Servers) error {
 	if s.RegisterGRPC != nil {
 		s.RegisterGRPC(gs)
 	}
+	// Probes that cannot present a client certificate get grpc.health.v1 alone on
+	// a plaintext port.
+	var hs0 *grpc.Server
+	if r.Cfg.HealthAddr != "" {
+		hl, err := net.Listen("tcp", r.Cfg.HealthAddr)
+		if err != nil {
+			return fmt.Errorf("listen health: %w", err)
+		}
+		hs0 = grpc.NewServer()
+		healthpb.RegisterHealthServer(hs0, r.Health)
+		go hs0.Serve(hl)
+		defer hs0.Stop()
+	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", r.Metrics.Handler())
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
