@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -132,11 +133,17 @@ func (f *fedsyncSystem) Start(ctx context.Context, dir string) error {
 		f.Stop()
 		return fmt.Errorf("%w; see %s", err, filepath.Join(dir, "stack.log"))
 	}
+	// A new stack has new signing keys: forget the previous one's tokens.
+	f.mu.Lock()
+	f.tokens = map[string]string{}
+	f.mu.Unlock()
+	f.agents = nil
 	for _, c := range f.info.Clients {
 		if strings.HasPrefix(c.ClientID, "ai-") {
 			f.agents = append(f.agents, c)
 		}
 	}
+	sort.Slice(f.agents, func(i, j int) bool { return f.agents[i].ClientID < f.agents[j].ClientID })
 	return nil
 }
 
@@ -218,6 +225,9 @@ type restWriter struct {
 
 func (f *fedsyncSystem) NewWriter(ctx context.Context, agent int) (Writer, error) {
 	c := f.agent(agent)
+	if c.ClientID != agentName(agent) {
+		return nil, fmt.Errorf("writer %d needs client %s (its ids are under %s:), the stack has %d agent clients", agent, agentName(agent), agentName(agent), len(f.agents))
+	}
 	tok, err := f.token(ctx, c)
 	if err != nil {
 		return nil, err
