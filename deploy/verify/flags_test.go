@@ -73,7 +73,8 @@ func envName(flag string) string {
 // serviceEnv maps each service to the FEDSYNC_* variables its flags read.
 var serviceEnv = sync.OnceValues(func() (map[string]map[string]bool, error) {
 	common := map[string]bool{}
-	for _, d := range []string{"libs/svcrun", "libs/discovery", "libs/telemetry"} {
+	// svcrun registers discovery's, telemetry's and mtls's flags for every service.
+	for _, d := range []string{"libs/svcrun", "libs/discovery", "libs/telemetry", "libs/mtls"} {
 		f, err := flagsIn(repoPath(d))
 		if err != nil {
 			return nil, err
@@ -167,7 +168,7 @@ func TestFlags(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, svc := range services {
-		for _, k := range []string{"FEDSYNC_GRPC_ADDR", "FEDSYNC_INSTANCE", "FEDSYNC_DISCOVERY", "FEDSYNC_CONSUL_ADDR"} {
+		for _, k := range []string{"FEDSYNC_GRPC_ADDR", "FEDSYNC_INSTANCE", "FEDSYNC_DISCOVERY", "FEDSYNC_CONSUL_ADDR", "FEDSYNC_HEALTH_ADDR", "FEDSYNC_TLS_CA", "FEDSYNC_TLS_CERT", "FEDSYNC_TLS_KEY"} {
 			if !known[svc][k] {
 				t.Fatalf("read no %s flag for %s: has the flag code moved? (found %d)", k, svc, len(known[svc]))
 			}

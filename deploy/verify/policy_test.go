@@ -33,6 +33,13 @@ const namespace = "fedsync"
 var externalRefs = map[string]map[string]bool{
 	"deploy/overlays/dev": {
 		"ConfigMap/fedsync-datatypes": true, // Tiltfile, from config/datatypes.yaml
+		// Tiltfile, from `fedctl tls issue .fedsync/dev/tls ...`: mutual TLS.
+		"Secret/fedsync-tls-authn":         true,
+		"Secret/fedsync-tls-validation":    true,
+		"Secret/fedsync-tls-merge":         true,
+		"Secret/fedsync-tls-statestore":    true,
+		"Secret/fedsync-tls-broadcaster":   true,
+		"Secret/fedsync-tls-healthmonitor": true,
 	},
 	"deploy/overlays/prod": {
 		"ConfigMap/fedsync-datatypes": true,
@@ -40,6 +47,13 @@ var externalRefs = map[string]map[string]bool{
 		"Secret/authn-signing-key":    true,
 		"Secret/fedsync-na-tls":       true,
 		"Secret/fedsync-eu-tls":       true,
+		// cert-manager Certificates or `fedctl tls issue`: mutual TLS.
+		"Secret/fedsync-tls-authn":         true,
+		"Secret/fedsync-tls-validation":    true,
+		"Secret/fedsync-tls-merge":         true,
+		"Secret/fedsync-tls-statestore":    true,
+		"Secret/fedsync-tls-broadcaster":   true,
+		"Secret/fedsync-tls-healthmonitor": true,
 	},
 }
 
@@ -545,14 +559,18 @@ func checkFedsyncWiring(objs []object) []string {
 			for _, p := range problems {
 				v = append(v, id+": "+p)
 			}
-			grpc, http := containerPort(c, "grpc"), containerPort(c, "http")
-			if grpc == 0 || http == 0 {
-				v = append(v, id+": needs container ports named grpc and http")
+			grpc, http, health := containerPort(c, "grpc"), containerPort(c, "http"), containerPort(c, "grpc-health")
+			if grpc == 0 || http == 0 || health == 0 {
+				v = append(v, id+": needs container ports named grpc, http and grpc-health")
 				continue
+			}
+			if health == grpc || health == http {
+				v = append(v, fmt.Sprintf("%s: grpc-health (%d) must be a port of its own: the gRPC port requires client certificates", id, health))
 			}
 			want := map[string]string{
 				"FEDSYNC_GRPC_ADDR":      fmt.Sprintf("0.0.0.0:%d", grpc),
 				"FEDSYNC_HTTP_ADDR":      fmt.Sprintf("0.0.0.0:%d", http),
+				"FEDSYNC_HEALTH_ADDR":    fmt.Sprintf("0.0.0.0:%d", health),
 				"FEDSYNC_ADVERTISE_ADDR": fmt.Sprintf("$(POD_IP):%d", grpc),
 				"FEDSYNC_INSTANCE":       "$(POD_NAME)",
 				"FEDSYNC_DISCOVERY":      "consul",
@@ -573,8 +591,10 @@ func checkFedsyncWiring(objs []object) []string {
 					v = append(v, fmt.Sprintf("%s: regional hub with region label %q, FEDSYNC_REGION %q", id, r, e["FEDSYNC_REGION"]))
 				}
 			}
-			if p := c.ReadinessProbe; p == nil || p.GRPC == nil || p.GRPC.Port != grpc {
-				v = append(v, fmt.Sprintf("%s: readiness must be the gRPC health check (grpc.health.v1) on port %d", id, grpc))
+			// The kubelet cannot present a client certificate to the mutual-TLS gRPC
+			// port: readiness asks the plaintext health port.
+			if p := c.ReadinessProbe; p == nil || p.GRPC == nil || p.GRPC.Port != health {
+				v = append(v, fmt.Sprintf("%s: readiness must be the gRPC health check (grpc.health.v1) on the health port %d (grpc-health), not the mutual-TLS port %d", id, health, grpc))
 			}
 			if p := c.LivenessProbe; p == nil || p.HTTPGet == nil || p.HTTPGet.Path != "/healthz" || (p.HTTPGet.Port.String() != "http" && p.HTTPGet.Port.IntValue() != int(http)) {
 				v = append(v, id+": liveness must be GET /healthz on the http port")
@@ -778,6 +798,7 @@ func TestPolicies(t *testing.T) {
 			report(t, "namespaces", checkNamespaces(objs))
 			report(t, "images", checkImages(objs, built))
 			report(t, "fedsync wiring", checkFedsyncWiring(objs))
+			report(t, "mutual TLS", checkMutualTLS(objs))
 			report(t, "statefulsets", checkStatefulSets(objs))
 			if strings.HasSuffix(ov, "/prod") {
 				report(t, "prod", checkProd(objs))
@@ -895,6 +916,43 @@ func TestPoliciesCatchViolations(t *testing.T) {
 			m := &deployment(t, objs, "healthmonitor").Spec.Template.Spec.Containers[0].VolumeMounts
 			*m = slices.DeleteFunc(*m, func(x corev1.VolumeMount) bool { return x.Name == "data" })
 		}, "data dir"},
+		{"container without mutual TLS", checkMutualTLS, func(t *testing.T, objs []object) {
+			delEnv(deployment(t, objs, "merge"), "FEDSYNC_TLS_CA", "FEDSYNC_TLS_CERT", "FEDSYNC_TLS_KEY")
+		}, "Deployment/merge container merge: mutual TLS is off"},
+		{"TLS key variable missing", checkMutualTLS, func(t *testing.T, objs []object) {
+			delEnv(deployment(t, objs, "authn"), "FEDSYNC_TLS_KEY")
+		}, "mutual TLS is off: FEDSYNC_TLS_KEY"},
+		{"TLS file off the Secret volume", checkMutualTLS, func(t *testing.T, objs []object) {
+			setEnv(deployment(t, objs, "healthmonitor"), "FEDSYNC_TLS_KEY", "/tmp/tls.key")
+		}, "not on a Secret"},
+		{"TLS file on no volume", checkMutualTLS, func(t *testing.T, objs []object) {
+			setEnv(deployment(t, objs, "healthmonitor"), "FEDSYNC_TLS_CA", "/etc/ssl/ca.crt")
+		}, "FEDSYNC_TLS_CA=\"/etc/ssl/ca.crt\" is not on a volume"},
+		{"another service's certificate", checkMutualTLS, func(t *testing.T, objs []object) {
+			volume(t, deployment(t, objs, "validation-na"), "tls").Secret.SecretName = "fedsync-tls-merge"
+		}, "want fedsync-tls-validation"},
+		{"TLS Secret mounted with subPath", checkMutualTLS, func(t *testing.T, objs []object) {
+			mount(t, deployment(t, objs, "broadcaster-eu"), "tls").SubPath = "tls"
+		}, "subPath"},
+		{"TLS Secret writable", checkMutualTLS, func(t *testing.T, objs []object) {
+			mount(t, deployment(t, objs, "merge"), "tls").ReadOnly = false
+		}, "not read-only"},
+		{"private key readable by all", checkMutualTLS, func(t *testing.T, objs []object) {
+			volume(t, deployment(t, objs, "authn"), "tls").Secret.DefaultMode = new(int32(0o644))
+		}, "readable by all"},
+		{"TLS file under another key", checkMutualTLS, func(t *testing.T, objs []object) {
+			setEnv(deployment(t, objs, "merge"), "FEDSYNC_TLS_CA", "/etc/fedsync/tls/ca.pem")
+		}, `want "ca.crt"`},
+		{"readiness on the mutual-TLS port", checkFedsyncWiring, func(t *testing.T, objs []object) {
+			deployment(t, objs, "merge").Spec.Template.Spec.Containers[0].ReadinessProbe.GRPC.Port = 19103
+		}, "readiness must be the gRPC health check"},
+		{"health address off the health port", checkFedsyncWiring, func(t *testing.T, objs []object) {
+			setEnv(deployment(t, objs, "authn"), "FEDSYNC_HEALTH_ADDR", "0.0.0.0:19999")
+		}, "FEDSYNC_HEALTH_ADDR"},
+		{"no health port", checkFedsyncWiring, func(t *testing.T, objs []object) {
+			p := &deployment(t, objs, "healthmonitor").Spec.Template.Spec.Containers[0].Ports
+			*p = slices.DeleteFunc(*p, func(x corev1.ContainerPort) bool { return x.Name == "grpc-health" })
+		}, "grpc-health"},
 		{"two volume sources", checkVolumes, func(t *testing.T, objs []object) {
 			d := deployment(t, objs, "authn")
 			for i := range d.Spec.Template.Spec.Volumes {
@@ -946,6 +1004,34 @@ func find[T interface {
 func deployment(t *testing.T, objs []object, name string) *appsv1.Deployment {
 	t.Helper()
 	return find[*appsv1.Deployment](t, objs, name)
+}
+
+func delEnv(d *appsv1.Deployment, names ...string) {
+	c := &d.Spec.Template.Spec.Containers[0]
+	c.Env = slices.DeleteFunc(c.Env, func(e corev1.EnvVar) bool { return slices.Contains(names, e.Name) })
+}
+
+func volume(t *testing.T, d *appsv1.Deployment, name string) *corev1.Volume {
+	t.Helper()
+	for i, v := range d.Spec.Template.Spec.Volumes {
+		if v.Name == name {
+			return &d.Spec.Template.Spec.Volumes[i]
+		}
+	}
+	t.Fatalf("Deployment/%s has no volume %s", d.Name, name)
+	return nil
+}
+
+func mount(t *testing.T, d *appsv1.Deployment, name string) *corev1.VolumeMount {
+	t.Helper()
+	c := &d.Spec.Template.Spec.Containers[0]
+	for i, m := range c.VolumeMounts {
+		if m.Name == name {
+			return &c.VolumeMounts[i]
+		}
+	}
+	t.Fatalf("Deployment/%s has no mount of %s", d.Name, name)
+	return nil
 }
 
 func setEnv(d *appsv1.Deployment, name, value string) {

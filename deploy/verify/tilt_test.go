@@ -92,6 +92,7 @@ type tilt struct {
 	loads          []string
 	locals         []string // commands run with local()
 	readFiles      []string
+	tlsIssues      []tlsIssue // `fedctl tls issue` runs among the locals
 }
 
 // tiltBuiltins returns the recorders. Parameters are Tilt's; a "?" marks an
@@ -153,7 +154,12 @@ func (tl *tilt) builtins() starlark.StringDict {
 				return nil, err
 			}
 			tl.locals = append(tl.locals, cmd)
-			// Nothing runs: every command "prints" what `go env GOARCH` would.
+			// Nothing runs. `fedctl tls issue` is emulated (the files it would
+			// write, for read_file below); every other command "prints" what
+			// `go env GOARCH` would.
+			if out, ok, err := tl.fedctlTLSIssue(cmd); ok {
+				return &blob{text: out}, err
+			}
 			return &blob{text: "amd64\n"}, nil
 		}, "command", "quiet?", "command_bat?", "echo_off?", "env?", "dir?", "stdin?"),
 		"read_file": b("read_file", func(a map[string]starlark.Value) (starlark.Value, error) {
@@ -162,6 +168,14 @@ func (tl *tilt) builtins() starlark.StringDict {
 				return nil, err
 			}
 			tl.readFiles = append(tl.readFiles, p)
+			// Files the Tiltfile generates under .fedsync/ are never read from
+			// this machine's disk: what an earlier local() would have written.
+			if text, ok, err := tl.generatedFile(p); ok {
+				if err != nil {
+					return nil, err
+				}
+				return &blob{text: text}, nil
+			}
 			data, err := os.ReadFile(repoPath(p))
 			if err != nil {
 				if d, ok := a["default"]; ok && d != starlark.None {
@@ -801,6 +815,7 @@ func checkTilt(tl *tilt) []string {
 			ports[pf.local] = name
 		}
 	}
+	v = append(v, checkTiltTLS(tl, configured, images)...)
 	sort.Strings(v)
 	return v
 }
@@ -866,6 +881,8 @@ func TestTiltfile(t *testing.T) {
 	}
 	// What Tilt deploys is complete: every reference resolves within it.
 	report(t, "objects Tilt deploys", checkRefs(tl.objects, nil))
+	// ... with mutual TLS on, from the Secrets Tilt generates.
+	report(t, "mutual TLS of what Tilt deploys", checkMutualTLS(tl.objects))
 	// The data-type registry ConfigMap is config/datatypes.yaml.
 	want := readFile(t, "config/datatypes.yaml")
 	found := false
@@ -920,6 +937,27 @@ func TestTiltfileChecksFail(t *testing.T) {
 		{"dependency cycle", func(s string) string {
 			return s + "\nlocal_resource('a', cmd='true', resource_deps=['b'])\nlocal_resource('b', cmd='true', resource_deps=['a'])\n"
 		}, "cycle"},
+		{"no fedctl tls issue before reading its files", func(s string) string {
+			return replaceLine(s, "local('go run ./tools/cmd/fedctl tls issue", "")
+		}, "nothing the Tiltfile ran before produces it"},
+		{"a service without a certificate", func(s string) string {
+			return strings.Replace(s, "' '.join([svc['name'] for svc in SERVICES])", "' '.join([svc['name'] for svc in SERVICES if svc['name'] != 'healthmonitor'])", 1)
+		}, "does not produce .fedsync/dev/tls/healthmonitor.pem"},
+		{"a Secret with another service's certificate", func(s string) string {
+			return strings.Replace(s, "TLS_DIR + '/' + svc['name'] + '.pem'", "TLS_DIR + '/merge.pem'", 1)
+		}, "Secret fedsync-tls-authn: tls.crt"},
+		{"the CA's key in a Secret", func(s string) string {
+			return strings.Replace(s, "TLS_DIR + '/ca.pem'", "TLS_DIR + '/ca-key.pem'", 1)
+		}, "the CA's private key"},
+		{"a Secret without its CA", func(s string) string {
+			return replaceLine(s, "'ca.crt': str(read_file(", "")
+		}, "Secret fedsync-tls-merge: ca.crt"},
+		{"a workload not waiting for its Secret", func(s string) string {
+			return strings.Replace(s, "'consul', 'kafka', 'tls']", "'consul', 'kafka']", 1)
+		}, "resource_deps lacks tls"},
+		{"TLS Secrets in no resource", func(s string) string {
+			return replaceLine(s, "k8s_resource(new_name='tls'", "")
+		}, "is in no k8s_resource"},
 		{"port-forward collision", func(s string) string {
 			return s + "\nk8s_resource('kafka', port_forwards=[port_forward(8500, 9092)])\n"
 		}, "local port 8500 is forwarded by both"},

@@ -3,7 +3,6 @@ package kafkabus
 import (
 	"context"
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/go-kit/log"
@@ -62,17 +61,28 @@ func NewConsumer(c *Config, topic, group string, start StartAt, logger log.Logge
 }
 
 // Run hands every record to h in partition order until ctx ends. A record's offset
-// is committed only after h returned nil for it.
+// is committed only after h returned nil for it. Broker errors (a leader moving,
+// metadata not yet propagated after topic creation, a broker restarting) are
+// logged and retried with backoff; they never end the consumer.
 func (c *Consumer) Run(ctx context.Context, h Handler) error {
 	tracer := otel.Tracer("github.com/fedsync/fedsync/libs/kafkabus")
+	backoff := 100 * time.Millisecond
 	for {
 		m, err := c.r.FetchMessage(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
-			return fmt.Errorf("fetch from %s: %w", c.r.Config().Topic, err)
+			level.Warn(c.logger).Log("msg", "fetch failed, retrying", "err", err, "backoff", backoff)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 5*time.Second)
+			continue
 		}
+		backoff = 100 * time.Millisecond
 		mctx := otel.GetTextMapPropagator().Extract(ctx, headerCarrier{&m.Headers})
 		mctx, span := tracer.Start(mctx, "consume "+m.Topic, trace.WithSpanKind(trace.SpanKindConsumer),
 			trace.WithAttributes(
@@ -90,7 +100,9 @@ func (c *Consumer) Run(ctx context.Context, h Handler) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			return fmt.Errorf("commit offset %d of %s/%d: %w", m.Offset, m.Topic, m.Partition, err)
+			// The record is done; a lost commit only means it is handed out again
+			// after a restart, which every handler tolerates (idempotence).
+			level.Warn(c.logger).Log("msg", "commit offset failed", "offset", m.Offset, "partition", m.Partition, "err", err)
 		}
 	}
 }

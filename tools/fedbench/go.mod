@@ -14,6 +14,7 @@ require (
 	github.com/fedsync/fedsync/libs v0.0.0
 	github.com/fedsync/fedsync/proto v0.0.0
 	github.com/fedsync/fedsync/tools v0.0.0
+	github.com/google/pprof v0.0.0-20261105003125-4bf881d7fb0b
 	github.com/nats-io/nats.go v1.55.0
 	go.etcd.io/etcd/client/v3 v3.5.35
 	go.uber.org/zap v1.17.0

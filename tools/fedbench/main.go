@@ -26,6 +26,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -33,6 +34,14 @@ import (
 )
 
 func main() {
+	if len(os.Args) == 4 && os.Args[1] == "perf2pprof" {
+		// fedbench perf2pprof <perf.data> <stem>: the -perf conversion on its own.
+		if err := perfReport(lookBinary("perf"), os.Args[2], os.Args[3], "perf profile "+os.Args[2]); err != nil {
+			fmt.Fprintln(os.Stderr, "fedbench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if len(os.Args) > 1 && os.Args[1] == "__stack" {
 		if err := stackMain(os.Args[2:]); err != nil {
 			fmt.Fprintln(os.Stderr, "fedbench stack:", err)
@@ -290,6 +299,7 @@ func run(args []string) (int, error) {
 	failed := false
 	for _, sc := range list {
 		r := reports[sc.Name]
+		r.Meta.LoadAvgEnd = loadAvg()
 		r.computeRatios()
 		if len(r.Skipped) == 0 {
 			r.Skipped = nil
@@ -384,32 +394,55 @@ func perfProfiler(out string, rep *Report, sys System) func(pids map[int]string,
 				fmt.Fprintf(os.Stderr, "fedbench: perf record: %v: %s\n", err, b)
 				return
 			}
-			report := func(args ...string) string {
-				b, err := exec.Command(perfBin, append([]string{"report", "-i", data, "--stdio", "--no-children", "-g", "none"}, args...)...).Output()
-				if err != nil {
-					return fmt.Sprintf("perf report %v: %v\n", args, err)
-				}
-				return string(b)
+			header := fmt.Sprintf("perf record -F 499 -g of fedsync's processes (%s) during the measured window of %s %s",
+				strings.Join(sortedPIDNames(pids), ", "), rep.Scenario.Name, label)
+			if err := perfReport(perfBin, data, stem, header); err != nil {
+				fmt.Fprintf(os.Stderr, "fedbench: %v\n", err)
+				return
 			}
-			var b strings.Builder
-			byProc := report("--sort", "comm", "--percent-limit", "0.5")
-			b.WriteString("# CPU samples by process\n" + byProc)
-			// Then the hottest symbols of each process with a noticeable share.
-			for _, line := range strings.Split(byProc, "\n") {
-				f := strings.Fields(line)
-				if len(f) != 2 || !strings.HasSuffix(f[0], "%") {
-					continue
-				}
-				if pct, _ := strconv.ParseFloat(strings.TrimSuffix(f[0], "%"), 64); pct < 2 {
-					continue
-				}
-				fmt.Fprintf(&b, "\n# hottest symbols of %s (%s of all samples)\n", f[1], f[0])
-				b.WriteString(report("--comm", f[1], "--sort", "dso,sym", "--percent-limit", "0.3"))
-			}
-			os.WriteFile(stem+".txt", []byte(b.String()), 0o644)
-			fmt.Fprintf(os.Stderr, "fedbench: perf profile of %s in %s.txt\n", sys.Name(), stem)
+			os.Remove(data)
+			fmt.Fprintf(os.Stderr, "fedbench: perf profile of %s in %s.txt and .pprof\n", sys.Name(), stem)
 		}()
 	}
+}
+
+// perfReport turns a perf.data file into <stem>.pprof and a text summary <stem>.txt.
+func perfReport(perfBin, data, stem, header string) error {
+	script := exec.Command(perfBin, "script", "-i", data, "-F", "comm,pid,period,ip,sym,dso")
+	stdout, err := script.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	if err := script.Start(); err != nil {
+		return fmt.Errorf("perf script: %w", err)
+	}
+	samples, err := parsePerfScript(stdout)
+	if werr := script.Wait(); err == nil && werr != nil {
+		err = werr
+	}
+	if err != nil {
+		return fmt.Errorf("perf script: %w", err)
+	}
+	f, err := os.Create(stem + ".pprof")
+	if err != nil {
+		return err
+	}
+	if err := perfProfile(samples).Write(f); err != nil {
+		f.Close()
+		return err
+	}
+	f.Close()
+	summary := header + "; pprof profile: " + filepath.Base(stem) + ".pprof (go tool pprof -top -cum, or -http=:)\n\n" + perfSummary(samples, 25)
+	return os.WriteFile(stem+".txt", []byte(summary), 0o644)
+}
+
+func sortedPIDNames(pids map[int]string) []string {
+	var out []string
+	for _, n := range pids {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // machine describes this machine for the report.
@@ -434,6 +467,7 @@ func machine(command string) Meta {
 	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
 		m.Kernel = "Linux " + strings.TrimSpace(string(b))
 	}
+	m.LoadAvgStart = loadAvg()
 	if out, err := exec.Command("go", "version").Output(); err == nil {
 		m.GoVersion = strings.TrimSpace(string(out))
 	}
@@ -456,6 +490,18 @@ func raiseFileLimit() {
 	}
 	l.Cur = l.Max
 	syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l)
+}
+
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return ""
+	}
+	return strings.Join(f[:3], " ")
 }
 
 func isTTY(f *os.File) bool {

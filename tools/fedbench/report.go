@@ -83,15 +83,19 @@ type Stage struct {
 
 // Meta describes where and when a report was made.
 type Meta struct {
-	Date      string   `json:"date"`
-	Commit    string   `json:"commit"`
-	GoVersion string   `json:"go_version"`
-	CPUs      int      `json:"cpus"`
-	CPUModel  string   `json:"cpu_model"`
-	MemoryGiB float64  `json:"memory_gib"`
-	Kernel    string   `json:"kernel"`
-	Command   string   `json:"command"`
-	Notes     []string `json:"notes,omitempty"`
+	Date      string  `json:"date"`
+	Commit    string  `json:"commit"`
+	GoVersion string  `json:"go_version"`
+	CPUs      int     `json:"cpus"`
+	CPUModel  string  `json:"cpu_model"`
+	MemoryGiB float64 `json:"memory_gib"`
+	Kernel    string  `json:"kernel"`
+	Command   string  `json:"command"`
+	// LoadAvg is /proc/loadavg when the run began and ended: the machine is
+	// shared, so other work competes for the same cores.
+	LoadAvgStart string   `json:"loadavg_start"`
+	LoadAvgEnd   string   `json:"loadavg_end,omitempty"`
+	Notes        []string `json:"notes,omitempty"`
 }
 
 // Ratio compares fedsync with a baseline in one scenario.
@@ -273,7 +277,11 @@ func (r *Report) Markdown(chart string) string {
 		fmt.Fprintf(&b, "%d ids per agent, ", sc.KeysPerAgent)
 	}
 	fmt.Fprintf(&b, "values of about %s, target %s, warm-up %s, measured %s.\n", bytesStr(sc.ValueSize), target(sc.Rate), sc.Warmup, sc.Duration)
-	fmt.Fprintf(&b, "Machine: %d CPUs (%s), %.0f GiB, %s; commit %s; %s.\n\n", r.Meta.CPUs, r.Meta.CPUModel, r.Meta.MemoryGiB, r.Meta.Kernel, r.Meta.Commit, r.Meta.GoVersion)
+	fmt.Fprintf(&b, "Machine: %d CPUs (%s), %.0f GiB, %s; commit %s; %s.", r.Meta.CPUs, r.Meta.CPUModel, r.Meta.MemoryGiB, r.Meta.Kernel, r.Meta.Commit, r.Meta.GoVersion)
+	if r.Meta.LoadAvgStart != "" {
+		fmt.Fprintf(&b, " Load average (1, 5, 15 min) at the start %s, at the end %s.", r.Meta.LoadAvgStart, r.Meta.LoadAvgEnd)
+	}
+	b.WriteString("\n\n")
 
 	b.WriteString("| system | step | target | accepted/s | committed/s | delivered/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors | lost | dup | out of order | converged | RSS | CPU cores | result |\n")
 	b.WriteString("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:--:|---:|---:|:--:|\n")
