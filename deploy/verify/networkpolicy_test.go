@@ -254,13 +254,21 @@ func TestNetworkPolicies(t *testing.T) {
 					tcp(p, consul, 8500),
 					flow{p, dns, 53, corev1.ProtocolUDP},
 					tcp(p, otel, 4317),
-					// Probed by healthmonitor and by Consul's health checks; scraped.
+					// Probed by healthmonitor (mutual TLS on the gRPC port) and by
+					// Consul's health checks (the plaintext health port); scraped.
 					tcp(pods["healthmonitor"], p, port(p, "grpc")),
-					tcp(consul, p, port(p, "grpc")),
+					tcp(consul, p, port(p, "grpc-health")),
 					tcp(prometheus, p, port(p, "http")),
 				)
 				deny = append(deny,
 					tcp(stranger, p, port(p, "grpc")),
+					// The health port answers anyone who reaches it: only Consul
+					// (and the kubelet, from the node) may.
+					tcp(stranger, p, port(p, "grpc-health")),
+					tcp(ingressCtl, p, port(p, "grpc-health")),
+					tcp(prometheus, p, port(p, "grpc-health")),
+					// Consul has no client certificate: it checks the health port only.
+					tcp(consul, p, port(p, "grpc")),
 					tcp(p, stranger, 8080),
 					tcp(p, privateNet, 443),
 				)
@@ -286,6 +294,9 @@ func TestNetworkPolicies(t *testing.T) {
 				tcp(pods["authn"], pods["merge"], port(pods["merge"], "grpc")),
 				tcp(pods["statestore"], pods["merge"], port(pods["merge"], "grpc")),
 				tcp(pods["merge"], pods["authn"], port(pods["authn"], "http")),
+				// Peers call each other over mutual TLS, never the plaintext health port.
+				tcp(pods["merge"], pods["statestore"], port(pods["statestore"], "grpc-health")),
+				tcp(pods["healthmonitor"], pods["merge"], port(pods["merge"], "grpc-health")),
 			)
 			if ov == "deploy/overlays/dev" { // the dev Kafka and Consul are under this namespace's policies
 				deny = append(deny, tcp(stranger, kafka, 9092), tcp(stranger, consul, 8500), tcp(consul, kafka, 9092))

@@ -2,7 +2,9 @@ package verify
 
 import (
 	"fmt"
+	"path"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -211,4 +213,156 @@ func TestReadmeSection(t *testing.T) {
 	if got := readmeSection(md, "Missing"); got != "" {
 		t.Errorf("got %q", got)
 	}
+}
+
+// --- the Tiltfile's Secrets: `fedctl tls issue` emulated by the local() recorder ---
+
+// tlsIssue is one `fedctl tls issue DIR SERVICE...` the Tiltfile runs.
+type tlsIssue struct {
+	dir      string
+	services []string
+}
+
+var (
+	fedctlIssueCmd = regexp.MustCompile(`(?:^|[\s;&|(])(?:go run \./tools/cmd/fedctl|\S*fedctl)\s+tls\s+issue((?:\s+[^\s;&|()]+)*)`)
+	// fedctl's own rule for a service name (tools/cmd/fedctl).
+	fedctlServiceName = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+)
+
+// fedctlTLSIssue emulates `fedctl tls issue DIR SERVICE...` when cmd runs it: it
+// records the files fedctl writes (DIR/ca.pem, DIR/ca-key.pem, DIR/<service>.pem,
+// DIR/<service>-key.pem: libs/mtls DevCA) and fails as fedctl would on bad
+// arguments. ok is false for any other command.
+func (tl *tilt) fedctlTLSIssue(cmd string) (out string, ok bool, err error) {
+	m := fedctlIssueCmd.FindStringSubmatch(cmd)
+	if m == nil {
+		return "", false, nil
+	}
+	args := strings.Fields(m[1])
+	if len(args) < 2 {
+		return "", true, fmt.Errorf("%q: fedctl tls issue needs DIR and at least one SERVICE (it exits 2)", cmd)
+	}
+	dir := path.Clean(args[0])
+	var b strings.Builder
+	for _, s := range args[1:] {
+		if !fedctlServiceName.MatchString(s) {
+			return "", true, fmt.Errorf("%q: %q is not a service name (fedctl exits 2)", cmd, s)
+		}
+		fmt.Fprintf(&b, "%s: ca=%s/ca.pem cert=%s/%s.pem key=%s/%s-key.pem uri=spiffe://fedsync/%s\n", s, dir, dir, s, dir, s, s)
+	}
+	tl.tlsIssues = append(tl.tlsIssues, tlsIssue{dir: dir, services: args[1:]})
+	return b.String(), true, nil
+}
+
+// issuedContent stands for the content of a file fedctl tls issue writes.
+func issuedContent(p string) string { return "<" + path.Clean(p) + ", written by fedctl tls issue>\n" }
+
+// generatedFile answers read_file for paths under .fedsync/ (generated state,
+// never read from this machine's disk): the content of a file an earlier
+// `fedctl tls issue` wrote, or an error. ok is false for other paths.
+func (tl *tilt) generatedFile(p string) (text string, ok bool, err error) {
+	p = path.Clean(p)
+	if !strings.HasPrefix(p, ".fedsync/") {
+		return "", false, nil
+	}
+	var issuers []string
+	for _, is := range tl.tlsIssues {
+		if path.Dir(p) != is.dir {
+			continue
+		}
+		issuers = append(issuers, "fedctl tls issue "+is.dir+" "+strings.Join(is.services, " "))
+		produced := []string{"ca.pem", "ca-key.pem"}
+		for _, s := range is.services {
+			produced = append(produced, s+".pem", s+"-key.pem")
+		}
+		if slices.Contains(produced, path.Base(p)) {
+			return issuedContent(p), true, nil
+		}
+	}
+	if len(issuers) > 0 {
+		return "", true, fmt.Errorf("read_file(%q): %s does not produce %s", p, strings.Join(issuers, "; "), p)
+	}
+	return "", true, fmt.Errorf("read_file(%q): nothing the Tiltfile ran before produces it (.fedsync/ is generated, never read from this machine)", p)
+}
+
+// secretValues are a Secret's values, data and stringData together.
+func secretValues(s *corev1.Secret) map[string]string {
+	out := map[string]string{}
+	for k, b := range s.Data {
+		out[k] = string(b)
+	}
+	for k, val := range s.StringData {
+		out[k] = val
+	}
+	return out
+}
+
+// checkTiltTLS: the Tiltfile issues every service a certificate with fedctl and
+// deploys it as the Secret fedsync-tls-<service> the manifests mount (ca.crt =
+// the CA's ca.pem, tls.crt = <service>.pem, tls.key = <service>-key.pem; never the
+// CA's key), in a resource each of the service's workloads waits for.
+func checkTiltTLS(tl *tilt, configured map[string]k8sResource, images map[string][]string) []string {
+	var v []string
+	issued := map[string]string{} // service -> dir
+	for _, is := range tl.tlsIssues {
+		for _, s := range is.services {
+			issued[s] = is.dir
+		}
+	}
+	secrets := map[string]*corev1.Secret{}
+	for _, s := range objectsOf[*corev1.Secret](tl.objects) {
+		secrets[s.Name] = s
+		for k, val := range secretValues(s) {
+			if strings.Contains(val, "/ca-key.pem") {
+				v = append(v, fmt.Sprintf("Secret %s: %s holds the CA's private key (ca-key.pem stays on the developer's machine)", s.Name, k))
+			}
+		}
+	}
+	holder := map[string]string{} // Secret name -> resource
+	for _, kr := range tl.k8sResources {
+		for _, sel := range kr.objects {
+			if parts := strings.Split(sel, ":"); len(parts) > 1 && strings.EqualFold(parts[1], "secret") {
+				holder[parts[0]] = kr.newName + kr.workload
+			}
+		}
+	}
+	for _, svc := range services {
+		name := tlsSecret(svc)
+		dir, ok := issued[svc]
+		if !ok {
+			v = append(v, "service "+svc+": no `fedctl tls issue` in the Tiltfile issues its certificate")
+			continue
+		}
+		sec := secrets[name]
+		if sec == nil {
+			v = append(v, "service "+svc+": the Tiltfile deploys no Secret "+name)
+			continue
+		}
+		if sec.Namespace != namespace {
+			v = append(v, fmt.Sprintf("Secret %s is in namespace %q, not %q", name, sec.Namespace, namespace))
+		}
+		files := map[string]string{"ca.crt": dir + "/ca.pem", "tls.crt": dir + "/" + svc + ".pem", "tls.key": dir + "/" + svc + "-key.pem"}
+		vals := secretValues(sec)
+		for _, f := range tlsFiles {
+			if got := vals[f.key]; got != issuedContent(files[f.key]) {
+				v = append(v, fmt.Sprintf("Secret %s: %s is %q, want the content of %s", name, f.key, got, files[f.key]))
+			}
+		}
+		for k := range vals {
+			if _, ok := files[k]; !ok {
+				v = append(v, fmt.Sprintf("Secret %s: unexpected key %s", name, k))
+			}
+		}
+		res := holder[name]
+		if res == "" {
+			v = append(v, "Secret "+name+" is in no k8s_resource (its workloads cannot wait for it)")
+			continue
+		}
+		for _, w := range images["fedsync/"+svc] {
+			if kr, ok := configured[w]; ok && !slices.Contains(kr.resourceDeps, res) {
+				v = append(v, fmt.Sprintf("k8s_resource %s: resource_deps lacks %s, the resource of its Secret %s", w, res, name))
+			}
+		}
+	}
+	return v
 }

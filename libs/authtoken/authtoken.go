@@ -17,6 +17,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/fedsync/fedsync/libs/apierr"
+	"github.com/fedsync/fedsync/libs/periodic"
 )
 
 // Claims are the claims of a fedsync access token (contract: Auth).
@@ -133,16 +134,9 @@ func (v *Verifier) RefreshRevocations(ctx context.Context) error {
 // RunRevocations refreshes revocations every interval until ctx ends, so a
 // disabled client's or a revoked token's requests are refused within interval.
 func (v *Verifier) RunRevocations(ctx context.Context, interval time.Duration) error {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
+	return periodic.Run(ctx, interval, func(ctx context.Context) {
 		_ = v.RefreshRevocations(ctx) // on failure the last known revocations stay in force
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
-	}
+	})
 }
 
 func (v *Verifier) isRevoked(c *Claims) string {

@@ -7,6 +7,7 @@ import (
 	"github.com/go-kit/log/level"
 	"google.golang.org/grpc"
 
+	"github.com/fedsync/fedsync/libs/periodic"
 	"github.com/fedsync/fedsync/libs/svcrun"
 	fedsyncv1 "github.com/fedsync/fedsync/proto/fedsync/v1"
 )
@@ -51,26 +52,21 @@ func Run(ctx context.Context, cfg *Config) error {
 // rotateKeys rotates the signing key every cfg.KeyRotation (measured from the
 // current key's creation) and drops retired keys whose tokens have all expired.
 func rotateKeys(ctx context.Context, rt *svcrun.Runtime, st *store, cfg *Config) error {
-	t := time.NewTicker(time.Minute)
-	defer t.Stop()
-	for {
+	return periodic.Run(ctx, time.Minute, func(context.Context) {
 		keys, err := st.keys()
-		if err == nil {
-			for _, k := range keys {
-				if k.State == KeyCurrent && time.Since(k.CreatedAt) > cfg.KeyRotation {
-					if err := st.rotateKeys(); err != nil {
-						level.Error(rt.Logger).Log("msg", "rotate signing key", "err", err)
-					} else {
-						level.Info(rt.Logger).Log("msg", "signing key rotated")
-					}
-				}
+		if err != nil {
+			return
+		}
+		for _, k := range keys {
+			if k.State != KeyCurrent || time.Since(k.CreatedAt) <= cfg.KeyRotation {
+				continue
 			}
-			_ = st.dropExpiredKeys(cfg.TokenTTL)
+			if err := st.rotateKeys(); err != nil {
+				level.Error(rt.Logger).Log("msg", "rotate signing key", "err", err)
+			} else {
+				level.Info(rt.Logger).Log("msg", "signing key rotated")
+			}
 		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
-	}
+		_ = st.dropExpiredKeys(cfg.TokenTTL)
+	})
 }

@@ -3,13 +3,13 @@ package broadcaster
 import (
 	"context"
 	"fmt"
-	"time"
 
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
 	"google.golang.org/grpc"
 
 	"github.com/fedsync/fedsync/libs/kafkabus"
+	"github.com/fedsync/fedsync/libs/periodic"
 	"github.com/fedsync/fedsync/libs/svcrun"
 	fedsyncv1 "github.com/fedsync/fedsync/proto/fedsync/v1"
 )
@@ -42,18 +42,11 @@ func Run(ctx context.Context, cfg *Config) error {
 	// Anti-entropy: start "now" at statestore's head, then fill from the commit
 	// log any change Kafka did not bring (a consumer that joined late).
 	rt.Go("anti-entropy", func(ctx context.Context) error {
-		t := time.NewTicker(cfg.SyncInterval)
-		defer t.Stop()
-		for {
+		return periodic.Run(ctx, cfg.SyncInterval, func(ctx context.Context) {
 			if err := svc.Sync(ctx); err != nil && ctx.Err() == nil {
 				level.Warn(rt.Logger).Log("msg", "sync with commit log", "err", err)
 			}
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-t.C:
-			}
-		}
+		})
 	})
 	consumer := kafkabus.NewConsumer(&cfg.Kafka, kafkabus.TopicCommitted, "fedsync-broadcaster-"+cfg.Service.Instance, kafkabus.StartLatest, rt.Logger)
 	rt.OnClose(func() { consumer.Close() })

@@ -8,6 +8,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/fedsync/fedsync/libs/discovery"
+	"github.com/fedsync/fedsync/libs/periodic"
 	fedsyncv1 "github.com/fedsync/fedsync/proto/fedsync/v1"
 )
 
@@ -35,16 +36,9 @@ func (c *control) refresh(ctx context.Context) error {
 
 // run follows the shared state every interval until ctx ends.
 func (c *control) run(ctx context.Context, interval time.Duration) error {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
+	return periodic.Run(ctx, interval, func(ctx context.Context) {
 		_ = c.refresh(ctx) // on failure the last known state stays in force
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
-	}
+	})
 }
 
 // controlClient reaches statestore's control state through discovery.

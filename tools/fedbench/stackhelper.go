@@ -49,6 +49,8 @@ func stackMain(args []string) error {
 	bin := fs.String("bin", ".fedsync/bin", "service binaries")
 	state := fs.String("state", "", "state directory")
 	types := fs.String("datatypes", "config/datatypes.yaml", "data-type registry")
+	kafka := fs.String("kafka", "", "external Kafka bootstrap addresses; empty runs the embedded broker")
+	prefix := fs.String("topic-prefix", "", "topic and group prefix on an external Kafka")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -65,9 +67,12 @@ func stackMain(args []string) error {
 		}
 		edges[r] = fmt.Sprintf("127.0.0.1:%d", p)
 	}
-	st, err := devstack.Start(ctx, devstack.Options{
-		BinDir: *bin, StateDir: *state, DataTypes: *types, Edges: edges, FreePorts: true, Progress: os.Stderr,
-	})
+	opts := devstack.Options{BinDir: *bin, StateDir: *state, DataTypes: *types, Edges: edges, FreePorts: true, Progress: os.Stderr,
+		KafkaTopicPrefix: *prefix}
+	if *kafka != "" {
+		opts.KafkaBrokers = strings.Split(*kafka, ",")
+	}
+	st, err := devstack.Start(ctx, opts)
 	if err != nil {
 		return err
 	}

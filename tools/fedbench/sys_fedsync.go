@@ -42,6 +42,7 @@ import (
 type fedsyncSystem struct {
 	binDir, dataTypes string
 	api, sub          string // "rest"|"grpc", "ws"|"grpc"
+	kafka             string // external Kafka; "" = the embedded broker
 	// direct: WebSocket subscribers connect to the broadcasters' HTTP ports
 	// instead of through the edge (see Scenario.DirectSubscribe).
 	direct bool
@@ -55,8 +56,8 @@ type fedsyncSystem struct {
 	agents []devstack.Client // ai-001 ...
 }
 
-func newFedsync(binDir, dataTypes, api, sub string) *fedsyncSystem {
-	return &fedsyncSystem{binDir: binDir, dataTypes: dataTypes, api: api, sub: sub, tokens: map[string]string{}}
+func newFedsync(binDir, dataTypes, api, sub, kafka string) *fedsyncSystem {
+	return &fedsyncSystem{binDir: binDir, dataTypes: dataTypes, api: api, sub: sub, kafka: kafka, tokens: map[string]string{}}
 }
 
 func (f *fedsyncSystem) Name() string     { return "fedsync" }
@@ -75,11 +76,19 @@ func (f *fedsyncSystem) Available() (bool, string) {
 }
 
 func (f *fedsyncSystem) Info() SystemInfo {
+	broker, durable := "embedded Kafka-protocol broker (kfake, fsync per write)", "the embedded broker fsyncs every write"
+	if f.kafka != "" {
+		broker, durable = "external Kafka at "+f.kafka, "the broker's own flush settings apply"
+	}
+	subs := map[string]string{"ws": "WebSocket through the edge", "grpc": "gRPC to broadcaster (mutual TLS)"}[f.sub]
+	if f.direct && f.sub == "ws" {
+		subs = "WebSocket straight to the broadcasters"
+	}
 	return SystemInfo{
 		Version: gitDescribe(),
-		Config: fmt.Sprintf("devstack: 2 regions (na, eu), embedded Kafka-protocol broker (kfake, fsync per write), writes over %s, subscriptions over %s, default rate limits (1,000/s per client, 10,000/s per regional hub)",
-			map[string]string{"rest": "REST through the edge", "grpc": "gRPC to validation"}[f.api], map[string]string{"ws": "WebSocket through the edge", "grpc": "gRPC to broadcaster"}[f.sub]),
-		Durability: "202 only once the delta is in the Kafka log with acks=all; the embedded broker fsyncs every write; statestore commits in bbolt (fsync per transaction)",
+		Config: fmt.Sprintf("devstack: 2 regions (na, eu), %s, writes over %s, subscriptions over %s, default rate limits (1,000/s per client, 10,000/s per regional hub)",
+			broker, map[string]string{"rest": "REST through the edge", "grpc": "gRPC to validation (mutual TLS)"}[f.api], subs),
+		Durability: "202 only once the delta is in the Kafka log with acks=all; " + durable + "; statestore commits in bbolt (fsync per transaction)",
 	}
 }
 
@@ -95,7 +104,11 @@ func (f *fedsyncSystem) Start(ctx context.Context, dir string) error {
 	if err := os.Symlink(self, link); err == nil {
 		self = link
 	}
-	cmd := exec.Command(self, "__stack", "-bin", f.binDir, "-state", dir, "-datatypes", f.dataTypes)
+	args := []string{"__stack", "-bin", f.binDir, "-state", dir, "-datatypes", f.dataTypes}
+	if f.kafka != "" {
+		args = append(args, "-kafka", f.kafka, "-topic-prefix", "fedbench-"+filepath.Base(dir)+"-")
+	}
+	cmd := exec.Command(self, args...)
 	logf, err := os.Create(filepath.Join(dir, "stack.log"))
 	if err != nil {
 		return err
