@@ -288,3 +288,20 @@ func TestPeerWaitsForRestartingInstance(t *testing.T) {
 		t.Fatalf("call to a starting instance: %v %v", st, err)
 	}
 }
+
+func TestConsulCheckUsesHealthPortWithTLS(t *testing.T) {
+	fake, consulAddr := newFakeConsul(t)
+	d, _ := New(Config{Mode: ModeConsul, ConsulAddr: consulAddr, CheckInterval: 10 * time.Second}, log.NewNopLogger())
+	reg, _ := d.Registrar(ServiceInfo{Name: "x", ID: "x-2", GRPCAddr: "10.0.0.7:19102", TLS: true, HealthAddr: "0.0.0.0:19302"})
+	reg.Register()
+	got, _ := fake.registration("x-2")
+	if got.Check.GRPC != "10.0.0.7:19302" || got.Check.GRPCUseTLS {
+		t.Fatalf("check %+v: want plaintext gRPC health on the advertised host's health port", got.Check)
+	}
+	reg2, _ := d.Registrar(ServiceInfo{Name: "x", ID: "x-3", GRPCAddr: "10.0.0.8:19102", TLS: true})
+	reg2.Register()
+	got, _ = fake.registration("x-3")
+	if got.Check.GRPC != "10.0.0.8:19102" || !got.Check.GRPCUseTLS {
+		t.Fatalf("check %+v: without a health port, TLS on the gRPC port", got.Check)
+	}
+}

@@ -342,7 +342,7 @@ func (r *Runtime) Run(ctx context.Context, s Servers) error {
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 
 	reg, err := r.Discovery.Registrar(discovery.ServiceInfo{
-		TLS:  r.Identity != nil,
+		TLS: r.Identity != nil, HealthAddr: r.Cfg.HealthAddr,
 		Name: r.Cfg.Name, ID: r.Cfg.Instance, GRPCAddr: r.Cfg.Advertise(),
 		Tags: []string{"region=" + r.Cfg.Region}, Meta: map[string]string{"region": r.Cfg.Region, "http": r.Cfg.HTTPAddr},
 	})
