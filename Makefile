@@ -6,7 +6,7 @@ SERVICES := authn validation merge statestore broadcaster healthmonitor
 PKGS := $(shell go list -m -f '{{.Dir}}/...' 2>/dev/null | sed "s|^$(CURDIR)/|./|")
 KAFKA_ADDR := 127.0.0.1:19093
 
-.PHONY: help build run test test-deploy test-integration proto proto-check lint kafka-start kafka-stop clean
+.PHONY: help build run test test-deploy test-integration proto proto-check lint kafka-start kafka-stop clean fedbench bench bench-full bench-deps
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -21,6 +21,7 @@ run: build ## Run the whole mesh with 53 simulated agents (AGENTS=N to change); 
 test: test-deploy ## Unit, service and end-to-end tests on the embedded broker, and the offline deploy checks (Go only).
 	go vet $(PKGS)
 	go test -count=1 -timeout 20m $(PKGS)
+	cd tools/fedbench && GOWORK=off go vet ./... && GOWORK=off go test -count=1 ./...
 
 test-deploy: ## Offline checks of deploy/, tilt/, Tiltfile and rollback.sh (no cluster, Docker or Tilt).
 	cd deploy/verify && GOWORK=off go vet ./... && GOWORK=off go test -count=1 -timeout 10m ./...
@@ -41,6 +42,20 @@ proto-check: proto ## Fail when the committed generated code differs from what p
 lint: ## gofmt and go vet.
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
 	go vet $(PKGS)
+	cd tools/fedbench && GOWORK=off go vet ./...
+
+fedbench: ## Build the benchmark tool (tools/fedbench, its own module, not in go.work) into .fedsync/bin.
+	@mkdir -p $(BIN)
+	cd tools/fedbench && GOWORK=off go build -o ../../$(BIN)/fedbench .
+
+bench-deps: ## Install the baselines fedbench compares with: Debian etcd-server and nats-server (root).
+	scripts/bench-deps.sh
+
+bench: build fedbench ## steady + conflict on fedsync, etcd and NATS side by side (under 3 min); results in bench/results/.
+	$(BIN)/fedbench -scenario steady,conflict -warmup 2s -duration 8s
+
+bench-full: build fedbench ## Every preset (steady, max, fanout, conflict, large) at full length, with a perf CPU profile of fedsync.
+	$(BIN)/fedbench -scenario all -perf
 
 kafka-start: ## Start the real Kafka 4.4 broker on 127.0.0.1:19093.
 	scripts/kafka.sh start

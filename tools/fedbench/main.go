@@ -105,6 +105,23 @@ func run(args []string) (int, error) {
 	quiet := fs.Bool("q", false, "no progress line")
 	cpuProfile := fs.String("cpuprofile", "", "write fedbench's own CPU profile (the client side) to this file")
 	perf := fs.Bool("perf", false, "profile fedsync's processes with perf during each measured window (needs perf and root); report next to the results")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), `fedbench measures fedsync through its public API side by side with etcd (put + prefix
+watch) and NATS JetStream KV (put + watch), same workload, same machine, same run.
+Run it from the repository root after make build (and scripts/bench-deps.sh for the baselines).
+
+Presets (-scenario): steady (5,000 deltas/s), max (highest rate with p99 < 1 s),
+fanout (10,000 WebSocket subscribers), conflict (53 agents on 10 shared ids),
+large (64 KiB values); "all" runs every one. Flags given explicitly override the
+preset values. Results: <out>/<scenario>-<date>.{json,md,svg}. Exit status 1 when
+any run lost, duplicated or reordered a delivery.
+
+Usage: fedbench [flags]
+       fedbench perf2pprof <perf.data> <stem>   (the -perf conversion on its own)
+
+`)
+		fs.PrintDefaults()
+	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0, nil
