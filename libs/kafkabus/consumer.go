@@ -8,9 +8,6 @@ import (
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
 	"github.com/segmentio/kafka-go"
-	"go.opentelemetry.io/otel"
-	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/trace"
 )
 
 // Message is a consumed record.
@@ -65,7 +62,6 @@ func NewConsumer(c *Config, topic, group string, start StartAt, logger log.Logge
 // metadata not yet propagated after topic creation, a broker restarting) are
 // logged and retried with backoff; they never end the consumer.
 func (c *Consumer) Run(ctx context.Context, h Handler) error {
-	tracer := otel.Tracer("github.com/fedsync/fedsync/libs/kafkabus")
 	backoff := 100 * time.Millisecond
 	for {
 		m, err := c.r.FetchMessage(ctx)
@@ -83,17 +79,7 @@ func (c *Consumer) Run(ctx context.Context, h Handler) error {
 			continue
 		}
 		backoff = 100 * time.Millisecond
-		mctx := otel.GetTextMapPropagator().Extract(ctx, headerCarrier{&m.Headers})
-		mctx, span := tracer.Start(mctx, "consume "+m.Topic, trace.WithSpanKind(trace.SpanKindConsumer),
-			trace.WithAttributes(
-				attribute.String("messaging.system", "kafka"),
-				attribute.String("messaging.destination.name", m.Topic),
-				attribute.Int("messaging.kafka.destination.partition", m.Partition),
-				attribute.Int64("messaging.kafka.message.offset", m.Offset),
-			))
-		err = c.handleWithRetry(mctx, h, m)
-		span.End()
-		if err != nil {
+		if err := c.process(ctx, h, m); err != nil {
 			return nil // ctx ended while retrying
 		}
 		if err := c.r.CommitMessages(ctx, m); err != nil {

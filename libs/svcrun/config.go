@@ -26,6 +26,7 @@ type Config struct {
 	AdvertiseAddr string
 	HealthAddr    string
 	DataDir       string
+	Pprof         bool
 	LogLevel      string
 	LogFormat     string
 	// Issuer and Audience are what every verified token must carry.
@@ -54,6 +55,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet, name, grpcAddr, httpAddr string
 	fs.StringVar(&c.HealthAddr, "health-addr", "", "optional plaintext gRPC listener serving only grpc.health.v1, for probes that cannot do mutual TLS (Kubernetes, Consul)")
 	fs.StringVar(&c.AdvertiseAddr, "advertise-addr", "", "gRPC address other services reach this instance at (default: -grpc-addr)")
 	fs.StringVar(&c.DataDir, "data-dir", ".fedsync/data/"+name, "directory for this instance's durable files")
+	fs.BoolVar(&c.Pprof, "pprof", false, "serve Go's /debug/pprof/ profiles on the HTTP port (keep off on public ports)")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", "logfmt", "logfmt or json")
 	fs.StringVar(&c.Issuer, "auth.issuer", "fedsync-authn", "issuer (iss) of accepted tokens")

@@ -15,6 +15,8 @@ type Config struct {
 	Kafka   kafkabus.Config
 	// Consumers is how many group members this instance runs on fedsync.deltas.
 	Consumers int
+	// Workers is how many deltas of different ids each consumer merges at once.
+	Workers int
 	// Group is the consumer group every merge instance joins.
 	Group string
 	// MaxCASRetries bounds compare-and-set retries of one delta.
@@ -39,6 +41,7 @@ func ParseConfig(fs *flag.FlagSet, args []string) (*Config, error) {
 	c.Service.RegisterFlags(fs, "merge", "127.0.0.1:19103", "127.0.0.1:19203")
 	c.Kafka.RegisterFlags(fs)
 	fs.IntVar(&c.Consumers, "consumers", 4, "consumer-group members per instance on fedsync.deltas")
+	fs.IntVar(&c.Workers, "workers", 16, "deltas of different ids each consumer merges at once (one id's deltas stay in order)")
 	fs.StringVar(&c.Group, "group", "fedsync-merge", "consumer group of the merge instances")
 	fs.IntVar(&c.MaxCASRetries, "max-cas-retries", 50, "compare-and-set retries of one delta before it is retried from Kafka")
 	fs.DurationVar(&c.StrongTimeout, "strong-timeout", 10*time.Second, "longest a strong-consistency commit may take")
@@ -53,8 +56,8 @@ func ParseConfig(fs *flag.FlagSet, args []string) (*Config, error) {
 // Validate reports the first invalid setting.
 func (c *Config) Validate() error {
 	switch {
-	case c.Consumers < 1:
-		return errors.New("consumers: must be at least 1")
+	case c.Consumers < 1 || c.Workers < 1:
+		return errors.New("consumers and workers: must be at least 1")
 	case c.Group == "":
 		return errors.New("group: must not be empty")
 	case c.MaxCASRetries < 1:

@@ -66,7 +66,7 @@ func Run(ctx context.Context, cfg *Config) error {
 		c := kafkabus.NewConsumer(&cfg.Kafka, kafkabus.TopicDeltas, cfg.Group, kafkabus.StartEarliest, logger)
 		consumers[i] = c
 		rt.OnClose(func() { c.Close() })
-		rt.Go(fmt.Sprintf("deltas consumer %d", i), func(ctx context.Context) error { return c.Run(ctx, handler) })
+		rt.Go(fmt.Sprintf("deltas consumer %d", i), func(ctx context.Context) error { return c.RunKeyed(ctx, handler, cfg.Workers) })
 	}
 	lag := rt.Metrics.QueueDepth.WithLabelValues(kafkabus.TopicDeltas, "all")
 	rt.Go("lag gauge", func(ctx context.Context) error {

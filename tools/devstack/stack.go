@@ -268,7 +268,7 @@ func (s *Stack) plan(regions []string, clientsPath string) error {
 			"-instance=" + p.name, "-region=" + p.region,
 			"-grpc-addr=" + grpcAddr[p.name], "-http-addr=" + httpAddr[p.name],
 			"-data-dir=" + filepath.Join(s.opts.StateDir, "data", p.name),
-			"-discovery=static", "-peers=" + strings.Join(peerFlag, ";"),
+			"-discovery=static", "-peers=" + strings.Join(peerFlag, ";"), "-pprof",
 		}
 		if p.binary != "authn" {
 			args = append(args, "-kafka.brokers="+strings.Join(s.Brokers, ","), "-kafka.topic-prefix="+s.opts.KafkaTopicPrefix)
