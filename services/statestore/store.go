@@ -488,7 +488,7 @@ func (s *store) conflict(id string) (*fedsyncv1.Conflict, error) {
 	return c, err
 }
 
-// conflicts lists conflicts with status (any when empty), newest id first,
+// conflicts lists conflicts with status (any when empty), in descending id order,
 // starting before `before`.
 func (s *store) conflicts(status, before string, limit int) ([]*fedsyncv1.Conflict, bool, error) {
 	var out []*fedsyncv1.Conflict

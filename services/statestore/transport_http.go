@@ -92,6 +92,21 @@ func NewHTTPHandler(e Endpoints, v *authtoken.Verifier) http.Handler {
 			At: time.Unix(0, o.GetAt()).UTC().Format(time.RFC3339Nano),
 		})
 	})
+	mux.HandleFunc("GET /api/v1/sync/clock/{agent}", func(w http.ResponseWriter, r *http.Request) {
+		agent := r.PathValue("agent")
+		if c, _ := authtoken.FromContext(r.Context()); c.Subject != agent && !access.CanReadAll(c) {
+			apierr.WriteHTTP(w, apierr.New(apierr.PermissionDenied, "Reading the causal clock of %s needs permission read_all; a client reads its own.", agent).
+				WithDetail("missing_permission", access.ReadAll))
+			return
+		}
+		resp, err := endpoints.Call[*fedsyncv1.GetFrontierResponse](r.Context(), e.GetFrontier, &fedsyncv1.GetFrontierRequest{})
+		if err != nil {
+			apierr.WriteHTTP(w, err)
+			return
+		}
+		n := resp.GetFrontier()[agent]
+		httpjson.Write(w, http.StatusOK, map[string]any{"agent": agent, "counter": n, "next": n + 1})
+	})
 	mux.HandleFunc("/", httpjson.NotFound)
 	return v.HTTPMiddleware(mux)
 }

@@ -124,8 +124,8 @@ func runAgent(ctx context.Context, edge string, c Client, o AgentOptions, st *St
 	}()
 	interval := time.Duration(float64(time.Second) / o.Rate)
 	sleep(ctx, time.Duration(rand.Int64N(int64(interval))+1))
-	var beliefs int64       // this agent's causal counter
-	taskVersion := int64(0) // version of its task document it last saw
+	beliefs := lastCounter(ctx, edge, token, c.ClientID)               // this agent's causal counter, continued across restarts
+	taskVersion := taskVersion(ctx, edge, token, c.ClientID+":task-1") // version of its task document it last saw
 	for seq := 1; ctx.Err() == nil; seq++ {
 		now := time.Now().UnixNano()
 		var req map[string]any
@@ -173,23 +173,37 @@ func runAgent(ctx context.Context, edge string, c Client, o AgentOptions, st *St
 	}
 }
 
-// lastCounter returns the highest causal counter of the agent's own that its
-// belief documents record, so a restarted agent continues its vector clock.
+// lastCounter returns the agent's settled causal counter (the federation's
+// frontier for it), so a restarted agent continues its vector clock.
 func lastCounter(ctx context.Context, edge, token, agent string) int64 {
-	status, resp := post(ctx, edge+"/api/v1/sync/query", token, []byte(fmt.Sprintf(`{"id_prefix":%q,"data_type":"belief"}`, agent+":belief-")))
-	if status != http.StatusOK {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, edge+"/api/v1/sync/clock/"+agent, nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
 		return 0
 	}
-	var n int64
-	items, _ := resp["items"].([]any)
-	for _, it := range items {
-		doc, _ := it.(map[string]any)
-		vc, _ := doc["vector_clock"].(map[string]any)
-		if v, ok := vc[agent].(float64); ok && int64(v) > n {
-			n = int64(v)
-		}
+	defer resp.Body.Close()
+	var body struct {
+		Counter int64 `json:"counter"`
 	}
-	return n
+	json.NewDecoder(resp.Body).Decode(&body)
+	return body.Counter
+}
+
+// taskVersion returns the current version of a document (0 when it is new).
+func taskVersion(ctx context.Context, edge, token, id string) int64 {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, edge+"/api/v1/sync/state/"+id, nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Version int64 `json:"version"`
+	}
+	json.NewDecoder(resp.Body).Decode(&body)
+	return body.Version
 }
 
 func post(ctx context.Context, url, token string, body []byte) (int, map[string]any) {

@@ -38,6 +38,7 @@ func NewEdge(r Routes) http.Handler {
 	mux.Handle("/api/v1/sync/state/", store)   // prefix: reads by id
 	mux.Handle("/api/v1/sync/query", store)
 	mux.Handle("/api/v1/sync/outcomes/", store)
+	mux.Handle("/api/v1/sync/clock/", store)
 	mux.Handle("/api/v1/sync/conflicts", merge) // the review queue
 	mux.Handle("/api/v1/sync/conflicts/", merge)
 	mux.Handle("/stream", bcast)

@@ -535,7 +535,7 @@ type StateStoreServiceClient interface {
 	RecordOutcome(ctx context.Context, in *RecordOutcomeRequest, opts ...grpc.CallOption) (*RecordOutcomeResponse, error)
 	// GetOutcome returns what became of a delta, by message id.
 	GetOutcome(ctx context.Context, in *GetOutcomeRequest, opts ...grpc.CallOption) (*GetOutcomeResponse, error)
-	// ListConflicts lists recorded conflicts, newest first.
+	// ListConflicts lists recorded conflicts in a stable order, a page at a time.
 	ListConflicts(ctx context.Context, in *ListConflictsRequest, opts ...grpc.CallOption) (*ListConflictsResponse, error)
 	// GetConflict returns one conflict.
 	GetConflict(ctx context.Context, in *GetConflictRequest, opts ...grpc.CallOption) (*GetConflictResponse, error)
@@ -685,7 +685,7 @@ type StateStoreServiceServer interface {
 	RecordOutcome(context.Context, *RecordOutcomeRequest) (*RecordOutcomeResponse, error)
 	// GetOutcome returns what became of a delta, by message id.
 	GetOutcome(context.Context, *GetOutcomeRequest) (*GetOutcomeResponse, error)
-	// ListConflicts lists recorded conflicts, newest first.
+	// ListConflicts lists recorded conflicts in a stable order, a page at a time.
 	ListConflicts(context.Context, *ListConflictsRequest) (*ListConflictsResponse, error)
 	// GetConflict returns one conflict.
 	GetConflict(context.Context, *GetConflictRequest) (*GetConflictResponse, error)
