@@ -126,7 +126,7 @@ if [[ ${#workloads[@]} -eq 0 ]]; then
 	if $dry_run; then
 		echo "[dry-run] ${list[*]}"
 		echo "[dry-run] (each workload found is rolled back below)"
-		workloads=(statefulset.apps/statestore deployment.apps/merge deployment.apps/authn deployment.apps/healthmonitor
+		workloads=(statefulset.apps/statestore deployment.apps/merge statefulset.apps/authn deployment.apps/healthmonitor
 			"deployment.apps/validation-<region>" "deployment.apps/broadcaster-<region>")
 	else
 		mapfile -t workloads < <("${list[@]}")

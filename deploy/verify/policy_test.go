@@ -57,6 +57,15 @@ var externalRefs = map[string]map[string]bool{
 	},
 }
 
+// statefulServices keep their durable state in their own data dir, so they run as
+// a StatefulSet with exactly one replica on a PersistentVolumeClaim; the value is
+// why (until when), for the violation messages.
+var statefulServices = map[string]string{
+	"statestore": "every instance owns its own bbolt file, so a second replica would be a second, diverging system of record (until statestore is replicated)",
+	"authn": "its data dir (authn.db) holds the client registry, signing keys and revocations, so a second replica would keep its own clients and revocations " +
+		"and rotate its own keys (until authn's state moves to a shared store)",
+}
+
 // workload is a Deployment or StatefulSet, reduced to what the policies look at.
 type workload struct {
 	Kind, Name, Namespace string
@@ -616,8 +625,10 @@ func checkFedsyncWiring(objs []object) []string {
 					v = append(v, fmt.Sprintf("%s: %s=%q is not on a volume", id, k, path))
 				}
 			}
-			if svc == "statestore" && (w.Kind != "StatefulSet" || m == nil || !slices.Contains(w.Claims, m.Name)) {
-				v = append(v, id+": statestore must keep its data dir on a PersistentVolumeClaim of a StatefulSet")
+			// Their data dir is their durable state (statestore's documents, authn's
+			// client registry, signing keys and revocations): it must outlive the pod.
+			if statefulServices[svc] != "" && (w.Kind != "StatefulSet" || m == nil || m.ReadOnly || !slices.Contains(w.Claims, m.Name)) {
+				v = append(v, fmt.Sprintf("%s: %s must keep its data dir on a writable PersistentVolumeClaim of a StatefulSet (%s)", id, svc, statefulServices[svc]))
 			}
 		}
 	}
@@ -696,9 +707,9 @@ func checkProd(objs []object) []string {
 			if w.Replicas != nil {
 				v = append(v, w.id()+": sets replicas although a HorizontalPodAutoscaler owns them (every apply would reset them)")
 			}
-		case svc == "statestore":
+		case statefulServices[svc] != "":
 			if w.Replicas == nil || *w.Replicas != 1 {
-				v = append(v, w.id()+": statestore must run exactly one replica until it is replicated")
+				v = append(v, fmt.Sprintf("%s: %s must run exactly one replica: %s", w.id(), svc, statefulServices[svc]))
 			}
 		default:
 			if w.Replicas == nil || *w.Replicas < 2 {
@@ -807,13 +818,14 @@ func TestPolicies(t *testing.T) {
 	}
 }
 
-// TestSigningKey: authn's data dir is writable (its own files), and in prod every
-// replica starts from the one signing key of the authn-signing-key Secret, mounted
-// as <data-dir>/signing-key.json; dev's single replica creates its own key.
+// TestSigningKey: authn's data dir (authn.db) is a writable PersistentVolumeClaim
+// of its StatefulSet, and in prod its first start imports the signing key of the
+// authn-signing-key Secret, mounted as <data-dir>/signing-key.json; in dev authn
+// creates its own key.
 func TestSigningKey(t *testing.T) {
 	for ov, wantSecret := range map[string]bool{"deploy/overlays/prod": true, "deploy/overlays/dev": false} {
 		objs := render(t, ov)
-		d := find[*appsv1.Deployment](t, objs, "authn")
+		d := find[*appsv1.StatefulSet](t, objs, "authn")
 		c := d.Spec.Template.Spec.Containers[0]
 		e, _ := env(objs, c)
 		dataDir := e["FEDSYNC_DATA_DIR"]
@@ -821,8 +833,14 @@ func TestSigningKey(t *testing.T) {
 		for _, vol := range d.Spec.Template.Spec.Volumes {
 			vols[vol.Name] = vol
 		}
-		if m := mountFor(c, dataDir); m == nil || m.ReadOnly || vols[m.Name].EmptyDir == nil {
-			t.Errorf("%s: authn's data dir %s must be a writable emptyDir, got mount %+v", ov, dataDir, m)
+		claims := map[string]bool{}
+		for _, pvc := range d.Spec.VolumeClaimTemplates {
+			claims[pvc.Name] = true
+		}
+		if m := mountFor(c, dataDir); m == nil || m.ReadOnly || !claims[m.Name] {
+			t.Errorf("%s: authn's data dir %s must be a writable PersistentVolumeClaim of its StatefulSet, got mount %+v", ov, dataDir, m)
+		} else if _, shadowed := vols[m.Name]; shadowed {
+			t.Errorf("%s: authn's data dir mount %s names a pod volume, not the claim template", ov, m.Name)
 		}
 		m := mountFor(c, dataDir+"/signing-key.json")
 		fromSecret := m != nil && m.MountPath == dataDir+"/signing-key.json" && m.SubPath == "signing-key.json" &&
@@ -865,10 +883,10 @@ func TestPoliciesCatchViolations(t *testing.T) {
 			c.LivenessProbe = c.ReadinessProbe.DeepCopy()
 		}, "same check"},
 		{"no memory limit", checkContainers, func(t *testing.T, objs []object) {
-			delete(deployment(t, objs, "authn").Spec.Template.Spec.Containers[0].Resources.Limits, corev1.ResourceMemory)
+			delete(statefulSet(t, objs, "authn").Spec.Template.Spec.Containers[0].Resources.Limits, corev1.ResourceMemory)
 		}, "no memory limit"},
 		{"request above limit", checkContainers, func(t *testing.T, objs []object) {
-			deployment(t, objs, "authn").Spec.Template.Spec.Containers[0].Resources.Requests[corev1.ResourceCPU] = resource.MustParse("8")
+			statefulSet(t, objs, "authn").Spec.Template.Spec.Containers[0].Resources.Requests[corev1.ResourceCPU] = resource.MustParse("8")
 		}, "above its limit"},
 		{"writable root filesystem", checkContainers, func(t *testing.T, objs []object) {
 			deployment(t, objs, "consul").Spec.Template.Spec.Containers[0].SecurityContext.ReadOnlyRootFilesystem = new(false)
@@ -920,7 +938,7 @@ func TestPoliciesCatchViolations(t *testing.T) {
 			delEnv(deployment(t, objs, "merge"), "FEDSYNC_TLS_CA", "FEDSYNC_TLS_CERT", "FEDSYNC_TLS_KEY")
 		}, "Deployment/merge container merge: mutual TLS is off"},
 		{"TLS key variable missing", checkMutualTLS, func(t *testing.T, objs []object) {
-			delEnv(deployment(t, objs, "authn"), "FEDSYNC_TLS_KEY")
+			delEnv(statefulSet(t, objs, "authn"), "FEDSYNC_TLS_KEY")
 		}, "mutual TLS is off: FEDSYNC_TLS_KEY"},
 		{"TLS file off the Secret volume", checkMutualTLS, func(t *testing.T, objs []object) {
 			setEnv(deployment(t, objs, "healthmonitor"), "FEDSYNC_TLS_KEY", "/tmp/tls.key")
@@ -938,7 +956,7 @@ func TestPoliciesCatchViolations(t *testing.T) {
 			mount(t, deployment(t, objs, "merge"), "tls").ReadOnly = false
 		}, "not read-only"},
 		{"private key readable by all", checkMutualTLS, func(t *testing.T, objs []object) {
-			volume(t, deployment(t, objs, "authn"), "tls").Secret.DefaultMode = new(int32(0o644))
+			volume(t, statefulSet(t, objs, "authn"), "tls").Secret.DefaultMode = new(int32(0o644))
 		}, "readable by all"},
 		{"TLS file under another key", checkMutualTLS, func(t *testing.T, objs []object) {
 			setEnv(deployment(t, objs, "merge"), "FEDSYNC_TLS_CA", "/etc/fedsync/tls/ca.pem")
@@ -947,20 +965,42 @@ func TestPoliciesCatchViolations(t *testing.T) {
 			deployment(t, objs, "merge").Spec.Template.Spec.Containers[0].ReadinessProbe.GRPC.Port = 19103
 		}, "readiness must be the gRPC health check"},
 		{"health address off the health port", checkFedsyncWiring, func(t *testing.T, objs []object) {
-			setEnv(deployment(t, objs, "authn"), "FEDSYNC_HEALTH_ADDR", "0.0.0.0:19999")
+			setEnv(statefulSet(t, objs, "authn"), "FEDSYNC_HEALTH_ADDR", "0.0.0.0:19999")
 		}, "FEDSYNC_HEALTH_ADDR"},
 		{"no health port", checkFedsyncWiring, func(t *testing.T, objs []object) {
 			p := &deployment(t, objs, "healthmonitor").Spec.Template.Spec.Containers[0].Ports
 			*p = slices.DeleteFunc(*p, func(x corev1.ContainerPort) bool { return x.Name == "grpc-health" })
 		}, "grpc-health"},
 		{"two volume sources", checkVolumes, func(t *testing.T, objs []object) {
-			d := deployment(t, objs, "authn")
+			d := deployment(t, objs, "merge")
 			for i := range d.Spec.Template.Spec.Volumes {
 				if d.Spec.Template.Spec.Volumes[i].Name == "data" {
 					d.Spec.Template.Spec.Volumes[i].Secret = &corev1.SecretVolumeSource{SecretName: "authn-signing-key"}
 				}
 			}
 		}, "2 sources"},
+		{"authn data dir back on an emptyDir", checkFedsyncWiring, func(t *testing.T, objs []object) {
+			ss := statefulSet(t, objs, "authn")
+			ss.Spec.VolumeClaimTemplates = nil
+			ss.Spec.Template.Spec.Volumes = append(ss.Spec.Template.Spec.Volumes,
+				corev1.Volume{Name: "data", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}})
+		}, "authn must keep its data dir on a writable PersistentVolumeClaim"},
+		{"authn as a Deployment", checkFedsyncWiring, func(t *testing.T, objs []object) {
+			ss := statefulSet(t, objs, "authn")
+			for i := range objs {
+				if objs[i].Obj == runtime.Object(ss) {
+					objs[i].Kind = "Deployment"
+					objs[i].Obj = &appsv1.Deployment{ObjectMeta: ss.ObjectMeta, Spec: appsv1.DeploymentSpec{
+						Replicas: ss.Spec.Replicas, Selector: ss.Spec.Selector, Template: ss.Spec.Template}}
+				}
+			}
+		}, "Deployment/authn container authn: authn must keep its data dir"},
+		{"three authn replicas", checkProd, func(t *testing.T, objs []object) {
+			statefulSet(t, objs, "authn").Spec.Replicas = new(int32(3))
+		}, "StatefulSet/authn: authn must run exactly one replica: its data dir (authn.db)"},
+		{"two statestore replicas", checkProd, func(t *testing.T, objs []object) {
+			statefulSet(t, objs, "statestore").Spec.Replicas = new(int32(2))
+		}, "StatefulSet/statestore: statestore must run exactly one replica"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -1006,36 +1046,58 @@ func deployment(t *testing.T, objs []object, name string) *appsv1.Deployment {
 	return find[*appsv1.Deployment](t, objs, name)
 }
 
-func delEnv(d *appsv1.Deployment, names ...string) {
-	c := &d.Spec.Template.Spec.Containers[0]
+func statefulSet(t *testing.T, objs []object, name string) *appsv1.StatefulSet {
+	t.Helper()
+	return find[*appsv1.StatefulSet](t, objs, name)
+}
+
+// podWorkload is a Deployment or a StatefulSet, for the helpers below.
+type podWorkload interface {
+	*appsv1.Deployment | *appsv1.StatefulSet
+	GetName() string
+}
+
+func templateOf[W podWorkload](w W) *corev1.PodTemplateSpec {
+	switch x := any(w).(type) {
+	case *appsv1.Deployment:
+		return &x.Spec.Template
+	case *appsv1.StatefulSet:
+		return &x.Spec.Template
+	}
+	panic("unreachable")
+}
+
+func delEnv[W podWorkload](d W, names ...string) {
+	c := &templateOf(d).Spec.Containers[0]
 	c.Env = slices.DeleteFunc(c.Env, func(e corev1.EnvVar) bool { return slices.Contains(names, e.Name) })
 }
 
-func volume(t *testing.T, d *appsv1.Deployment, name string) *corev1.Volume {
+func volume[W podWorkload](t *testing.T, d W, name string) *corev1.Volume {
 	t.Helper()
-	for i, v := range d.Spec.Template.Spec.Volumes {
+	vols := templateOf(d).Spec.Volumes
+	for i, v := range vols {
 		if v.Name == name {
-			return &d.Spec.Template.Spec.Volumes[i]
+			return &vols[i]
 		}
 	}
-	t.Fatalf("Deployment/%s has no volume %s", d.Name, name)
+	t.Fatalf("%s has no volume %s", d.GetName(), name)
 	return nil
 }
 
-func mount(t *testing.T, d *appsv1.Deployment, name string) *corev1.VolumeMount {
+func mount[W podWorkload](t *testing.T, d W, name string) *corev1.VolumeMount {
 	t.Helper()
-	c := &d.Spec.Template.Spec.Containers[0]
+	c := &templateOf(d).Spec.Containers[0]
 	for i, m := range c.VolumeMounts {
 		if m.Name == name {
 			return &c.VolumeMounts[i]
 		}
 	}
-	t.Fatalf("Deployment/%s has no mount of %s", d.Name, name)
+	t.Fatalf("%s has no mount of %s", d.GetName(), name)
 	return nil
 }
 
-func setEnv(d *appsv1.Deployment, name, value string) {
-	c := &d.Spec.Template.Spec.Containers[0]
+func setEnv[W podWorkload](d W, name, value string) {
+	c := &templateOf(d).Spec.Containers[0]
 	for i := range c.Env {
 		if c.Env[i].Name == name {
 			c.Env[i].Value = value

@@ -95,7 +95,7 @@ func runRollback(t *testing.T, env []string, failPaths map[string]bool, args ...
 	bin := filepath.Join(dir, "bin")
 	must(t, os.Mkdir(bin, 0o755))
 	fakeKubectl(t, bin, log.path, []string{
-		"deployment.apps/authn", "deployment.apps/broadcaster-eu", "deployment.apps/broadcaster-na",
+		"statefulset.apps/authn", "deployment.apps/broadcaster-eu", "deployment.apps/broadcaster-na",
 		"deployment.apps/healthmonitor", "deployment.apps/merge", "deployment.apps/validation-eu",
 		"deployment.apps/validation-na", "statefulset.apps/statestore",
 	})
@@ -125,7 +125,7 @@ const testToken = "l4-token-for-the-test"
 func wantRollbackCalls() []string {
 	kube := "kubectl --context kind-fedsync --namespace fedsync "
 	auth := fmt.Sprintf("auth=%q", "Bearer "+testToken)
-	order := []string{"statefulset.apps/statestore", "deployment.apps/merge", "deployment.apps/authn", "deployment.apps/healthmonitor",
+	order := []string{"statefulset.apps/statestore", "deployment.apps/merge", "statefulset.apps/authn", "deployment.apps/healthmonitor",
 		"deployment.apps/validation-eu", "deployment.apps/validation-na", "deployment.apps/broadcaster-eu", "deployment.apps/broadcaster-na"}
 	calls := []string{
 		kube + "get deployments,statefulsets -l app.kubernetes.io/part-of=fedsync -o name",
@@ -208,7 +208,7 @@ func TestRollbackStopsOnFailure(t *testing.T) {
 			t.Fatal("exit status 0 after a failed undo")
 		}
 		joined := strings.Join(r.calls, "\n")
-		if !strings.Contains(joined, "rollout undo statefulset.apps/statestore") || strings.Contains(joined, "rollout undo deployment.apps/authn") {
+		if !strings.Contains(joined, "rollout undo statefulset.apps/statestore") || strings.Contains(joined, "rollout undo statefulset.apps/authn") {
 			t.Errorf("want statestore undone and nothing after merge's failure:\n%s", joined)
 		}
 		if strings.Contains(joined, "resume") {
