@@ -9,7 +9,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"net"
 	"strings"
 	"time"
 
@@ -125,17 +124,3 @@ func EnsureTopics(ctx context.Context, c *Config, specs []TopicSpec) error {
 
 // EnsureAll creates every fedsync topic that does not exist yet.
 func EnsureAll(ctx context.Context, c *Config) error { return EnsureTopics(ctx, c, c.Topics()) }
-
-// Ping checks that a broker accepts connections.
-func Ping(ctx context.Context, c *Config) error {
-	var d net.Dialer
-	var errs error
-	for _, b := range c.Brokers {
-		conn, err := d.DialContext(ctx, "tcp", b)
-		if err == nil {
-			return conn.Close()
-		}
-		errs = errors.Join(errs, err)
-	}
-	return fmt.Errorf("reach kafka: %w", errs)
-}

@@ -530,7 +530,7 @@ func (s *store) conflicts(status, before string, limit int) ([]*fedsyncv1.Confli
 	return out, more, err
 }
 
-// pendingConflictRecords returns up to limit conflict-outbox entries.
+// conflictOutbox returns up to limit conflict-outbox entries, oldest first.
 func (s *store) conflictOutbox(limit int) ([]uint64, [][]byte, error) {
 	var keys []uint64
 	var vals [][]byte
