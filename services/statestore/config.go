@@ -3,6 +3,7 @@ package statestore
 import (
 	"errors"
 	"flag"
+	"time"
 
 	"github.com/fedsync/fedsync/libs/kafkabus"
 	"github.com/fedsync/fedsync/libs/svcrun"
@@ -17,6 +18,8 @@ type Config struct {
 	LogRetention uint64
 	// MaxQueryLimit caps a query page.
 	MaxQueryLimit int
+	// DedupRetention is how long applied message ids and delta outcomes are kept.
+	DedupRetention time.Duration
 }
 
 // ParseConfig reads the configuration from flags and FEDSYNC_* variables.
@@ -26,6 +29,7 @@ func ParseConfig(fs *flag.FlagSet, args []string) (*Config, error) {
 	c.Kafka.RegisterFlags(fs)
 	fs.Uint64Var(&c.LogRetention, "log-retention", 1_000_000, "committed changes kept for cursor resume")
 	fs.IntVar(&c.MaxQueryLimit, "max-query-limit", 1000, "largest page a query returns")
+	fs.DurationVar(&c.DedupRetention, "dedup-retention", 7*24*time.Hour, "how long applied message ids and outcomes are kept; at least the Kafka topics' retention")
 	return c, svcrun.Parse(fs, args, c.Validate)
 }
 
@@ -36,6 +40,9 @@ func (c *Config) Validate() error {
 	}
 	if c.LogRetention < 1000 {
 		return errors.New("log-retention: must be at least 1000")
+	}
+	if c.DedupRetention < time.Hour {
+		return errors.New("dedup-retention: must be at least 1h")
 	}
 	if c.MaxQueryLimit < 1 {
 		return errors.New("max-query-limit: must be at least 1")

@@ -3,11 +3,14 @@ package statestore
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/go-kit/log"
+	"github.com/go-kit/log/level"
 	"google.golang.org/grpc"
 
 	"github.com/fedsync/fedsync/libs/kafkabus"
+	"github.com/fedsync/fedsync/libs/periodic"
 	"github.com/fedsync/fedsync/libs/svcrun"
 	fedsyncv1 "github.com/fedsync/fedsync/proto/fedsync/v1"
 )
@@ -40,6 +43,15 @@ func Run(ctx context.Context, cfg *Config) error {
 		pending: rt.Metrics.QueueDepth.WithLabelValues("outbox:"+kafkabus.TopicCommitted, "all"),
 	}
 	rt.Go("outbox publisher", pub.run)
+	rt.Go("dedup sweep", func(ctx context.Context) error {
+		return periodic.Run(ctx, 10*time.Minute, func(context.Context) {
+			if n, err := st.sweep(cfg.DedupRetention); err != nil {
+				level.Warn(rt.Logger).Log("msg", "sweep applied message ids", "err", err)
+			} else if n > 0 {
+				level.Info(rt.Logger).Log("msg", "forgot old message ids and outcomes", "removed", n)
+			}
+		})
+	})
 	verifier, err := rt.Verifier()
 	if err != nil {
 		return fmt.Errorf("token verifier: %w", err)

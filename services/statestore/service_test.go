@@ -256,3 +256,22 @@ func TestGRPCTransportMapsErrors(t *testing.T) {
 		t.Fatalf("conflict lost its code or details: %+v", e)
 	}
 }
+
+func TestSweepForgetsOldMessageIDsOnly(t *testing.T) {
+	s, st := newTestService(t, t.TempDir())
+	now := time.Unix(1_000_000, 0)
+	st.now = func() time.Time { return now }
+	apply(t, s, &fedsyncv1.ApplyRequest{Id: "d", DataType: "note", Patch: []byte(`{"a":1}`), MessageId: "old"})
+	now = now.Add(8 * 24 * time.Hour)
+	apply(t, s, &fedsyncv1.ApplyRequest{Id: "d", DataType: "note", Patch: []byte(`{"a":2}`), MessageId: "new"})
+	n, err := st.sweep(7 * 24 * time.Hour)
+	if err != nil || n != 2 { // the old applied id and the old outcome
+		t.Fatalf("swept %d, %v", n, err)
+	}
+	if r := apply(t, s, &fedsyncv1.ApplyRequest{Id: "d", DataType: "note", Patch: []byte(`{"a":2}`), MessageId: "new"}); !r.Duplicate {
+		t.Fatal("a recent message id was forgotten")
+	}
+	if _, err := s.GetOutcome(context.Background(), &fedsyncv1.GetOutcomeRequest{MessageId: "old"}); apierr.As(err).Code != apierr.NotFound {
+		t.Fatalf("old outcome still there: %v", err)
+	}
+}

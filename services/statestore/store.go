@@ -94,7 +94,7 @@ func (s *store) apply(req *fedsyncv1.ApplyRequest, traceMeta map[string]string) 
 		docs, applied, logb := tx.Bucket(bucketDocs), tx.Bucket(bucketApplied), tx.Bucket(bucketLog)
 		if req.GetMessageId() != "" {
 			if v := applied.Get(appliedKey(req.GetId(), req.GetMessageId())); v != nil {
-				out = commit{version: int64(binary.BigEndian.Uint64(v)), duplicate: true}
+				out = commit{version: int64(binary.BigEndian.Uint64(v[:8])), duplicate: true}
 				return nil
 			}
 		}
@@ -178,7 +178,9 @@ func (s *store) apply(req *fedsyncv1.ApplyRequest, traceMeta map[string]string) 
 			return err
 		}
 		if req.GetMessageId() != "" {
-			if err := applied.Put(appliedKey(next.Id, req.GetMessageId()), u64(uint64(next.Version))); err != nil {
+			// Version, then commit time: the time lets sweep forget message ids
+			// older than the window in which Kafka can deliver them again.
+			if err := applied.Put(appliedKey(next.Id, req.GetMessageId()), append(u64(uint64(next.Version)), u64(uint64(next.UpdatedAt))...)); err != nil {
 				return err
 			}
 		}
@@ -576,4 +578,73 @@ func (s *store) setControl(st *fedsyncv1.ControlState) error {
 		return err
 	}
 	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keyControl, raw) })
+}
+
+// sweep forgets applied message ids and outcomes older than retention, in
+// bounded transactions. Idempotence needs a message id only while Kafka may
+// still deliver its delta again, so retention should be at least the topic's
+// retention (Kafka's default is 7 days).
+func (s *store) sweep(retention time.Duration) (int, error) {
+	cutoff := s.now().Add(-retention).UnixNano()
+	removed := 0
+	for _, b := range [][]byte{bucketApplied, bucketOutcomes} {
+		var after []byte
+		for {
+			n, next, err := s.sweepBatch(b, after, cutoff, 5000)
+			removed += n
+			if err != nil || next == nil {
+				if err != nil {
+					return removed, err
+				}
+				break
+			}
+			after = next
+		}
+	}
+	return removed, nil
+}
+
+// sweepBatch examines up to limit entries of bucket b after key `after` and
+// deletes those older than cutoff; it returns where to continue (nil at the end).
+func (s *store) sweepBatch(b, after []byte, cutoff int64, limit int) (int, []byte, error) {
+	removed := 0
+	var next []byte
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		c := tx.Bucket(b).Cursor()
+		k, v := c.First()
+		if after != nil {
+			k, v = c.Seek(after)
+			if k != nil && string(k) == string(after) {
+				k, v = c.Next()
+			}
+		}
+		for seen := 0; k != nil; k, v = c.Next() {
+			if seen++; seen > limit {
+				next = append([]byte(nil), k...)
+				return nil
+			}
+			if at := entryTime(b, v); at > 0 && at < cutoff {
+				if err := c.Delete(); err != nil {
+					return err
+				}
+				removed++
+			}
+		}
+		return nil
+	})
+	return removed, next, err
+}
+
+func entryTime(bucket, v []byte) int64 {
+	if string(bucket) == string(bucketApplied) {
+		if len(v) < 16 {
+			return 0 // written before times were kept: kept
+		}
+		return int64(binary.BigEndian.Uint64(v[8:16]))
+	}
+	o := &fedsyncv1.Outcome{}
+	if proto.Unmarshal(v, o) != nil {
+		return 0
+	}
+	return o.GetAt()
 }
