@@ -177,15 +177,19 @@ func (l *Log) writeBatch(first Record) error {
 	}
 	add(first)
 	n := 1
+	// Linger a few milliseconds for company: one fsync then covers a burst of
+	// records instead of one each.
+	linger := time.NewTimer(5 * time.Millisecond)
+	defer linger.Stop()
+collect:
 	for n < 1000 {
 		select {
 		case r := <-l.ch:
 			add(r)
 			n++
-			continue
-		default:
+		case <-linger.C:
+			break collect
 		}
-		break
 	}
 	if _, err := l.f.Write(buf); err != nil {
 		return err

@@ -114,6 +114,39 @@ type Verifier struct {
 	lastFetch time.Time
 	disabled  map[string]int64
 	revoked   map[string]int64
+	// verified caches tokens whose signature and claims checked out, so an agent
+	// presenting the same token again costs a map lookup instead of an Ed25519
+	// verification. Expiry and revocation are still checked on every use.
+	verified map[string]*Claims
+}
+
+// maxVerified bounds the verified-token cache.
+const maxVerified = 10000
+
+func (v *Verifier) cached(token string) (*Claims, bool) {
+	v.mu.Lock()
+	c, ok := v.verified[token]
+	v.mu.Unlock()
+	if !ok {
+		return nil, false
+	}
+	now := time.Now()
+	if c.ExpiresAt == nil || now.After(c.ExpiresAt.Add(v.Leeway)) || (c.NotBefore != nil && now.Before(c.NotBefore.Add(-v.Leeway))) {
+		v.mu.Lock()
+		delete(v.verified, token)
+		v.mu.Unlock()
+		return nil, false
+	}
+	return c, true
+}
+
+func (v *Verifier) remember(token string, c *Claims) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.verified == nil || len(v.verified) >= maxVerified {
+		v.verified = map[string]*Claims{} // a full cache starts over: tokens verify again once
+	}
+	v.verified[token] = c
 }
 
 // RefreshRevocations loads the current revocations.
@@ -168,6 +201,12 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*Claims, error) {
 	if len(token) > MaxTokenBytes {
 		return nil, apierr.New(apierr.Unauthenticated, "The token is longer than %d bytes.", MaxTokenBytes)
 	}
+	if c, ok := v.cached(token); ok {
+		if why := v.isRevoked(c); why != "" {
+			return nil, apierr.New(apierr.Unauthenticated, "The token is not valid: %s.", why)
+		}
+		return c, nil
+	}
 	var keyErr error
 	claims := &Claims{}
 	parsed, err := jwt.ParseWithClaims(token, claims, func(t *jwt.Token) (any, error) {
@@ -195,6 +234,7 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*Claims, error) {
 	if why := v.isRevoked(claims); why != "" {
 		return nil, apierr.New(apierr.Unauthenticated, "The token is not valid: %s.", why)
 	}
+	v.remember(token, claims)
 	return claims, nil
 }
 

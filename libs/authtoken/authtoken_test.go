@@ -130,3 +130,35 @@ func TestKeySourceDownIsUnavailable(t *testing.T) {
 		t.Fatalf("want unavailable, got %v", err)
 	}
 }
+
+func TestVerifiedTokenCacheStillChecksExpiryAndRevocation(t *testing.T) {
+	pub, priv := newKey(t)
+	var fetches atomic.Int32
+	v := NewVerifier(func(context.Context) ([]byte, error) {
+		fetches.Add(1)
+		return JWKS(map[string]ed25519.PublicKey{"k1": pub}), nil
+	}, "fedsync-authn", "fedsync")
+	short := claims("ai-001", time.Hour)
+	short.ExpiresAt = jwt.NewNumericDate(time.Now().Add(-v.Leeway + 300*time.Millisecond))
+	tok, _ := (&Signer{KeyID: "k1", Key: priv}).Sign(short)
+	for i := 0; i < 3; i++ {
+		if _, err := v.Verify(context.Background(), tok); err != nil {
+			t.Fatalf("use %d: %v", i, err)
+		}
+	}
+	time.Sleep(400 * time.Millisecond)
+	if _, err := v.Verify(context.Background(), tok); err == nil {
+		t.Fatal("a cached token was accepted after it expired")
+	}
+	good, _ := (&Signer{KeyID: "k1", Key: priv}).Sign(claims("ai-002", time.Hour))
+	if _, err := v.Verify(context.Background(), good); err != nil {
+		t.Fatal(err)
+	}
+	v.Revocations = func(context.Context) (map[string]int64, map[string]int64, error) {
+		return map[string]int64{"ai-002": time.Now().Add(time.Minute).Unix()}, nil, nil
+	}
+	v.RefreshRevocations(context.Background())
+	if _, err := v.Verify(context.Background(), good); err == nil {
+		t.Fatal("a cached token of a disabled client was accepted")
+	}
+}
