@@ -138,15 +138,17 @@ func TestVerifiedTokenCacheStillChecksExpiryAndRevocation(t *testing.T) {
 		fetches.Add(1)
 		return JWKS(map[string]ed25519.PublicKey{"k1": pub}), nil
 	}, "fedsync-authn", "fedsync")
+	v.Leeway = 0
 	short := claims("ai-001", time.Hour)
-	short.ExpiresAt = jwt.NewNumericDate(time.Now().Add(-v.Leeway + 300*time.Millisecond))
+	// JWT times have whole seconds: 1.5 s from now is at least 0.5 s from now.
+	short.ExpiresAt = jwt.NewNumericDate(time.Now().Add(1500 * time.Millisecond))
 	tok, _ := (&Signer{KeyID: "k1", Key: priv}).Sign(short)
 	for i := 0; i < 3; i++ {
 		if _, err := v.Verify(context.Background(), tok); err != nil {
 			t.Fatalf("use %d: %v", i, err)
 		}
 	}
-	time.Sleep(400 * time.Millisecond)
+	time.Sleep(2100 * time.Millisecond)
 	if _, err := v.Verify(context.Background(), tok); err == nil {
 		t.Fatal("a cached token was accepted after it expired")
 	}
