@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -26,9 +25,8 @@ import (
 type etcdSystem struct {
 	bin      string
 	endpoint string
-	cmd      *exec.Cmd
-	done     chan struct{}
-	version  string
+	baselineProc
+	version string
 }
 
 func newEtcd() *etcdSystem { return &etcdSystem{bin: lookBinary("etcd")} }
@@ -79,26 +77,16 @@ func (e *etcdSystem) Start(ctx context.Context, dir string) error {
 		"--max-request-bytes", fmt.Sprint(2 << 20),
 		"--logger", "zap", "--log-level", "warn",
 	}
-	logf, err := os.Create(filepath.Join(dir, "etcd.log"))
-	if err != nil {
-		return err
-	}
 	cmd := exec.Command(e.bin, args...)
-	cmd.Stdout, cmd.Stderr = logf, logf
 	// Debian's etcd reads ETCD_* variables; make sure none from the environment leak in.
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "ETCD_UNSUPPORTED_ARCH=" + os.Getenv("ETCD_UNSUPPORTED_ARCH")}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		logf.Close()
+	e.name = "etcd"
+	if err := e.start(cmd, filepath.Join(dir, "etcd.log")); err != nil {
 		return err
 	}
-	e.cmd, e.done = cmd, make(chan struct{})
-	go func() { cmd.Wait(); logf.Close(); close(e.done) }()
 	err = waitFor(ctx, 30*time.Second, func() error {
-		select {
-		case <-e.done:
-			return errors.New("etcd exited; see " + filepath.Join(dir, "etcd.log"))
-		default:
+		if err := e.exited(); err != nil {
+			return err
 		}
 		c, err := e.client()
 		if err != nil {
@@ -119,26 +107,6 @@ func (e *etcdSystem) Start(ctx context.Context, dir string) error {
 func (e *etcdSystem) client() (*clientv3.Client, error) {
 	return clientv3.New(clientv3.Config{Endpoints: []string{e.endpoint}, DialTimeout: 5 * time.Second, Logger: zap.NewNop(),
 		MaxCallRecvMsgSize: 16 << 20})
-}
-
-func (e *etcdSystem) Stop() {
-	if e.cmd == nil || e.cmd.Process == nil {
-		return
-	}
-	e.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-e.done:
-	case <-time.After(10 * time.Second):
-		e.cmd.Process.Kill()
-		<-e.done
-	}
-}
-
-func (e *etcdSystem) PIDs() map[int]string {
-	if e.cmd == nil || e.cmd.Process == nil {
-		return nil
-	}
-	return map[int]string{e.cmd.Process.Pid: "etcd"}
 }
 
 type etcdWriter struct{ c *clientv3.Client }

@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -25,10 +24,9 @@ import (
 // by replacing ':' with '.', and an id prefix ending in ':' maps to the pattern
 // "<prefix>.>" (the empty prefix to ">").
 type natsSystem struct {
-	bin     string
-	url     string
-	cmd     *exec.Cmd
-	done    chan struct{}
+	bin string
+	url string
+	baselineProc
 	version string
 }
 
@@ -87,24 +85,14 @@ func (n *natsSystem) Start(ctx context.Context, dir string) error {
 	if err := os.WriteFile(conf, []byte(cfg), 0o644); err != nil {
 		return err
 	}
-	logf, err := os.Create(filepath.Join(dir, "nats.log"))
-	if err != nil {
-		return err
-	}
 	cmd := exec.Command(n.bin, "-c", conf)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		logf.Close()
+	n.name = "nats-server"
+	if err := n.start(cmd, filepath.Join(dir, "nats.log")); err != nil {
 		return err
 	}
-	n.cmd, n.done = cmd, make(chan struct{})
-	go func() { cmd.Wait(); logf.Close(); close(n.done) }()
 	err = waitFor(ctx, 30*time.Second, func() error {
-		select {
-		case <-n.done:
-			return errors.New("nats-server exited; see " + filepath.Join(dir, "nats.log"))
-		default:
+		if err := n.exited(); err != nil {
+			return err
 		}
 		nc, err := nats.Connect(n.url, nats.Timeout(time.Second))
 		if err != nil {
@@ -126,26 +114,6 @@ func (n *natsSystem) Start(ctx context.Context, dir string) error {
 		n.Stop()
 	}
 	return err
-}
-
-func (n *natsSystem) Stop() {
-	if n.cmd == nil || n.cmd.Process == nil {
-		return
-	}
-	n.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-n.done:
-	case <-time.After(10 * time.Second):
-		n.cmd.Process.Kill()
-		<-n.done
-	}
-}
-
-func (n *natsSystem) PIDs() map[int]string {
-	if n.cmd == nil || n.cmd.Process == nil {
-		return nil
-	}
-	return map[int]string{n.cmd.Process.Pid: "nats-server"}
 }
 
 func (n *natsSystem) kv(ctx context.Context) (*nats.Conn, jetstream.KeyValue, error) {
