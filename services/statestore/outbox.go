@@ -80,19 +80,20 @@ func (p *publisher) publishOnce(ctx context.Context) (int, error) {
 	records := make([]kafkabus.Record, 0, len(entries))
 	var last uint64
 	for _, e := range entries {
-		ch, err := decodeChange(e)
-		if err != nil {
-			return 0, err
+		id := e.msg.GetMetadata()[metaStateID]
+		if id == "" { // an entry written before the id was kept in its envelope
+			ch, err := decodeChange(e.msg)
+			if err != nil {
+				return 0, err
+			}
+			id = ch.GetState().GetId()
 		}
-		value, err := proto.Marshal(e)
-		if err != nil {
-			return 0, err
-		}
-		records = append(records, kafkabus.Record{Key: []byte(ch.GetState().GetId()), Value: value})
-		last = ch.GetSeq()
+		// The stored bytes are the record: no decode and re-encode per change.
+		records = append(records, kafkabus.Record{Key: []byte(id), Value: e.raw})
+		last = e.seq
 	}
 	// Continue the trace of the first writer in the batch.
-	tctx := otel.GetTextMapPropagator().Extract(ctx, propagation.MapCarrier(entries[0].GetMetadata()))
+	tctx := otel.GetTextMapPropagator().Extract(ctx, propagation.MapCarrier(entries[0].msg.GetMetadata()))
 	if err := p.producer.Publish(tctx, records...); err != nil {
 		return 0, err
 	}

@@ -117,7 +117,7 @@ func (s *service) ReadLog(_ context.Context, req *fedsyncv1.ReadLogRequest) (*fe
 	}
 	resp := &fedsyncv1.ReadLogResponse{HeadSeq: head}
 	for _, e := range entries {
-		ch, err := decodeChange(e)
+		ch, err := decodeChange(e.msg)
 		if err != nil {
 			return nil, err
 		}

@@ -169,7 +169,7 @@ func (s *store) apply(req *fedsyncv1.ApplyRequest, traceMeta map[string]string) 
 		}
 		entry, err := proto.Marshal(&fedsyncv1.SyncMessage{
 			MessageId: req.GetMessageId(), SenderId: req.GetWriter(), Timestamp: next.UpdatedAt,
-			Type: fedsyncv1.MessageType_EVENT, Payload: payload, Metadata: traceMeta,
+			Type: fedsyncv1.MessageType_EVENT, Payload: payload, Metadata: withStateID(traceMeta, next.Id),
 		})
 		if err != nil {
 			return err
@@ -254,10 +254,22 @@ func (s *store) query(prefix, dataType, after string, limit int) ([]*fedsyncv1.S
 	return items, more, err
 }
 
+// logEntry is one committed change as stored: its position, its stored bytes
+// (what is published), and the decoded envelope.
+type logEntry struct {
+	seq uint64
+	raw []byte
+	msg *fedsyncv1.SyncMessage
+}
+
+// metaStateID is the envelope metadata key naming the changed document, so the
+// publisher keys records without decoding the whole change.
+const metaStateID = "state_id"
+
 // readLog returns log entries with seq > after, at most limit, and the head seq.
 // It fails with cursor_expired when entries after `after` were trimmed.
-func (s *store) readLog(after uint64, limit int) ([]*fedsyncv1.SyncMessage, uint64, error) {
-	var out []*fedsyncv1.SyncMessage
+func (s *store) readLog(after uint64, limit int) ([]logEntry, uint64, error) {
+	var out []logEntry
 	var head uint64
 	err := s.db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketLog)
@@ -268,11 +280,11 @@ func (s *store) readLog(after uint64, limit int) ([]*fedsyncv1.SyncMessage, uint
 			return apierr.New(apierr.CursorExpired, "Cursor %d is older than the retained log; read a snapshot and subscribe again.", after)
 		}
 		for k, v := c.Seek(u64(after + 1)); k != nil && len(out) < limit; k, v = c.Next() {
-			m := &fedsyncv1.SyncMessage{}
-			if err := proto.Unmarshal(v, m); err != nil {
-				return fmt.Errorf("decode log entry %d: %w", binary.BigEndian.Uint64(k), err)
+			e := logEntry{seq: binary.BigEndian.Uint64(k), raw: append([]byte(nil), v...), msg: &fedsyncv1.SyncMessage{}}
+			if err := proto.Unmarshal(e.raw, e.msg); err != nil {
+				return fmt.Errorf("decode log entry %d: %w", e.seq, err)
 			}
-			out = append(out, m)
+			out = append(out, e)
 		}
 		return nil
 	})
@@ -647,4 +659,13 @@ func entryTime(bucket, v []byte) int64 {
 		return 0
 	}
 	return o.GetAt()
+}
+
+func withStateID(meta map[string]string, id string) map[string]string {
+	out := make(map[string]string, len(meta)+1)
+	for k, v := range meta {
+		out[k] = v
+	}
+	out[metaStateID] = id
+	return out
 }
