@@ -3,7 +3,9 @@ package svcrun
 import (
 	"context"
 	"flag"
+	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -20,13 +22,18 @@ import (
 	"github.com/fedsync/fedsync/libs/mtls"
 )
 
+// freeAddr picks a free port below Linux's ephemeral range, so the outgoing
+// connections of tests running beside this one cannot take it before Run binds.
 func freeAddr(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for i := 0; i < 1000; i++ {
+		addr := fmt.Sprintf("127.0.0.1:%d", 20000+rand.IntN(12000))
+		if l, err := net.Listen("tcp", addr); err == nil {
+			l.Close()
+			return addr
+		}
 	}
-	defer l.Close()
-	return l.Addr().String()
+	t.Fatal("no free port")
+	return ""
 }
 
 func testConfig(t *testing.T, args ...string) *Config {
@@ -41,10 +48,18 @@ func testConfig(t *testing.T, args ...string) *Config {
 	return c
 }
 
-func waitHTTP(t *testing.T, url string) *http.Response {
+// waitHTTP polls url until it answers, failing at once if Run ended (for
+// instance because a port picked as free was taken meanwhile).
+func waitHTTP(t *testing.T, url string, done <-chan error) *http.Response {
 	t.Helper()
+	client := &http.Client{Timeout: time.Second}
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if resp, err := http.Get(url); err == nil {
+		select {
+		case err := <-done:
+			t.Fatalf("Run ended before serving: %v", err)
+		default:
+		}
+		if resp, err := client.Get(url); err == nil {
 			return resp
 		}
 	}
@@ -67,13 +82,13 @@ func TestRunServesProbesMetricsAndAuditsDenials(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
+	done := make(chan error, 1)
 	go func() {
 		done <- rt.Run(ctx, Servers{HTTP: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			w.WriteHeader(http.StatusForbidden)
 		})})
 	}()
-	resp := waitHTTP(t, "http://"+cfg.HTTPAddr+"/healthz")
+	resp := waitHTTP(t, "http://"+cfg.HTTPAddr+"/healthz", done)
 	resp.Body.Close()
 	if resp.StatusCode != 200 {
 		t.Fatalf("/healthz: %d", resp.StatusCode)
