@@ -585,8 +585,17 @@ type Change struct {
 	State     *State `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
 	MessageId string `protobuf:"bytes,3,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
 	// Admission stamp of the delta that produced it, for propagation latency.
-	AdmittedAt    int64  `protobuf:"varint,4,opt,name=admitted_at,json=admittedAt,proto3" json:"admitted_at,omitempty"`
-	Region        string `protobuf:"bytes,5,opt,name=region,proto3" json:"region,omitempty"`
+	AdmittedAt int64  `protobuf:"varint,4,opt,name=admitted_at,json=admittedAt,proto3" json:"admitted_at,omitempty"`
+	Region     string `protobuf:"bytes,5,opt,name=region,proto3" json:"region,omitempty"`
+	// What the commit changed: the fields it set, as a JSON object, and the fields
+	// it removed. The seed's incremental sync (sync_type incremental).
+	Set     []byte   `protobuf:"bytes,6,opt,name=set,proto3" json:"set,omitempty"`
+	Removed []string `protobuf:"bytes,7,rep,name=removed,proto3" json:"removed,omitempty"`
+	// True when state.value is left out (on fedsync.committed, for documents too
+	// large to carry whole): state keeps every other field, and a consumer that
+	// needs the whole document applies set and removed to the previous version,
+	// or reads it from statestore's log (ReadLog returns whole documents).
+	ValueOmitted  bool `protobuf:"varint,8,opt,name=value_omitted,json=valueOmitted,proto3" json:"value_omitted,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -654,6 +663,27 @@ func (x *Change) GetRegion() string {
 		return x.Region
 	}
 	return ""
+}
+
+func (x *Change) GetSet() []byte {
+	if x != nil {
+		return x.Set
+	}
+	return nil
+}
+
+func (x *Change) GetRemoved() []string {
+	if x != nil {
+		return x.Removed
+	}
+	return nil
+}
+
+func (x *Change) GetValueOmitted() bool {
+	if x != nil {
+		return x.ValueOmitted
+	}
+	return false
 }
 
 // Heartbeat is an agent's sign of life, published on fedsync.heartbeats.
@@ -2679,6 +2709,291 @@ func (x *ApplyResponse) GetSeq() uint64 {
 	return 0
 }
 
+type ApplyBatchRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Applied in order. Items of one id apply one after another.
+	Items []*ApplyRequest `protobuf:"bytes,1,rep,name=items,proto3" json:"items,omitempty"`
+	// Outcomes of deltas that commit nothing, recorded in the same transaction.
+	Outcomes      []*RecordOutcomeRequest `protobuf:"bytes,2,rep,name=outcomes,proto3" json:"outcomes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApplyBatchRequest) Reset() {
+	*x = ApplyBatchRequest{}
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApplyBatchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApplyBatchRequest) ProtoMessage() {}
+
+func (x *ApplyBatchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApplyBatchRequest.ProtoReflect.Descriptor instead.
+func (*ApplyBatchRequest) Descriptor() ([]byte, []int) {
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *ApplyBatchRequest) GetItems() []*ApplyRequest {
+	if x != nil {
+		return x.Items
+	}
+	return nil
+}
+
+func (x *ApplyBatchRequest) GetOutcomes() []*RecordOutcomeRequest {
+	if x != nil {
+		return x.Outcomes
+	}
+	return nil
+}
+
+// ApplyResult is what became of one item of an ApplyBatchRequest.
+type ApplyResult struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Version   int64                  `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
+	Duplicate bool                   `protobuf:"varint,2,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
+	Seq       uint64                 `protobuf:"varint,3,opt,name=seq,proto3" json:"seq,omitempty"`
+	// Empty when the item committed (or was a duplicate); else the contract's
+	// error code ("version_conflict", "invalid_argument", "not_found", "aborted"
+	// for an item skipped because an earlier item of its id failed) and message.
+	ErrorCode    string `protobuf:"bytes,4,opt,name=error_code,json=errorCode,proto3" json:"error_code,omitempty"`
+	ErrorMessage string `protobuf:"bytes,5,opt,name=error_message,json=errorMessage,proto3" json:"error_message,omitempty"`
+	// version_conflict: the stored version.
+	CurrentVersion int64 `protobuf:"varint,6,opt,name=current_version,json=currentVersion,proto3" json:"current_version,omitempty"`
+	// version_conflict of a causal item: its writer's previous delta is not settled.
+	CausalNotReady bool `protobuf:"varint,7,opt,name=causal_not_ready,json=causalNotReady,proto3" json:"causal_not_ready,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *ApplyResult) Reset() {
+	*x = ApplyResult{}
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApplyResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApplyResult) ProtoMessage() {}
+
+func (x *ApplyResult) ProtoReflect() protoreflect.Message {
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApplyResult.ProtoReflect.Descriptor instead.
+func (*ApplyResult) Descriptor() ([]byte, []int) {
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *ApplyResult) GetVersion() int64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *ApplyResult) GetDuplicate() bool {
+	if x != nil {
+		return x.Duplicate
+	}
+	return false
+}
+
+func (x *ApplyResult) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *ApplyResult) GetErrorCode() string {
+	if x != nil {
+		return x.ErrorCode
+	}
+	return ""
+}
+
+func (x *ApplyResult) GetErrorMessage() string {
+	if x != nil {
+		return x.ErrorMessage
+	}
+	return ""
+}
+
+func (x *ApplyResult) GetCurrentVersion() int64 {
+	if x != nil {
+		return x.CurrentVersion
+	}
+	return 0
+}
+
+func (x *ApplyResult) GetCausalNotReady() bool {
+	if x != nil {
+		return x.CausalNotReady
+	}
+	return false
+}
+
+type ApplyBatchResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One result per item, in order.
+	Results       []*ApplyResult `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApplyBatchResponse) Reset() {
+	*x = ApplyBatchResponse{}
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApplyBatchResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApplyBatchResponse) ProtoMessage() {}
+
+func (x *ApplyBatchResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApplyBatchResponse.ProtoReflect.Descriptor instead.
+func (*ApplyBatchResponse) Descriptor() ([]byte, []int) {
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *ApplyBatchResponse) GetResults() []*ApplyResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+type GetManyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ids           []string               `protobuf:"bytes,1,rep,name=ids,proto3" json:"ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetManyRequest) Reset() {
+	*x = GetManyRequest{}
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetManyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetManyRequest) ProtoMessage() {}
+
+func (x *GetManyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetManyRequest.ProtoReflect.Descriptor instead.
+func (*GetManyRequest) Descriptor() ([]byte, []int) {
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *GetManyRequest) GetIds() []string {
+	if x != nil {
+		return x.Ids
+	}
+	return nil
+}
+
+type GetManyResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	States        []*State               `protobuf:"bytes,1,rep,name=states,proto3" json:"states,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetManyResponse) Reset() {
+	*x = GetManyResponse{}
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetManyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetManyResponse) ProtoMessage() {}
+
+func (x *GetManyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetManyResponse.ProtoReflect.Descriptor instead.
+func (*GetManyResponse) Descriptor() ([]byte, []int) {
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *GetManyResponse) GetStates() []*State {
+	if x != nil {
+		return x.States
+	}
+	return nil
+}
+
 type GetRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -2688,7 +3003,7 @@ type GetRequest struct {
 
 func (x *GetRequest) Reset() {
 	*x = GetRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[39]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2700,7 +3015,7 @@ func (x *GetRequest) String() string {
 func (*GetRequest) ProtoMessage() {}
 
 func (x *GetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[39]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2713,7 +3028,7 @@ func (x *GetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequest.ProtoReflect.Descriptor instead.
 func (*GetRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{39}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *GetRequest) GetId() string {
@@ -2732,7 +3047,7 @@ type GetResponse struct {
 
 func (x *GetResponse) Reset() {
 	*x = GetResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[40]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2744,7 +3059,7 @@ func (x *GetResponse) String() string {
 func (*GetResponse) ProtoMessage() {}
 
 func (x *GetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[40]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2757,7 +3072,7 @@ func (x *GetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResponse.ProtoReflect.Descriptor instead.
 func (*GetResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{40}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *GetResponse) GetState() *State {
@@ -2779,7 +3094,7 @@ type QueryRequest struct {
 
 func (x *QueryRequest) Reset() {
 	*x = QueryRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[41]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2791,7 +3106,7 @@ func (x *QueryRequest) String() string {
 func (*QueryRequest) ProtoMessage() {}
 
 func (x *QueryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[41]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2804,7 +3119,7 @@ func (x *QueryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueryRequest.ProtoReflect.Descriptor instead.
 func (*QueryRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{41}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *QueryRequest) GetIdPrefix() string {
@@ -2845,7 +3160,7 @@ type QueryResponse struct {
 
 func (x *QueryResponse) Reset() {
 	*x = QueryResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[42]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2857,7 +3172,7 @@ func (x *QueryResponse) String() string {
 func (*QueryResponse) ProtoMessage() {}
 
 func (x *QueryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[42]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2870,7 +3185,7 @@ func (x *QueryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueryResponse.ProtoReflect.Descriptor instead.
 func (*QueryResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{42}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *QueryResponse) GetItems() []*State {
@@ -2898,7 +3213,7 @@ type ReadLogRequest struct {
 
 func (x *ReadLogRequest) Reset() {
 	*x = ReadLogRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[43]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2910,7 +3225,7 @@ func (x *ReadLogRequest) String() string {
 func (*ReadLogRequest) ProtoMessage() {}
 
 func (x *ReadLogRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[43]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2923,7 +3238,7 @@ func (x *ReadLogRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadLogRequest.ProtoReflect.Descriptor instead.
 func (*ReadLogRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{43}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ReadLogRequest) GetAfterSeq() uint64 {
@@ -2951,7 +3266,7 @@ type ReadLogResponse struct {
 
 func (x *ReadLogResponse) Reset() {
 	*x = ReadLogResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[44]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2963,7 +3278,7 @@ func (x *ReadLogResponse) String() string {
 func (*ReadLogResponse) ProtoMessage() {}
 
 func (x *ReadLogResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[44]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2976,7 +3291,7 @@ func (x *ReadLogResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadLogResponse.ProtoReflect.Descriptor instead.
 func (*ReadLogResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{44}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ReadLogResponse) GetChanges() []*Change {
@@ -2994,17 +3309,21 @@ func (x *ReadLogResponse) GetHeadSeq() uint64 {
 }
 
 type SubscribeRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	IdPrefix      string                 `protobuf:"bytes,1,opt,name=id_prefix,json=idPrefix,proto3" json:"id_prefix,omitempty"`
-	DataTypes     []string               `protobuf:"bytes,2,rep,name=data_types,json=dataTypes,proto3" json:"data_types,omitempty"`
-	FromCursor    string                 `protobuf:"bytes,3,opt,name=from_cursor,json=fromCursor,proto3" json:"from_cursor,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	IdPrefix   string                 `protobuf:"bytes,1,opt,name=id_prefix,json=idPrefix,proto3" json:"id_prefix,omitempty"`
+	DataTypes  []string               `protobuf:"bytes,2,rep,name=data_types,json=dataTypes,proto3" json:"data_types,omitempty"`
+	FromCursor string                 `protobuf:"bytes,3,opt,name=from_cursor,json=fromCursor,proto3" json:"from_cursor,omitempty"`
+	// "full" (the default): every change carries the whole document in value.
+	// "delta": every change carries what the commit changed in set and removed
+	// instead of value (the seed's incremental sync).
+	Events        string `protobuf:"bytes,4,opt,name=events,proto3" json:"events,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SubscribeRequest) Reset() {
 	*x = SubscribeRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[45]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3016,7 +3335,7 @@ func (x *SubscribeRequest) String() string {
 func (*SubscribeRequest) ProtoMessage() {}
 
 func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[45]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3029,7 +3348,7 @@ func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeRequest.ProtoReflect.Descriptor instead.
 func (*SubscribeRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{45}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *SubscribeRequest) GetIdPrefix() string {
@@ -3053,6 +3372,13 @@ func (x *SubscribeRequest) GetFromCursor() string {
 	return ""
 }
 
+func (x *SubscribeRequest) GetEvents() string {
+	if x != nil {
+		return x.Events
+	}
+	return ""
+}
+
 type SubscribeResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// "subscribed", "change" or "snapshot_required".
@@ -3062,16 +3388,19 @@ type SubscribeResponse struct {
 	DataType       string `protobuf:"bytes,4,opt,name=data_type,json=dataType,proto3" json:"data_type,omitempty"`
 	Version        int64  `protobuf:"varint,5,opt,name=version,proto3" json:"version,omitempty"`
 	// JSON object.
-	Value         []byte `protobuf:"bytes,6,opt,name=value,proto3" json:"value,omitempty"`
-	UpdatedBy     string `protobuf:"bytes,7,opt,name=updated_by,json=updatedBy,proto3" json:"updated_by,omitempty"`
-	Cursor        string `protobuf:"bytes,8,opt,name=cursor,proto3" json:"cursor,omitempty"`
+	Value     []byte `protobuf:"bytes,6,opt,name=value,proto3" json:"value,omitempty"`
+	UpdatedBy string `protobuf:"bytes,7,opt,name=updated_by,json=updatedBy,proto3" json:"updated_by,omitempty"`
+	Cursor    string `protobuf:"bytes,8,opt,name=cursor,proto3" json:"cursor,omitempty"`
+	// With events "delta": the fields the change set (a JSON object) and removed.
+	Set           []byte   `protobuf:"bytes,9,opt,name=set,proto3" json:"set,omitempty"`
+	Removed       []string `protobuf:"bytes,10,rep,name=removed,proto3" json:"removed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SubscribeResponse) Reset() {
 	*x = SubscribeResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[46]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3083,7 +3412,7 @@ func (x *SubscribeResponse) String() string {
 func (*SubscribeResponse) ProtoMessage() {}
 
 func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[46]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3096,7 +3425,7 @@ func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeResponse.ProtoReflect.Descriptor instead.
 func (*SubscribeResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{46}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *SubscribeResponse) GetType() string {
@@ -3155,6 +3484,20 @@ func (x *SubscribeResponse) GetCursor() string {
 	return ""
 }
 
+func (x *SubscribeResponse) GetSet() []byte {
+	if x != nil {
+		return x.Set
+	}
+	return nil
+}
+
+func (x *SubscribeResponse) GetRemoved() []string {
+	if x != nil {
+		return x.Removed
+	}
+	return nil
+}
+
 type GetHealthRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -3163,7 +3506,7 @@ type GetHealthRequest struct {
 
 func (x *GetHealthRequest) Reset() {
 	*x = GetHealthRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[47]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3175,7 +3518,7 @@ func (x *GetHealthRequest) String() string {
 func (*GetHealthRequest) ProtoMessage() {}
 
 func (x *GetHealthRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[47]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3188,7 +3531,7 @@ func (x *GetHealthRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHealthRequest.ProtoReflect.Descriptor instead.
 func (*GetHealthRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{47}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{52}
 }
 
 type ServiceHealth struct {
@@ -3202,7 +3545,7 @@ type ServiceHealth struct {
 
 func (x *ServiceHealth) Reset() {
 	*x = ServiceHealth{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[48]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3214,7 +3557,7 @@ func (x *ServiceHealth) String() string {
 func (*ServiceHealth) ProtoMessage() {}
 
 func (x *ServiceHealth) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[48]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3227,7 +3570,7 @@ func (x *ServiceHealth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceHealth.ProtoReflect.Descriptor instead.
 func (*ServiceHealth) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{48}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *ServiceHealth) GetStatus() string {
@@ -3261,7 +3604,7 @@ type AgentHealth struct {
 
 func (x *AgentHealth) Reset() {
 	*x = AgentHealth{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[49]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3273,7 +3616,7 @@ func (x *AgentHealth) String() string {
 func (*AgentHealth) ProtoMessage() {}
 
 func (x *AgentHealth) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[49]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3286,7 +3629,7 @@ func (x *AgentHealth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentHealth.ProtoReflect.Descriptor instead.
 func (*AgentHealth) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{49}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *AgentHealth) GetHealthy() int32 {
@@ -3316,7 +3659,7 @@ type GetHealthResponse struct {
 
 func (x *GetHealthResponse) Reset() {
 	*x = GetHealthResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[50]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3328,7 +3671,7 @@ func (x *GetHealthResponse) String() string {
 func (*GetHealthResponse) ProtoMessage() {}
 
 func (x *GetHealthResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[50]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3341,7 +3684,7 @@ func (x *GetHealthResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHealthResponse.ProtoReflect.Descriptor instead.
 func (*GetHealthResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{50}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *GetHealthResponse) GetStatus() string {
@@ -3434,7 +3777,7 @@ const file_fedsync_v1_fedsync_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\x1aP\n" +
 	"\vFieldsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12+\n" +
-	"\x05value\x18\x02 \x01(\v2\x15.fedsync.v1.FieldMetaR\x05value:\x028\x01\"\x9b\x01\n" +
+	"\x05value\x18\x02 \x01(\v2\x15.fedsync.v1.FieldMetaR\x05value:\x028\x01\"\xec\x01\n" +
 	"\x06Change\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12'\n" +
 	"\x05state\x18\x02 \x01(\v2\x11.fedsync.v1.StateR\x05state\x12\x1d\n" +
@@ -3442,7 +3785,10 @@ const file_fedsync_v1_fedsync_proto_rawDesc = "" +
 	"message_id\x18\x03 \x01(\tR\tmessageId\x12\x1f\n" +
 	"\vadmitted_at\x18\x04 \x01(\x03R\n" +
 	"admittedAt\x12\x16\n" +
-	"\x06region\x18\x05 \x01(\tR\x06region\"W\n" +
+	"\x06region\x18\x05 \x01(\tR\x06region\x12\x10\n" +
+	"\x03set\x18\x06 \x01(\fR\x03set\x12\x18\n" +
+	"\aremoved\x18\a \x03(\tR\aremoved\x12#\n" +
+	"\rvalue_omitted\x18\b \x01(\bR\fvalueOmitted\"W\n" +
 	"\tHeartbeat\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x16\n" +
 	"\x06region\x18\x02 \x01(\tR\x06region\x12\x17\n" +
@@ -3607,7 +3953,25 @@ const file_fedsync_v1_fedsync_proto_rawDesc = "" +
 	"\rApplyResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x03R\aversion\x12\x1c\n" +
 	"\tduplicate\x18\x02 \x01(\bR\tduplicate\x12\x10\n" +
-	"\x03seq\x18\x03 \x01(\x04R\x03seq\"\x1c\n" +
+	"\x03seq\x18\x03 \x01(\x04R\x03seq\"\x81\x01\n" +
+	"\x11ApplyBatchRequest\x12.\n" +
+	"\x05items\x18\x01 \x03(\v2\x18.fedsync.v1.ApplyRequestR\x05items\x12<\n" +
+	"\boutcomes\x18\x02 \x03(\v2 .fedsync.v1.RecordOutcomeRequestR\boutcomes\"\xee\x01\n" +
+	"\vApplyResult\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\x03R\aversion\x12\x1c\n" +
+	"\tduplicate\x18\x02 \x01(\bR\tduplicate\x12\x10\n" +
+	"\x03seq\x18\x03 \x01(\x04R\x03seq\x12\x1d\n" +
+	"\n" +
+	"error_code\x18\x04 \x01(\tR\terrorCode\x12#\n" +
+	"\rerror_message\x18\x05 \x01(\tR\ferrorMessage\x12'\n" +
+	"\x0fcurrent_version\x18\x06 \x01(\x03R\x0ecurrentVersion\x12(\n" +
+	"\x10causal_not_ready\x18\a \x01(\bR\x0ecausalNotReady\"G\n" +
+	"\x12ApplyBatchResponse\x121\n" +
+	"\aresults\x18\x01 \x03(\v2\x17.fedsync.v1.ApplyResultR\aresults\"\"\n" +
+	"\x0eGetManyRequest\x12\x10\n" +
+	"\x03ids\x18\x01 \x03(\tR\x03ids\"<\n" +
+	"\x0fGetManyResponse\x12)\n" +
+	"\x06states\x18\x01 \x03(\v2\x11.fedsync.v1.StateR\x06states\"\x1c\n" +
 	"\n" +
 	"GetRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"6\n" +
@@ -3627,13 +3991,14 @@ const file_fedsync_v1_fedsync_proto_rawDesc = "" +
 	"\x05limit\x18\x02 \x01(\x05R\x05limit\"Z\n" +
 	"\x0fReadLogResponse\x12,\n" +
 	"\achanges\x18\x01 \x03(\v2\x12.fedsync.v1.ChangeR\achanges\x12\x19\n" +
-	"\bhead_seq\x18\x02 \x01(\x04R\aheadSeq\"o\n" +
+	"\bhead_seq\x18\x02 \x01(\x04R\aheadSeq\"\x87\x01\n" +
 	"\x10SubscribeRequest\x12\x1b\n" +
 	"\tid_prefix\x18\x01 \x01(\tR\bidPrefix\x12\x1d\n" +
 	"\n" +
 	"data_types\x18\x02 \x03(\tR\tdataTypes\x12\x1f\n" +
 	"\vfrom_cursor\x18\x03 \x01(\tR\n" +
-	"fromCursor\"\xe4\x01\n" +
+	"fromCursor\x12\x16\n" +
+	"\x06events\x18\x04 \x01(\tR\x06events\"\x90\x02\n" +
 	"\x11SubscribeResponse\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12'\n" +
 	"\x0fsubscription_id\x18\x02 \x01(\tR\x0esubscriptionId\x12\x0e\n" +
@@ -3643,7 +4008,10 @@ const file_fedsync_v1_fedsync_proto_rawDesc = "" +
 	"\x05value\x18\x06 \x01(\fR\x05value\x12\x1d\n" +
 	"\n" +
 	"updated_by\x18\a \x01(\tR\tupdatedBy\x12\x16\n" +
-	"\x06cursor\x18\b \x01(\tR\x06cursor\"\x12\n" +
+	"\x06cursor\x18\b \x01(\tR\x06cursor\x12\x10\n" +
+	"\x03set\x18\t \x01(\fR\x03set\x12\x18\n" +
+	"\aremoved\x18\n" +
+	" \x03(\tR\aremoved\"\x12\n" +
 	"\x10GetHealthRequest\"r\n" +
 	"\rServiceHealth\x12\x16\n" +
 	"\x06status\x18\x01 \x01(\tR\x06status\x12\x1c\n" +
@@ -3685,9 +4053,12 @@ const file_fedsync_v1_fedsync_proto_rawDesc = "" +
 	"\tHeartbeat\x12\x1c.fedsync.v1.HeartbeatRequest\x1a\x1d.fedsync.v1.HeartbeatResponse2\xbd\x01\n" +
 	"\fMergeService\x12Q\n" +
 	"\fCommitStrong\x12\x1f.fedsync.v1.CommitStrongRequest\x1a .fedsync.v1.CommitStrongResponse\x12Z\n" +
-	"\x0fResolveConflict\x12\".fedsync.v1.ResolveConflictRequest\x1a#.fedsync.v1.ResolveConflictResponse2\xbe\x06\n" +
+	"\x0fResolveConflict\x12\".fedsync.v1.ResolveConflictRequest\x1a#.fedsync.v1.ResolveConflictResponse2\xcf\a\n" +
 	"\x11StateStoreService\x12<\n" +
-	"\x05Apply\x12\x18.fedsync.v1.ApplyRequest\x1a\x19.fedsync.v1.ApplyResponse\x126\n" +
+	"\x05Apply\x12\x18.fedsync.v1.ApplyRequest\x1a\x19.fedsync.v1.ApplyResponse\x12K\n" +
+	"\n" +
+	"ApplyBatch\x12\x1d.fedsync.v1.ApplyBatchRequest\x1a\x1e.fedsync.v1.ApplyBatchResponse\x12B\n" +
+	"\aGetMany\x12\x1a.fedsync.v1.GetManyRequest\x1a\x1b.fedsync.v1.GetManyResponse\x126\n" +
 	"\x03Get\x12\x16.fedsync.v1.GetRequest\x1a\x17.fedsync.v1.GetResponse\x12<\n" +
 	"\x05Query\x12\x18.fedsync.v1.QueryRequest\x1a\x19.fedsync.v1.QueryResponse\x12B\n" +
 	"\aReadLog\x12\x1a.fedsync.v1.ReadLogRequest\x1a\x1b.fedsync.v1.ReadLogResponse\x12N\n" +
@@ -3719,7 +4090,7 @@ func file_fedsync_v1_fedsync_proto_rawDescGZIP() []byte {
 }
 
 var file_fedsync_v1_fedsync_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_fedsync_v1_fedsync_proto_msgTypes = make([]protoimpl.MessageInfo, 63)
+var file_fedsync_v1_fedsync_proto_msgTypes = make([]protoimpl.MessageInfo, 68)
 var file_fedsync_v1_fedsync_proto_goTypes = []any{
 	(MessageType)(0),                // 0: fedsync.v1.MessageType
 	(Consistency)(0),                // 1: fedsync.v1.Consistency
@@ -3762,111 +4133,124 @@ var file_fedsync_v1_fedsync_proto_goTypes = []any{
 	(*GetConflictResponse)(nil),     // 38: fedsync.v1.GetConflictResponse
 	(*ApplyRequest)(nil),            // 39: fedsync.v1.ApplyRequest
 	(*ApplyResponse)(nil),           // 40: fedsync.v1.ApplyResponse
-	(*GetRequest)(nil),              // 41: fedsync.v1.GetRequest
-	(*GetResponse)(nil),             // 42: fedsync.v1.GetResponse
-	(*QueryRequest)(nil),            // 43: fedsync.v1.QueryRequest
-	(*QueryResponse)(nil),           // 44: fedsync.v1.QueryResponse
-	(*ReadLogRequest)(nil),          // 45: fedsync.v1.ReadLogRequest
-	(*ReadLogResponse)(nil),         // 46: fedsync.v1.ReadLogResponse
-	(*SubscribeRequest)(nil),        // 47: fedsync.v1.SubscribeRequest
-	(*SubscribeResponse)(nil),       // 48: fedsync.v1.SubscribeResponse
-	(*GetHealthRequest)(nil),        // 49: fedsync.v1.GetHealthRequest
-	(*ServiceHealth)(nil),           // 50: fedsync.v1.ServiceHealth
-	(*AgentHealth)(nil),             // 51: fedsync.v1.AgentHealth
-	(*GetHealthResponse)(nil),       // 52: fedsync.v1.GetHealthResponse
-	nil,                             // 53: fedsync.v1.SyncMessage.MetadataEntry
-	nil,                             // 54: fedsync.v1.Delta.VectorClockEntry
-	nil,                             // 55: fedsync.v1.State.VectorClockEntry
-	nil,                             // 56: fedsync.v1.State.FieldsEntry
-	nil,                             // 57: fedsync.v1.GetRevocationsResponse.DisabledClientsEntry
-	nil,                             // 58: fedsync.v1.GetRevocationsResponse.RevokedTokensEntry
-	nil,                             // 59: fedsync.v1.PushStateRequest.VectorClockEntry
-	nil,                             // 60: fedsync.v1.GetFrontierResponse.FrontierEntry
-	nil,                             // 61: fedsync.v1.ApplyRequest.FieldsEntry
-	nil,                             // 62: fedsync.v1.ApplyRequest.VectorClockEntry
-	nil,                             // 63: fedsync.v1.GetHealthResponse.ServicesEntry
-	nil,                             // 64: fedsync.v1.GetHealthResponse.RegionsEntry
+	(*ApplyBatchRequest)(nil),       // 41: fedsync.v1.ApplyBatchRequest
+	(*ApplyResult)(nil),             // 42: fedsync.v1.ApplyResult
+	(*ApplyBatchResponse)(nil),      // 43: fedsync.v1.ApplyBatchResponse
+	(*GetManyRequest)(nil),          // 44: fedsync.v1.GetManyRequest
+	(*GetManyResponse)(nil),         // 45: fedsync.v1.GetManyResponse
+	(*GetRequest)(nil),              // 46: fedsync.v1.GetRequest
+	(*GetResponse)(nil),             // 47: fedsync.v1.GetResponse
+	(*QueryRequest)(nil),            // 48: fedsync.v1.QueryRequest
+	(*QueryResponse)(nil),           // 49: fedsync.v1.QueryResponse
+	(*ReadLogRequest)(nil),          // 50: fedsync.v1.ReadLogRequest
+	(*ReadLogResponse)(nil),         // 51: fedsync.v1.ReadLogResponse
+	(*SubscribeRequest)(nil),        // 52: fedsync.v1.SubscribeRequest
+	(*SubscribeResponse)(nil),       // 53: fedsync.v1.SubscribeResponse
+	(*GetHealthRequest)(nil),        // 54: fedsync.v1.GetHealthRequest
+	(*ServiceHealth)(nil),           // 55: fedsync.v1.ServiceHealth
+	(*AgentHealth)(nil),             // 56: fedsync.v1.AgentHealth
+	(*GetHealthResponse)(nil),       // 57: fedsync.v1.GetHealthResponse
+	nil,                             // 58: fedsync.v1.SyncMessage.MetadataEntry
+	nil,                             // 59: fedsync.v1.Delta.VectorClockEntry
+	nil,                             // 60: fedsync.v1.State.VectorClockEntry
+	nil,                             // 61: fedsync.v1.State.FieldsEntry
+	nil,                             // 62: fedsync.v1.GetRevocationsResponse.DisabledClientsEntry
+	nil,                             // 63: fedsync.v1.GetRevocationsResponse.RevokedTokensEntry
+	nil,                             // 64: fedsync.v1.PushStateRequest.VectorClockEntry
+	nil,                             // 65: fedsync.v1.GetFrontierResponse.FrontierEntry
+	nil,                             // 66: fedsync.v1.ApplyRequest.FieldsEntry
+	nil,                             // 67: fedsync.v1.ApplyRequest.VectorClockEntry
+	nil,                             // 68: fedsync.v1.GetHealthResponse.ServicesEntry
+	nil,                             // 69: fedsync.v1.GetHealthResponse.RegionsEntry
 }
 var file_fedsync_v1_fedsync_proto_depIdxs = []int32{
 	0,  // 0: fedsync.v1.SyncMessage.type:type_name -> fedsync.v1.MessageType
-	53, // 1: fedsync.v1.SyncMessage.metadata:type_name -> fedsync.v1.SyncMessage.MetadataEntry
+	58, // 1: fedsync.v1.SyncMessage.metadata:type_name -> fedsync.v1.SyncMessage.MetadataEntry
 	1,  // 2: fedsync.v1.Delta.consistency:type_name -> fedsync.v1.Consistency
-	54, // 3: fedsync.v1.Delta.vector_clock:type_name -> fedsync.v1.Delta.VectorClockEntry
-	55, // 4: fedsync.v1.State.vector_clock:type_name -> fedsync.v1.State.VectorClockEntry
-	56, // 5: fedsync.v1.State.fields:type_name -> fedsync.v1.State.FieldsEntry
+	59, // 3: fedsync.v1.Delta.vector_clock:type_name -> fedsync.v1.Delta.VectorClockEntry
+	60, // 4: fedsync.v1.State.vector_clock:type_name -> fedsync.v1.State.VectorClockEntry
+	61, // 5: fedsync.v1.State.fields:type_name -> fedsync.v1.State.FieldsEntry
 	5,  // 6: fedsync.v1.Change.state:type_name -> fedsync.v1.State
-	57, // 7: fedsync.v1.GetRevocationsResponse.disabled_clients:type_name -> fedsync.v1.GetRevocationsResponse.DisabledClientsEntry
-	58, // 8: fedsync.v1.GetRevocationsResponse.revoked_tokens:type_name -> fedsync.v1.GetRevocationsResponse.RevokedTokensEntry
-	59, // 9: fedsync.v1.PushStateRequest.vector_clock:type_name -> fedsync.v1.PushStateRequest.VectorClockEntry
+	62, // 7: fedsync.v1.GetRevocationsResponse.disabled_clients:type_name -> fedsync.v1.GetRevocationsResponse.DisabledClientsEntry
+	63, // 8: fedsync.v1.GetRevocationsResponse.revoked_tokens:type_name -> fedsync.v1.GetRevocationsResponse.RevokedTokensEntry
+	64, // 9: fedsync.v1.PushStateRequest.vector_clock:type_name -> fedsync.v1.PushStateRequest.VectorClockEntry
 	27, // 10: fedsync.v1.ResolveConflictResponse.conflict:type_name -> fedsync.v1.Conflict
 	3,  // 11: fedsync.v1.CommitStrongRequest.delta:type_name -> fedsync.v1.Delta
 	22, // 12: fedsync.v1.GetControlResponse.state:type_name -> fedsync.v1.ControlState
 	22, // 13: fedsync.v1.SetControlRequest.state:type_name -> fedsync.v1.ControlState
 	22, // 14: fedsync.v1.SetControlResponse.state:type_name -> fedsync.v1.ControlState
-	60, // 15: fedsync.v1.GetFrontierResponse.frontier:type_name -> fedsync.v1.GetFrontierResponse.FrontierEntry
+	65, // 15: fedsync.v1.GetFrontierResponse.frontier:type_name -> fedsync.v1.GetFrontierResponse.FrontierEntry
 	30, // 16: fedsync.v1.RecordOutcomeRequest.outcome:type_name -> fedsync.v1.Outcome
 	27, // 17: fedsync.v1.RecordOutcomeRequest.conflicts:type_name -> fedsync.v1.Conflict
 	30, // 18: fedsync.v1.GetOutcomeResponse.outcome:type_name -> fedsync.v1.Outcome
 	27, // 19: fedsync.v1.ListConflictsResponse.conflicts:type_name -> fedsync.v1.Conflict
 	27, // 20: fedsync.v1.GetConflictResponse.conflict:type_name -> fedsync.v1.Conflict
-	61, // 21: fedsync.v1.ApplyRequest.fields:type_name -> fedsync.v1.ApplyRequest.FieldsEntry
-	62, // 22: fedsync.v1.ApplyRequest.vector_clock:type_name -> fedsync.v1.ApplyRequest.VectorClockEntry
+	66, // 21: fedsync.v1.ApplyRequest.fields:type_name -> fedsync.v1.ApplyRequest.FieldsEntry
+	67, // 22: fedsync.v1.ApplyRequest.vector_clock:type_name -> fedsync.v1.ApplyRequest.VectorClockEntry
 	27, // 23: fedsync.v1.ApplyRequest.conflicts:type_name -> fedsync.v1.Conflict
-	5,  // 24: fedsync.v1.GetResponse.state:type_name -> fedsync.v1.State
-	5,  // 25: fedsync.v1.QueryResponse.items:type_name -> fedsync.v1.State
-	6,  // 26: fedsync.v1.ReadLogResponse.changes:type_name -> fedsync.v1.Change
-	63, // 27: fedsync.v1.GetHealthResponse.services:type_name -> fedsync.v1.GetHealthResponse.ServicesEntry
-	64, // 28: fedsync.v1.GetHealthResponse.regions:type_name -> fedsync.v1.GetHealthResponse.RegionsEntry
-	51, // 29: fedsync.v1.GetHealthResponse.agents:type_name -> fedsync.v1.AgentHealth
-	4,  // 30: fedsync.v1.State.FieldsEntry.value:type_name -> fedsync.v1.FieldMeta
-	4,  // 31: fedsync.v1.ApplyRequest.FieldsEntry.value:type_name -> fedsync.v1.FieldMeta
-	50, // 32: fedsync.v1.GetHealthResponse.ServicesEntry.value:type_name -> fedsync.v1.ServiceHealth
-	50, // 33: fedsync.v1.GetHealthResponse.RegionsEntry.value:type_name -> fedsync.v1.ServiceHealth
-	10, // 34: fedsync.v1.AuthnService.IssueToken:input_type -> fedsync.v1.IssueTokenRequest
-	12, // 35: fedsync.v1.AuthnService.GetJWKS:input_type -> fedsync.v1.GetJWKSRequest
-	8,  // 36: fedsync.v1.AuthnService.GetRevocations:input_type -> fedsync.v1.GetRevocationsRequest
-	14, // 37: fedsync.v1.ValidationService.PushState:input_type -> fedsync.v1.PushStateRequest
-	16, // 38: fedsync.v1.ValidationService.Heartbeat:input_type -> fedsync.v1.HeartbeatRequest
-	20, // 39: fedsync.v1.MergeService.CommitStrong:input_type -> fedsync.v1.CommitStrongRequest
-	18, // 40: fedsync.v1.MergeService.ResolveConflict:input_type -> fedsync.v1.ResolveConflictRequest
-	39, // 41: fedsync.v1.StateStoreService.Apply:input_type -> fedsync.v1.ApplyRequest
-	41, // 42: fedsync.v1.StateStoreService.Get:input_type -> fedsync.v1.GetRequest
-	43, // 43: fedsync.v1.StateStoreService.Query:input_type -> fedsync.v1.QueryRequest
-	45, // 44: fedsync.v1.StateStoreService.ReadLog:input_type -> fedsync.v1.ReadLogRequest
-	28, // 45: fedsync.v1.StateStoreService.GetFrontier:input_type -> fedsync.v1.GetFrontierRequest
-	31, // 46: fedsync.v1.StateStoreService.RecordOutcome:input_type -> fedsync.v1.RecordOutcomeRequest
-	33, // 47: fedsync.v1.StateStoreService.GetOutcome:input_type -> fedsync.v1.GetOutcomeRequest
-	35, // 48: fedsync.v1.StateStoreService.ListConflicts:input_type -> fedsync.v1.ListConflictsRequest
-	37, // 49: fedsync.v1.StateStoreService.GetConflict:input_type -> fedsync.v1.GetConflictRequest
-	23, // 50: fedsync.v1.StateStoreService.GetControl:input_type -> fedsync.v1.GetControlRequest
-	25, // 51: fedsync.v1.StateStoreService.SetControl:input_type -> fedsync.v1.SetControlRequest
-	47, // 52: fedsync.v1.BroadcasterService.Subscribe:input_type -> fedsync.v1.SubscribeRequest
-	49, // 53: fedsync.v1.HealthMonitorService.GetHealth:input_type -> fedsync.v1.GetHealthRequest
-	11, // 54: fedsync.v1.AuthnService.IssueToken:output_type -> fedsync.v1.IssueTokenResponse
-	13, // 55: fedsync.v1.AuthnService.GetJWKS:output_type -> fedsync.v1.GetJWKSResponse
-	9,  // 56: fedsync.v1.AuthnService.GetRevocations:output_type -> fedsync.v1.GetRevocationsResponse
-	15, // 57: fedsync.v1.ValidationService.PushState:output_type -> fedsync.v1.PushStateResponse
-	17, // 58: fedsync.v1.ValidationService.Heartbeat:output_type -> fedsync.v1.HeartbeatResponse
-	21, // 59: fedsync.v1.MergeService.CommitStrong:output_type -> fedsync.v1.CommitStrongResponse
-	19, // 60: fedsync.v1.MergeService.ResolveConflict:output_type -> fedsync.v1.ResolveConflictResponse
-	40, // 61: fedsync.v1.StateStoreService.Apply:output_type -> fedsync.v1.ApplyResponse
-	42, // 62: fedsync.v1.StateStoreService.Get:output_type -> fedsync.v1.GetResponse
-	44, // 63: fedsync.v1.StateStoreService.Query:output_type -> fedsync.v1.QueryResponse
-	46, // 64: fedsync.v1.StateStoreService.ReadLog:output_type -> fedsync.v1.ReadLogResponse
-	29, // 65: fedsync.v1.StateStoreService.GetFrontier:output_type -> fedsync.v1.GetFrontierResponse
-	32, // 66: fedsync.v1.StateStoreService.RecordOutcome:output_type -> fedsync.v1.RecordOutcomeResponse
-	34, // 67: fedsync.v1.StateStoreService.GetOutcome:output_type -> fedsync.v1.GetOutcomeResponse
-	36, // 68: fedsync.v1.StateStoreService.ListConflicts:output_type -> fedsync.v1.ListConflictsResponse
-	38, // 69: fedsync.v1.StateStoreService.GetConflict:output_type -> fedsync.v1.GetConflictResponse
-	24, // 70: fedsync.v1.StateStoreService.GetControl:output_type -> fedsync.v1.GetControlResponse
-	26, // 71: fedsync.v1.StateStoreService.SetControl:output_type -> fedsync.v1.SetControlResponse
-	48, // 72: fedsync.v1.BroadcasterService.Subscribe:output_type -> fedsync.v1.SubscribeResponse
-	52, // 73: fedsync.v1.HealthMonitorService.GetHealth:output_type -> fedsync.v1.GetHealthResponse
-	54, // [54:74] is the sub-list for method output_type
-	34, // [34:54] is the sub-list for method input_type
-	34, // [34:34] is the sub-list for extension type_name
-	34, // [34:34] is the sub-list for extension extendee
-	0,  // [0:34] is the sub-list for field type_name
+	39, // 24: fedsync.v1.ApplyBatchRequest.items:type_name -> fedsync.v1.ApplyRequest
+	31, // 25: fedsync.v1.ApplyBatchRequest.outcomes:type_name -> fedsync.v1.RecordOutcomeRequest
+	42, // 26: fedsync.v1.ApplyBatchResponse.results:type_name -> fedsync.v1.ApplyResult
+	5,  // 27: fedsync.v1.GetManyResponse.states:type_name -> fedsync.v1.State
+	5,  // 28: fedsync.v1.GetResponse.state:type_name -> fedsync.v1.State
+	5,  // 29: fedsync.v1.QueryResponse.items:type_name -> fedsync.v1.State
+	6,  // 30: fedsync.v1.ReadLogResponse.changes:type_name -> fedsync.v1.Change
+	68, // 31: fedsync.v1.GetHealthResponse.services:type_name -> fedsync.v1.GetHealthResponse.ServicesEntry
+	69, // 32: fedsync.v1.GetHealthResponse.regions:type_name -> fedsync.v1.GetHealthResponse.RegionsEntry
+	56, // 33: fedsync.v1.GetHealthResponse.agents:type_name -> fedsync.v1.AgentHealth
+	4,  // 34: fedsync.v1.State.FieldsEntry.value:type_name -> fedsync.v1.FieldMeta
+	4,  // 35: fedsync.v1.ApplyRequest.FieldsEntry.value:type_name -> fedsync.v1.FieldMeta
+	55, // 36: fedsync.v1.GetHealthResponse.ServicesEntry.value:type_name -> fedsync.v1.ServiceHealth
+	55, // 37: fedsync.v1.GetHealthResponse.RegionsEntry.value:type_name -> fedsync.v1.ServiceHealth
+	10, // 38: fedsync.v1.AuthnService.IssueToken:input_type -> fedsync.v1.IssueTokenRequest
+	12, // 39: fedsync.v1.AuthnService.GetJWKS:input_type -> fedsync.v1.GetJWKSRequest
+	8,  // 40: fedsync.v1.AuthnService.GetRevocations:input_type -> fedsync.v1.GetRevocationsRequest
+	14, // 41: fedsync.v1.ValidationService.PushState:input_type -> fedsync.v1.PushStateRequest
+	16, // 42: fedsync.v1.ValidationService.Heartbeat:input_type -> fedsync.v1.HeartbeatRequest
+	20, // 43: fedsync.v1.MergeService.CommitStrong:input_type -> fedsync.v1.CommitStrongRequest
+	18, // 44: fedsync.v1.MergeService.ResolveConflict:input_type -> fedsync.v1.ResolveConflictRequest
+	39, // 45: fedsync.v1.StateStoreService.Apply:input_type -> fedsync.v1.ApplyRequest
+	41, // 46: fedsync.v1.StateStoreService.ApplyBatch:input_type -> fedsync.v1.ApplyBatchRequest
+	44, // 47: fedsync.v1.StateStoreService.GetMany:input_type -> fedsync.v1.GetManyRequest
+	46, // 48: fedsync.v1.StateStoreService.Get:input_type -> fedsync.v1.GetRequest
+	48, // 49: fedsync.v1.StateStoreService.Query:input_type -> fedsync.v1.QueryRequest
+	50, // 50: fedsync.v1.StateStoreService.ReadLog:input_type -> fedsync.v1.ReadLogRequest
+	28, // 51: fedsync.v1.StateStoreService.GetFrontier:input_type -> fedsync.v1.GetFrontierRequest
+	31, // 52: fedsync.v1.StateStoreService.RecordOutcome:input_type -> fedsync.v1.RecordOutcomeRequest
+	33, // 53: fedsync.v1.StateStoreService.GetOutcome:input_type -> fedsync.v1.GetOutcomeRequest
+	35, // 54: fedsync.v1.StateStoreService.ListConflicts:input_type -> fedsync.v1.ListConflictsRequest
+	37, // 55: fedsync.v1.StateStoreService.GetConflict:input_type -> fedsync.v1.GetConflictRequest
+	23, // 56: fedsync.v1.StateStoreService.GetControl:input_type -> fedsync.v1.GetControlRequest
+	25, // 57: fedsync.v1.StateStoreService.SetControl:input_type -> fedsync.v1.SetControlRequest
+	52, // 58: fedsync.v1.BroadcasterService.Subscribe:input_type -> fedsync.v1.SubscribeRequest
+	54, // 59: fedsync.v1.HealthMonitorService.GetHealth:input_type -> fedsync.v1.GetHealthRequest
+	11, // 60: fedsync.v1.AuthnService.IssueToken:output_type -> fedsync.v1.IssueTokenResponse
+	13, // 61: fedsync.v1.AuthnService.GetJWKS:output_type -> fedsync.v1.GetJWKSResponse
+	9,  // 62: fedsync.v1.AuthnService.GetRevocations:output_type -> fedsync.v1.GetRevocationsResponse
+	15, // 63: fedsync.v1.ValidationService.PushState:output_type -> fedsync.v1.PushStateResponse
+	17, // 64: fedsync.v1.ValidationService.Heartbeat:output_type -> fedsync.v1.HeartbeatResponse
+	21, // 65: fedsync.v1.MergeService.CommitStrong:output_type -> fedsync.v1.CommitStrongResponse
+	19, // 66: fedsync.v1.MergeService.ResolveConflict:output_type -> fedsync.v1.ResolveConflictResponse
+	40, // 67: fedsync.v1.StateStoreService.Apply:output_type -> fedsync.v1.ApplyResponse
+	43, // 68: fedsync.v1.StateStoreService.ApplyBatch:output_type -> fedsync.v1.ApplyBatchResponse
+	45, // 69: fedsync.v1.StateStoreService.GetMany:output_type -> fedsync.v1.GetManyResponse
+	47, // 70: fedsync.v1.StateStoreService.Get:output_type -> fedsync.v1.GetResponse
+	49, // 71: fedsync.v1.StateStoreService.Query:output_type -> fedsync.v1.QueryResponse
+	51, // 72: fedsync.v1.StateStoreService.ReadLog:output_type -> fedsync.v1.ReadLogResponse
+	29, // 73: fedsync.v1.StateStoreService.GetFrontier:output_type -> fedsync.v1.GetFrontierResponse
+	32, // 74: fedsync.v1.StateStoreService.RecordOutcome:output_type -> fedsync.v1.RecordOutcomeResponse
+	34, // 75: fedsync.v1.StateStoreService.GetOutcome:output_type -> fedsync.v1.GetOutcomeResponse
+	36, // 76: fedsync.v1.StateStoreService.ListConflicts:output_type -> fedsync.v1.ListConflictsResponse
+	38, // 77: fedsync.v1.StateStoreService.GetConflict:output_type -> fedsync.v1.GetConflictResponse
+	24, // 78: fedsync.v1.StateStoreService.GetControl:output_type -> fedsync.v1.GetControlResponse
+	26, // 79: fedsync.v1.StateStoreService.SetControl:output_type -> fedsync.v1.SetControlResponse
+	53, // 80: fedsync.v1.BroadcasterService.Subscribe:output_type -> fedsync.v1.SubscribeResponse
+	57, // 81: fedsync.v1.HealthMonitorService.GetHealth:output_type -> fedsync.v1.GetHealthResponse
+	60, // [60:82] is the sub-list for method output_type
+	38, // [38:60] is the sub-list for method input_type
+	38, // [38:38] is the sub-list for extension type_name
+	38, // [38:38] is the sub-list for extension extendee
+	0,  // [0:38] is the sub-list for field type_name
 }
 
 func init() { file_fedsync_v1_fedsync_proto_init() }
@@ -3880,7 +4264,7 @@ func file_fedsync_v1_fedsync_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fedsync_v1_fedsync_proto_rawDesc), len(file_fedsync_v1_fedsync_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   63,
+			NumMessages:   68,
 			NumExtensions: 0,
 			NumServices:   6,
 		},

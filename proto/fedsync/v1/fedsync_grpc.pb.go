@@ -501,6 +501,8 @@ var MergeService_ServiceDesc = grpc.ServiceDesc{
 
 const (
 	StateStoreService_Apply_FullMethodName         = "/fedsync.v1.StateStoreService/Apply"
+	StateStoreService_ApplyBatch_FullMethodName    = "/fedsync.v1.StateStoreService/ApplyBatch"
+	StateStoreService_GetMany_FullMethodName       = "/fedsync.v1.StateStoreService/GetMany"
 	StateStoreService_Get_FullMethodName           = "/fedsync.v1.StateStoreService/Get"
 	StateStoreService_Query_FullMethodName         = "/fedsync.v1.StateStoreService/Query"
 	StateStoreService_ReadLog_FullMethodName       = "/fedsync.v1.StateStoreService/ReadLog"
@@ -521,6 +523,12 @@ type StateStoreServiceClient interface {
 	// expected_version does not match, and is a no-op returning the earlier version
 	// when message_id was already applied to this id.
 	Apply(ctx context.Context, in *ApplyRequest, opts ...grpc.CallOption) (*ApplyResponse, error)
+	// ApplyBatch commits many changes and outcomes in one transaction (one fsync).
+	// A business error of one item (version conflict, causal order, data type)
+	// skips that item and the later items of its id; the rest commit.
+	ApplyBatch(ctx context.Context, in *ApplyBatchRequest, opts ...grpc.CallOption) (*ApplyBatchResponse, error)
+	// GetMany returns the current documents of several ids (absent ids are left out).
+	GetMany(ctx context.Context, in *GetManyRequest, opts ...grpc.CallOption) (*GetManyResponse, error)
 	// Get returns the current version of a document.
 	Get(ctx context.Context, in *GetRequest, opts ...grpc.CallOption) (*GetResponse, error)
 	// Query lists documents by id prefix and data type, in id order.
@@ -557,6 +565,26 @@ func (c *stateStoreServiceClient) Apply(ctx context.Context, in *ApplyRequest, o
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ApplyResponse)
 	err := c.cc.Invoke(ctx, StateStoreService_Apply_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *stateStoreServiceClient) ApplyBatch(ctx context.Context, in *ApplyBatchRequest, opts ...grpc.CallOption) (*ApplyBatchResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ApplyBatchResponse)
+	err := c.cc.Invoke(ctx, StateStoreService_ApplyBatch_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *stateStoreServiceClient) GetMany(ctx context.Context, in *GetManyRequest, opts ...grpc.CallOption) (*GetManyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetManyResponse)
+	err := c.cc.Invoke(ctx, StateStoreService_GetMany_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -671,6 +699,12 @@ type StateStoreServiceServer interface {
 	// expected_version does not match, and is a no-op returning the earlier version
 	// when message_id was already applied to this id.
 	Apply(context.Context, *ApplyRequest) (*ApplyResponse, error)
+	// ApplyBatch commits many changes and outcomes in one transaction (one fsync).
+	// A business error of one item (version conflict, causal order, data type)
+	// skips that item and the later items of its id; the rest commit.
+	ApplyBatch(context.Context, *ApplyBatchRequest) (*ApplyBatchResponse, error)
+	// GetMany returns the current documents of several ids (absent ids are left out).
+	GetMany(context.Context, *GetManyRequest) (*GetManyResponse, error)
 	// Get returns the current version of a document.
 	Get(context.Context, *GetRequest) (*GetResponse, error)
 	// Query lists documents by id prefix and data type, in id order.
@@ -705,6 +739,12 @@ type UnimplementedStateStoreServiceServer struct{}
 
 func (UnimplementedStateStoreServiceServer) Apply(context.Context, *ApplyRequest) (*ApplyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Apply not implemented")
+}
+func (UnimplementedStateStoreServiceServer) ApplyBatch(context.Context, *ApplyBatchRequest) (*ApplyBatchResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ApplyBatch not implemented")
+}
+func (UnimplementedStateStoreServiceServer) GetMany(context.Context, *GetManyRequest) (*GetManyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetMany not implemented")
 }
 func (UnimplementedStateStoreServiceServer) Get(context.Context, *GetRequest) (*GetResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Get not implemented")
@@ -771,6 +811,42 @@ func _StateStoreService_Apply_Handler(srv interface{}, ctx context.Context, dec 
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(StateStoreServiceServer).Apply(ctx, req.(*ApplyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _StateStoreService_ApplyBatch_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ApplyBatchRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StateStoreServiceServer).ApplyBatch(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: StateStoreService_ApplyBatch_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StateStoreServiceServer).ApplyBatch(ctx, req.(*ApplyBatchRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _StateStoreService_GetMany_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetManyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StateStoreServiceServer).GetMany(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: StateStoreService_GetMany_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StateStoreServiceServer).GetMany(ctx, req.(*GetManyRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -965,6 +1041,14 @@ var StateStoreService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Apply",
 			Handler:    _StateStoreService_Apply_Handler,
+		},
+		{
+			MethodName: "ApplyBatch",
+			Handler:    _StateStoreService_ApplyBatch_Handler,
+		},
+		{
+			MethodName: "GetMany",
+			Handler:    _StateStoreService_GetMany_Handler,
 		},
 		{
 			MethodName: "Get",
