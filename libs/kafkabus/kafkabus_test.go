@@ -229,3 +229,83 @@ func TestRunKeyedKeepsKeyOrderAndCommitsContiguously(t *testing.T) {
 		}
 	}
 }
+
+// TestRunBatchHandsOverBatchesAndRetriesThem produces keyed records, fails one
+// batch once, stops part-way and restarts: every record is handled, each key's
+// records in order, batches hold more than one record, and a failed batch comes
+// back whole.
+func TestRunBatchHandsOverBatchesAndRetriesThem(t *testing.T) {
+	cfg := testConfig(t)
+	topic := uniqueTopic(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := EnsureTopics(ctx, cfg, []TopicSpec{{Name: topic, Partitions: 2}}); err != nil {
+		t.Fatal(err)
+	}
+	p := NewProducer(cfg, topic)
+	defer p.Close()
+	const n = 300
+	var recs []Record
+	for i := 0; i < n; i++ {
+		recs = append(recs, Record{Key: []byte(fmt.Sprintf("k%d", i%7)), Value: []byte(fmt.Sprint(i))})
+	}
+	if err := p.Publish(ctx, recs...); err != nil {
+		t.Fatal(err)
+	}
+	last := map[string]int{}
+	seen := map[int]bool{}
+	largest, failed := 0, false
+	var failedBatch []int64
+	run := func(stopAfter int) {
+		cctx, ccancel := context.WithCancel(ctx)
+		defer ccancel()
+		c := NewConsumer(cfg, topic, "g-"+topic, StartEarliest, log.NewNopLogger())
+		defer c.Close()
+		c.RunBatch(cctx, func(_ context.Context, ms []Message) error {
+			if len(ms) > 32 {
+				t.Errorf("batch of %d records, want at most 32", len(ms))
+			}
+			largest = max(largest, len(ms))
+			if !failed && len(seen) > 10 {
+				failed = true
+				for _, m := range ms {
+					failedBatch = append(failedBatch, m.Offset)
+				}
+				return errors.New("transient failure")
+			}
+			if failedBatch != nil {
+				if len(ms) != len(failedBatch) || ms[0].Offset != failedBatch[0] {
+					t.Errorf("after a failure got a batch starting at offset %d (%d records), want the failed one again (%v)", ms[0].Offset, len(ms), failedBatch)
+				}
+				failedBatch = nil
+			}
+			for _, m := range ms {
+				var v int
+				fmt.Sscan(string(m.Value), &v)
+				if prev, ok := last[string(m.Key)]; ok && v < prev {
+					t.Errorf("key %s: %d after %d", m.Key, v, prev)
+				}
+				last[string(m.Key)] = v
+				seen[v] = true
+			}
+			if len(seen) >= stopAfter {
+				ccancel()
+			}
+			return nil
+		}, BatchOptions{MaxRecords: 32, Linger: 5 * time.Millisecond})
+	}
+	run(n / 3)
+	clear(last) // a restart may hand out again what was handled but not committed
+	run(n)
+	for i := 0; i < n; i++ {
+		if !seen[i] {
+			t.Fatalf("record %d never handled", i)
+		}
+	}
+	if largest < 2 {
+		t.Errorf("largest batch held %d record(s), want several", largest)
+	}
+	if !failed {
+		t.Error("no batch was failed and retried")
+	}
+}
