@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"sort"
 	"time"
 
 	fedsyncv1 "github.com/fedsync/fedsync/proto/fedsync/v1"
@@ -105,4 +106,73 @@ func ViewOf(s *fedsyncv1.State, provenance bool) View {
 		}
 	}
 	return v
+}
+
+// Split returns what a patch does: the fields it sets, as a JSON object (nil when
+// none), and the fields it removes (a null value), in name order.
+func (o Object) Split() (set []byte, removed []string) {
+	sets := Object{}
+	for k, v := range o {
+		if IsNull(v) {
+			removed = append(removed, k)
+		} else {
+			sets[k] = v
+		}
+	}
+	sort.Strings(removed)
+	if len(sets) > 0 {
+		set = sets.Encode()
+	}
+	return set, removed
+}
+
+// NextState returns the version of a document after req (with its decoded
+// patch) is applied to cur (an empty State when the document does not exist),
+// committed at time now (nanoseconds). It is the one rule statestore commits by
+// and merge predicts commits by. next takes over cur's field provenance map:
+// cur must not be used afterwards.
+func NextState(cur *fedsyncv1.State, req *fedsyncv1.ApplyRequest, patch Object, now int64) (*fedsyncv1.State, error) {
+	value := Object{}
+	if len(cur.GetValue()) > 0 {
+		var err error
+		if value, err = DecodeObject(cur.GetValue()); err != nil {
+			return nil, err
+		}
+	}
+	value.Apply(patch)
+	next := &fedsyncv1.State{
+		Id:          req.GetId(),
+		DataType:    req.GetDataType(),
+		Value:       value.Encode(),
+		Version:     cur.GetVersion() + 1,
+		VectorClock: MergeClocks(cur.GetVectorClock(), req.GetVectorClock()),
+		UpdatedAt:   now,
+		UpdatedBy:   req.GetWriter(),
+		Fields:      cur.GetFields(),
+	}
+	if next.Fields == nil {
+		next.Fields = map[string]*fedsyncv1.FieldMeta{}
+	}
+	for k, v := range patch {
+		meta := &fedsyncv1.FieldMeta{Writer: req.GetWriter(), Version: next.Version, Deleted: IsNull(v)}
+		if m := req.GetFields()[k]; m != nil {
+			meta.Hlc, meta.Writer, meta.Resolution = m.GetHlc(), m.GetWriter(), m.GetResolution()
+		}
+		next.Fields[k] = meta
+	}
+	return next, nil
+}
+
+// MergeClocks returns the element-wise maximum of two vector clocks.
+func MergeClocks(a, b map[string]int64) map[string]int64 {
+	out := make(map[string]int64, len(a)+len(b))
+	for k, v := range a {
+		out[k] = v
+	}
+	for k, v := range b {
+		if v > out[k] {
+			out[k] = v
+		}
+	}
+	return out
 }

@@ -20,6 +20,12 @@ type Config struct {
 	MaxQueryLimit int
 	// DedupRetention is how long applied message ids and delta outcomes are kept.
 	DedupRetention time.Duration
+	// PublishWholeMax is the largest document a change on fedsync.committed
+	// carries whole; larger ones carry only what changed (value_omitted).
+	PublishWholeMax int
+	// MaxBatchDelay is the longest a commit waits to share its transaction and
+	// fsync with concurrent commits.
+	MaxBatchDelay time.Duration
 }
 
 // ParseConfig reads the configuration from flags and FEDSYNC_* variables.
@@ -30,6 +36,8 @@ func ParseConfig(fs *flag.FlagSet, args []string) (*Config, error) {
 	fs.Uint64Var(&c.LogRetention, "log-retention", 1_000_000, "committed changes kept for cursor resume")
 	fs.IntVar(&c.MaxQueryLimit, "max-query-limit", 1000, "largest page a query returns")
 	fs.DurationVar(&c.DedupRetention, "dedup-retention", 7*24*time.Hour, "how long applied message ids and outcomes are kept; at least the Kafka topics' retention")
+	fs.IntVar(&c.PublishWholeMax, "publish.whole-max", 256<<10, "largest document (bytes) a change on fedsync.committed carries whole; larger ones carry only the fields set and removed")
+	fs.DurationVar(&c.MaxBatchDelay, "commit.max-delay", 2*time.Millisecond, "longest a commit waits to share one transaction and fsync with concurrent commits")
 	return c, svcrun.Parse(fs, args, c.Validate)
 }
 
@@ -43,6 +51,12 @@ func (c *Config) Validate() error {
 	}
 	if c.DedupRetention < time.Hour {
 		return errors.New("dedup-retention: must be at least 1h")
+	}
+	if c.PublishWholeMax < 1024 || c.PublishWholeMax > 900<<10 {
+		return errors.New("publish.whole-max: must be between 1 KiB and 900 KiB (Kafka's default record limit is 1 MiB)")
+	}
+	if c.MaxBatchDelay < 0 || c.MaxBatchDelay > 100*time.Millisecond {
+		return errors.New("commit.max-delay: must be between 0 and 100ms")
 	}
 	if c.MaxQueryLimit < 1 {
 		return errors.New("max-query-limit: must be at least 1")

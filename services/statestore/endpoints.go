@@ -8,10 +8,12 @@ import (
 
 // Endpoints are the statestore's go-kit endpoints, one per Service method.
 type Endpoints struct {
-	Apply   endpoint.Endpoint
-	Get     endpoint.Endpoint
-	Query   endpoint.Endpoint
-	ReadLog endpoint.Endpoint
+	Apply      endpoint.Endpoint
+	ApplyBatch endpoint.Endpoint
+	Get        endpoint.Endpoint
+	GetMany    endpoint.Endpoint
+	Query      endpoint.Endpoint
+	ReadLog    endpoint.Endpoint
 
 	GetFrontier   endpoint.Endpoint
 	RecordOutcome endpoint.Endpoint
@@ -25,10 +27,12 @@ type Endpoints struct {
 // MakeEndpoints wraps every method of svc in mw(method name).
 func MakeEndpoints(svc Service, mw func(method string) endpoint.Middleware) Endpoints {
 	return Endpoints{
-		Apply:   mw("Apply")(endpoints.Make(svc.Apply)),
-		Get:     mw("Get")(endpoints.Make(svc.Get)),
-		Query:   mw("Query")(endpoints.Make(svc.Query)),
-		ReadLog: mw("ReadLog")(endpoints.Make(svc.ReadLog)),
+		Apply:      mw("Apply")(endpoints.Make(svc.Apply)),
+		ApplyBatch: mw("ApplyBatch")(endpoints.Make(svc.ApplyBatch)),
+		Get:        mw("Get")(endpoints.Make(svc.Get)),
+		GetMany:    mw("GetMany")(endpoints.Make(svc.GetMany)),
+		Query:      mw("Query")(endpoints.Make(svc.Query)),
+		ReadLog:    mw("ReadLog")(endpoints.Make(svc.ReadLog)),
 
 		GetFrontier:   mw("GetFrontier")(endpoints.Make(svc.GetFrontier)),
 		RecordOutcome: mw("RecordOutcome")(endpoints.Make(svc.RecordOutcome)),

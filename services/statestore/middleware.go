@@ -24,7 +24,7 @@ type instrumenting struct {
 // by message id, and records every committed change in the audit log.
 func InstrumentingMiddleware(reg prometheus.Registerer, log *audit.Log) Middleware {
 	commits := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "fedsync_statestore_commits_total", Help: "Apply calls by data type and result (committed or duplicate).",
+		Name: "fedsync_statestore_commits_total", Help: "Changes given to Apply and ApplyBatch by data type and result (committed, duplicate, or refused: a version conflict, causal order or data type error).",
 	}, []string{"data_type", "result"})
 	reg.MustRegister(commits)
 	return func(next Service) Service { return &instrumenting{Service: next, commits: commits, audit: log} }
@@ -40,6 +40,26 @@ func (m *instrumenting) Apply(ctx context.Context, req *fedsyncv1.ApplyRequest) 
 		m.commits.WithLabelValues(req.GetDataType(), result).Inc()
 		if !resp.GetDuplicate() {
 			m.audit.Record(ctx, audit.Record{Actor: req.GetWriter(), Action: "state.commit", Data: fmt.Sprintf("%s@%d", req.GetId(), resp.GetVersion()), Result: "success", Detail: req.GetMessageId()})
+		}
+	}
+	return resp, err
+}
+
+func (m *instrumenting) ApplyBatch(ctx context.Context, req *fedsyncv1.ApplyBatchRequest) (*fedsyncv1.ApplyBatchResponse, error) {
+	resp, err := m.Service.ApplyBatch(ctx, req)
+	if err != nil {
+		return resp, err
+	}
+	for i, r := range resp.GetResults() {
+		item := req.GetItems()[i]
+		switch {
+		case r.GetErrorCode() != "":
+			m.commits.WithLabelValues(item.GetDataType(), "refused").Inc()
+		case r.GetDuplicate():
+			m.commits.WithLabelValues(item.GetDataType(), "duplicate").Inc()
+		default:
+			m.commits.WithLabelValues(item.GetDataType(), "committed").Inc()
+			m.audit.Record(ctx, audit.Record{Actor: item.GetWriter(), Action: "state.commit", Data: fmt.Sprintf("%s@%d", item.GetId(), r.GetVersion()), Result: "success", Detail: item.GetMessageId()})
 		}
 	}
 	return resp, err

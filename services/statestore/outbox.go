@@ -25,8 +25,10 @@ type publisher struct {
 	conflicts *kafkabus.Producer
 	wake      <-chan struct{}
 	retention uint64
-	logger    log.Logger
-	pending   prometheus.Gauge
+	// wholeMax is the largest stored entry published whole.
+	wholeMax int
+	logger   log.Logger
+	pending  prometheus.Gauge
 }
 
 const publishBatch = 500
@@ -88,8 +90,16 @@ func (p *publisher) publishOnce(ctx context.Context) (int, error) {
 			}
 			id = ch.GetState().GetId()
 		}
-		// The stored bytes are the record: no decode and re-encode per change.
-		records = append(records, kafkabus.Record{Key: []byte(id), Value: e.raw})
+		// The stored bytes are the record: no decode and re-encode per change,
+		// except for a large document, whose change goes out without its value.
+		raw := e.raw
+		if len(raw) > p.wholeMax {
+			var err error
+			if raw, err = withoutValue(e.msg); err != nil {
+				return 0, err
+			}
+		}
+		records = append(records, kafkabus.Record{Key: []byte(id), Value: raw})
 		last = e.seq
 	}
 	// Continue the trace of the first writer in the batch.
@@ -102,6 +112,24 @@ func (p *publisher) publishOnce(ctx context.Context) (int, error) {
 	}
 	p.pending.Set(float64(head - last))
 	return len(entries), nil
+}
+
+// withoutValue re-encodes a log entry with its document's value and field
+// provenance left out: what the change set and removed is enough for consumers,
+// and the whole document can be read from the log (ReadLog).
+func withoutValue(m *fedsyncv1.SyncMessage) ([]byte, error) {
+	ch, err := decodeChange(m)
+	if err != nil {
+		return nil, err
+	}
+	ch.State.Value, ch.State.Fields, ch.ValueOmitted = nil, nil, true
+	payload, err := proto.Marshal(ch)
+	if err != nil {
+		return nil, err
+	}
+	env := proto.Clone(m).(*fedsyncv1.SyncMessage)
+	env.Payload = payload
+	return proto.Marshal(env)
 }
 
 func decodeChange(m *fedsyncv1.SyncMessage) (*fedsyncv1.Change, error) {

@@ -25,6 +25,7 @@ func Run(ctx context.Context, cfg *Config) error {
 	if err != nil {
 		return err
 	}
+	st.db.MaxBatchDelay = cfg.MaxBatchDelay
 	rt.OnClose(func() { st.close() })
 	if err := kafkabus.EnsureAll(ctx, &cfg.Kafka); err != nil {
 		return err
@@ -38,7 +39,7 @@ func Run(ctx context.Context, cfg *Config) error {
 	svc = InstrumentingMiddleware(rt.Metrics.Registry, rt.Audit)(svc)
 	eps := MakeEndpoints(svc, rt.Instrument)
 	pub := &publisher{
-		store: st, producer: producer, conflicts: conflicts, wake: core.committed, retention: cfg.LogRetention,
+		store: st, producer: producer, conflicts: conflicts, wake: core.committed, retention: cfg.LogRetention, wholeMax: cfg.PublishWholeMax,
 		logger:  log.With(rt.Logger, "component", "outbox"),
 		pending: rt.Metrics.QueueDepth.WithLabelValues("outbox:"+kafkabus.TopicCommitted, "all"),
 	}
@@ -57,6 +58,8 @@ func Run(ctx context.Context, cfg *Config) error {
 		return fmt.Errorf("token verifier: %w", err)
 	}
 	return rt.Run(ctx, svcrun.Servers{
+		// Batches of commits (ApplyBatch) are larger than gRPC's 4 MiB default.
+		GRPCOptions:  []grpc.ServerOption{grpc.MaxRecvMsgSize(maxGRPCMessage)},
 		RegisterGRPC: func(s *grpc.Server) { fedsyncv1.RegisterStateStoreServiceServer(s, NewGRPCServer(eps)) },
 		HTTP:         NewHTTPHandler(eps, verifier),
 	})

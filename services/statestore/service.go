@@ -20,7 +20,11 @@ import (
 // Service is the statestore's business logic.
 type Service interface {
 	Apply(ctx context.Context, req *fedsyncv1.ApplyRequest) (*fedsyncv1.ApplyResponse, error)
+	// ApplyBatch commits many changes and outcomes in one transaction.
+	ApplyBatch(ctx context.Context, req *fedsyncv1.ApplyBatchRequest) (*fedsyncv1.ApplyBatchResponse, error)
 	Get(ctx context.Context, req *fedsyncv1.GetRequest) (*fedsyncv1.GetResponse, error)
+	// GetMany returns the documents of several ids that exist.
+	GetMany(ctx context.Context, req *fedsyncv1.GetManyRequest) (*fedsyncv1.GetManyResponse, error)
 	Query(ctx context.Context, req *fedsyncv1.QueryRequest) (*fedsyncv1.QueryResponse, error)
 	ReadLog(ctx context.Context, req *fedsyncv1.ReadLogRequest) (*fedsyncv1.ReadLogResponse, error)
 	GetFrontier(ctx context.Context, req *fedsyncv1.GetFrontierRequest) (*fedsyncv1.GetFrontierResponse, error)
@@ -44,11 +48,8 @@ func newService(st *store, maxLimit int) *service {
 }
 
 func (s *service) Apply(ctx context.Context, req *fedsyncv1.ApplyRequest) (*fedsyncv1.ApplyResponse, error) {
-	if !statedoc.ValidID(req.GetId()) {
-		return nil, apierr.New(apierr.InvalidArgument, "Field id %s.", statedoc.IDRule)
-	}
-	if req.GetDataType() == "" {
-		return nil, apierr.New(apierr.InvalidArgument, "Field data_type is required.")
+	if err := checkApply(req); err != nil {
+		return nil, err
 	}
 	trace := propagation.MapCarrier{}
 	otel.GetTextMapPropagator().Inject(ctx, trace)
@@ -60,6 +61,95 @@ func (s *service) Apply(ctx context.Context, req *fedsyncv1.ApplyRequest) (*feds
 		s.wake()
 	}
 	return &fedsyncv1.ApplyResponse{Version: c.version, Duplicate: c.duplicate, Seq: c.seq}, nil
+}
+
+// checkApply refuses an item that can never commit, before any transaction.
+func checkApply(req *fedsyncv1.ApplyRequest) error {
+	if !statedoc.ValidID(req.GetId()) {
+		return apierr.New(apierr.InvalidArgument, "Field id %s.", statedoc.IDRule)
+	}
+	if req.GetDataType() == "" {
+		return apierr.New(apierr.InvalidArgument, "Field data_type is required.")
+	}
+	return nil
+}
+
+// maxGRPCMessage is the largest gRPC message statestore takes: a batch of
+// commits of documents up to the contract's 1 MiB.
+const maxGRPCMessage = 64 << 20
+
+// maxBatchItems bounds one ApplyBatch.
+const maxBatchItems = 10000
+
+func (s *service) ApplyBatch(ctx context.Context, req *fedsyncv1.ApplyBatchRequest) (*fedsyncv1.ApplyBatchResponse, error) {
+	if n := len(req.GetItems()) + len(req.GetOutcomes()); n > maxBatchItems {
+		return nil, apierr.New(apierr.InvalidArgument, "A batch holds at most %d items and outcomes, not %d.", maxBatchItems, n)
+	}
+	for _, o := range req.GetOutcomes() {
+		if o.GetOutcome().GetMessageId() == "" {
+			return nil, apierr.New(apierr.InvalidArgument, "Field outcomes.outcome.message_id is required.")
+		}
+	}
+	items := make([]*batchItem, len(req.GetItems()))
+	for i, r := range req.GetItems() {
+		it := &batchItem{req: r}
+		if it.err = checkApply(r); it.err == nil {
+			it.patch, it.err = decodePatch(r)
+		}
+		items[i] = it
+	}
+	trace := propagation.MapCarrier{}
+	otel.GetTextMapPropagator().Inject(ctx, trace)
+	if err := s.store.applyBatch(items, req.GetOutcomes(), trace); err != nil {
+		return nil, err
+	}
+	resp := &fedsyncv1.ApplyBatchResponse{Results: make([]*fedsyncv1.ApplyResult, len(items))}
+	wake := false
+	for i, it := range items {
+		resp.Results[i] = resultOf(it)
+		wake = wake || (it.err == nil && !it.out.duplicate)
+	}
+	for _, o := range req.GetOutcomes() {
+		wake = wake || len(o.GetConflicts()) > 0
+	}
+	if wake {
+		s.wake()
+	}
+	return resp, nil
+}
+
+func resultOf(it *batchItem) *fedsyncv1.ApplyResult {
+	if it.err == nil {
+		return &fedsyncv1.ApplyResult{Version: it.out.version, Duplicate: it.out.duplicate, Seq: it.out.seq}
+	}
+	e := apierr.As(it.err)
+	r := &fedsyncv1.ApplyResult{ErrorCode: string(e.Code), ErrorMessage: e.Message}
+	if _, ok := e.Details["aborted"]; ok {
+		r.ErrorCode = "aborted"
+	}
+	if v, ok := e.Details["current_version"].(int64); ok {
+		r.CurrentVersion = v
+	}
+	if _, ok := e.Details["frontier"]; ok {
+		r.CausalNotReady = true
+	}
+	return r
+}
+
+func (s *service) GetMany(_ context.Context, req *fedsyncv1.GetManyRequest) (*fedsyncv1.GetManyResponse, error) {
+	if len(req.GetIds()) > maxBatchItems {
+		return nil, apierr.New(apierr.InvalidArgument, "GetMany takes at most %d ids, not %d.", maxBatchItems, len(req.GetIds()))
+	}
+	for _, id := range req.GetIds() {
+		if !statedoc.ValidID(id) {
+			return nil, apierr.New(apierr.InvalidArgument, "Field ids: %q %s.", id, statedoc.IDRule)
+		}
+	}
+	states, err := s.store.getMany(req.GetIds())
+	if err != nil {
+		return nil, err
+	}
+	return &fedsyncv1.GetManyResponse{States: states}, nil
 }
 
 func (s *service) Get(_ context.Context, req *fedsyncv1.GetRequest) (*fedsyncv1.GetResponse, error) {

@@ -85,109 +85,167 @@ type commit struct {
 // publisher continues the writer's trace.
 func (s *store) apply(req *fedsyncv1.ApplyRequest, traceMeta map[string]string) (commit, error) {
 	var out commit
-	patch, err := statedoc.DecodeObject(req.GetPatch())
+	patch, err := decodePatch(req)
 	if err != nil {
-		return out, apierr.New(apierr.InvalidArgument, "Field patch %v.", err)
+		return out, err
 	}
 	err = s.db.Batch(func(tx *bolt.Tx) error {
-		out = commit{}
-		docs, applied, logb := tx.Bucket(bucketDocs), tx.Bucket(bucketApplied), tx.Bucket(bucketLog)
-		if req.GetMessageId() != "" {
-			if v := applied.Get(appliedKey(req.GetId(), req.GetMessageId())); v != nil {
-				out = commit{version: int64(binary.BigEndian.Uint64(v[:8])), duplicate: true}
-				return nil
-			}
-		}
-		if err := checkCausal(tx, req.GetCausalAgent(), req.GetCausalCounter()); err != nil {
-			return err
-		}
-		cur := &fedsyncv1.State{}
-		if raw := docs.Get([]byte(req.GetId())); raw != nil {
-			if err := proto.Unmarshal(raw, cur); err != nil {
-				return fmt.Errorf("decode state %s: %w", req.GetId(), err)
-			}
-		}
-		if req.GetHasExpectedVersion() && cur.GetVersion() != req.GetExpectedVersion() {
-			return apierr.New(apierr.VersionConflict, "State %s is at version %d, not %d.", req.GetId(), cur.GetVersion(), req.GetExpectedVersion()).
-				WithDetail("current_version", cur.GetVersion())
-		}
-		if cur.GetVersion() > 0 && cur.GetDataType() != req.GetDataType() {
-			return apierr.New(apierr.InvalidArgument, "Field data_type is %q but state %s has data_type %q.", req.GetDataType(), req.GetId(), cur.GetDataType())
-		}
-		value, err := statedoc.DecodeObject(orEmpty(cur.GetValue()))
-		if err != nil {
-			return fmt.Errorf("decode value of %s: %w", req.GetId(), err)
-		}
-		value.Apply(patch)
-		next := &fedsyncv1.State{
-			Id:          req.GetId(),
-			DataType:    req.GetDataType(),
-			Value:       value.Encode(),
-			Version:     cur.GetVersion() + 1,
-			VectorClock: mergeClocks(cur.GetVectorClock(), req.GetVectorClock()),
-			UpdatedAt:   s.now().UnixNano(),
-			UpdatedBy:   req.GetWriter(),
-			Fields:      cur.GetFields(),
-		}
-		if next.Fields == nil {
-			next.Fields = map[string]*fedsyncv1.FieldMeta{}
-		}
-		for k, v := range patch {
-			meta := &fedsyncv1.FieldMeta{Writer: req.GetWriter(), Version: next.Version, Deleted: statedoc.IsNull(v)}
-			if m := req.GetFields()[k]; m != nil {
-				meta.Hlc, meta.Writer, meta.Resolution = m.GetHlc(), m.GetWriter(), m.GetResolution()
-			}
-			next.Fields[k] = meta
-		}
-		if err := advanceCausal(tx, req.GetCausalAgent(), req.GetCausalCounter()); err != nil {
-			return err
-		}
-		if err := resolveConflict(tx, req.GetResolvesConflictId(), req.GetWriter(), next.Version); err != nil {
-			return err
-		}
-		if err := putConflicts(tx, req.GetConflicts(), next.Version); err != nil {
-			return err
-		}
-		if err := putOutcome(tx, &fedsyncv1.Outcome{MessageId: req.GetMessageId(), StateId: next.Id, Status: "committed", Version: next.Version, At: next.UpdatedAt}); err != nil {
-			return err
-		}
-		raw, err := proto.Marshal(next)
-		if err != nil {
-			return err
-		}
-		if err := docs.Put([]byte(next.Id), raw); err != nil {
-			return err
-		}
-		seq, err := logb.NextSequence()
-		if err != nil {
-			return err
-		}
-		change := &fedsyncv1.Change{Seq: seq, State: next, MessageId: req.GetMessageId(), AdmittedAt: req.GetAdmittedAt(), Region: req.GetRegion()}
-		payload, err := proto.Marshal(change)
-		if err != nil {
-			return err
-		}
-		entry, err := proto.Marshal(&fedsyncv1.SyncMessage{
-			MessageId: req.GetMessageId(), SenderId: req.GetWriter(), Timestamp: next.UpdatedAt,
-			Type: fedsyncv1.MessageType_EVENT, Payload: payload, Metadata: withStateID(traceMeta, next.Id),
-		})
-		if err != nil {
-			return err
-		}
-		if err := logb.Put(u64(seq), entry); err != nil {
-			return err
-		}
-		if req.GetMessageId() != "" {
-			// Version, then commit time: the time lets sweep forget message ids
-			// older than the window in which Kafka can deliver them again.
-			if err := applied.Put(appliedKey(next.Id, req.GetMessageId()), append(u64(uint64(next.Version)), u64(uint64(next.UpdatedAt))...)); err != nil {
+		var err error
+		out, err = s.applyTx(tx, req, patch, traceMeta)
+		return err
+	})
+	return out, err
+}
+
+func decodePatch(req *fedsyncv1.ApplyRequest) (statedoc.Object, error) {
+	patch, err := statedoc.DecodeObject(req.GetPatch())
+	if err != nil {
+		return nil, apierr.New(apierr.InvalidArgument, "Field patch %v.", err)
+	}
+	return patch, nil
+}
+
+// batchItem is one item of applyBatch and what became of it.
+type batchItem struct {
+	req *fedsyncv1.ApplyRequest
+	// patch is the decoded patch; nil when err is already set.
+	patch statedoc.Object
+	out   commit
+	// err is the item's business error (an *apierr.Error), nil when it committed.
+	err error
+}
+
+// errAborted is the result of an item skipped because an earlier item of its
+// id in the same batch did not commit.
+var errAborted = apierr.New(apierr.VersionConflict, "An earlier change of this document in the same batch did not commit; merge it again.").WithDetail("aborted", true)
+
+// applyBatch records outcomes and commits items in one transaction and one
+// fsync. A business error (version conflict, causal order, data type, a bad
+// conflict to resolve) settles only its item and the later items of its id;
+// the others commit. Only an infrastructure error (the disk) fails the batch.
+func (s *store) applyBatch(items []*batchItem, outcomes []*fedsyncv1.RecordOutcomeRequest, traceMeta map[string]string) error {
+	return s.db.Batch(func(tx *bolt.Tx) error {
+		// bbolt may run this function again (alone) when another caller's
+		// function in the same transaction failed: start from scratch.
+		for _, o := range outcomes {
+			if err := s.recordOutcomeTx(tx, o); err != nil {
 				return err
 			}
 		}
-		out = commit{version: next.Version, seq: seq}
+		failed := map[string]bool{}
+		for _, it := range items {
+			it.out = commit{}
+			if it.patch == nil {
+				continue // refused before the transaction
+			}
+			it.err = nil
+			if failed[it.req.GetId()] {
+				it.err = errAborted
+				continue
+			}
+			out, err := s.applyTx(tx, it.req, it.patch, traceMeta)
+			if err != nil {
+				if !isBusiness(err) {
+					return err
+				}
+				it.err = err
+				failed[it.req.GetId()] = true
+				continue
+			}
+			it.out = out
+		}
 		return nil
 	})
-	return out, err
+}
+
+// isBusiness reports whether err is an answer about the request (a contract
+// error code other than unavailable or internal) rather than a failure.
+func isBusiness(err error) bool {
+	var e *apierr.Error
+	return errors.As(err, &e) && !apierr.IsInfrastructure(err)
+}
+
+// applyTx commits req inside tx. Every business check comes before the first
+// write, so a business error leaves tx untouched.
+func (s *store) applyTx(tx *bolt.Tx, req *fedsyncv1.ApplyRequest, patch statedoc.Object, traceMeta map[string]string) (commit, error) {
+	docs, applied, logb := tx.Bucket(bucketDocs), tx.Bucket(bucketApplied), tx.Bucket(bucketLog)
+	if req.GetMessageId() != "" {
+		if v := applied.Get(appliedKey(req.GetId(), req.GetMessageId())); v != nil {
+			return commit{version: int64(binary.BigEndian.Uint64(v[:8])), duplicate: true}, nil
+		}
+	}
+	if err := checkCausal(tx, req.GetCausalAgent(), req.GetCausalCounter()); err != nil {
+		return commit{}, err
+	}
+	cur := &fedsyncv1.State{}
+	if raw := docs.Get([]byte(req.GetId())); raw != nil {
+		if err := proto.Unmarshal(raw, cur); err != nil {
+			return commit{}, fmt.Errorf("decode state %s: %w", req.GetId(), err)
+		}
+	}
+	if req.GetHasExpectedVersion() && cur.GetVersion() != req.GetExpectedVersion() {
+		return commit{}, apierr.New(apierr.VersionConflict, "State %s is at version %d, not %d.", req.GetId(), cur.GetVersion(), req.GetExpectedVersion()).
+			WithDetail("current_version", cur.GetVersion())
+	}
+	if cur.GetVersion() > 0 && cur.GetDataType() != req.GetDataType() {
+		return commit{}, apierr.New(apierr.InvalidArgument, "Field data_type is %q but state %s has data_type %q.", req.GetDataType(), req.GetId(), cur.GetDataType())
+	}
+	if err := checkConflicts(tx, req.GetResolvesConflictId(), req.GetConflicts()); err != nil {
+		return commit{}, err
+	}
+	next, err := statedoc.NextState(cur, req, patch, s.now().UnixNano())
+	if err != nil {
+		return commit{}, fmt.Errorf("decode value of %s: %w", req.GetId(), err)
+	}
+	// From here on only writes: an error is the disk's, and fails the transaction.
+	if err := advanceCausal(tx, req.GetCausalAgent(), req.GetCausalCounter()); err != nil {
+		return commit{}, err
+	}
+	if err := resolveConflict(tx, req.GetResolvesConflictId(), req.GetWriter(), next.Version); err != nil {
+		return commit{}, err
+	}
+	if err := putConflicts(tx, req.GetConflicts(), next.Version); err != nil {
+		return commit{}, err
+	}
+	if err := putOutcome(tx, &fedsyncv1.Outcome{MessageId: req.GetMessageId(), StateId: next.Id, Status: "committed", Version: next.Version, At: next.UpdatedAt}); err != nil {
+		return commit{}, err
+	}
+	raw, err := proto.Marshal(next)
+	if err != nil {
+		return commit{}, err
+	}
+	if err := docs.Put([]byte(next.Id), raw); err != nil {
+		return commit{}, err
+	}
+	seq, err := logb.NextSequence()
+	if err != nil {
+		return commit{}, err
+	}
+	set, removed := patch.Split()
+	change := &fedsyncv1.Change{Seq: seq, State: next, MessageId: req.GetMessageId(), AdmittedAt: req.GetAdmittedAt(), Region: req.GetRegion(),
+		Set: set, Removed: removed}
+	payload, err := proto.Marshal(change)
+	if err != nil {
+		return commit{}, err
+	}
+	entry, err := proto.Marshal(&fedsyncv1.SyncMessage{
+		MessageId: req.GetMessageId(), SenderId: req.GetWriter(), Timestamp: next.UpdatedAt,
+		Type: fedsyncv1.MessageType_EVENT, Payload: payload, Metadata: withStateID(traceMeta, next.Id),
+	})
+	if err != nil {
+		return commit{}, err
+	}
+	if err := logb.Put(u64(seq), entry); err != nil {
+		return commit{}, err
+	}
+	if req.GetMessageId() != "" {
+		// Version, then commit time: the time lets sweep forget message ids
+		// older than the window in which Kafka can deliver them again.
+		if err := applied.Put(appliedKey(next.Id, req.GetMessageId()), append(u64(uint64(next.Version)), u64(uint64(next.UpdatedAt))...)); err != nil {
+			return commit{}, err
+		}
+	}
+	return commit{version: next.Version, seq: seq}, nil
 }
 
 func orEmpty(b []byte) []byte {
@@ -195,19 +253,6 @@ func orEmpty(b []byte) []byte {
 		return []byte("{}")
 	}
 	return b
-}
-
-func mergeClocks(a, b map[string]int64) map[string]int64 {
-	out := make(map[string]int64, len(a)+len(b))
-	for k, v := range a {
-		out[k] = v
-	}
-	for k, v := range b {
-		if v > out[k] {
-			out[k] = v
-		}
-	}
-	return out
 }
 
 var errNotFound = errors.New("not found")
@@ -222,6 +267,27 @@ func (s *store) get(id string) (*fedsyncv1.State, error) {
 		return proto.Unmarshal(raw, st)
 	})
 	return st, err
+}
+
+// getMany returns the stored documents of ids, leaving out those that do not exist.
+func (s *store) getMany(ids []string) ([]*fedsyncv1.State, error) {
+	var out []*fedsyncv1.State
+	err := s.db.View(func(tx *bolt.Tx) error {
+		docs := tx.Bucket(bucketDocs)
+		for _, id := range ids {
+			raw := docs.Get([]byte(id))
+			if raw == nil {
+				continue
+			}
+			st := &fedsyncv1.State{}
+			if err := proto.Unmarshal(raw, st); err != nil {
+				return fmt.Errorf("decode state %s: %w", id, err)
+			}
+			out = append(out, st)
+		}
+		return nil
+	})
+	return out, err
 }
 
 // query returns up to limit documents with ids after `after` that start with
@@ -358,6 +424,31 @@ func advanceCausal(tx *bolt.Tx, agent string, counter int64) error {
 	return tx.Bucket(bucketFrontier).Put([]byte(agent), u64(uint64(counter)))
 }
 
+// checkConflicts refuses, before anything is written, a commit that resolves a
+// conflict that is not pending or records a conflict without an id.
+func checkConflicts(tx *bolt.Tx, resolves string, conflicts []*fedsyncv1.Conflict) error {
+	for _, c := range conflicts {
+		if c.GetId() == "" {
+			return apierr.New(apierr.InvalidArgument, "A conflict needs an id.")
+		}
+	}
+	if resolves == "" {
+		return nil
+	}
+	raw := tx.Bucket(bucketConflicts).Get([]byte(resolves))
+	if raw == nil {
+		return apierr.New(apierr.NotFound, "Conflict %s does not exist.", resolves)
+	}
+	c := &fedsyncv1.Conflict{}
+	if err := proto.Unmarshal(raw, c); err != nil {
+		return err
+	}
+	if c.GetStatus() != "pending" {
+		return apierr.New(apierr.VersionConflict, "Conflict %s is already %s.", resolves, c.GetStatus())
+	}
+	return nil
+}
+
 // putConflicts records conflicts, queues the pending ones for review and the
 // rest for publication on fedsync.conflicts.
 func putConflicts(tx *bolt.Tx, conflicts []*fedsyncv1.Conflict, version int64) error {
@@ -439,22 +530,24 @@ func putOutcome(tx *bolt.Tx, o *fedsyncv1.Outcome) error {
 // recordOutcome records what became of a delta that committed nothing, with its
 // conflicts, and settles a causal delta.
 func (s *store) recordOutcome(req *fedsyncv1.RecordOutcomeRequest) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
-		if err := advanceCausalAtLeast(tx, req.GetCausalAgent(), req.GetCausalCounter()); err != nil {
-			return err
-		}
-		if err := putConflicts(tx, req.GetConflicts(), 0); err != nil {
-			return err
-		}
-		o := req.GetOutcome()
-		if o.GetAt() == 0 {
-			o.At = s.now().UnixNano()
-		}
-		if tx.Bucket(bucketOutcomes).Get([]byte(o.GetMessageId())) != nil {
-			return nil // the first outcome of a delta stands (a re-delivery changes nothing)
-		}
-		return putOutcome(tx, o)
-	})
+	return s.db.Batch(func(tx *bolt.Tx) error { return s.recordOutcomeTx(tx, req) })
+}
+
+func (s *store) recordOutcomeTx(tx *bolt.Tx, req *fedsyncv1.RecordOutcomeRequest) error {
+	if err := advanceCausalAtLeast(tx, req.GetCausalAgent(), req.GetCausalCounter()); err != nil {
+		return err
+	}
+	if err := putConflicts(tx, req.GetConflicts(), 0); err != nil {
+		return err
+	}
+	o := req.GetOutcome()
+	if o.GetAt() == 0 {
+		o.At = s.now().UnixNano()
+	}
+	if tx.Bucket(bucketOutcomes).Get([]byte(o.GetMessageId())) != nil {
+		return nil // the first outcome of a delta stands (a re-delivery changes nothing)
+	}
+	return putOutcome(tx, o)
 }
 
 func advanceCausalAtLeast(tx *bolt.Tx, agent string, counter int64) error {

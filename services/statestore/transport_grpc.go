@@ -19,6 +19,14 @@ func (s *grpcServer) Apply(ctx context.Context, req *fedsyncv1.ApplyRequest) (*f
 	return endpoints.Call[*fedsyncv1.ApplyResponse](ctx, s.e.Apply, req)
 }
 
+func (s *grpcServer) ApplyBatch(ctx context.Context, req *fedsyncv1.ApplyBatchRequest) (*fedsyncv1.ApplyBatchResponse, error) {
+	return endpoints.Call[*fedsyncv1.ApplyBatchResponse](ctx, s.e.ApplyBatch, req)
+}
+
+func (s *grpcServer) GetMany(ctx context.Context, req *fedsyncv1.GetManyRequest) (*fedsyncv1.GetManyResponse, error) {
+	return endpoints.Call[*fedsyncv1.GetManyResponse](ctx, s.e.GetMany, req)
+}
+
 func (s *grpcServer) Get(ctx context.Context, req *fedsyncv1.GetRequest) (*fedsyncv1.GetResponse, error) {
 	return endpoints.Call[*fedsyncv1.GetResponse](ctx, s.e.Get, req)
 }
