@@ -224,7 +224,11 @@ Usage: fedbench [flags]
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	began := time.Now()
-	meta := machine(strings.Join(append([]string{"fedbench"}, args...), " "))
+	git := readGitState(".", *out, "bench/results")
+	if w := git.Warning(); w != "" {
+		fmt.Fprintln(os.Stderr, "fedbench: "+w)
+	}
+	meta := machine(strings.Join(append([]string{"fedbench"}, args...), " "), git)
 	reports := map[string]*Report{}
 	for _, sc := range list {
 		reports[sc.Name] = &Report{Meta: meta, Scenario: sc, Skipped: map[string]string{}}
@@ -315,9 +319,17 @@ Usage: fedbench [flags]
 	}
 
 	failed := false
+	gitEnd := readGitState(".", *out, "bench/results")
 	for _, sc := range list {
 		r := reports[sc.Name]
 		r.Meta.LoadAvgEnd = loadAvg()
+		if gitEnd.Commit != git.Commit {
+			r.Meta.Notes = append(r.Meta.Notes, fmt.Sprintf("HEAD moved from %s to %s during the run", git.Short(), gitEnd.Short()))
+		}
+		if gitEnd.Dirty && !r.Meta.Dirty {
+			r.Meta.Dirty, r.Meta.DirtyCount, r.Meta.DirtyPaths = true, gitEnd.ChangeCount, gitEnd.Changes
+			r.Meta.Notes = append(r.Meta.Notes, "the working tree changed during the run")
+		}
 		r.computeRatios()
 		if len(r.Skipped) == 0 {
 			r.Skipped = nil
@@ -333,6 +345,13 @@ Usage: fedbench [flags]
 		}
 	}
 	fmt.Printf("fedbench: %d scenario(s) on %d system(s) in %s\n", len(list), len(syss), time.Since(began).Round(time.Second))
+	if git.Dirty || gitEnd.Dirty {
+		w := git.Warning()
+		if w == "" {
+			w = gitEnd.Warning()
+		}
+		fmt.Fprintln(os.Stderr, "fedbench: "+w)
+	}
 	if failed {
 		return 1, errors.New("correctness failures: see the results (lost, duplicate or out-of-order deliveries)")
 	}
@@ -464,8 +483,14 @@ func sortedPIDNames(pids map[int]string) []string {
 }
 
 // machine describes this machine for the report.
-func machine(command string) Meta {
-	m := Meta{Date: time.Now().Format(time.RFC3339), Commit: gitDescribe(), GoVersion: runtime.Version(), CPUs: runtime.NumCPU(), Command: command}
+func machine(command string, git GitState) Meta {
+	m := Meta{Date: time.Now().Format(time.RFC3339), Commit: git.Commit, Dirty: git.Dirty, GoVersion: runtime.Version(), CPUs: runtime.NumCPU(), Command: command}
+	if m.Commit == "" {
+		m.Commit = "unknown"
+	}
+	if git.Dirty {
+		m.DirtyCount, m.DirtyPaths = git.ChangeCount, git.Changes
+	}
 	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
 		for _, l := range strings.Split(string(b), "\n") {
 			if v, ok := strings.CutPrefix(l, "model name"); ok {

@@ -83,19 +83,43 @@ type Stage struct {
 
 // Meta describes where and when a report was made.
 type Meta struct {
-	Date      string  `json:"date"`
-	Commit    string  `json:"commit"`
-	GoVersion string  `json:"go_version"`
-	CPUs      int     `json:"cpus"`
-	CPUModel  string  `json:"cpu_model"`
-	MemoryGiB float64 `json:"memory_gib"`
-	Kernel    string  `json:"kernel"`
-	Command   string  `json:"command"`
+	Date string `json:"date"`
+	// Commit is git rev-parse HEAD when the run began; Dirty says whether git
+	// status --porcelain (outside the results directory) listed changes, the
+	// first of which are in DirtyPaths: results from a dirty tree must not be
+	// committed.
+	Commit     string   `json:"commit"`
+	Dirty      bool     `json:"dirty"`
+	DirtyCount int      `json:"dirty_count,omitempty"`
+	DirtyPaths []string `json:"dirty_paths,omitempty"`
+	GoVersion  string   `json:"go_version"`
+	CPUs       int      `json:"cpus"`
+	CPUModel   string   `json:"cpu_model"`
+	MemoryGiB  float64  `json:"memory_gib"`
+	Kernel     string   `json:"kernel"`
+	Command    string   `json:"command"`
 	// LoadAvg is /proc/loadavg when the run began and ended: the machine is
 	// shared, so other work competes for the same cores.
 	LoadAvgStart string   `json:"loadavg_start"`
 	LoadAvgEnd   string   `json:"loadavg_end,omitempty"`
 	Notes        []string `json:"notes,omitempty"`
+}
+
+func shortCommit(c string) string { return c[:min(12, len(c))] }
+
+func capitalize(s string) string {
+	if s == "" {
+		return s
+	}
+	return strings.ToUpper(s[:1]) + s[1:]
+}
+
+// commitText is the commit for the report's header line.
+func (m Meta) commitText() string {
+	if m.Dirty {
+		return shortCommit(m.Commit) + " **with uncommitted changes (dirty tree)**"
+	}
+	return shortCommit(m.Commit) + " (clean tree)"
 }
 
 // Ratio compares fedsync with a baseline in one scenario.
@@ -270,6 +294,14 @@ func (r *Report) Markdown(chart string) string {
 	var b strings.Builder
 	sc := r.Scenario
 	fmt.Fprintf(&b, "## fedbench `%s` — %s\n\n", sc.Name, r.Meta.Date)
+	if r.Meta.Dirty {
+		more := ""
+		if r.Meta.DirtyCount > len(r.Meta.DirtyPaths) {
+			more = fmt.Sprintf(", and %d more", r.Meta.DirtyCount-len(r.Meta.DirtyPaths))
+		}
+		fmt.Fprintf(&b, "> **Measured on a dirty tree**: commit %s plus %d uncommitted changes (%s%s). %s.\n\n",
+			shortCommit(r.Meta.Commit), r.Meta.DirtyCount, "`"+strings.Join(r.Meta.DirtyPaths, "`, `")+"`", more, capitalize(dirtyWarning))
+	}
 	fmt.Fprintf(&b, "%d agents (one connection and token each, synchronous writes), %d subscribers (%s), ", sc.Agents, sc.Subscribers, describeSubs(sc))
 	if sc.SharedIDs > 0 {
 		fmt.Fprintf(&b, "%d shared ids, ", sc.SharedIDs)
@@ -277,7 +309,7 @@ func (r *Report) Markdown(chart string) string {
 		fmt.Fprintf(&b, "%d ids per agent, ", sc.KeysPerAgent)
 	}
 	fmt.Fprintf(&b, "values of about %s, target %s, warm-up %s, measured %s.\n", bytesStr(sc.ValueSize), target(sc.Rate), sc.Warmup, sc.Duration)
-	fmt.Fprintf(&b, "Machine: %d CPUs (%s), %.0f GiB, %s; commit %s; %s.", r.Meta.CPUs, r.Meta.CPUModel, r.Meta.MemoryGiB, r.Meta.Kernel, r.Meta.Commit, r.Meta.GoVersion)
+	fmt.Fprintf(&b, "Machine: %d CPUs (%s), %.0f GiB, %s; commit %s; %s.", r.Meta.CPUs, r.Meta.CPUModel, r.Meta.MemoryGiB, r.Meta.Kernel, r.Meta.commitText(), r.Meta.GoVersion)
 	if r.Meta.LoadAvgStart != "" {
 		fmt.Fprintf(&b, " Load average (1, 5, 15 min) at the start %s, at the end %s.", r.Meta.LoadAvgStart, r.Meta.LoadAvgEnd)
 	}

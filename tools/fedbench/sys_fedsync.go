@@ -721,14 +721,6 @@ func sleepCtx(ctx context.Context, d time.Duration) {
 	}
 }
 
-func gitDescribe() string {
-	out, err := exec.Command("git", "rev-parse", "--short", "HEAD").Output()
-	if err != nil {
-		return "unknown"
-	}
-	v := strings.TrimSpace(string(out))
-	if st, err := exec.Command("git", "status", "--porcelain", "--untracked-files=no").Output(); err == nil && len(bytes.TrimSpace(st)) > 0 {
-		v += " (working tree with uncommitted changes)"
-	}
-	return v
-}
+// gitDescribe is the commit fedsync's services are measured at, and whether the
+// working tree had changes.
+func gitDescribe() string { return readGitState(".", "bench/results").Describe() }
