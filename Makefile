@@ -6,7 +6,7 @@ SERVICES := authn validation merge statestore broadcaster healthmonitor
 PKGS := $(shell go list -m -f '{{.Dir}}/...' 2>/dev/null | sed "s|^$(CURDIR)/|./|")
 KAFKA_ADDR := 127.0.0.1:19093
 
-.PHONY: help build run test test-deploy test-integration proto proto-check lint kafka-start kafka-stop clean fedbench bench bench-full bench-deps
+.PHONY: help build run test test-deploy test-integration proto proto-check lint kafka-start kafka-stop clean fedbench bench bench-full bench-deps bench-prune
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -56,6 +56,9 @@ bench: build fedbench ## steady + conflict on fedsync, etcd and NATS side by sid
 
 bench-full: build fedbench ## Every preset (steady, max, fanout, conflict, large) at full length, with a perf CPU profile of fedsync.
 	$(BIN)/fedbench -scenario all -perf
+
+bench-prune: ## Keep in bench/results/ the latest run per scenario and the runs docs/performance.md cites; dry run unless DELETE=1.
+	scripts/bench-prune.sh $(if $(DELETE),--delete)
 
 kafka-start: ## Start the real Kafka 4.4 broker on 127.0.0.1:19093.
 	scripts/kafka.sh start
