@@ -5,6 +5,10 @@ import (
 	"errors"
 	"time"
 
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
 	"github.com/segmentio/kafka-go"
@@ -135,4 +139,20 @@ func ReportLag(ctx context.Context, gauge interface{ Set(float64) }, consumers .
 			gauge.Set(float64(total))
 		}
 	}
+}
+
+// process handles one record in its own consumer span, retrying until it
+// succeeds or ctx ends.
+func (c *Consumer) process(ctx context.Context, h Handler, m Message) error {
+	tracer := otel.Tracer("github.com/fedsync/fedsync/libs/kafkabus")
+	mctx := otel.GetTextMapPropagator().Extract(ctx, headerCarrier{&m.Headers})
+	mctx, span := tracer.Start(mctx, "consume "+m.Topic, trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithAttributes(
+			attribute.String("messaging.system", "kafka"),
+			attribute.String("messaging.destination.name", m.Topic),
+			attribute.Int("messaging.kafka.destination.partition", m.Partition),
+			attribute.Int64("messaging.kafka.message.offset", m.Offset),
+		))
+	defer span.End()
+	return c.handleWithRetry(mctx, h, m)
 }

@@ -28,6 +28,9 @@ const (
 	TopicHeartbeats = "fedsync.heartbeats"
 	// TopicConflicts carries merge conflict records, keyed by state id.
 	TopicConflicts = "fedsync.conflicts"
+	// TopicDLQ holds fedsync.deltas records merge could never apply, with the
+	// error in their headers (fedsync-error, fedsync-error-reason, ...).
+	TopicDLQ = "fedsync.deltas.dlq"
 )
 
 // Config says how to reach Kafka and how to shape the topics fedsync creates.
@@ -39,7 +42,17 @@ type Config struct {
 	Partitions   int
 	Replication  int
 	BatchTimeout time.Duration
+	// BatchSize is the most records a producer sends in one request per partition.
+	BatchSize int
+	// BatchBytes is the most bytes a producer sends in one request per partition.
+	BatchBytes int64
+	// Compression is the codec of produced batches: none, gzip, snappy, lz4 or zstd.
+	Compression string
 }
+
+var codecs = map[string]kafka.Compression{"gzip": kafka.Gzip, "snappy": kafka.Snappy, "lz4": kafka.Lz4, "zstd": kafka.Zstd}
+
+func (c *Config) codec() kafka.Compression { return codecs[c.Compression] }
 
 // RegisterFlags registers the Kafka flags on fs.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
@@ -48,7 +61,10 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.TopicPrefix, "kafka.topic-prefix", "", "prefix of every topic and consumer group name")
 	fs.IntVar(&c.Partitions, "kafka.partitions", 8, "partitions of keyed topics created at start-up")
 	fs.IntVar(&c.Replication, "kafka.replication", 1, "replication factor of topics created at start-up")
-	fs.DurationVar(&c.BatchTimeout, "kafka.batch-timeout", 2*time.Millisecond, "longest a produced record waits to be batched")
+	fs.DurationVar(&c.BatchTimeout, "kafka.batch-timeout", 2*time.Millisecond, "linger: longest a produced record waits for others to share its produce request")
+	fs.IntVar(&c.BatchSize, "kafka.batch-size", 1000, "most records in one produce request per partition (the seed's 1,000 is the upper bound)")
+	fs.Int64Var(&c.BatchBytes, "kafka.batch-bytes", 1<<20, "most bytes in one produce request per partition (Kafka's default record batch limit is 1 MiB)")
+	fs.StringVar(&c.Compression, "kafka.compression", DefaultCompression, "codec of produced batches: none, gzip, snappy, lz4 or zstd")
 }
 
 // Validate reports the first invalid setting.
@@ -62,9 +78,20 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("kafka.replication: must be at least 1, got %d", c.Replication)
 	case c.BatchTimeout <= 0 || c.BatchTimeout > 100*time.Millisecond:
 		return fmt.Errorf("kafka.batch-timeout: must be in (0, 100ms], got %s", c.BatchTimeout)
+	case c.BatchSize < 0 || c.BatchSize > 1000:
+		return fmt.Errorf("kafka.batch-size: must be in [1, 1000], got %d", c.BatchSize)
+	case c.BatchBytes < 0:
+		return fmt.Errorf("kafka.batch-bytes: must not be negative, got %d", c.BatchBytes)
+	}
+	if _, ok := codecs[c.Compression]; !ok && c.Compression != "none" && c.Compression != "" {
+		return fmt.Errorf("kafka.compression: must be none, gzip, snappy, lz4 or zstd, got %q", c.Compression)
 	}
 	return nil
 }
+
+// DefaultCompression is the codec of produced batches unless configured: see
+// docs/performance.md for the measurement that chose it.
+const DefaultCompression = "none"
 
 // Topic returns the full name of one of fedsync's topics.
 func (c *Config) Topic(name string) string { return c.TopicPrefix + name }
@@ -85,6 +112,7 @@ func (c *Config) Topics() []TopicSpec {
 		{Name: c.Topic(TopicCommitted), Partitions: 1},
 		{Name: c.Topic(TopicHeartbeats), Partitions: c.Partitions},
 		{Name: c.Topic(TopicConflicts), Partitions: c.Partitions},
+		{Name: c.Topic(TopicDLQ), Partitions: c.Partitions},
 	}
 }
 

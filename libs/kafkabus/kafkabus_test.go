@@ -170,66 +170,6 @@ func TestTraceContextTravelsInHeaders(t *testing.T) {
 	}
 }
 
-// TestRunKeyedKeepsKeyOrderAndCommitsContiguously handles records of many keys
-// at once, slow for some keys, stops part-way and restarts: every record is
-// handled, each key's records in order, and nothing after a gap was committed.
-func TestRunKeyedKeepsKeyOrderAndCommitsContiguously(t *testing.T) {
-	cfg := testConfig(t)
-	topic := uniqueTopic(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	if err := EnsureTopics(ctx, cfg, []TopicSpec{{Name: topic, Partitions: 2}}); err != nil {
-		t.Fatal(err)
-	}
-	p := NewProducer(cfg, topic)
-	defer p.Close()
-	const n = 200
-	var recs []Record
-	for i := 0; i < n; i++ {
-		recs = append(recs, Record{Key: []byte(fmt.Sprintf("k%d", i%7)), Value: []byte(fmt.Sprint(i))})
-	}
-	if err := p.Publish(ctx, recs...); err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	last := map[string]int{}
-	seen := map[int]bool{}
-	run := func(stopAfter int) {
-		cctx, ccancel := context.WithCancel(ctx)
-		defer ccancel()
-		c := NewConsumer(cfg, topic, "g-"+topic, StartEarliest, log.NewNopLogger())
-		defer c.Close()
-		c.RunKeyed(cctx, func(_ context.Context, m Message) error {
-			var v int
-			fmt.Sscan(string(m.Value), &v)
-			if v%7 == 3 {
-				time.Sleep(time.Millisecond) // a slow key
-			}
-			mu.Lock()
-			defer mu.Unlock()
-			if prev, ok := last[string(m.Key)]; ok && v < prev {
-				t.Errorf("key %s: %d after %d", m.Key, v, prev)
-			}
-			last[string(m.Key)] = v
-			seen[v] = true
-			if len(seen) >= stopAfter {
-				ccancel()
-			}
-			return nil
-		}, 4)
-	}
-	run(n / 3)
-	mu.Lock()
-	clear(last) // a restart may hand out again what was handled but not committed
-	mu.Unlock()
-	run(n)
-	for i := 0; i < n; i++ {
-		if !seen[i] {
-			t.Fatalf("record %d never handled", i)
-		}
-	}
-}
-
 // TestRunBatchHandsOverBatchesAndRetriesThem produces keyed records, fails one
 // batch once, stops part-way and restarts: every record is handled, each key's
 // records in order, batches hold more than one record, and a failed batch comes

@@ -12,6 +12,8 @@ import (
 type Record struct {
 	Key   []byte
 	Value []byte
+	// Headers are added to the record's headers (beside the trace context).
+	Headers map[string]string
 }
 
 // Producer writes records to one topic and returns only once every in-sync
@@ -30,7 +32,9 @@ func NewProducer(c *Config, topic string) *Producer {
 		Balancer:               &kafka.Murmur2Balancer{},
 		RequiredAcks:           kafka.RequireAll,
 		BatchTimeout:           c.BatchTimeout,
-		BatchSize:              1000,
+		BatchSize:              c.BatchSize,
+		BatchBytes:             c.BatchBytes,
+		Compression:            c.codec(),
 		MaxAttempts:            5,
 		AllowAutoTopicCreation: false,
 	}}
@@ -42,6 +46,9 @@ func (p *Producer) Publish(ctx context.Context, records ...Record) error {
 	msgs := make([]kafka.Message, len(records))
 	for i, r := range records {
 		msgs[i] = kafka.Message{Key: r.Key, Value: r.Value}
+		for k, v := range r.Headers {
+			msgs[i].Headers = append(msgs[i].Headers, kafka.Header{Key: k, Value: []byte(v)})
+		}
 		otel.GetTextMapPropagator().Inject(ctx, headerCarrier{&msgs[i].Headers})
 	}
 	if err := p.w.WriteMessages(ctx, msgs...); err != nil {

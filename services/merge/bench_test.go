@@ -3,6 +3,7 @@ package merge
 import (
 	"context"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -45,9 +46,16 @@ func BenchmarkPlan(b *testing.B) {
 }
 
 // BenchmarkConsumeFromBroker measures the merge service consuming deltas from
-// the embedded Kafka-protocol broker (kafka-go consumer group, the real handler)
-// into an in-memory statestore: deltas/s through merge alone.
+// the embedded Kafka-protocol broker (kafka-go consumer group, the real batch
+// handler) into an in-memory statestore: deltas/s through merge alone, with
+// batches of one delta (the old per-record path's shape) and of up to 1,000.
 func BenchmarkConsumeFromBroker(b *testing.B) {
+	for _, max := range []int{1, 1000} {
+		b.Run(fmt.Sprintf("batch=%d", max), func(b *testing.B) { benchConsume(b, max) })
+	}
+}
+
+func benchConsume(b *testing.B, maxBatch int) {
 	cfg := &kafkabus.Config{Brokers: kafkatest.Brokers(b), Partitions: 4, Replication: 1, BatchTimeout: 2 * time.Millisecond,
 		TopicPrefix: fmt.Sprintf("bench-%d-", time.Now().UnixNano())}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -75,12 +83,12 @@ func BenchmarkConsumeFromBroker(b *testing.B) {
 	eps := MakeEndpoints(svc, func(string) endpointMiddleware { return passthrough })
 	done := make(chan struct{})
 	var n int
-	handler := kafkaHandler(eps, svc, log.NewNopLogger(), func(string) {})
-	count := func(ctx context.Context, m kafkabus.Message) error {
-		err := handler(ctx, m)
-		n++
-		if n == b.N {
+	handler := batchHandler(eps, svc, &memDLQ{}, 5, log.NewNopLogger(), func(string) {})
+	count := func(ctx context.Context, ms []kafkabus.Message) error {
+		err := handler(ctx, ms)
+		if n += len(ms); n >= b.N {
 			close(done)
+			n = -1 << 40
 		}
 		return err
 	}
@@ -88,7 +96,7 @@ func BenchmarkConsumeFromBroker(b *testing.B) {
 	cctx, ccancel := context.WithCancel(ctx)
 	c := kafkabus.NewConsumer(cfg, kafkabus.TopicDeltas, "bench", kafkabus.StartEarliest, log.NewNopLogger())
 	defer c.Close()
-	go c.Run(cctx, count)
+	go c.RunBatch(cctx, count, kafkabus.BatchOptions{MaxRecords: maxBatch, MaxBytes: 8 << 20, Linger: time.Millisecond})
 	select {
 	case <-done:
 	case <-ctx.Done():
@@ -97,4 +105,18 @@ func BenchmarkConsumeFromBroker(b *testing.B) {
 	b.StopTimer()
 	ccancel()
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "deltas/s")
+	b.ReportMetric(float64(b.N)/float64(max(st.batches, 1)), "deltas/commit")
+}
+
+// memDLQ collects dead-lettered records.
+type memDLQ struct {
+	mu      sync.Mutex
+	records []kafkabus.Record
+}
+
+func (q *memDLQ) Publish(_ context.Context, rs ...kafkabus.Record) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.records = append(q.records, rs...)
+	return nil
 }

@@ -15,8 +15,12 @@ type Config struct {
 	Kafka   kafkabus.Config
 	// Consumers is how many group members this instance runs on fedsync.deltas.
 	Consumers int
-	// Workers is how many deltas of different ids each consumer merges at once.
-	Workers int
+	// Batch shapes the batches each consumer merges at once.
+	Batch kafkabus.BatchOptions
+	// DLQAfter is how many times a record may fail before it is dead-lettered.
+	DLQAfter int
+	// DocCache bounds the cache of committed documents, in bytes.
+	DocCache int
 	// Group is the consumer group every merge instance joins.
 	Group string
 	// MaxCASRetries bounds compare-and-set retries of one delta.
@@ -41,7 +45,11 @@ func ParseConfig(fs *flag.FlagSet, args []string) (*Config, error) {
 	c.Service.RegisterFlags(fs, "merge", "127.0.0.1:19103", "127.0.0.1:19203")
 	c.Kafka.RegisterFlags(fs)
 	fs.IntVar(&c.Consumers, "consumers", 4, "consumer-group members per instance on fedsync.deltas")
-	fs.IntVar(&c.Workers, "workers", 16, "deltas of different ids each consumer merges at once (one id's deltas stay in order)")
+	fs.IntVar(&c.Batch.MaxRecords, "batch.max", 1000, "most deltas one consumer merges in one batch (one statestore transaction)")
+	fs.IntVar(&c.Batch.MaxBytes, "batch.max-bytes", 8<<20, "most bytes of records in one batch")
+	fs.DurationVar(&c.Batch.Linger, "batch.linger", time.Millisecond, "longest a batch waits for more records once it holds one (records already fetched never wait)")
+	fs.IntVar(&c.DLQAfter, "dlq-after", 5, "failures after which a record is merged alone, and then dead-lettered to fedsync.deltas.dlq")
+	fs.IntVar(&c.DocCache, "doc-cache", 64<<20, "bytes of recently committed documents kept to skip reading them back (0: off); checked by every commit's compare-and-set")
 	fs.StringVar(&c.Group, "group", "fedsync-merge", "consumer group of the merge instances")
 	fs.IntVar(&c.MaxCASRetries, "max-cas-retries", 50, "compare-and-set retries of one delta before it is retried from Kafka")
 	fs.DurationVar(&c.StrongTimeout, "strong-timeout", 10*time.Second, "longest a strong-consistency commit may take")
@@ -56,8 +64,18 @@ func ParseConfig(fs *flag.FlagSet, args []string) (*Config, error) {
 // Validate reports the first invalid setting.
 func (c *Config) Validate() error {
 	switch {
-	case c.Consumers < 1 || c.Workers < 1:
-		return errors.New("consumers and workers: must be at least 1")
+	case c.Consumers < 1:
+		return errors.New("consumers: must be at least 1")
+	case c.Batch.MaxRecords < 1 || c.Batch.MaxRecords > 10000:
+		return errors.New("batch.max: must be between 1 and 10000")
+	case c.Batch.MaxBytes < 1<<20:
+		return errors.New("batch.max-bytes: must be at least 1 MiB (one delta's limit)")
+	case c.Batch.Linger < 0 || c.Batch.Linger > 100*time.Millisecond:
+		return errors.New("batch.linger: must be between 0 and 100ms")
+	case c.DLQAfter < 1:
+		return errors.New("dlq-after: must be at least 1")
+	case c.DocCache < 0:
+		return errors.New("doc-cache: must not be negative")
 	case c.Group == "":
 		return errors.New("group: must not be empty")
 	case c.MaxCASRetries < 1:

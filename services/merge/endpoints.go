@@ -9,6 +9,7 @@ import (
 // Endpoints are merge's go-kit endpoints, one per Service method.
 type Endpoints struct {
 	Merge           endpoint.Endpoint
+	MergeBatch      endpoint.Endpoint
 	CommitStrong    endpoint.Endpoint
 	ResolveConflict endpoint.Endpoint
 	ListConflicts   endpoint.Endpoint
@@ -18,6 +19,7 @@ type Endpoints struct {
 func MakeEndpoints(svc Service, mw func(method string) endpoint.Middleware) Endpoints {
 	return Endpoints{
 		Merge:           mw("Merge")(endpoints.Make(svc.Merge)),
+		MergeBatch:      mw("MergeBatch")(endpoints.Make(svc.MergeBatch)),
 		CommitStrong:    mw("CommitStrong")(endpoints.Make(svc.CommitStrong)),
 		ResolveConflict: mw("ResolveConflict")(endpoints.Make(svc.ResolveConflict)),
 		ListConflicts:   mw("ListConflicts")(endpoints.Make(svc.ListConflicts)),

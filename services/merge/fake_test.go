@@ -30,6 +30,9 @@ type memStore struct {
 	outcomes  map[string]*fedsyncv1.Outcome
 	commits   []string // "id@version", in commit order
 	onCommit  func(d *fedsyncv1.ApplyRequest)
+	// failBatch, when set, may fail an ApplyBatch call before it applies.
+	failBatch func(req *fedsyncv1.ApplyBatchRequest) error
+	batches   int
 }
 
 func newMemStore() *memStore {
@@ -197,3 +200,53 @@ func newServiceIn(t interface{ Fatal(...any) }, parent string, st *memStore) (*s
 type endpointMiddleware = endpoint.Middleware
 
 func passthrough(e endpoint.Endpoint) endpoint.Endpoint { return e }
+
+func (m *memStore) GetMany(ctx context.Context, ids []string) ([]*fedsyncv1.State, error) {
+	var out []*fedsyncv1.State
+	for _, id := range ids {
+		if st, err := m.Get(ctx, id); err == nil {
+			out = append(out, st)
+		}
+	}
+	return out, nil
+}
+
+// ApplyBatch follows statestore's batch rules: outcomes first, then items in
+// order; a failed item skips the later items of its id.
+func (m *memStore) ApplyBatch(ctx context.Context, req *fedsyncv1.ApplyBatchRequest) (*fedsyncv1.ApplyBatchResponse, error) {
+	m.mu.Lock()
+	fail := m.failBatch
+	m.batches++
+	m.mu.Unlock()
+	if fail != nil {
+		if err := fail(req); err != nil {
+			return nil, err
+		}
+	}
+	for _, o := range req.Outcomes {
+		if err := m.RecordOutcome(ctx, o); err != nil {
+			return nil, err
+		}
+	}
+	resp := &fedsyncv1.ApplyBatchResponse{}
+	failed := map[string]bool{}
+	for _, it := range req.Items {
+		if failed[it.Id] {
+			resp.Results = append(resp.Results, &fedsyncv1.ApplyResult{ErrorCode: "aborted"})
+			continue
+		}
+		r, err := m.Apply(ctx, it)
+		if err != nil {
+			failed[it.Id] = true
+			e := apierr.As(err)
+			res := &fedsyncv1.ApplyResult{ErrorCode: string(e.Code), ErrorMessage: e.Message}
+			if v, ok := e.Details["current_version"].(int64); ok {
+				res.CurrentVersion = v
+			}
+			resp.Results = append(resp.Results, res)
+			continue
+		}
+		resp.Results = append(resp.Results, &fedsyncv1.ApplyResult{Version: r.Version, Duplicate: r.Duplicate, Seq: r.Seq})
+	}
+	return resp, nil
+}

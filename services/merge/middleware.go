@@ -52,6 +52,21 @@ func (m *instrumenting) Merge(ctx context.Context, d *fedsyncv1.Delta) (*MergeRe
 	return res, err
 }
 
+func (m *instrumenting) MergeBatch(ctx context.Context, req *MergeBatchRequest) (*MergeBatchResponse, error) {
+	resp, err := m.Service.MergeBatch(ctx, req)
+	if err == nil {
+		for i, res := range resp.Results {
+			d := req.Deltas[i]
+			m.outcomes.WithLabelValues(d.GetConsistency().String(), res.Outcome).Inc()
+			m.count(res.Conflicts)
+			if res.Outcome == Committed {
+				m.observe(d)
+			}
+		}
+	}
+	return resp, err
+}
+
 func (m *instrumenting) count(cs []*fedsyncv1.Conflict) {
 	for _, c := range cs {
 		m.conflicts.WithLabelValues(c.GetType(), c.GetResolution()).Inc()

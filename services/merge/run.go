@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/go-kit/log"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 
 	"github.com/fedsync/fedsync/libs/datatypes"
@@ -42,7 +43,7 @@ func Run(ctx context.Context, cfg *Config) error {
 	}
 	rt.OnClose(func() { queue.close() })
 
-	core := NewService(storeClient{peer: peer}, types, resolvers, queue, cfg.MaxCASRetries)
+	core := NewService(storeClient{peer: peer}, types, resolvers, queue, cfg.MaxCASRetries).WithDocCache(cfg.DocCache)
 	var svc Service = core
 	svc = InstrumentingMiddleware(rt.Metrics.Registry, rt.Metrics.NewSyncLatency(), ConflictRate(rt.Metrics.Registry))(svc)
 	eps := MakeEndpoints(svc, rt.Instrument)
@@ -60,13 +61,19 @@ func Run(ctx context.Context, cfg *Config) error {
 	causalDepth := rt.Metrics.QueueDepth.WithLabelValues("causal_buffer", "all")
 
 	logger := log.With(rt.Logger, "component", "deltas-consumer")
-	handler := kafkaHandler(eps, core, logger, onReject)
+	dlq := kafkabus.NewProducer(&cfg.Kafka, kafkabus.TopicDLQ)
+	rt.OnClose(func() { dlq.Close() })
+	deadLettered := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "fedsync_merge_dead_letters_total", Help: "Records of fedsync.deltas sent to fedsync.deltas.dlq, by reason.",
+	}, []string{"reason"})
+	rt.Metrics.Registry.MustRegister(deadLettered)
+	handler := batchHandler(eps, core, dlq, cfg.DLQAfter, logger, func(reason string) { deadLettered.WithLabelValues(reason).Inc() })
 	consumers := make([]*kafkabus.Consumer, cfg.Consumers)
 	for i := range consumers {
 		c := kafkabus.NewConsumer(&cfg.Kafka, kafkabus.TopicDeltas, cfg.Group, kafkabus.StartEarliest, logger)
 		consumers[i] = c
 		rt.OnClose(func() { c.Close() })
-		rt.Go(fmt.Sprintf("deltas consumer %d", i), func(ctx context.Context) error { return c.RunKeyed(ctx, handler, cfg.Workers) })
+		rt.Go(fmt.Sprintf("deltas consumer %d", i), func(ctx context.Context) error { return c.RunBatch(ctx, handler, cfg.Batch) })
 	}
 	lag := rt.Metrics.QueueDepth.WithLabelValues(kafkabus.TopicDeltas, "all")
 	rt.Go("lag gauge", func(ctx context.Context) error {

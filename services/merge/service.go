@@ -22,6 +22,9 @@ import (
 type Service interface {
 	// Merge applies an eventual or causal delta; it is idempotent per message id.
 	Merge(ctx context.Context, d *fedsyncv1.Delta) (*MergeResult, error)
+	// MergeBatch applies a batch of eventual and causal deltas (each id's in
+	// order) with one statestore transaction per round; one result per delta.
+	MergeBatch(ctx context.Context, req *MergeBatchRequest) (*MergeBatchResponse, error)
 	// CommitStrong applies a strong delta by compare-and-set on its expected version.
 	CommitStrong(ctx context.Context, req *fedsyncv1.CommitStrongRequest) (*fedsyncv1.CommitStrongResponse, error)
 	// ResolveConflict settles a review-queue conflict with a committed change.
@@ -49,6 +52,8 @@ type MergeResult struct {
 	Outcome string
 	// Conflicts found while merging.
 	Conflicts []*fedsyncv1.Conflict
+	// Reason says why a delta was rejected.
+	Reason string
 }
 
 // StateStore is what merge needs of statestore.
@@ -59,10 +64,13 @@ type StateStore interface {
 	RecordOutcome(ctx context.Context, req *fedsyncv1.RecordOutcomeRequest) error
 	GetConflict(ctx context.Context, id string) (*fedsyncv1.Conflict, error)
 	ListConflicts(ctx context.Context, req *fedsyncv1.ListConflictsRequest) (*fedsyncv1.ListConflictsResponse, error)
+	BatchStore
 }
 
 type service struct {
 	store      StateStore
+	batch      BatchStore
+	docs       *docCache
 	types      *datatypes.Watcher
 	engine     *Engine
 	clock      *hlc.Clock
@@ -74,7 +82,7 @@ type service struct {
 // deltas that wait for their dependencies.
 func NewService(store StateStore, types *datatypes.Watcher, resolvers *Resolvers, causal *causalQueue, maxRetries int) *service {
 	clock := hlc.New(nil)
-	return &service{store: store, types: types, engine: &Engine{Resolvers: resolvers, Now: func() int64 { return clock.Now() }},
+	return &service{store: store, batch: store, docs: newDocCache(defaultDocCache), types: types, engine: &Engine{Resolvers: resolvers, Now: func() int64 { return clock.Now() }},
 		clock: clock, causal: causal, maxRetries: maxRetries}
 }
 
@@ -93,6 +101,16 @@ func (s *service) Merge(ctx context.Context, d *fedsyncv1.Delta) (*MergeResult, 
 	return s.commit(ctx, d, patch, ty, false)
 }
 
+// defaultDocCache is the default size of the document cache in bytes.
+const defaultDocCache = 64 << 20
+
+// WithDocCache sizes the cache of documents this instance committed (0 turns
+// it off: every batch reads its documents from statestore).
+func (s *service) WithDocCache(maxBytes int) *service {
+	s.docs = newDocCache(maxBytes)
+	return s
+}
+
 // errNotReady says a causal delta's dependencies are not all committed.
 var errNotReady = apierr.New(apierr.VersionConflict, "causal dependencies are not committed yet")
 
@@ -103,6 +121,7 @@ func (s *service) commit(ctx context.Context, d *fedsyncv1.Delta, patch statedoc
 	if causal {
 		agent, counter = d.GetWriter(), d.GetVectorClock()[d.GetWriter()]
 	}
+	s.docs.forget(d.GetId())
 	for attempt := 0; attempt < s.maxRetries; attempt++ {
 		cur, err := s.current(ctx, d.GetId())
 		if err != nil {
@@ -150,20 +169,7 @@ func (s *service) commit(ctx context.Context, d *fedsyncv1.Delta, patch statedoc
 
 // reject records that a delta will never be applied, with why.
 func (s *service) reject(ctx context.Context, d *fedsyncv1.Delta, kind, reason string) error {
-	c := &fedsyncv1.Conflict{
-		Id: ConflictID(d.GetMessageId(), "*"+kind), StateId: d.GetId(), DataType: d.GetDataType(), Type: kind,
-		Resolution: Rejected, Remote: d.GetPatch(), RemoteWriter: d.GetWriter(), MessageId: d.GetMessageId(),
-		DetectedAt: s.clock.Now(), Status: "resolved", Detail: reason,
-	}
-	req := &fedsyncv1.RecordOutcomeRequest{
-		Outcome:   &fedsyncv1.Outcome{MessageId: d.GetMessageId(), StateId: d.GetId(), Status: Rejected, Reason: reason},
-		Conflicts: []*fedsyncv1.Conflict{c},
-	}
-	if d.GetConsistency() == fedsyncv1.Consistency_CONSISTENCY_CAUSAL {
-		// Settled: the writer's later deltas need not wait for this one forever.
-		req.CausalAgent, req.CausalCounter = d.GetWriter(), d.GetVectorClock()[d.GetWriter()]
-	}
-	return s.store.RecordOutcome(ctx, req)
+	return s.store.RecordOutcome(ctx, s.rejection(d, kind, reason))
 }
 
 func (s *service) CommitStrong(ctx context.Context, req *fedsyncv1.CommitStrongRequest) (*fedsyncv1.CommitStrongResponse, error) {
@@ -176,6 +182,7 @@ func (s *service) CommitStrong(ctx context.Context, req *fedsyncv1.CommitStrongR
 		return nil, apierr.New(apierr.InvalidArgument, "Field expected_version is required with consistency strong.")
 	}
 	s.clock.Observe(d.GetHlc())
+	s.docs.forget(d.GetId())
 	cur, err := s.current(ctx, d.GetId())
 	if err != nil {
 		return nil, err
@@ -213,6 +220,7 @@ func (s *service) ResolveConflict(ctx context.Context, req *fedsyncv1.ResolveCon
 	if c.GetStatus() != "pending" {
 		return nil, apierr.New(apierr.VersionConflict, "Conflict %s is %s, not pending.", c.GetId(), c.GetStatus())
 	}
+	s.docs.forget(c.GetStateId())
 	for attempt := 0; attempt < s.maxRetries; attempt++ {
 		cur, err := s.current(ctx, c.GetStateId())
 		if err != nil {

@@ -2,6 +2,7 @@ package merge
 
 import (
 	"context"
+	"fmt"
 
 	"google.golang.org/grpc"
 
@@ -57,4 +58,25 @@ func (c storeClient) ListConflicts(ctx context.Context, req *fedsyncv1.ListConfl
 	return call(ctx, c, func(s fedsyncv1.StateStoreServiceClient, ctx context.Context) (*fedsyncv1.ListConflictsResponse, error) {
 		return s.ListConflicts(ctx, req)
 	})
+}
+
+// maxCallMessage bounds a response from statestore: GetMany of many documents
+// of up to 1 MiB each.
+const maxCallMessage = 64 << 20
+
+func (c storeClient) GetMany(ctx context.Context, ids []string) ([]*fedsyncv1.State, error) {
+	resp, err := call(ctx, c, func(s fedsyncv1.StateStoreServiceClient, ctx context.Context) (*fedsyncv1.GetManyResponse, error) {
+		return s.GetMany(ctx, &fedsyncv1.GetManyRequest{Ids: ids}, grpc.MaxCallRecvMsgSize(maxCallMessage))
+	})
+	return resp.GetStates(), err
+}
+
+func (c storeClient) ApplyBatch(ctx context.Context, req *fedsyncv1.ApplyBatchRequest) (*fedsyncv1.ApplyBatchResponse, error) {
+	resp, err := call(ctx, c, func(s fedsyncv1.StateStoreServiceClient, ctx context.Context) (*fedsyncv1.ApplyBatchResponse, error) {
+		return s.ApplyBatch(ctx, req, grpc.MaxCallSendMsgSize(maxCallMessage))
+	})
+	if err == nil && len(resp.GetResults()) != len(req.GetItems()) {
+		return nil, fmt.Errorf("statestore answered %d results for %d items", len(resp.GetResults()), len(req.GetItems()))
+	}
+	return resp, err
 }

@@ -2,6 +2,9 @@ package merge
 
 import (
 	"context"
+	"fmt"
+	"strconv"
+	"sync"
 
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
@@ -13,38 +16,151 @@ import (
 	fedsyncv1 "github.com/fedsync/fedsync/proto/fedsync/v1"
 )
 
-// kafkaHandler feeds records of fedsync.deltas to the Merge endpoint. A record is
-// done (its offset may be committed) once its merge is committed in statestore or
-// it was rejected for good; infrastructure failures are retried.
-func kafkaHandler(e Endpoints, svc *service, logger log.Logger, rejected func(reason string)) kafkabus.Handler {
-	return func(ctx context.Context, m kafkabus.Message) error {
-		env := &fedsyncv1.SyncMessage{}
-		if err := proto.Unmarshal(m.Value, env); err != nil {
-			level.Error(logger).Log("msg", "rejected undecodable record", "partition", m.Partition, "offset", m.Offset, "err", err)
-			rejected("undecodable")
-			return nil
-		}
-		if env.GetType() != fedsyncv1.MessageType_STATE_UPDATE {
-			rejected("wrong_type")
-			return nil
-		}
-		d := &fedsyncv1.Delta{}
-		if err := proto.Unmarshal(env.GetPayload(), d); err != nil {
-			level.Error(logger).Log("msg", "rejected undecodable delta", "message_id", env.GetMessageId(), "err", err)
-			rejected("undecodable")
-			return nil
-		}
-		_, err := endpoints.Call[*MergeResult](ctx, e.Merge, d)
-		if err != nil && !apierr.IsInfrastructure(err) {
-			// The delta can never apply (say its data type was removed): record
-			// that, so its writer can read the outcome, and move on.
-			level.Warn(logger).Log("msg", "rejected delta", "id", d.GetId(), "message_id", d.GetMessageId(), "writer", d.GetWriter(), "err", err)
-			if rerr := svc.reject(ctx, d, "consistency", apierr.As(err).Message); rerr != nil {
-				return rerr
-			}
-			rejected(string(apierr.As(err).Code))
-			return nil
-		}
-		return err
+// DeadLetters is where records that can never be merged go, with why.
+type DeadLetters interface {
+	Publish(ctx context.Context, records ...kafkabus.Record) error
+}
+
+// batchHandler feeds batches of fedsync.deltas records to the MergeBatch
+// endpoint. A batch is done (its offsets may be committed) once every delta in
+// it is committed in statestore, settled with an outcome, or buffered durably.
+//
+// Failures are kept apart:
+//   - a record that cannot be decoded goes to the dead-letter topic at once;
+//   - a business error of one delta is that delta's outcome "rejected";
+//   - statestore unavailable (down, overloaded, breaker open) retries the batch
+//     for as long as it takes: nothing is given up because a peer is away;
+//   - any other failure of a batch is retried; after dlqAfter failures its
+//     records are merged one at a time, and a record that fails dlqAfter times
+//     on its own goes to the dead-letter topic, is recorded as rejected with
+//     the error, and its partition moves on.
+func batchHandler(e Endpoints, svc *service, dlq DeadLetters, dlqAfter int, logger log.Logger, dead func(reason string)) kafkabus.BatchHandler {
+	var mu sync.Mutex
+	failures := map[string]int{}  // by record position, while failing
+	lettered := map[string]bool{} // dead-lettered records of a batch being retried
+	key := func(m kafkabus.Message) string {
+		return m.Topic + "/" + strconv.Itoa(m.Partition) + "/" + strconv.FormatInt(m.Offset, 10)
 	}
+	return func(ctx context.Context, ms []kafkabus.Message) error {
+		deltas := make([]*fedsyncv1.Delta, 0, len(ms))
+		from := make([]kafkabus.Message, 0, len(ms))
+		for _, m := range ms {
+			d, reason, err := decodeDelta(m)
+			if err != nil {
+				mu.Lock()
+				done := lettered[key(m)]
+				mu.Unlock()
+				if done {
+					continue
+				}
+				level.Error(logger).Log("msg", "dead-lettered undecodable record", "partition", m.Partition, "offset", m.Offset, "err", err)
+				if err := deadLetter(ctx, dlq, m, reason, err.Error(), 1); err != nil {
+					return err
+				}
+				dead(reason)
+				mu.Lock()
+				lettered[key(m)] = true
+				mu.Unlock()
+				continue
+			}
+			deltas = append(deltas, d)
+			from = append(from, m)
+		}
+		settled := func() {
+			mu.Lock()
+			for _, m := range ms {
+				delete(failures, key(m))
+				delete(lettered, key(m))
+			}
+			mu.Unlock()
+		}
+		if len(deltas) == 0 {
+			settled()
+			return nil
+		}
+		err := mergeBatch(ctx, e, deltas)
+		if err == nil {
+			settled()
+			return nil
+		}
+		if apierr.As(err).Code == apierr.Unavailable {
+			return err
+		}
+		// Something in this batch keeps failing: find it.
+		mu.Lock()
+		failures[key(from[0])]++
+		n := failures[key(from[0])]
+		mu.Unlock()
+		if n < dlqAfter {
+			return err
+		}
+		for i, d := range deltas {
+			m := from[i]
+			for {
+				err := mergeBatch(ctx, e, []*fedsyncv1.Delta{d})
+				if err == nil {
+					break
+				}
+				if apierr.As(err).Code == apierr.Unavailable || ctx.Err() != nil {
+					return err
+				}
+				mu.Lock()
+				failures[key(m)]++
+				n := failures[key(m)]
+				mu.Unlock()
+				if n < dlqAfter {
+					continue
+				}
+				level.Error(logger).Log("msg", "dead-lettered a delta that kept failing", "id", d.GetId(), "message_id", d.GetMessageId(),
+					"partition", m.Partition, "offset", m.Offset, "attempts", n, "err", err)
+				if derr := deadLetter(ctx, dlq, m, "merge_failed", err.Error(), n); derr != nil {
+					return derr
+				}
+				if rerr := svc.reject(ctx, d, "consistency", "merging it kept failing ("+err.Error()+"); it is in "+kafkabus.TopicDLQ); rerr != nil {
+					return rerr
+				}
+				dead("merge_failed")
+				break
+			}
+		}
+		settled()
+		return nil
+	}
+}
+
+func mergeBatch(ctx context.Context, e Endpoints, deltas []*fedsyncv1.Delta) error {
+	_, err := endpoints.Call[*MergeBatchResponse](ctx, e.MergeBatch, &MergeBatchRequest{Deltas: deltas})
+	return err
+}
+
+// decodeDelta returns the delta a record carries, or why it carries none.
+func decodeDelta(m kafkabus.Message) (*fedsyncv1.Delta, string, error) {
+	env := &fedsyncv1.SyncMessage{}
+	if err := proto.Unmarshal(m.Value, env); err != nil {
+		return nil, "undecodable", fmt.Errorf("decode envelope: %w", err)
+	}
+	if env.GetType() != fedsyncv1.MessageType_STATE_UPDATE {
+		return nil, "wrong_type", fmt.Errorf("message type %s, not STATE_UPDATE", env.GetType())
+	}
+	d := &fedsyncv1.Delta{}
+	if err := proto.Unmarshal(env.GetPayload(), d); err != nil {
+		return nil, "undecodable", fmt.Errorf("decode delta %s: %w", env.GetMessageId(), err)
+	}
+	return d, "", nil
+}
+
+// deadLetter copies m to the dead-letter topic with the error in its headers.
+func deadLetter(ctx context.Context, dlq DeadLetters, m kafkabus.Message, reason, detail string, attempts int) error {
+	headers := map[string]string{
+		"fedsync-error":              detail,
+		"fedsync-error-reason":       reason,
+		"fedsync-attempts":           strconv.Itoa(attempts),
+		"fedsync-original-topic":     m.Topic,
+		"fedsync-original-partition": strconv.Itoa(m.Partition),
+		"fedsync-original-offset":    strconv.FormatInt(m.Offset, 10),
+	}
+	if err := dlq.Publish(ctx, kafkabus.Record{Key: m.Key, Value: m.Value, Headers: headers}); err != nil {
+		return apierr.New(apierr.Unavailable, "Dead-letter topic: %v", err)
+	}
+	return nil
 }
