@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 )
@@ -49,6 +50,17 @@ type Result struct {
 	RSSByProcess     map[string]int64 `json:"rss_by_process"`
 	CPUCores         float64          `json:"cpu_cores"`          // the system's processes, during the window
 	FedbenchCPUCores float64          `json:"fedbench_cpu_cores"` // fedbench itself (clients)
+	// CPUSeconds is the CPU time of all of the system's processes in the window
+	// (fedsync: every service and the devstack process, which holds the embedded
+	// broker and the edges), by process name in CPUSecondsByProcess.
+	CPUSeconds          float64            `json:"cpu_seconds"`
+	CPUSecondsByProcess map[string]float64 `json:"cpu_seconds_by_process,omitempty"`
+	// Committed is the number of deltas committed in the window (fedsync:
+	// merge's committed counter; etcd and NATS: acknowledged puts), and
+	// CPUMsPerCommit the CPU milliseconds per committed delta (per put for the
+	// baselines): CPUSeconds×1000 ÷ Committed; 0 when nothing was committed.
+	Committed      float64 `json:"committed"`
+	CPUMsPerCommit float64 `json:"cpu_ms_per_commit"`
 
 	Passed   bool     `json:"passed"`
 	Failures []string `json:"failures,omitempty"`
@@ -132,6 +144,9 @@ type Ratio struct {
 	// (above 1: fedsync is slower).
 	P50 float64 `json:"p50_latency"`
 	P99 float64 `json:"p99_latency"`
+	// CPUPerCommit: fedsync's CPU per committed delta divided by the
+	// baseline's CPU per put (above 1: fedsync spends more CPU per change).
+	CPUPerCommit float64 `json:"cpu_per_commit"`
 }
 
 // Report is one scenario across the systems.
@@ -195,9 +210,10 @@ func (r *Report) computeRatios() {
 			continue
 		}
 		r.Ratios = append(r.Ratios, Ratio{Baseline: h.System,
-			Throughput: ratio(fed.AcceptedPerSec, h.AcceptedPerSec),
-			P50:        ratio(fed.Latency.P50, h.Latency.P50),
-			P99:        ratio(fed.Latency.P99, h.Latency.P99)})
+			Throughput:   ratio(fed.AcceptedPerSec, h.AcceptedPerSec),
+			P50:          ratio(fed.Latency.P50, h.Latency.P50),
+			P99:          ratio(fed.Latency.P99, h.Latency.P99),
+			CPUPerCommit: ratio(fed.CPUMsPerCommit, h.CPUMsPerCommit)})
 	}
 }
 
@@ -274,6 +290,25 @@ func fmtMs(f float64) string {
 	}
 }
 
+// fmtCPUMs formats CPU milliseconds per commit ("–" when not measured).
+func fmtCPUMs(f float64) string {
+	switch {
+	case f == 0:
+		return "–"
+	case f < 1:
+		return fmt.Sprintf("%.3f", f)
+	default:
+		return fmtMs(f)
+	}
+}
+
+func fmtRatio(f float64) string {
+	if f == 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.2f", f)
+}
+
 func target(rate float64) string {
 	if rate == 0 {
 		return "as fast as acks allow"
@@ -315,8 +350,8 @@ func (r *Report) Markdown(chart string) string {
 	}
 	b.WriteString("\n\n")
 
-	b.WriteString("| system | step | target | accepted/s | committed/s | delivered/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors | lost | dup | out of order | converged | RSS | CPU cores | result |\n")
-	b.WriteString("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:--:|---:|---:|:--:|\n")
+	b.WriteString("| system | step | target | accepted/s | committed/s | delivered/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors | lost | dup | out of order | converged | RSS | CPU cores | CPU ms per commit | result |\n")
+	b.WriteString("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:--:|---:|---:|---:|:--:|\n")
 	for _, res := range r.Results {
 		c := res.Correctness
 		conv := "–"
@@ -334,17 +369,20 @@ func (r *Report) Markdown(chart string) string {
 		if r.Best != nil && r.Best[res.System] == res {
 			step += " (kept)"
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d | %d | %d | %s | %s | %.2f | %s |\n",
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d | %d | %d | %s | %s | %.2f | %s | %s |\n",
 			res.System, step, target(res.TargetRate), fmtRate(res.AcceptedPerSec), fmtRate(res.CommittedPerSec), fmtRate(res.DeliveredPerSec),
 			fmtMs(res.Latency.P50), fmtMs(res.Latency.P90), fmtMs(res.Latency.P99), fmtMs(res.Latency.P999), fmtMs(res.Latency.Max),
-			commas(sumErrors(res.Errors)), c.Lost, c.Duplicates, c.OutOfOrder+c.Gaps, conv, mib(res.RSSPeakBytes), res.CPUCores, result)
+			commas(sumErrors(res.Errors)), c.Lost, c.Duplicates, c.OutOfOrder+c.Gaps, conv, mib(res.RSSPeakBytes), res.CPUCores, fmtCPUMs(res.CPUMsPerCommit), result)
 	}
-	b.WriteString("\n")
+	b.WriteString("\nCPU ms per commit: CPU time of all of the system's processes in the measured window (fedsync: every service and the devstack process, " +
+		"which holds the embedded broker and the edges; fedbench's own clients not included) divided by the deltas committed in the window " +
+		"(fedsync: merge's committed counter; etcd and NATS: acknowledged puts, so CPU per put).\n\n")
 	if len(r.Ratios) > 0 {
-		b.WriteString("Ratios (fedsync ÷ baseline; throughput above 1 = fedsync accepts more, latency above 1 = fedsync is slower):\n\n")
-		b.WriteString("| | throughput | p50 latency | p99 latency |\n|---|---:|---:|---:|\n")
+		b.WriteString("Ratios (fedsync ÷ baseline; throughput above 1 = fedsync accepts more, latency above 1 = fedsync is slower, " +
+			"CPU per commit above 1 = fedsync spends more CPU per committed delta than the baseline per put):\n\n")
+		b.WriteString("| | throughput | p50 latency | p99 latency | CPU per commit |\n|---|---:|---:|---:|---:|\n")
 		for _, ra := range r.Ratios {
-			fmt.Fprintf(&b, "| fedsync / %s | %.2f | %.2f | %.2f |\n", ra.Baseline, ra.Throughput, ra.P50, ra.P99)
+			fmt.Fprintf(&b, "| fedsync / %s | %.2f | %.2f | %.2f | %s |\n", ra.Baseline, ra.Throughput, ra.P50, ra.P99, fmtRatio(ra.CPUPerCommit))
 		}
 		b.WriteString("\n")
 	}
@@ -404,6 +442,15 @@ func (r *Report) Markdown(chart string) string {
 				parts = append(parts, fmt.Sprintf("%s %s", k, mib(res.RSSByProcess[k])))
 			}
 			notes = append(notes, "RSS at the end of the window: "+strings.Join(parts, ", "))
+		}
+		if len(res.CPUSecondsByProcess) > 1 && res.Committed > 0 {
+			names := sortedKeys(res.CPUSecondsByProcess)
+			sort.SliceStable(names, func(i, j int) bool { return res.CPUSecondsByProcess[names[i]] > res.CPUSecondsByProcess[names[j]] })
+			var parts []string
+			for _, k := range names {
+				parts = append(parts, fmt.Sprintf("%s %s", k, fmtCPUMs(res.CPUSecondsByProcess[k]*1000/res.Committed)))
+			}
+			notes = append(notes, "CPU ms per commit by process: "+strings.Join(parts, ", "))
 		}
 		notes = append(notes, fmt.Sprintf("fedbench itself used %.2f CPU cores", res.FedbenchCPUCores))
 		for _, f := range res.Failures {

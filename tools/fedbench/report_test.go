@@ -231,3 +231,54 @@ func TestStatsWindow(t *testing.T) {
 		t.Fatalf("errors = %v %v", w, all)
 	}
 }
+
+func TestCPUPerCommit(t *testing.T) {
+	before := map[int]int64{10: 100, 11: 50, 12: 999, 13: 500}
+	after := map[int]int64{10: 350, 11: 50, 14: 20, 13: 30} // 12 ended; 14 started; 13 is a reused pid
+	names := map[int]string{10: "validation", 11: "validation", 12: "merge", 13: "statestore", 14: "merge"}
+	total, byName := cpuWindow(before, after, names)
+	if total != 250+0+20+30 || byName["validation"] != 250 || byName["merge"] != 20 || byName["statestore"] != 30 {
+		t.Fatalf("cpuWindow = %d %v", total, byName)
+	}
+	// 1,190 ticks of 10 ms = 11.9 CPU-seconds over 1,000 commits: 11.9 ms each.
+	if got := cpuPerCommit(1190, 1000); got != 11.9 {
+		t.Fatalf("cpuPerCommit(1190, 1000) = %v", got)
+	}
+	// 0.58 cores for 8 s at 4,120 puts/s: 464 ticks over 32,960 puts.
+	if got := cpuPerCommit(464, 32960); got < 0.1407 || got > 0.1408 {
+		t.Fatalf("cpuPerCommit(464, 32960) = %v", got)
+	}
+	if cpuPerCommit(100, 0) != 0 {
+		t.Fatal("no commits must give 0 (not measured)")
+	}
+
+	r := testReport()
+	fed, etcd, nats := r.Results[0], r.Results[1], r.Results[2]
+	fed.CPUMsPerCommit, fed.Committed, fed.CPUSecondsByProcess = 6, 2000, map[string]float64{"statestore": 4, "devstack (edges + broker)": 6, "validation": 2}
+	etcd.CPUMsPerCommit, nats.CPUMsPerCommit = 0.14, 0
+	r.computeRatios()
+	if r.Ratios[0].Baseline != "etcd" || r.Ratios[0].CPUPerCommit != 42.86 || r.Ratios[1].CPUPerCommit != 0 {
+		t.Fatalf("ratios = %+v", r.Ratios)
+	}
+	md := r.Markdown("")
+	for _, want := range []string{
+		"| CPU cores | CPU ms per commit | result |",
+		"| 1.50 | 6.00 | pass |",  // fedsync
+		"| 1.50 | 0.140 | pass |", // etcd
+		"| 1.50 | – | **FAIL** |", // nats: not measured
+		"| | throughput | p50 latency | p99 latency | CPU per commit |",
+		"| fedsync / etcd | 0.50 | 4.00 | 4.00 | 42.86 |",
+		"| fedsync / nats | 0.50 | 20.02 | 10.01 | – |", // not measured for nats
+		"CPU ms per commit by process: devstack (edges + broker) 3.00, statestore 2.00, validation 1.00",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("markdown lacks %q:\n%s", want, md)
+		}
+	}
+	b, _ := json.Marshal(r)
+	for _, want := range []string{`"cpu_ms_per_commit":6`, `"cpu_ms_per_commit":0.14`, `"cpu_per_commit":42.86`, `"committed":2000`} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("JSON lacks %s", want)
+		}
+	}
+}

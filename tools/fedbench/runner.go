@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"math"
 	mrand "math/rand/v2"
 	"os"
 	"sort"
@@ -245,7 +246,7 @@ func runOnce(ctx context.Context, sys System, sc Scenario, rate float64, o RunOp
 	}
 
 	pids := sys.PIDs()
-	cpu0 := cpuTicks(pids)
+	cpu0 := cpuByPID(pids)
 	own0 := cpuTicks(map[int]string{os.Getpid(): "fedbench"})
 	var peakRSS int64
 	var counters0 map[string]float64
@@ -272,7 +273,7 @@ loop:
 				measuring = true
 				counters0 = sys.Counters(ctx)
 				pids = sys.PIDs()
-				cpu0 = cpuTicks(pids)
+				cpu0 = cpuByPID(pids)
 				own0 = cpuTicks(map[int]string{os.Getpid(): "fedbench"})
 				winStart = time.Now()
 				st.StartWindow(winStart)
@@ -313,7 +314,14 @@ loop:
 	st.EndWindow(winEnd)
 	window := winEnd.Sub(winStart).Seconds()
 	counters1 := sys.Counters(ctx)
-	cpu1 := cpuTicks(pids)
+	// Processes that started during the window count from zero; one that
+	// ended during it is missing from both ends (its CPU is not seen).
+	for pid, name := range sys.PIDs() {
+		if _, ok := pids[pid]; !ok {
+			pids[pid] = name
+		}
+	}
+	cpu1 := cpuByPID(pids)
 	own1 := cpuTicks(map[int]string{os.Getpid(): "fedbench"})
 	rssBy := map[string]int64{}
 	var rssTotal int64
@@ -382,10 +390,13 @@ loop:
 	res.WindowSeconds = round2(window)
 	res.AcceptedPerSec = round1(float64(st.accepted.Load()) / window)
 	res.DeliveredPerSec = round1(float64(st.delivered.Load()) / window)
-	res.CommittedPerSec = res.AcceptedPerSec
+	// Committed in the window: fedsync's merge counter; the baselines commit
+	// what they acknowledge.
+	res.Committed = float64(st.accepted.Load())
 	if c, ok := counters1["merge/committed"]; ok {
-		res.CommittedPerSec = round1((c - counters0["merge/committed"]) / window)
+		res.Committed = c - counters0["merge/committed"]
 	}
+	res.CommittedPerSec = round1(res.Committed / window)
 	for k, v := range counters1 {
 		if name, ok := strings.CutPrefix(k, "conflict/"); ok && v-counters0[k] > 0 {
 			if res.Conflicts == nil {
@@ -415,12 +426,19 @@ loop:
 	}
 	res.Errors, res.ErrorsTotal = st.Errors()
 	res.RSSBytes, res.RSSByProcess, res.RSSPeakBytes = rssTotal, rssBy, peakRSS
-	res.CPUCores = round2(float64(cpu1-cpu0) / clkTck / window)
+	ticks, byName := cpuWindow(cpu0, cpu1, pids)
+	res.CPUCores = round2(float64(ticks) / clkTck / window)
+	res.CPUSeconds = round2(float64(ticks) / clkTck)
+	res.CPUSecondsByProcess = map[string]float64{}
+	for name, t := range byName {
+		res.CPUSecondsByProcess[name] = round2(float64(t) / clkTck)
+	}
+	res.CPUMsPerCommit = cpuPerCommit(ticks, res.Committed)
 	res.FedbenchCPUCores = round2(float64(own1-own0) / clkTck / window)
 	res.judge()
-	say("accepted %.0f/s committed %.0f/s delivered %.0f/s p50 %.1fms p99 %.1fms max %.1fms errors %s lost %d dup %d ooo %d gaps %d converged %v",
+	say("accepted %.0f/s committed %.0f/s delivered %.0f/s p50 %.1fms p99 %.1fms max %.1fms cpu %.2f cores = %s ms per commit errors %s lost %d dup %d ooo %d gaps %d converged %v",
 		res.AcceptedPerSec, res.CommittedPerSec, res.DeliveredPerSec, res.Latency.P50, res.Latency.P99, res.Latency.Max,
-		formatErrors(res.Errors), res.Correctness.Lost, res.Correctness.Duplicates, res.Correctness.OutOfOrder, res.Correctness.Gaps, res.Correctness.Converged)
+		res.CPUCores, fmtCPUMs(res.CPUMsPerCommit), formatErrors(res.Errors), res.Correctness.Lost, res.Correctness.Duplicates, res.Correctness.OutOfOrder, res.Correctness.Gaps, res.Correctness.Converged)
 	return res, nil
 }
 
@@ -514,6 +532,42 @@ const clkTck = 100 // USER_HZ on Linux
 // cpuTicks sums user+system CPU ticks of processes.
 func cpuTicks(pids map[int]string) int64 {
 	var total int64
+	for _, t := range cpuByPID(pids) {
+		total += t
+	}
+	return total
+}
+
+// cpuWindow is the CPU the processes used between two readings, in ticks, in
+// all and by process name (instances of one service add up). A process absent
+// from the first reading started in between and counts from zero.
+func cpuWindow(before, after map[int]int64, names map[int]string) (total int64, byName map[string]int64) {
+	byName = map[string]int64{}
+	for pid, t := range after {
+		d := t - before[pid]
+		if d < 0 { // the pid was reused by a new process
+			d = t
+		}
+		total += d
+		byName[names[pid]] += d
+	}
+	return total, byName
+}
+
+// cpuPerCommit is CPU milliseconds per committed delta: the CPU ticks of all of
+// a system's processes in the measured window divided by the deltas it
+// committed in that window (0 when it committed none).
+func cpuPerCommit(ticks int64, committed float64) float64 {
+	if committed <= 0 {
+		return 0
+	}
+	ms := float64(ticks) * 1000 / clkTck / committed
+	return math.Round(ms*10000) / 10000
+}
+
+// cpuByPID reads the user+system CPU ticks of each process.
+func cpuByPID(pids map[int]string) map[int]int64 {
+	out := make(map[int]int64, len(pids))
 	for pid := range pids {
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 		if err != nil {
@@ -530,9 +584,9 @@ func cpuTicks(pids map[int]string) int64 {
 		}
 		u, _ := strconv.ParseInt(f[11], 10, 64)
 		sy, _ := strconv.ParseInt(f[12], 10, 64)
-		total += u + sy
+		out[pid] = u + sy
 	}
-	return total
+	return out
 }
 
 func labelSuffix(l string) string {
