@@ -249,3 +249,43 @@ func TestRunBatchHandsOverBatchesAndRetriesThem(t *testing.T) {
 		t.Error("no batch was failed and retried")
 	}
 }
+
+// TestLagReaderCountsUncommittedRecords: a group's lag is what was produced and
+// not committed, and shrinks as the group commits.
+func TestLagReaderCountsUncommittedRecords(t *testing.T) {
+	cfg := testConfig(t)
+	topic := uniqueTopic(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := EnsureTopics(ctx, cfg, []TopicSpec{{Name: topic, Partitions: 2}}); err != nil {
+		t.Fatal(err)
+	}
+	p := NewProducer(cfg, topic)
+	defer p.Close()
+	var recs []Record
+	for i := 0; i < 40; i++ {
+		recs = append(recs, Record{Key: []byte(fmt.Sprint("k", i)), Value: []byte("v")})
+	}
+	if err := p.Publish(ctx, recs...); err != nil {
+		t.Fatal(err)
+	}
+	group := "g-" + topic
+	lr := NewLagReader(cfg, topic, group)
+	lag, _, err := lr.Lag(ctx)
+	if err != nil || lag != 40 {
+		t.Fatalf("lag before consuming = %d, %v; want 40", lag, err)
+	}
+	cctx, ccancel := context.WithCancel(ctx)
+	c := NewConsumer(cfg, topic, group, StartEarliest, log.NewNopLogger())
+	n := 0
+	go c.RunBatch(cctx, func(_ context.Context, ms []Message) error { n += len(ms); return nil }, BatchOptions{MaxRecords: 100})
+	for lag != 0 && ctx.Err() == nil {
+		time.Sleep(100 * time.Millisecond)
+		lag, _, err = lr.Lag(ctx)
+	}
+	ccancel()
+	c.Close()
+	if lag != 0 || err != nil {
+		t.Fatalf("lag after consuming = %d, %v", lag, err)
+	}
+}

@@ -29,6 +29,15 @@ type Config struct {
 	ReloadInterval time.Duration
 	// ControlPoll is how often the shared pause state is read.
 	ControlPoll time.Duration
+	// Back-pressure: admitted work merge has not finished is bounded by the
+	// work it finishes in AdmitWindow, at least AdmitFloor and at most
+	// AdmitMax deltas, read every AdmitPoll.
+	AdmitWindow time.Duration
+	AdmitFloor  int64
+	AdmitMax    int64
+	AdmitPoll   time.Duration
+	// MergeGroup is merge's consumer group, whose lag is read.
+	MergeGroup string
 }
 
 // ParseConfig reads the configuration from flags and FEDSYNC_* variables.
@@ -46,6 +55,11 @@ func ParseConfig(fs *flag.FlagSet, args []string) (*Config, error) {
 	fs.Float64Var(&c.ClientBurst, "rate.client-burst", 2000, "burst per client")
 	fs.Float64Var(&c.HubRate, "rate.hub", 10000, "requests per second of this regional hub")
 	fs.Float64Var(&c.HubBurst, "rate.hub-burst", 20000, "burst of this regional hub")
+	fs.DurationVar(&c.AdmitWindow, "admission.window", time.Second, "back-pressure: refuse deltas (503, Retry-After) while more is admitted than merge finishes in this long (0: off)")
+	fs.Int64Var(&c.AdmitFloor, "admission.floor", 2000, "back-pressure: a backlog of up to this many deltas is always admitted")
+	fs.Int64Var(&c.AdmitMax, "admission.max", 50000, "back-pressure: a backlog of more than this many deltas is never admitted")
+	fs.DurationVar(&c.AdmitPoll, "admission.poll", 100*time.Millisecond, "back-pressure: interval between reads of merge's lag")
+	fs.StringVar(&c.MergeGroup, "admission.merge-group", "fedsync-merge", "back-pressure: merge's consumer group on fedsync.deltas")
 	return c, svcrun.Parse(fs, args, c.Validate)
 }
 
@@ -62,6 +76,10 @@ func (c *Config) Validate() error {
 		return errors.New("control-poll: must be at least 10ms")
 	case c.ClientRate <= 0 || c.ClientBurst < 1 || c.HubRate <= 0 || c.HubBurst < 1:
 		return errors.New("rate.*: must be positive")
+	case c.AdmitWindow < 0 || c.AdmitFloor < 1 || c.AdmitMax < c.AdmitFloor:
+		return errors.New("admission.*: window must not be negative, 1 <= floor <= max")
+	case c.AdmitWindow > 0 && (c.AdmitPoll < 10*time.Millisecond || c.MergeGroup == ""):
+		return errors.New("admission.poll: must be at least 10ms, and admission.merge-group must name merge's group")
 	}
 	if err := c.Service.Validate(); err != nil {
 		return err

@@ -61,6 +61,8 @@ type service struct {
 	region         string
 	produceTimeout time.Duration
 	strongTimeout  time.Duration
+	admission      *admission
+	inflight       inflight
 }
 
 // NewService returns validation's logic.
@@ -181,6 +183,19 @@ func (s *service) PushState(ctx context.Context, req *fedsyncv1.PushStateRequest
 		return &fedsyncv1.PushStateResponse{MessageId: d.MessageId, Status: "committed", Version: version}, nil
 	}
 
+	if err := s.admission.check(); err != nil {
+		return nil, err
+	}
+	if req.GetMessageId() == "" {
+		return s.produce(ctx, d)
+	}
+	// The same delta sent again while its first copy is on its way to Kafka
+	// (a client retrying on a timeout) shares that produce.
+	return s.inflight.do(ctx, d.Writer+"\x00"+d.Id+"\x00"+d.MessageId, func() (*fedsyncv1.PushStateResponse, error) { return s.produce(ctx, d) })
+}
+
+// produce appends d to fedsync.deltas and answers once Kafka acknowledged it.
+func (s *service) produce(ctx context.Context, d *fedsyncv1.Delta) (*fedsyncv1.PushStateResponse, error) {
 	payload, err := proto.Marshal(d)
 	if err != nil {
 		return nil, fmt.Errorf("encode delta: %w", err)
@@ -197,6 +212,7 @@ func (s *service) PushState(ctx context.Context, req *fedsyncv1.PushStateRequest
 	if err := s.deltas.Publish(pctx, kafkabus.Record{Key: []byte(d.Id), Value: env}); err != nil {
 		return nil, apierr.New(apierr.Unavailable, "The delta log is unreachable; nothing was accepted. Retry with the same message_id.").WithRetryAfter(time.Second)
 	}
+	s.admission.admitted()
 	return &fedsyncv1.PushStateResponse{MessageId: d.MessageId, Status: "accepted"}, nil
 }
 
@@ -216,6 +232,13 @@ func (s *service) Heartbeat(ctx context.Context, _ *fedsyncv1.HeartbeatRequest) 
 		return nil, apierr.New(apierr.Unavailable, "The heartbeat log is unreachable.").WithRetryAfter(time.Second)
 	}
 	return &fedsyncv1.HeartbeatResponse{}, nil
+}
+
+// WithAdmission makes the service refuse deltas while too much admitted work
+// waits to be merged.
+func (s *service) WithAdmission(a *admission) *service {
+	s.admission = a
+	return s
 }
 
 // WithControl makes the service follow a shared pause state.
