@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/fedsync/fedsync/tools/devstack"
 )
 
 // TestKillMergeAndStatestoreLosesNothing pushes deltas from several agents while
@@ -14,8 +16,30 @@ import (
 // that got 202 must be in the final state exactly once: each sets its own field,
 // and each document's version equals the number of its accepted deltas.
 func TestKillMergeAndStatestoreLosesNothing(t *testing.T) {
-	s := startStack(t)
-	const agents, perAgent, ids = 5, 60, 4
+	crashUnderLoad(t, startStack(t), 5, 60, 10*time.Millisecond, "merge", "statestore")
+}
+
+// TestKillMergeMidBatch and TestKillStatestoreMidBatch kill a service while it
+// holds a batch: statestore makes every batch wait 100 ms for company before its
+// transaction commits (FEDSYNC_COMMIT_MAX_DELAY), and 12 agents push without
+// pause, so at the kill merge has a batch of many deltas in flight and
+// statestore an uncommitted transaction holding them. Nothing acknowledged may
+// be lost or applied twice.
+func TestKillMergeMidBatch(t *testing.T) {
+	t.Setenv("FEDSYNC_COMMIT_MAX_DELAY", "100ms")
+	crashUnderLoad(t, startStack(t), 12, 40, 0, "merge")
+}
+
+func TestKillStatestoreMidBatch(t *testing.T) {
+	t.Setenv("FEDSYNC_COMMIT_MAX_DELAY", "100ms")
+	crashUnderLoad(t, startStack(t), 12, 40, 0, "statestore")
+}
+
+// crashUnderLoad has agents push perAgent deltas each (pause between them)
+// while each of kill is killed with SIGKILL and restarted in turn, then checks
+// every accepted delta is in the final state exactly once.
+func crashUnderLoad(t *testing.T, s *devstack.Stack, agents, perAgent int, pause time.Duration, kill ...string) {
+	const ids = 4
 	ags := make([]*agent, agents)
 	for i := range ags {
 		region := "na"
@@ -54,7 +78,7 @@ func TestKillMergeAndStatestoreLosesNothing(t *testing.T) {
 					time.Sleep(100 * time.Millisecond)
 				}
 				sent.Add(1)
-				time.Sleep(10 * time.Millisecond)
+				time.Sleep(pause)
 			}
 		}()
 	}
@@ -64,21 +88,15 @@ func TestKillMergeAndStatestoreLosesNothing(t *testing.T) {
 		}
 	}
 	ctx := context.Background()
-	waitSent(agents * perAgent / 4)
-	if err := s.Kill("merge"); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(500 * time.Millisecond)
-	if err := s.Restart(ctx, "merge"); err != nil {
-		t.Fatal(err)
-	}
-	waitSent(agents * perAgent / 2)
-	if err := s.Kill("statestore"); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(500 * time.Millisecond)
-	if err := s.Restart(ctx, "statestore"); err != nil {
-		t.Fatal(err)
+	for k, name := range kill {
+		waitSent(int32(agents * perAgent * (k + 1) / (len(kill) + 2)))
+		if err := s.Kill(name); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(500 * time.Millisecond)
+		if err := s.Restart(ctx, name); err != nil {
+			t.Fatal(err)
+		}
 	}
 	wg.Wait()
 
