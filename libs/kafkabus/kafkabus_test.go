@@ -18,7 +18,7 @@ import (
 )
 
 func testConfig(t *testing.T) *Config {
-	return &Config{Brokers: kafkatest.Brokers(t), Partitions: 3, Replication: 1, BatchTimeout: 2 * time.Millisecond}
+	return &Config{Brokers: kafkatest.Brokers(t), Partitions: 3, Replication: 1, BatchTimeout: 2 * time.Millisecond, Compression: DefaultCompression}
 }
 
 // uniqueTopic keeps runs against a shared real broker apart.
