@@ -59,7 +59,7 @@ func main() {
 	os.Exit(code)
 }
 
-var scenarioOrder = []string{"steady", "max", "fanout", "conflict", "large"}
+var scenarioOrder = []string{"steady", "max", "fanout", "conflict", "large", "growing"}
 
 // presets are the named scenarios of issue 6.
 func presets() map[string]Scenario {
@@ -74,6 +74,11 @@ func presets() map[string]Scenario {
 			Drain: 30 * time.Second, SharedIDs: 10, SubscribeMode: "all", BaseVersion: true},
 		"large": {Name: "large", Agents: 53, Subscribers: 4, Rate: 200, Warmup: 3 * time.Second, Duration: 20 * time.Second,
 			Drain: 60 * time.Second, KeysPerAgent: 4, ValueSize: 64 << 10, SubscribeMode: "all"},
+		// 8 documents of 1 MiB, one per agent; deltas of about 100 bytes, each
+		// setting one field; half the subscribers with whole documents, half
+		// with incremental events.
+		"growing": {Name: "growing", Agents: 8, Subscribers: 4, Rate: 20, Warmup: 5 * time.Second, Duration: 20 * time.Second,
+			Drain: 60 * time.Second, KeysPerAgent: 1, ValueSize: 100, DocBytes: 1 << 20, SubscribeMode: "all", Events: "both"},
 	}
 }
 
@@ -93,6 +98,8 @@ func run(args []string) (int, error) {
 	subscribe := fs.String("subscribe", "", "subscription prefixes: all (every subscriber watches every id) or agent (one agent's prefix each)")
 	maxP99 := fs.Duration("max-p99", 0, "max: the p99 a kept step must stay under (preset 1s)")
 	maxSteps := fs.Int("max-steps", 0, "max: most steps of the rate search (preset 5)")
+	events := fs.String("events", "", "what fedsync's subscribers ask for: full (whole documents; default), delta (what each change set and removed), or both (half each; growing preset)")
+	docSize := fs.Int("doc-size", 0, "growing: document size in bytes, written first; then each delta sets one field (preset 1048576)")
 	api := fs.String("api", "rest", "fedsync writes: rest (POST /api/v1/sync/state through the edge) or grpc (ValidationService.PushState)")
 	sub := fs.String("sub", "ws", "fedsync subscriptions: ws (WebSocket /stream through the edge) or grpc (BroadcasterService.Subscribe)")
 	bin := fs.String("bin", ".fedsync/bin", "fedsync's service binaries (make build)")
@@ -177,6 +184,20 @@ Usage: fedbench [flags]
 		}
 		if set["max-steps"] {
 			sc.MaxSteps = *maxSteps
+		}
+		if set["events"] {
+			sc.Events = *events
+		}
+		if set["doc-size"] {
+			sc.DocBytes = *docSize
+		}
+		switch sc.Events {
+		case "", "full", "delta", "both":
+		default:
+			return 2, fmt.Errorf("-events: full, delta or both, not %q", sc.Events)
+		}
+		if sc.DocBytes > 0 && sc.SharedIDs > 0 {
+			return 2, fmt.Errorf("%s: -doc-size needs per-agent ids (not the conflict preset's shared ones)", sc.Name)
 		}
 		if sc.Agents < 1 || sc.Subscribers < 1 || sc.Duration <= 0 || (sc.SharedIDs == 0 && sc.KeysPerAgent < 1) {
 			return 2, fmt.Errorf("%s: agents, subscribers, keys and duration must be positive", sc.Name)

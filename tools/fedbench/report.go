@@ -14,16 +14,21 @@ import (
 
 // Result is one system's run of one scenario (or one step of the max search).
 type Result struct {
-	System        string     `json:"system"`
-	Scenario      string     `json:"scenario"`
-	Step          string     `json:"step,omitempty"`
-	Info          SystemInfo `json:"info"`
-	Agents        int        `json:"agents"`
-	Subscribers   int        `json:"subscribers"`
-	TargetRate    float64    `json:"target_rate"` // 0 = as fast as acknowledgements allow
-	ValueBytes    int        `json:"value_bytes"`
-	Keys          int        `json:"ids"`
-	SubscribeMode string     `json:"subscribe_mode"`
+	System      string     `json:"system"`
+	Scenario    string     `json:"scenario"`
+	Step        string     `json:"step,omitempty"`
+	Info        SystemInfo `json:"info"`
+	Agents      int        `json:"agents"`
+	Subscribers int        `json:"subscribers"`
+	TargetRate  float64    `json:"target_rate"` // 0 = as fast as acknowledgements allow
+	ValueBytes  int        `json:"value_bytes"` // what one write carries
+	// DocBytes: the size of the documents the deltas change (growing preset);
+	// PartialUpdates: the system can set one field of it (fedsync) rather than
+	// put the whole value (etcd, NATS).
+	DocBytes       int    `json:"doc_bytes,omitempty"`
+	PartialUpdates bool   `json:"partial_updates"`
+	Keys           int    `json:"ids"`
+	SubscribeMode  string `json:"subscribe_mode"`
 
 	WindowSeconds    float64 `json:"window_seconds"`
 	SubscribeSeconds float64 `json:"subscribe_seconds"`
@@ -33,6 +38,10 @@ type Result struct {
 	CommittedPerSec float64 `json:"committed_per_sec"`
 	DeliveredPerSec float64 `json:"delivered_per_sec"`
 	Latency         Latency `json:"latency"`
+	// EventGroups: the subscribers by the events they asked for (whole
+	// documents, or what each change set and removed), each group's
+	// deliveries, bytes received and latency in the window.
+	EventGroups []EventGroup `json:"event_groups,omitempty"`
 
 	Errors      map[string]int64 `json:"errors"`
 	ErrorsTotal map[string]int64 `json:"errors_including_warmup_and_drain"`
@@ -85,6 +94,37 @@ func (r *Result) judge() {
 		r.Failures = append(r.Failures, fmt.Sprintf("%d (subscriber, id) pairs did not converge on the final version", c.Diverged))
 	}
 	r.Passed = len(r.Failures) == 0
+}
+
+// EventGroup is one group of subscribers, by the events they asked for.
+type EventGroup struct {
+	Events      string `json:"events"` // "full" or "delta": what the subscribers asked for
+	Subscribers int    `json:"subscribers"`
+	// DeliveredPerSec: change messages received per second in the window;
+	// BytesPerChange: their mean size (the WebSocket frame, the gRPC message, or
+	// a watch event's key and value); ReceivedMiBPerSec: all of them together.
+	DeliveredPerSec   float64 `json:"delivered_per_sec"`
+	BytesPerChange    float64 `json:"bytes_per_change"`
+	ReceivedMiBPerSec float64 `json:"received_mib_per_sec"`
+	// WholeFrames and DeltaFrames: the messages in the window that carried the
+	// whole value, and those that carried only what changed (set, removed).
+	WholeFrames int64   `json:"whole_value_messages"`
+	DeltaFrames int64   `json:"delta_messages"`
+	Latency     Latency `json:"latency"`
+}
+
+// received says what the group's messages carried.
+func (g EventGroup) received() string {
+	switch {
+	case g.WholeFrames > 0 && g.DeltaFrames > 0:
+		return fmt.Sprintf("mixed: %s whole, %s set/removed", commas(g.WholeFrames), commas(g.DeltaFrames))
+	case g.DeltaFrames > 0:
+		return "set/removed"
+	case g.WholeFrames > 0:
+		return "whole value"
+	default:
+		return "–"
+	}
 }
 
 // Stage is one service method's share of the hot path.
@@ -343,7 +383,14 @@ func (r *Report) Markdown(chart string) string {
 	} else {
 		fmt.Fprintf(&b, "%d ids per agent, ", sc.KeysPerAgent)
 	}
-	fmt.Fprintf(&b, "values of about %s, target %s, warm-up %s, measured %s.\n", bytesStr(sc.ValueSize), target(sc.Rate), sc.Warmup, sc.Duration)
+	if sc.DocBytes > 0 {
+		fmt.Fprintf(&b, "documents of about %s (fields of 1 KiB, written before the warm-up), then deltas of about %s that each set one field "+
+			"(etcd and NATS have no partial update: the honest equivalent is a put of the whole ~%s value each time, and their watchers receive it whole), ",
+			bytesStr(sc.DocBytes), bytesStr(sc.ValueSize), bytesStr(sc.DocBytes))
+	} else {
+		fmt.Fprintf(&b, "values of about %s, ", bytesStr(sc.ValueSize))
+	}
+	fmt.Fprintf(&b, "target %s, warm-up %s, measured %s.\n", target(sc.Rate), sc.Warmup, sc.Duration)
 	fmt.Fprintf(&b, "Machine: %d CPUs (%s), %.0f GiB, %s; commit %s; %s.", r.Meta.CPUs, r.Meta.CPUModel, r.Meta.MemoryGiB, r.Meta.Kernel, r.Meta.commitText(), r.Meta.GoVersion)
 	if r.Meta.LoadAvgStart != "" {
 		fmt.Fprintf(&b, " Load average (1, 5, 15 min) at the start %s, at the end %s.", r.Meta.LoadAvgStart, r.Meta.LoadAvgEnd)
@@ -377,6 +424,24 @@ func (r *Report) Markdown(chart string) string {
 	b.WriteString("\nCPU ms per commit: CPU time of all of the system's processes in the measured window (fedsync: every service and the devstack process, " +
 		"which holds the embedded broker and the edges; fedbench's own clients not included) divided by the deltas committed in the window " +
 		"(fedsync: merge's committed counter; etcd and NATS: acknowledged puts, so CPU per put).\n\n")
+	if sc.Events == "delta" || sc.Events == "both" {
+		b.WriteString("Subscribers by the events they asked for: full = every change carries the whole document, delta = it carries what the change set and removed " +
+			"(fedsync's `\"events\":\"delta\"`; etcd and NATS have no partial update, so both halves of their subscribers receive the whole value). " +
+			"Bytes per change: the mean size of the change messages received in the window.\n\n")
+		b.WriteString("| system | step | events asked | subscribers | received | delivered/s | bytes per change | received MiB/s | p50 ms | p99 ms | max ms |\n")
+		b.WriteString("|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|\n")
+		for _, res := range r.Results {
+			step := res.Step
+			if step == "" {
+				step = "–"
+			}
+			for _, g := range res.EventGroups {
+				fmt.Fprintf(&b, "| %s | %s | %s | %d | %s | %s | %s | %.2f | %s | %s | %s |\n", res.System, step, g.Events, g.Subscribers, g.received(),
+					fmtRate(g.DeliveredPerSec), fmtRate(g.BytesPerChange), g.ReceivedMiBPerSec, fmtMs(g.Latency.P50), fmtMs(g.Latency.P99), fmtMs(g.Latency.Max))
+			}
+		}
+		b.WriteString("\n")
+	}
 	if len(r.Ratios) > 0 {
 		b.WriteString("Ratios (fedsync ÷ baseline; throughput above 1 = fedsync accepts more, latency above 1 = fedsync is slower, " +
 			"CPU per commit above 1 = fedsync spends more CPU per committed delta than the baseline per put):\n\n")
@@ -390,6 +455,15 @@ func (r *Report) Markdown(chart string) string {
 		var notes []string
 		if len(res.Errors) > 0 {
 			notes = append(notes, "errors in the window: "+formatErrors(res.Errors))
+		}
+		for _, g := range res.EventGroups {
+			if g.Events == "delta" && res.PartialUpdates && g.WholeFrames > 0 {
+				notes = append(notes, fmt.Sprintf("subscribers that asked for delta events received %s whole documents in the window "+
+					"(a server without incremental events ignores the option)", commas(g.WholeFrames)))
+			}
+		}
+		if res.DocBytes > 0 {
+			notes = append(notes, fmt.Sprintf("each write carried about %s", bytesStr(res.ValueBytes)))
 		}
 		if len(res.Conflicts) > 0 {
 			var parts []string
@@ -494,6 +568,8 @@ func describeSubs(sc Scenario) string {
 
 func bytesStr(n int) string {
 	switch {
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return fmt.Sprintf("%d MiB", n>>20)
 	case n >= 1<<10:
 		return fmt.Sprintf("%d KiB", n>>10)
 	case n <= 0:

@@ -216,8 +216,8 @@ func TestStatsWindow(t *testing.T) {
 	in := t0.Add(2 * time.Second).UnixNano()
 	s.Accepted(in)
 	s.Error("503 unavailable", in)
-	s.Delivered(0, in, in+int64(5*time.Millisecond), true)
-	s.Delivered(1, in, in+int64(7*time.Millisecond), false) // not a first sight: no latency
+	s.Delivered(Delivery{Sub: 0, PushNs: in, RecvNs: in + int64(5*time.Millisecond), First: true, Bytes: 1000})
+	s.Delivered(Delivery{Sub: 1, Group: groupDelta, PushNs: in, RecvNs: in + int64(7*time.Millisecond), Bytes: 100, Delta: true}) // not a first sight: no latency
 	s.EndWindow(t0.Add(3 * time.Second))
 	s.Accepted(t0.Add(4 * time.Second).UnixNano())
 	if s.accepted.Load() != 1 || s.acceptedAll.Load() != 3 {

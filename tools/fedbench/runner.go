@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -51,6 +52,63 @@ type Scenario struct {
 	// more than the 20,000 open files a process may have on these machines. (In
 	// Kubernetes the Ingress is that hop.)
 	DirectSubscribe bool `json:"direct_subscribe,omitempty"`
+	// Events is what fedsync's subscribers ask for: "full" (every change carries
+	// the whole document; the default), "delta" (what the change set and
+	// removed), or "both" (even-numbered subscribers full, odd ones delta). The
+	// baselines have no partial update and always deliver the whole value.
+	Events string `json:"events,omitempty"`
+	// DocBytes > 0 (the growing preset): every id is first written as a
+	// document of about DocBytes made of fields of about 1 KiB (fedsync: in
+	// deltas of 64 fields, under the 1 MiB request limit), before the warm-up;
+	// then each fedsync delta sets one field of about ValueSize bytes, while the
+	// baselines, which have no partial update, put the whole value of about
+	// DocBytes each time.
+	DocBytes int `json:"doc_bytes,omitempty"`
+}
+
+// subscriberEvents returns what each subscriber asks for: "full" or "delta".
+func (sc Scenario) subscriberEvents() []string {
+	out := make([]string, sc.Subscribers)
+	for j := range out {
+		switch {
+		case sc.Events == "delta", sc.Events == "both" && j%2 == 1:
+			out[j] = "delta"
+		default:
+			out[j] = "full"
+		}
+	}
+	return out
+}
+
+// docField is the size of one field of a seeded document, docChunk the fields
+// per seeding delta.
+const (
+	docField = 1024
+	docChunk = 64
+)
+
+// docChunks returns the JSON objects that together make a document of about
+// size bytes: fields "f0000", "f0001", ... of docField bytes each (key, quotes
+// and comma included), hex, docChunk fields per object.
+func docChunks(size int) [][]byte {
+	n := max(size/docField, 1)
+	pad := padding(n * docField)
+	var out [][]byte
+	for first := 0; first < n; first += docChunk {
+		var b []byte
+		b = append(b, '{')
+		for i := first; i < min(first+docChunk, n); i++ {
+			if i > first {
+				b = append(b, ',')
+			}
+			// "f0000":"<hex>" is 10 bytes plus the hex; the comma makes docField.
+			b = fmt.Appendf(b, `"f%04d":"`, i)
+			b = append(b, pad[i*docField:i*docField+docField-11]...)
+			b = append(b, '"')
+		}
+		out = append(out, append(b, '}'))
+	}
+	return out
 }
 
 const sharedPrefix = "shared-bench:"
@@ -117,8 +175,15 @@ func runOnce(ctx context.Context, sys System, sc Scenario, rate float64, o RunOp
 	msgID := func(k deltaKey) string {
 		return "fb-" + tag + "-" + strconv.Itoa(k.writer()) + "-" + strconv.FormatInt(k.seq(), 10)
 	}
+	events := sc.subscriberEvents()
+	// What one write carries: the baselines have no partial update, so where
+	// fedsync sets one field of a large document they put the whole value.
+	valueSize := sc.ValueSize
+	if sc.DocBytes > 0 && !sys.PartialUpdates() {
+		valueSize = sc.DocBytes
+	}
 	res := &Result{System: sys.Name(), Scenario: sc.Name, Step: o.Label, Info: sys.Info(), Agents: sc.Agents, Subscribers: sc.Subscribers,
-		TargetRate: rate, ValueBytes: sc.ValueSize, Keys: len(ids), SubscribeMode: sc.SubscribeMode}
+		TargetRate: rate, ValueBytes: valueSize, DocBytes: sc.DocBytes, PartialUpdates: sys.PartialUpdates(), Keys: len(ids), SubscribeMode: sc.SubscribeMode}
 	say := func(format string, args ...any) {
 		if o.Progress != nil {
 			if o.TTY {
@@ -131,6 +196,7 @@ func runOnce(ctx context.Context, sys System, sc Scenario, rate float64, o RunOp
 	// Subscribers first, so that they see everything from the first delta.
 	var observed atomic.Int64
 	handler := func(j int) func(Event) {
+		group := groupOf(events[j])
 		return func(ev Event) {
 			recv := time.Now().UnixNano()
 			if ev.Err != "" {
@@ -143,7 +209,7 @@ func runOnce(ctx context.Context, sys System, sc Scenario, rate float64, o RunOp
 				n, t = 0, 0
 			}
 			first := tr.Observe(j, Observation{ID: ev.ID, Version: ev.Version, Writer: w, Seq: n})
-			st.Delivered(j, t, recv, first)
+			st.Delivered(Delivery{Sub: j, Group: group, PushNs: t, RecvNs: recv, First: first, Bytes: ev.Bytes, Delta: ev.Delta})
 			if sc.BaseVersion {
 				if i, ok := idIndex[ev.ID]; ok {
 					for {
@@ -191,7 +257,7 @@ func runOnce(ctx context.Context, sys System, sc Scenario, rate float64, o RunOp
 	}
 	for j, p := range prefixes {
 		g.Go(func() error {
-			c, err := sys.Subscribe(gctx, j, p, handler(j))
+			c, err := sys.Subscribe(gctx, j, p, events[j], handler(j))
 			if err != nil {
 				return fmt.Errorf("subscriber %d: %w", j, err)
 			}
@@ -233,7 +299,15 @@ func runOnce(ctx context.Context, sys System, sc Scenario, rate float64, o RunOp
 	}
 	say("%d writers and %d subscribers connected (subscribing took %.1fs); warm-up %s, then %s measured", sc.Agents, sc.Subscribers, res.SubscribeSeconds, sc.Warmup, sc.Duration)
 
-	pad := padding(sc.ValueSize - 60)
+	if sc.DocBytes > 0 {
+		say("writing %d documents of about %s each", len(ids), bytesStr(sc.DocBytes))
+		t0 := time.Now()
+		if err := seedDocuments(ctx, sys, writers, sc, ids, "fb-"+tag+"-seed"); err != nil {
+			return nil, err
+		}
+		say("documents written and committed in %.1fs", time.Since(t0).Seconds())
+	}
+	pad := padding(valueSize - 60)
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	start := time.Now()
@@ -387,6 +461,26 @@ loop:
 
 	h := st.Histogram()
 	res.Latency = Summarize(h)
+	for g := range st.groups {
+		n := 0
+		for _, e := range events {
+			if groupOf(e) == g {
+				n++
+			}
+		}
+		if n == 0 {
+			continue
+		}
+		c := &st.groups[g]
+		eg := EventGroup{Events: groupNames[g], Subscribers: n, DeliveredPerSec: round1(float64(c.delivered.Load()) / window),
+			WholeFrames: c.wholeFrames.Load(), DeltaFrames: c.deltaFrames.Load(), Latency: Summarize(st.GroupHistogram(g))}
+		eg.Latency.Curve = nil
+		if d := c.delivered.Load(); d > 0 {
+			eg.BytesPerChange = round1(float64(c.bytes.Load()) / float64(d))
+			eg.ReceivedMiBPerSec = round2(float64(c.bytes.Load()) / window / (1 << 20))
+		}
+		res.EventGroups = append(res.EventGroups, eg)
+	}
 	res.WindowSeconds = round2(window)
 	res.AcceptedPerSec = round1(float64(st.accepted.Load()) / window)
 	res.DeliveredPerSec = round1(float64(st.delivered.Load()) / window)
@@ -440,6 +534,72 @@ loop:
 		res.AcceptedPerSec, res.CommittedPerSec, res.DeliveredPerSec, res.Latency.P50, res.Latency.P99, res.Latency.Max,
 		res.CPUCores, fmtCPUMs(res.CPUMsPerCommit), formatErrors(res.Errors), res.Correctness.Lost, res.Correctness.Duplicates, res.Correctness.OutOfOrder, res.Correctness.Gaps, res.Correctness.Converged)
 	return res, nil
+}
+
+// seedDocuments writes the growing preset's documents: each writer its own ids,
+// as deltas of many fields where the system has partial updates (fedsync), or
+// one put of the whole value (the baselines); then it waits until the system
+// committed them all, so that the stream of small deltas starts on documents
+// of full size.
+func seedDocuments(ctx context.Context, sys System, writers []Writer, sc Scenario, ids []string, msgPrefix string) error {
+	if sc.SharedIDs > 0 {
+		return errors.New("documents (DocBytes) need per-agent ids, not shared ones")
+	}
+	chunks := docChunks(sc.DocBytes)
+	whole := encodeValue(nil, 0, 0, 0, padding(sc.DocBytes-60))
+	want := map[string]int64{}
+	for _, id := range ids {
+		want[id] = 1
+		if sys.PartialUpdates() {
+			want[id] = int64(len(chunks))
+		}
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(8)
+	for a, w := range writers {
+		// One goroutine per writer: a writer is one connection, used in turn.
+		g.Go(func() error {
+			for k := 0; k < sc.KeysPerAgent; k++ {
+				id := ids[a*sc.KeysPerAgent+k]
+				seeder, partial := w.(docSeeder)
+				if !partial || !sys.PartialUpdates() {
+					if err := w.Put(gctx, id, whole, fmt.Sprintf("%s-%d-%d", msgPrefix, a, k), 0); err != nil {
+						return fmt.Errorf("writing the document %s: %w", id, err)
+					}
+					continue
+				}
+				for i, c := range chunks {
+					if err := seeder.Seed(gctx, id, c, fmt.Sprintf("%s-%d-%d-%d", msgPrefix, a, k, i)); err != nil {
+						return fmt.Errorf("writing the document %s (delta %d of %d): %w", id, i+1, len(chunks), err)
+					}
+				}
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		final, err := sys.FinalVersions(ctx, ids)
+		done := err == nil
+		for id, v := range want {
+			if final[id] < v {
+				done = false
+			}
+		}
+		if done {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the documents were not committed within 3 minutes (versions %v, want %v, last error %v)", final, want, err)
+		}
+		sleepCtx(ctx, 500*time.Millisecond)
+	}
 }
 
 // converged reports whether every subscriber holds the final version of every

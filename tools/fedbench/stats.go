@@ -23,9 +23,36 @@ const (
 )
 
 type histShard struct {
-	mu  sync.Mutex
-	all *hdrhistogram.Histogram // push time inside the measured window
-	win *hdrhistogram.Histogram // everything since the last progress line
+	mu    sync.Mutex
+	all   *hdrhistogram.Histogram // push time inside the measured window
+	win   *hdrhistogram.Histogram // everything since the last progress line
+	group [nGroups]*hdrhistogram.Histogram
+}
+
+// Subscribers are in one of two groups, by the events they asked for: whole
+// documents (groupFull, the default) or what each change set and removed
+// (groupDelta). Each group has its own deliveries, bytes and latency.
+const (
+	groupFull = iota
+	groupDelta
+	nGroups
+)
+
+var groupNames = [nGroups]string{"full", "delta"}
+
+func groupOf(events string) int {
+	if events == "delta" {
+		return groupDelta
+	}
+	return groupFull
+}
+
+// groupCounters count one group's change messages received in the window.
+type groupCounters struct {
+	delivered   atomic.Int64
+	bytes       atomic.Int64
+	wholeFrames atomic.Int64 // messages that carried the whole value
+	deltaFrames atomic.Int64 // messages that carried only what changed
 }
 
 // Stats collects the measures of one run: acknowledged deltas, deliveries,
@@ -41,6 +68,8 @@ type Stats struct {
 	delivered    atomic.Int64 // changes received inside the window
 	deliveredAll atomic.Int64
 
+	groups [nGroups]groupCounters
+
 	errMu     sync.Mutex
 	errWindow map[string]int64
 	errAll    map[string]int64
@@ -52,6 +81,9 @@ func NewStats() *Stats {
 	for i := range s.shards {
 		s.shards[i].all = hdrhistogram.New(histMin, histMax, histDigits)
 		s.shards[i].win = hdrhistogram.New(histMin, histMax, histDigits)
+		for g := range s.shards[i].group {
+			s.shards[i].group[g] = hdrhistogram.New(histMin, histMax, histDigits)
+		}
 	}
 	return s
 }
@@ -89,17 +121,37 @@ func (s *Stats) Error(code string, ns int64) {
 	s.errMu.Unlock()
 }
 
-// Delivered records that a subscriber received a delta pushed at pushNs, at
-// recvNs; first says whether it is this subscriber's first sight of the delta
-// (only those count for latency).
-func (s *Stats) Delivered(shard int, pushNs, recvNs int64, first bool) {
+// Delivery is one change message a subscriber received.
+type Delivery struct {
+	Sub    int   // subscriber index (spreads the histograms' locks)
+	Group  int   // groupFull or groupDelta: what the subscriber asked for
+	PushNs int64 // when the delta was pushed (0: not a fedbench delta)
+	RecvNs int64
+	// First: the subscriber's first sight of this delta (only those count for
+	// latency).
+	First bool
+	Bytes int  // size of the message
+	Delta bool // it carried only what changed, not the whole value
+}
+
+// Delivered records a change message a subscriber received.
+func (s *Stats) Delivered(d Delivery) {
 	s.deliveredAll.Add(1)
-	if s.inWindow(recvNs) {
+	if s.inWindow(d.RecvNs) {
 		s.delivered.Add(1)
+		g := &s.groups[d.Group]
+		g.delivered.Add(1)
+		g.bytes.Add(int64(d.Bytes))
+		if d.Delta {
+			g.deltaFrames.Add(1)
+		} else {
+			g.wholeFrames.Add(1)
+		}
 	}
-	if !first || pushNs <= 0 {
+	if !d.First || d.PushNs <= 0 {
 		return
 	}
+	shard, pushNs, recvNs := d.Sub, d.PushNs, d.RecvNs
 	us := max((recvNs-pushNs)/1000, histMin)
 	us = min(us, histMax)
 	sh := &s.shards[shard%shards]
@@ -108,6 +160,7 @@ func (s *Stats) Delivered(shard int, pushNs, recvNs int64, first bool) {
 	sh.win.RecordValue(us)
 	if in {
 		sh.all.RecordValue(us)
+		sh.group[d.Group].RecordValue(us)
 	}
 	sh.mu.Unlock()
 }
@@ -132,6 +185,18 @@ func (s *Stats) Histogram() *hdrhistogram.Histogram {
 		sh := &s.shards[i]
 		sh.mu.Lock()
 		h.Merge(sh.all)
+		sh.mu.Unlock()
+	}
+	return h
+}
+
+// GroupHistogram merges one group's latencies of the measured window.
+func (s *Stats) GroupHistogram(g int) *hdrhistogram.Histogram {
+	h := hdrhistogram.New(histMin, histMax, histDigits)
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.mu.Lock()
+		h.Merge(sh.group[g])
 		sh.mu.Unlock()
 	}
 	return h

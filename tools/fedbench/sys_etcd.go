@@ -31,8 +31,9 @@ type etcdSystem struct {
 
 func newEtcd() *etcdSystem { return &etcdSystem{bin: lookBinary("etcd")} }
 
-func (e *etcdSystem) Name() string     { return "etcd" }
-func (e *etcdSystem) Contiguous() bool { return true } // kv.Version counts 1, 2, 3 per key
+func (e *etcdSystem) Name() string         { return "etcd" }
+func (e *etcdSystem) PartialUpdates() bool { return false } // a put replaces the whole value
+func (e *etcdSystem) Contiguous() bool     { return true }  // kv.Version counts 1, 2, 3 per key
 
 func (e *etcdSystem) Available() (bool, string) {
 	if e.bin == "" {
@@ -134,7 +135,7 @@ func (w *etcdWriter) Put(ctx context.Context, id string, value []byte, msgID str
 
 func (w *etcdWriter) Close() { w.c.Close() }
 
-func (e *etcdSystem) Subscribe(ctx context.Context, sub int, prefix string, deliver func(Event)) (Closer, error) {
+func (e *etcdSystem) Subscribe(ctx context.Context, sub int, prefix, events string, deliver func(Event)) (Closer, error) {
 	c, err := e.client()
 	if err != nil {
 		return nil, err
@@ -180,7 +181,7 @@ func (e *etcdSystem) Subscribe(ctx context.Context, sub int, prefix string, deli
 				if ev.Type != clientv3.EventTypePut {
 					continue
 				}
-				deliver(Event{ID: string(ev.Kv.Key), Version: ev.Kv.Version, Value: ev.Kv.Value})
+				deliver(Event{ID: string(ev.Kv.Key), Version: ev.Kv.Version, Value: ev.Kv.Value, Bytes: len(ev.Kv.Key) + len(ev.Kv.Value)})
 			}
 		}
 	}()

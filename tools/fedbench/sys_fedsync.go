@@ -28,6 +28,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/fedsync/fedsync/libs/mtls"
 	fedsyncv1 "github.com/fedsync/fedsync/proto/fedsync/v1"
@@ -60,8 +61,9 @@ func newFedsync(binDir, dataTypes, api, sub, kafka string) *fedsyncSystem {
 	return &fedsyncSystem{binDir: binDir, dataTypes: dataTypes, api: api, sub: sub, kafka: kafka, tokens: map[string]string{}}
 }
 
-func (f *fedsyncSystem) Name() string     { return "fedsync" }
-func (f *fedsyncSystem) Contiguous() bool { return true }
+func (f *fedsyncSystem) Name() string         { return "fedsync" }
+func (f *fedsyncSystem) Contiguous() bool     { return true }
+func (f *fedsyncSystem) PartialUpdates() bool { return true } // a delta is a patch of top-level fields
 
 func (f *fedsyncSystem) Available() (bool, string) {
 	for _, b := range []string{"authn", "validation", "merge", "statestore", "broadcaster", "healthmonitor"} {
@@ -267,6 +269,23 @@ func (f *fedsyncSystem) NewWriter(ctx context.Context, agent int) (Writer, error
 }
 
 func (w *restWriter) Put(ctx context.Context, id string, value []byte, msgID string, base int64) error {
+	w.start(id, msgID, base)
+	w.buf.WriteString(`{"fb":`)
+	w.buf.Write(value)
+	w.buf.WriteString(`}}`)
+	return w.post(ctx)
+}
+
+// Seed writes fields (a JSON object) into id as one delta.
+func (w *restWriter) Seed(ctx context.Context, id string, fields []byte, msgID string) error {
+	w.start(id, msgID, 0)
+	w.buf.Write(fields)
+	w.buf.WriteString(`}`)
+	return w.post(ctx)
+}
+
+// start writes the request body up to the patch.
+func (w *restWriter) start(id, msgID string, base int64) {
 	w.buf.Reset()
 	w.buf.WriteString(`{"id":`)
 	w.buf.WriteString(strconv.Quote(id))
@@ -276,9 +295,10 @@ func (w *restWriter) Put(ctx context.Context, id string, value []byte, msgID str
 		w.buf.WriteString(`,"base_version":`)
 		w.buf.WriteString(strconv.FormatInt(base, 10))
 	}
-	w.buf.WriteString(`,"patch":{"fb":`)
-	w.buf.Write(value)
-	w.buf.WriteString(`}}`)
+	w.buf.WriteString(`,"patch":`)
+}
+
+func (w *restWriter) post(ctx context.Context) error {
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, w.url, bytes.NewReader(w.buf.Bytes()))
 	req.Header.Set("Authorization", "Bearer "+w.token)
 	req.Header.Set("Content-Type", "application/json")
@@ -313,10 +333,19 @@ type grpcWriter struct {
 }
 
 func (w *grpcWriter) Put(ctx context.Context, id string, value []byte, msgID string, base int64) error {
-	ctx, cancel := context.WithTimeout(metadata.NewOutgoingContext(ctx, w.md), 30*time.Second)
-	defer cancel()
 	patch := make([]byte, 0, len(value)+8)
 	patch = append(append(append(patch, `{"fb":`...), value...), '}')
+	return w.push(ctx, id, patch, msgID, base)
+}
+
+// Seed writes fields (a JSON object) into id as one delta.
+func (w *grpcWriter) Seed(ctx context.Context, id string, fields []byte, msgID string) error {
+	return w.push(ctx, id, fields, msgID, 0)
+}
+
+func (w *grpcWriter) push(ctx context.Context, id string, patch []byte, msgID string, base int64) error {
+	ctx, cancel := context.WithTimeout(metadata.NewOutgoingContext(ctx, w.md), 30*time.Second)
+	defer cancel()
 	_, err := w.client.PushState(ctx, &fedsyncv1.PushStateRequest{Id: id, DataType: "note", Patch: patch, MessageId: msgID,
 		BaseVersion: base, HasBaseVersion: base > 0})
 	if err != nil {
@@ -334,18 +363,46 @@ func (w *grpcWriter) Close() { w.cc.Close() }
 
 // ---- subscribers ----
 
+// wsMessage is one server message of the WebSocket /stream. A change carries
+// the whole document in value, or, on a subscription with "events":"delta",
+// the fields the commit set (a JSON object) and removed instead.
 type wsMessage struct {
 	Type    string          `json:"type"`
 	ID      string          `json:"id"`
 	Version int64           `json:"version"`
 	Value   json.RawMessage `json:"value"`
+	Set     json.RawMessage `json:"set"`
+	Removed []string        `json:"removed"`
 	Cursor  string          `json:"cursor"`
 	Error   struct {
 		Code string `json:"code"`
 	} `json:"error"`
 }
 
-func (f *fedsyncSystem) Subscribe(ctx context.Context, sub int, prefix string, deliver func(Event)) (Closer, error) {
+// subscribeMessage is the WebSocket subscribe request; "events" is sent only
+// for incremental events (whole documents are the default).
+func subscribeMessage(prefix, cursor, events string) []byte {
+	m := map[string]any{"type": "subscribe", "id_prefix": prefix, "from_cursor": cursor}
+	if events == "delta" {
+		m["events"] = "delta"
+	}
+	b, _ := json.Marshal(m)
+	return b
+}
+
+// changeEvent turns a change message of size bytes into an Event: the whole
+// document when it carries one, else what it set.
+func changeEvent(id string, version int64, value, set []byte, removed []string, size int) Event {
+	if len(value) > 0 && string(value) != "null" {
+		return Event{ID: id, Version: version, Value: value, Bytes: size}
+	}
+	if string(set) == "null" {
+		set = nil
+	}
+	return Event{ID: id, Version: version, Value: set, Delta: set != nil || removed != nil, Bytes: size}
+}
+
+func (f *fedsyncSystem) Subscribe(ctx context.Context, sub int, prefix, events string, deliver func(Event)) (Closer, error) {
 	c := f.agent(sub)
 	tok, err := f.token(ctx, c)
 	if err != nil {
@@ -361,13 +418,13 @@ func (f *fedsyncSystem) Subscribe(ctx context.Context, sub int, prefix string, d
 	var wg sync.WaitGroup
 	wg.Add(1)
 	if f.sub == "grpc" {
-		go func() { defer wg.Done(); f.grpcSubscriber(sctx, region, tok, prefix, deliver, ready) }()
+		go func() { defer wg.Done(); f.grpcSubscriber(sctx, region, tok, prefix, events, deliver, ready) }()
 	} else {
 		base := f.info.Edges[region]
 		if f.direct {
 			base = "http://" + f.info.Services["broadcaster-"+region].HTTP
 		}
-		go func() { defer wg.Done(); f.wsSubscriber(sctx, base, tok, prefix, deliver, ready) }()
+		go func() { defer wg.Done(); f.wsSubscriber(sctx, base, tok, prefix, events, deliver, ready) }()
 	}
 	select {
 	case err = <-ready:
@@ -386,7 +443,7 @@ func (f *fedsyncSystem) Subscribe(ctx context.Context, sub int, prefix string, d
 
 // wsSubscriber keeps one WebSocket subscription, resuming from the last cursor
 // when the server closes it (as a real client does after "unavailable").
-func (f *fedsyncSystem) wsSubscriber(ctx context.Context, edge, token, prefix string, deliver func(Event), ready chan<- error) {
+func (f *fedsyncSystem) wsSubscriber(ctx context.Context, edge, token, prefix, events string, deliver func(Event), ready chan<- error) {
 	wsURL := "ws" + strings.TrimPrefix(edge, "http") + "/stream"
 	cursor := ""
 	first := true
@@ -404,7 +461,7 @@ func (f *fedsyncSystem) wsSubscriber(ctx context.Context, edge, token, prefix st
 			continue
 		}
 		conn.SetReadLimit(16 << 20)
-		msg, _ := json.Marshal(map[string]any{"type": "subscribe", "id_prefix": prefix, "from_cursor": cursor})
+		msg := subscribeMessage(prefix, cursor, events)
 		if err := conn.Write(ctx, websocket.MessageText, msg); err != nil {
 			conn.CloseNow()
 			if first {
@@ -441,7 +498,7 @@ func (f *fedsyncSystem) wsSubscriber(ctx context.Context, edge, token, prefix st
 				}
 			case "change":
 				cursor = m.Cursor
-				deliver(Event{ID: m.ID, Version: m.Version, Value: m.Value})
+				deliver(changeEvent(m.ID, m.Version, m.Value, m.Set, m.Removed, len(data)))
 			case "error":
 				deliver(Event{Err: "ws error " + m.Error.Code})
 			case "snapshot_required":
@@ -457,7 +514,7 @@ func (f *fedsyncSystem) wsSubscriber(ctx context.Context, edge, token, prefix st
 	}
 }
 
-func (f *fedsyncSystem) grpcSubscriber(ctx context.Context, region, token, prefix string, deliver func(Event), ready chan<- error) {
+func (f *fedsyncSystem) grpcSubscriber(ctx context.Context, region, token, prefix, events string, deliver func(Event), ready chan<- error) {
 	addr := f.info.Services["broadcaster-"+region].GRPC
 	creds, err := f.grpcCreds()
 	if err != nil {
@@ -476,7 +533,11 @@ func (f *fedsyncSystem) grpcSubscriber(ctx context.Context, region, token, prefi
 	cursor := ""
 	first := true
 	for ctx.Err() == nil {
-		stream, err := client.Subscribe(mctx, &fedsyncv1.SubscribeRequest{IdPrefix: prefix, FromCursor: cursor})
+		req := &fedsyncv1.SubscribeRequest{IdPrefix: prefix, FromCursor: cursor}
+		if events == "delta" {
+			req.Events = "delta"
+		}
+		stream, err := client.Subscribe(mctx, req)
 		if err == nil {
 			for {
 				m, rerr := stream.Recv()
@@ -495,7 +556,7 @@ func (f *fedsyncSystem) grpcSubscriber(ctx context.Context, region, token, prefi
 					}
 				case "change":
 					cursor = m.GetCursor()
-					deliver(Event{ID: m.GetId(), Version: m.GetVersion(), Value: m.GetValue()})
+					deliver(changeEvent(m.GetId(), m.GetVersion(), m.GetValue(), m.GetSet(), m.GetRemoved(), proto.Size(m)))
 				default:
 					deliver(Event{Err: "grpc " + m.GetType()})
 				}

@@ -40,8 +40,9 @@ const natsHistory = 64
 
 func newNATS() *natsSystem { return &natsSystem{bin: lookBinary("nats-server")} }
 
-func (n *natsSystem) Name() string     { return "nats" }
-func (n *natsSystem) Contiguous() bool { return false } // revisions are stream sequence numbers
+func (n *natsSystem) Name() string         { return "nats" }
+func (n *natsSystem) PartialUpdates() bool { return false } // a put replaces the whole value
+func (n *natsSystem) Contiguous() bool     { return false } // revisions are stream sequence numbers
 
 func (n *natsSystem) Available() (bool, string) {
 	if n.bin == "" {
@@ -160,7 +161,7 @@ func (w *natsWriter) Put(ctx context.Context, id string, value []byte, msgID str
 
 func (w *natsWriter) Close() { w.nc.Close() }
 
-func (n *natsSystem) Subscribe(ctx context.Context, sub int, prefix string, deliver func(Event)) (Closer, error) {
+func (n *natsSystem) Subscribe(ctx context.Context, sub int, prefix, events string, deliver func(Event)) (Closer, error) {
 	nc, kv, err := n.kv(ctx)
 	if err != nil {
 		return nil, err
@@ -190,7 +191,7 @@ func (n *natsSystem) Subscribe(ctx context.Context, sub int, prefix string, deli
 				if e == nil || e.Operation() != jetstream.KeyValuePut {
 					continue
 				}
-				deliver(Event{ID: natsID(e.Key()), Version: int64(e.Revision()), Value: e.Value()})
+				deliver(Event{ID: natsID(e.Key()), Version: int64(e.Revision()), Value: e.Value(), Bytes: len(e.Key()) + len(e.Value())})
 			}
 		}
 	}()

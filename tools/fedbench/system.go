@@ -27,8 +27,14 @@ type System interface {
 	NewWriter(ctx context.Context, agent int) (Writer, error)
 	// Subscribe opens subscriber sub's own connection with a subscription to the
 	// ids starting with prefix, and returns once the system confirmed it.
-	// deliver is called from one goroutine per subscription.
-	Subscribe(ctx context.Context, sub int, prefix string, deliver func(Event)) (Closer, error)
+	// events is "full" (every change carries the whole value) or "delta" (every
+	// change carries what it set and removed; fedsync only: the baselines have
+	// no partial update and always deliver the whole value). deliver is called
+	// from one goroutine per subscription.
+	Subscribe(ctx context.Context, sub int, prefix, events string, deliver func(Event)) (Closer, error)
+	// PartialUpdates says whether a write can set one field of a document (fedsync's
+	// patch) rather than replace the whole value (etcd, NATS).
+	PartialUpdates() bool
 	// FinalVersions reads the current version of each id.
 	FinalVersions(ctx context.Context, ids []string) (map[string]int64, error)
 	// Counters returns the system's own counters (committed deltas, conflicts...).
@@ -51,9 +57,18 @@ type SystemInfo struct {
 // Writer is one agent's connection.
 type Writer interface {
 	// Put writes value to id and returns once the system acknowledged it.
-	// base is the version the writer last saw of id (0 = none).
+	// base is the version the writer last saw of id (0 = none). fedsync puts
+	// value as the field "fb" of the document (a patch); the baselines put it
+	// as the whole value.
 	Put(ctx context.Context, id string, value []byte, msgID string, base int64) error
 	Close()
+}
+
+// docSeeder is a Writer of a system with partial updates: it writes a JSON
+// object of fields into a document as one delta (the growing preset's first
+// writes).
+type docSeeder interface {
+	Seed(ctx context.Context, id string, fields []byte, msgID string) error
 }
 
 // Closer ends a subscription.
@@ -63,8 +78,14 @@ type Closer interface{ Close() }
 type Event struct {
 	ID      string
 	Version int64
-	Value   []byte
-	Err     string // non-empty: an error the subscriber saw (reconnects, ...)
+	// Value is the whole value, or, for a change that carries only what it
+	// changed (Delta), the fields it set as a JSON object.
+	Value []byte
+	Delta bool
+	// Bytes is the size of the change message as the client received it (the
+	// WebSocket frame, the gRPC message, the watch event's key and value).
+	Bytes int
+	Err   string // non-empty: an error the subscriber saw (reconnects, ...)
 }
 
 // closerFunc adapts a function.
