@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kfake"
 
+	"github.com/fedsync/fedsync/libs/groupsync"
 	"github.com/fedsync/fedsync/libs/mtls"
 )
 
@@ -37,6 +39,11 @@ type Options struct {
 	KafkaTopicPrefix string
 	// KafkaPort is the embedded broker's port; 0 picks a free one.
 	KafkaPort int
+	// BrokerSync is how the embedded broker makes acknowledged records durable:
+	// "group" (group commit: produce responses wait for a shared syncfs of the
+	// broker's filesystem) or "per-batch" (kfake fsyncs every batch itself).
+	// Empty takes $FEDSYNC_BROKER_SYNC, then "group".
+	BrokerSync string
 	// Edges maps each region to its edge address, e.g. na=127.0.0.1:8080.
 	Edges map[string]string
 	// DataTypes is the data-type registry file given to validation and merge.
@@ -85,11 +92,13 @@ type Stack struct {
 	// Brokers are the Kafka bootstrap addresses the services use.
 	Brokers []string
 
-	broker *kfake.Cluster
-	ca     *mtls.DevCA
-	procs  []*proc
-	byName map[string]*proc
-	edges  []*http.Server
+	broker   *kfake.Cluster
+	commit   *groupsync.Committer // nil unless the broker runs with group commit
+	brokerFS *groupsync.FS
+	ca       *mtls.DevCA
+	procs    []*proc
+	byName   map[string]*proc
+	edges    []*http.Server
 }
 
 func (s *Stack) progress(format string, args ...any) {
@@ -158,14 +167,12 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 				return nil, err
 			}
 		}
-		s.broker, err = kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(port),
-			kfake.DataDir(filepath.Join(opts.StateDir, "kafka")), kfake.SyncWrites())
-		if err != nil {
-			return nil, fmt.Errorf("start embedded kafka on port %d: %w", port, err)
+		if err := s.startBroker(port); err != nil {
+			return nil, err
 		}
 		s.Brokers = s.broker.ListenAddrs()
 	}
-	s.progress("kafka: %s", strings.Join(s.Brokers, ","))
+	s.progress("kafka: %s%s", strings.Join(s.Brokers, ","), s.brokerSyncNote())
 
 	ca, err := mtls.OpenDevCA(filepath.Join(opts.StateDir, "tls"))
 	if err != nil {
@@ -207,6 +214,71 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 		s.progress("edge %s: http://%s", region, lis.Addr())
 	}
 	return s, nil
+}
+
+// startBroker starts the embedded broker persisting under StateDir/kafka.
+func (s *Stack) startBroker(port int) error {
+	dir := filepath.Join(s.opts.StateDir, "kafka")
+	opts := []kfake.Opt{kfake.NumBrokers(1), kfake.Ports(port), kfake.DataDir(dir)}
+	mode := s.opts.BrokerSync
+	if mode == "" {
+		mode = os.Getenv("FEDSYNC_BROKER_SYNC")
+	}
+	switch mode {
+	case "", "group":
+		// kfake writes batches to the page cache; a produce response reaches the
+		// producer only after a syncfs that started once the batch was written.
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			return err
+		}
+		fs, err := groupsync.OpenFS(dir)
+		if err != nil {
+			return err
+		}
+		s.brokerFS = fs
+		s.commit = groupsync.NewCommitter(fs.Sync, s.logf)
+		opts = append(opts, kfake.ListenFn(s.commit.ListenFn(nil)))
+	case "per-batch":
+		opts = append(opts, kfake.SyncWrites())
+	default:
+		return fmt.Errorf("devstack: broker sync %q: want group or per-batch", mode)
+	}
+	var err error
+	if s.broker, err = kfake.NewCluster(opts...); err != nil {
+		if s.brokerFS != nil {
+			s.brokerFS.Close()
+		}
+		return fmt.Errorf("start embedded kafka on port %d: %w", port, err)
+	}
+	return nil
+}
+
+func (s *Stack) brokerSyncNote() string {
+	switch {
+	case s.broker == nil:
+		return ""
+	case s.commit != nil:
+		return " (embedded; acks after a group commit: one syncfs shared by the waiting produce responses)"
+	}
+	return " (embedded; fsync per batch)"
+}
+
+// logf reports a problem on Progress, or on the standard logger without one.
+func (s *Stack) logf(format string, args ...any) {
+	if s.opts.Progress != nil {
+		fmt.Fprintf(s.opts.Progress, format+"\n", args...)
+		return
+	}
+	log.Printf(format, args...)
+}
+
+// BrokerSyncStats reports the embedded broker's group commits so far; ok is
+// false unless the embedded broker runs with group commit.
+func (s *Stack) BrokerSyncStats() (stats groupsync.Stats, ok bool) {
+	if s.commit == nil {
+		return groupsync.Stats{}, false
+	}
+	return s.commit.Stats(), true
 }
 
 // GRPCAddr returns the gRPC address of a service process ("validation-na").
@@ -425,5 +497,10 @@ func (s *Stack) Stop() {
 	}
 	if s.broker != nil {
 		s.broker.Close()
+	}
+	if s.brokerFS != nil {
+		s.progress("kafka: %s", s.commit.Stats())
+		s.brokerFS.Close()
+		s.brokerFS = nil
 	}
 }

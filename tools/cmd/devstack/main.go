@@ -32,6 +32,7 @@ func run() error {
 	types := fs.String("datatypes", "config/datatypes.yaml", "data-type registry file")
 	kafka := fs.String("kafka", "", "external Kafka bootstrap addresses; empty runs the embedded broker")
 	kafkaPort := fs.Int("kafka-port", 19092, "port of the embedded broker")
+	brokerSync := fs.String("broker-sync", "group", "how the embedded broker makes acknowledged records durable: group (produce responses share a syncfs) or per-batch (fsync every batch)")
 	edgeNA := fs.String("edge-na", "127.0.0.1:8080", "edge address of region na")
 	edgeEU := fs.String("edge-eu", "127.0.0.1:8090", "edge address of region eu")
 	agents := fs.Int("agents", 53, "simulated agents (env AGENTS)")
@@ -50,7 +51,7 @@ func run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	opts := devstack.Options{
-		BinDir: *bin, StateDir: *state, KafkaPort: *kafkaPort, Progress: os.Stdout, DataTypes: *types,
+		BinDir: *bin, StateDir: *state, KafkaPort: *kafkaPort, BrokerSync: *brokerSync, Progress: os.Stdout, DataTypes: *types,
 		Edges: map[string]string{"na": *edgeNA, "eu": *edgeEU},
 	}
 	if *kafka != "" {
