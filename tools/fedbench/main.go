@@ -59,7 +59,7 @@ func main() {
 	os.Exit(code)
 }
 
-var scenarioOrder = []string{"steady", "max", "fanout", "conflict", "large", "growing"}
+var scenarioOrder = []string{"steady", "max", "fanout", "conflict", "large", "growing", "overload"}
 
 // presets are the named scenarios of issue 6.
 func presets() map[string]Scenario {
@@ -79,6 +79,10 @@ func presets() map[string]Scenario {
 		// with incremental events.
 		"growing": {Name: "growing", Agents: 8, Subscribers: 4, Rate: 20, Warmup: 5 * time.Second, Duration: 20 * time.Second,
 			Drain: 60 * time.Second, KeysPerAgent: 1, ValueSize: 100, DocBytes: 1 << 20, SubscribeMode: "all", Events: "both"},
+		// Twice what fedsync commits at most (a probe finds it, unless -rate
+		// gives the offered load); the baselines get the same offered load.
+		"overload": {Name: "overload", Agents: 53, Subscribers: 4, Rate: 0, Warmup: 5 * time.Second, Duration: 20 * time.Second,
+			Drain: 60 * time.Second, KeysPerAgent: 4, SubscribeMode: "all", Overload: true, ProbeWarmup: 3 * time.Second, ProbeDuration: 10 * time.Second},
 	}
 }
 
@@ -230,6 +234,9 @@ Usage: fedbench [flags]
 		if _, ok := syss[0].(*fedsyncSystem); ok && sc.Agents > 53 {
 			return 2, fmt.Errorf("%s: fedsync's dev federation has 53 agent clients; -agents at most 53", sc.Name)
 		}
+		if _, ok := syss[0].(*fedsyncSystem); sc.Overload && sc.Rate == 0 && !ok {
+			return 2, fmt.Errorf("%s: the offered load is twice fedsync's maximum, measured first: put fedsync first in -systems, or give -rate", sc.Name)
+		}
 	}
 	raiseFileLimit()
 
@@ -317,9 +324,12 @@ Usage: fedbench [flags]
 				o.OnWindow = perfProfiler(*out, reports[sc.Name], sys)
 			}
 			var err error
-			if sc.MaxP99 > 0 {
+			switch {
+			case sc.MaxP99 > 0:
 				err = runMax(ctx, sys, sc, o, reports[sc.Name])
-			} else {
+			case sc.Overload:
+				err = runOverload(ctx, sys, sc, o, reports[sc.Name])
+			default:
 				var res *Result
 				if res, err = runOnce(ctx, sys, sc, sc.Rate, o); err == nil {
 					reports[sc.Name].Results = append(reports[sc.Name].Results, res)

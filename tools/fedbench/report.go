@@ -43,6 +43,20 @@ type Result struct {
 	// deliveries, bytes received and latency in the window.
 	EventGroups []EventGroup `json:"event_groups,omitempty"`
 
+	// Refusals: writes the system refused to admit (fedsync: 503 unavailable or
+	// 429 rate_limited), not counted as errors; the agent waited Retry-After
+	// and sent the same delta again. In the window (Refused, RefusedPerSec,
+	// RefusedRetryAfter: those with Retry-After) and in the whole run (All).
+	// MaxLag: the largest details.lag a refusal reported.
+	Refused              int64   `json:"refused"`
+	RefusedPerSec        float64 `json:"refused_per_sec"`
+	RefusedRetryAfter    int64   `json:"refused_with_retry_after"`
+	RefusedAll           int64   `json:"refused_including_warmup_and_drain"`
+	RefusedAllRetryAfter int64   `json:"refused_with_retry_after_including_warmup_and_drain"`
+	MaxLag               int64   `json:"max_lag_reported,omitempty"`
+	// AdmissionOK (overload preset): accepted/s ≤ committed/s + 5% in the window.
+	AdmissionOK *bool `json:"accepted_within_committed_plus_5pct,omitempty"`
+
 	Errors      map[string]int64 `json:"errors"`
 	ErrorsTotal map[string]int64 `json:"errors_including_warmup_and_drain"`
 	Correctness Correctness      `json:"correctness"`
@@ -197,8 +211,13 @@ type Report struct {
 	// Best: for max, the step per system kept as its result.
 	Best    map[string]*Result `json:"best,omitempty"`
 	Skipped map[string]string  `json:"skipped,omitempty"`
-	Ratios  []Ratio            `json:"ratios"`
-	Passed  bool               `json:"passed"`
+	// OfferedRate (overload): the load offered to every system; twice
+	// ProbeCommittedPerSec, fedsync's committed/s in the probe, unless -rate
+	// gave it.
+	OfferedRate          float64 `json:"offered_rate,omitempty"`
+	ProbeCommittedPerSec float64 `json:"probe_committed_per_sec,omitempty"`
+	Ratios               []Ratio `json:"ratios"`
+	Passed               bool    `json:"passed"`
 }
 
 // headline returns the result that stands for each system (the kept step for max).
@@ -413,7 +432,7 @@ func (r *Report) Markdown(chart string) string {
 		if step == "" {
 			step = "–"
 		}
-		if r.Best != nil && r.Best[res.System] == res {
+		if r.Best != nil && r.Best[res.System] == res && !sc.Overload {
 			step += " (kept)"
 		}
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d | %d | %d | %s | %s | %.2f | %s | %s |\n",
@@ -424,6 +443,9 @@ func (r *Report) Markdown(chart string) string {
 	b.WriteString("\nCPU ms per commit: CPU time of all of the system's processes in the measured window (fedsync: every service and the devstack process, " +
 		"which holds the embedded broker and the edges; fedbench's own clients not included) divided by the deltas committed in the window " +
 		"(fedsync: merge's committed counter; etcd and NATS: acknowledged puts, so CPU per put).\n\n")
+	if sc.Overload {
+		r.overloadMarkdown(&b)
+	}
 	if sc.Events == "delta" || sc.Events == "both" {
 		b.WriteString("Subscribers by the events they asked for: full = every change carries the whole document, delta = it carries what the change set and removed " +
 			"(fedsync's `\"events\":\"delta\"`; etcd and NATS have no partial update, so both halves of their subscribers receive the whole value). " +
@@ -464,6 +486,10 @@ func (r *Report) Markdown(chart string) string {
 		}
 		if res.DocBytes > 0 {
 			notes = append(notes, fmt.Sprintf("each write carried about %s", bytesStr(res.ValueBytes)))
+		}
+		if res.RefusedAll > 0 && !sc.Overload {
+			notes = append(notes, fmt.Sprintf("refused admission (503/429, not counted as errors): %s in the window, %s in the run, %s of them with Retry-After",
+				commas(res.Refused), commas(res.RefusedAll), commas(res.RefusedAllRetryAfter)))
 		}
 		if len(res.Conflicts) > 0 {
 			var parts []string
@@ -551,6 +577,48 @@ func (r *Report) Markdown(chart string) string {
 		fmt.Fprintf(&b, "\n![push-to-subscriber latency percentiles](%s)\n", chart)
 	}
 	return b.String()
+}
+
+// overloadMarkdown renders the overload preset's table: what was offered,
+// accepted, committed and refused, and the admission check.
+func (r *Report) overloadMarkdown(b *strings.Builder) {
+	switch {
+	case r.ProbeCommittedPerSec > 0:
+		fmt.Fprintf(b, "Offered load: **%s/s**, twice fedsync's maximum (%s committed/s in the probe, written as fast as acknowledgements allow); "+
+			"the baselines get the same offered load. ", fmtRate(r.OfferedRate), fmtRate(r.ProbeCommittedPerSec))
+	case r.OfferedRate > 0:
+		fmt.Fprintf(b, "Offered load: **%s/s** (-rate) for every system. ", fmtRate(r.OfferedRate))
+	}
+	b.WriteString("Refused: writes refused admission (HTTP 503 unavailable or 429 rate_limited; gRPC Unavailable or ResourceExhausted with fedsync's error details), " +
+		"counted apart from errors; the agent waits Retry-After (plus up to 10% jitter; 200 ms when there is none) and sends the same delta again. " +
+		"p99: push-to-subscriber latency of the accepted deltas (from the accepted attempt). Check: accepted/s ≤ committed/s + 5% in the window.\n\n")
+	b.WriteString("| system | step | offered/s | accepted/s | committed/s | refused/s | refused in the run | all with Retry-After | largest lag reported | p99 ms | accepted ≤ committed + 5% | lost |\n")
+	b.WriteString("|---|---|---:|---:|---:|---:|---:|:--:|---:|---:|:--:|---:|\n")
+	for _, res := range r.Results {
+		step := res.Step
+		if step == "" {
+			step = "–"
+		}
+		withRA := "–"
+		if res.RefusedAll > 0 {
+			withRA = "yes"
+			if n := res.RefusedAll - res.RefusedAllRetryAfter; n > 0 {
+				withRA = fmt.Sprintf("**no** (%s without)", commas(n))
+			}
+		}
+		check := "–"
+		if res.AdmissionOK != nil {
+			check = map[bool]string{true: "yes", false: "**no**"}[*res.AdmissionOK]
+		}
+		lag := "–"
+		if res.MaxLag > 0 {
+			lag = commas(res.MaxLag)
+		}
+		fmt.Fprintf(b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d |\n", res.System, step, target(res.TargetRate),
+			fmtRate(res.AcceptedPerSec), fmtRate(res.CommittedPerSec), fmtRate(res.RefusedPerSec), commas(res.RefusedAll), withRA, lag,
+			fmtMs(res.Latency.P99), check, res.Correctness.Lost)
+	}
+	b.WriteString("\n")
 }
 
 func describeSubs(sc Scenario) string {

@@ -64,6 +64,12 @@ type Scenario struct {
 	// baselines, which have no partial update, put the whole value of about
 	// DocBytes each time.
 	DocBytes int `json:"doc_bytes,omitempty"`
+	// Overload: the overload preset (runOverload): the offered load is Rate, or
+	// twice what fedsync committed per second in a probe of ProbeWarmup +
+	// ProbeDuration written as fast as acknowledgements allow.
+	Overload      bool          `json:"overload,omitempty"`
+	ProbeWarmup   time.Duration `json:"-"`
+	ProbeDuration time.Duration `json:"-"`
 }
 
 // subscriberEvents returns what each subscriber asks for: "full" or "delta".
@@ -330,7 +336,7 @@ func runOnce(ctx context.Context, sys System, sc Scenario, rate float64, o RunOp
 		tickEvery = time.Second
 	}
 	ticker := time.NewTicker(tickEvery)
-	lastTick, lastAcc, lastDel := time.Now(), int64(0), int64(0)
+	lastTick, lastAcc, lastDel, lastRef := time.Now(), int64(0), int64(0), int64(0)
 	warmupEnd := start.Add(sc.Warmup)
 	end := warmupEnd.Add(sc.Duration)
 	phaseTimer := time.NewTimer(time.Until(warmupEnd))
@@ -371,9 +377,10 @@ loop:
 			if measuring {
 				phase, elapsed, total = "measure", now.Sub(winStart), sc.Duration
 			}
-			line := fmt.Sprintf("[%s %s%s] %s %3.0fs/%.0fs acked %6.0f/s delivered %7.0f/s p99 %s errors %s rss %s",
+			ref := st.refusedAll.Load()
+			line := fmt.Sprintf("[%s %s%s] %s %3.0fs/%.0fs acked %6.0f/s refused %5.0f/s delivered %7.0f/s p99 %s errors %s rss %s",
 				sys.Name(), sc.Name, labelSuffix(o.Label), phase, elapsed.Seconds(), total.Seconds(),
-				float64(acc-lastAcc)/secs, float64(del-lastDel)/secs, st.Window().Round(time.Millisecond), formatErrors(errs), mib(rss))
+				float64(acc-lastAcc)/secs, float64(ref-lastRef)/secs, float64(del-lastDel)/secs, st.Window().Round(time.Millisecond), formatErrors(errs), mib(rss))
 			if o.Progress != nil {
 				if o.TTY {
 					fmt.Fprint(o.Progress, "\r\033[K"+line)
@@ -381,7 +388,7 @@ loop:
 					fmt.Fprintln(o.Progress, line)
 				}
 			}
-			lastTick, lastAcc, lastDel = now, acc, del
+			lastTick, lastAcc, lastDel, lastRef = now, acc, del, ref
 		}
 	}
 	winEnd := time.Now()
@@ -519,6 +526,12 @@ loop:
 		}
 	}
 	res.Errors, res.ErrorsTotal = st.Errors()
+	res.Refused, res.RefusedRetryAfter = st.refused.Load(), st.refusedRA.Load()
+	res.RefusedPerSec = round1(float64(res.Refused) / window)
+	res.RefusedAll, res.RefusedAllRetryAfter = st.refusedAll.Load(), st.refusedAllRA.Load()
+	if res.RefusedAll > 0 {
+		res.MaxLag = st.maxLag.Load()
+	}
 	res.RSSBytes, res.RSSByProcess, res.RSSPeakBytes = rssTotal, rssBy, peakRSS
 	ticks, byName := cpuWindow(cpu0, cpu1, pids)
 	res.CPUCores = round2(float64(ticks) / clkTck / window)
@@ -530,8 +543,8 @@ loop:
 	res.CPUMsPerCommit = cpuPerCommit(ticks, res.Committed)
 	res.FedbenchCPUCores = round2(float64(own1-own0) / clkTck / window)
 	res.judge()
-	say("accepted %.0f/s committed %.0f/s delivered %.0f/s p50 %.1fms p99 %.1fms max %.1fms cpu %.2f cores = %s ms per commit errors %s lost %d dup %d ooo %d gaps %d converged %v",
-		res.AcceptedPerSec, res.CommittedPerSec, res.DeliveredPerSec, res.Latency.P50, res.Latency.P99, res.Latency.Max,
+	say("accepted %.0f/s committed %.0f/s refused %.0f/s delivered %.0f/s p50 %.1fms p99 %.1fms max %.1fms cpu %.2f cores = %s ms per commit errors %s lost %d dup %d ooo %d gaps %d converged %v",
+		res.AcceptedPerSec, res.CommittedPerSec, res.RefusedPerSec, res.DeliveredPerSec, res.Latency.P50, res.Latency.P99, res.Latency.Max,
 		res.CPUCores, fmtCPUMs(res.CPUMsPerCommit), formatErrors(res.Errors), res.Correctness.Lost, res.Correctness.Duplicates, res.Correctness.OutOfOrder, res.Correctness.Gaps, res.Correctness.Converged)
 	return res, nil
 }
@@ -563,13 +576,15 @@ func seedDocuments(ctx context.Context, sys System, writers []Writer, sc Scenari
 				id := ids[a*sc.KeysPerAgent+k]
 				seeder, partial := w.(docSeeder)
 				if !partial || !sys.PartialUpdates() {
-					if err := w.Put(gctx, id, whole, fmt.Sprintf("%s-%d-%d", msgPrefix, a, k), 0); err != nil {
+					err := retryRefused(gctx, func() error { return w.Put(gctx, id, whole, fmt.Sprintf("%s-%d-%d", msgPrefix, a, k), 0) })
+					if err != nil {
 						return fmt.Errorf("writing the document %s: %w", id, err)
 					}
 					continue
 				}
 				for i, c := range chunks {
-					if err := seeder.Seed(gctx, id, c, fmt.Sprintf("%s-%d-%d-%d", msgPrefix, a, k, i)); err != nil {
+					err := retryRefused(gctx, func() error { return seeder.Seed(gctx, id, c, fmt.Sprintf("%s-%d-%d-%d", msgPrefix, a, k, i)) })
+					if err != nil {
 						return fmt.Errorf("writing the document %s (delta %d of %d): %w", id, i+1, len(chunks), err)
 					}
 				}
@@ -599,6 +614,22 @@ func seedDocuments(ctx context.Context, sys System, writers []Writer, sc Scenari
 			return fmt.Errorf("the documents were not committed within 3 minutes (versions %v, want %v, last error %v)", final, want, err)
 		}
 		sleepCtx(ctx, 500*time.Millisecond)
+	}
+}
+
+// retryRefused calls write until the system admits it or fails otherwise,
+// waiting as each refusal says.
+func retryRefused(ctx context.Context, write func() error) error {
+	for {
+		err := write()
+		re, ok := asRefused(err)
+		if !ok {
+			return err
+		}
+		sleepCtx(ctx, refusalPause(re, 0))
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
 	}
 }
 
@@ -661,29 +692,50 @@ func writeLoop(ctx context.Context, a int, w Writer, sc Scenario, rate float64, 
 		if sc.BaseVersion {
 			base = latest[idx].Load()
 		}
-		push := time.Now().UnixNano()
-		buf = encodeValue(buf, a, n, push, pad)
-		err := w.Put(ctx, id, buf, msgID(keyOf(a, n)), base)
-		now := time.Now().UnixNano()
-		if err == nil {
-			tr.Acked(a, n, id)
-			st.Accepted(now)
-			continue
-		}
-		if ctx.Err() != nil {
-			return
-		}
-		tr.Unacked(a)
-		st.Error(errCode(err), now)
-		if ra := retryAfter(err); ra > 0 {
-			t := time.NewTimer(min(ra, time.Second))
-			select {
-			case <-stop:
-				t.Stop()
-				return
-			case <-t.C:
+		for {
+			push := time.Now().UnixNano()
+			buf = encodeValue(buf, a, n, push, pad)
+			err := w.Put(ctx, id, buf, msgID(keyOf(a, n)), base)
+			now := time.Now().UnixNano()
+			if err == nil {
+				tr.Acked(a, n, id)
+				st.Accepted(now)
+				break
 			}
+			if ctx.Err() != nil {
+				return
+			}
+			if re, ok := asRefused(err); ok {
+				// Not admitted: wait as told, then send the same delta again
+				// (same message id, a new push time).
+				st.Refused(now, re.hasRetryAfter, re.lag)
+				if !sleepStop(stop, refusalPause(re, rng.Float64())) {
+					return
+				}
+				if sc.BaseVersion {
+					base = latest[idx].Load()
+				}
+				continue
+			}
+			tr.Unacked(a)
+			st.Error(errCode(err), now)
+			if ra := retryAfter(err); ra > 0 && !sleepStop(stop, min(ra, time.Second)) {
+				return
+			}
+			break
 		}
+	}
+}
+
+// sleepStop sleeps for d, or until stop closes (then it returns false).
+func sleepStop(stop <-chan struct{}, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-stop:
+		return false
+	case <-t.C:
+		return true
 	}
 }
 

@@ -70,6 +70,13 @@ type Stats struct {
 
 	groups [nGroups]groupCounters
 
+	// Refusals (admission refused: the write was not taken), in the window and
+	// in all; RA: those that carried Retry-After. maxLag: the largest lag a
+	// refusal reported.
+	refused, refusedAll     atomic.Int64
+	refusedRA, refusedAllRA atomic.Int64
+	maxLag                  atomic.Int64
+
 	errMu     sync.Mutex
 	errWindow map[string]int64
 	errAll    map[string]int64
@@ -108,6 +115,26 @@ func (s *Stats) Accepted(ns int64) {
 	s.acceptedAll.Add(1)
 	if s.inWindow(ns) {
 		s.accepted.Add(1)
+	}
+}
+
+// Refused records a write the system refused to admit at ns; lag < 0: none reported.
+func (s *Stats) Refused(ns int64, retryAfter bool, lag int64) {
+	s.refusedAll.Add(1)
+	if retryAfter {
+		s.refusedAllRA.Add(1)
+	}
+	if s.inWindow(ns) {
+		s.refused.Add(1)
+		if retryAfter {
+			s.refusedRA.Add(1)
+		}
+	}
+	for {
+		cur := s.maxLag.Load()
+		if lag <= cur || s.maxLag.CompareAndSwap(cur, lag) {
+			return
+		}
 	}
 }
 

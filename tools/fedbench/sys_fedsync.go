@@ -24,6 +24,7 @@ import (
 	"github.com/coder/websocket"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
@@ -311,6 +312,9 @@ func (w *restWriter) post(ctx context.Context) error {
 	if resp.StatusCode == http.StatusAccepted || resp.StatusCode == http.StatusOK {
 		return nil
 	}
+	if re := httpRefusal(resp.StatusCode, resp.Header, body); re != nil {
+		return re
+	}
 	var e struct {
 		Error struct {
 			Code string `json:"code"`
@@ -350,8 +354,11 @@ func (w *grpcWriter) push(ctx context.Context, id string, patch []byte, msgID st
 		BaseVersion: base, HasBaseVersion: base > 0})
 	if err != nil {
 		st, _ := status.FromError(err)
+		if re := grpcRefusal(st); re != nil {
+			return re
+		}
 		ce := &codeError{code: "grpc " + st.Code().String()}
-		if st.Code().String() == "ResourceExhausted" {
+		if st.Code() == codes.ResourceExhausted {
 			ce.retryAfter = time.Second
 		}
 		return ce
