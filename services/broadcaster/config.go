@@ -16,6 +16,14 @@ type Config struct {
 	// SubscriberBuffer is how many changes may wait for one subscriber before it
 	// is dropped as too slow (it resumes from its cursor).
 	SubscriberBuffer int
+	// SubscriberBufferBytes bounds the same queue by bytes (the changes' size in
+	// the subscriber's form); whichever bound is reached first drops it.
+	SubscriberBufferBytes int64
+	// DocCacheBytes bounds the cache of latest documents used to rebuild the
+	// documents statestore leaves out of large changes.
+	DocCacheBytes int64
+	// Batch shapes the batches fedsync.committed is consumed in.
+	Batch kafkabus.BatchOptions
 	// PingInterval is how often WebSocket connections are pinged; a connection
 	// that misses a pong for PingTimeout is closed.
 	PingInterval time.Duration
@@ -31,6 +39,11 @@ func ParseConfig(fs *flag.FlagSet, args []string) (*Config, error) {
 	c.Service.RegisterFlags(fs, "broadcaster", "127.0.0.1:19105", "127.0.0.1:19205")
 	c.Kafka.RegisterFlags(fs)
 	fs.IntVar(&c.SubscriberBuffer, "subscriber-buffer", 4096, "changes buffered per subscriber before it is dropped as too slow")
+	fs.Int64Var(&c.SubscriberBufferBytes, "subscriber-buffer-bytes", 64<<20, "bytes buffered per subscriber before it is dropped as too slow")
+	fs.Int64Var(&c.DocCacheBytes, "doc-cache-bytes", 64<<20, "bytes of latest documents kept to rebuild large documents whose changes come without them")
+	fs.IntVar(&c.Batch.MaxRecords, "batch.max-records", 256, "most fedsync.committed records fanned out as one batch")
+	fs.IntVar(&c.Batch.MaxBytes, "batch.max-bytes", 8<<20, "most bytes of fedsync.committed records in one batch")
+	fs.DurationVar(&c.Batch.Linger, "batch.linger", 0, "longest wait for more records once a batch holds one (0: take only what has arrived)")
 	fs.DurationVar(&c.PingInterval, "ping-interval", 20*time.Second, "WebSocket ping interval")
 	fs.DurationVar(&c.PingTimeout, "ping-timeout", 20*time.Second, "WebSocket pong deadline")
 	fs.DurationVar(&c.SyncInterval, "sync-interval", time.Second, "interval of the anti-entropy check against the commit log")
@@ -42,6 +55,16 @@ func (c *Config) Validate() error {
 	switch {
 	case c.SubscriberBuffer < 16:
 		return errors.New("subscriber-buffer: must be at least 16")
+	case c.SubscriberBufferBytes < 64<<10:
+		return errors.New("subscriber-buffer-bytes: must be at least 65536")
+	case c.DocCacheBytes < 1<<20:
+		return errors.New("doc-cache-bytes: must be at least 1048576")
+	case c.Batch.MaxRecords < 1:
+		return errors.New("batch.max-records: must be at least 1")
+	case c.Batch.MaxBytes < 0:
+		return errors.New("batch.max-bytes: must not be negative")
+	case c.Batch.Linger < 0 || c.Batch.Linger > time.Second:
+		return errors.New("batch.linger: must be between 0 and 1s")
 	case c.SyncInterval < 10*time.Millisecond:
 		return errors.New("sync-interval: must be at least 10ms")
 	case c.PingInterval <= 0 || c.PingTimeout <= 0:

@@ -2,14 +2,13 @@ package broadcaster
 
 import (
 	"encoding/json"
-	"time"
 
 	"github.com/fedsync/fedsync/libs/apierr"
-	fedsyncv1 "github.com/fedsync/fedsync/proto/fedsync/v1"
 )
 
 // The JSON messages of the WebSocket protocol and webhooks (contract:
-// Subscriptions).
+// Subscriptions). Change messages are not marshalled per subscriber: a frame
+// encodes the shared part once and jsonChangePrefix adds the subscription's.
 
 // clientMessage is what a WebSocket client sends.
 type clientMessage struct {
@@ -18,24 +17,13 @@ type clientMessage struct {
 	DataTypes      []string `json:"data_types"`
 	FromCursor     string   `json:"from_cursor"`
 	SubscriptionID string   `json:"subscription_id"`
+	Events         string   `json:"events"`
 }
 
 type subscribedMessage struct {
 	Type           string `json:"type"`
 	SubscriptionID string `json:"subscription_id"`
 	Cursor         string `json:"cursor"`
-}
-
-type changeMessage struct {
-	Type           string          `json:"type"`
-	SubscriptionID string          `json:"subscription_id,omitempty"`
-	ID             string          `json:"id"`
-	DataType       string          `json:"data_type"`
-	Version        int64           `json:"version"`
-	Value          json.RawMessage `json:"value"`
-	UpdatedBy      string          `json:"updated_by"`
-	UpdatedAt      string          `json:"updated_at"`
-	Cursor         string          `json:"cursor"`
 }
 
 type noticeMessage struct {
@@ -55,25 +43,16 @@ type errorDetail struct {
 	Cursor  string      `json:"cursor,omitempty"`
 }
 
-func newChangeMessage(subID string, c *fedsyncv1.Change) changeMessage {
-	st := c.GetState()
-	value := json.RawMessage(st.GetValue())
-	if len(value) == 0 {
-		value = json.RawMessage("{}")
+// eventJSON renders an event of subscription subID (of the given form) as its
+// JSON message. prefix is jsonChangePrefix(subID), computed once per
+// subscription; the change's own part is the frame's shared encoding. The two
+// parts are returned separately so a transport can write them without copying.
+func eventJSON(prefix []byte, subID string, delta bool, ev Event) (head, body []byte) {
+	if ev.frame != nil {
+		return prefix, ev.frame.json(delta)
 	}
-	return changeMessage{
-		Type: "change", SubscriptionID: subID, ID: st.GetId(), DataType: st.GetDataType(), Version: st.GetVersion(),
-		Value: value, UpdatedBy: st.GetUpdatedBy(), UpdatedAt: time.Unix(0, st.GetUpdatedAt()).UTC().Format(time.RFC3339Nano),
-		Cursor: FormatCursor(c.GetSeq()),
-	}
-}
-
-// eventMessage renders an event as its JSON message.
-func eventMessage(subID string, ev Event) any {
-	if ev.Type == "change" {
-		return newChangeMessage(subID, ev.Change)
-	}
-	return noticeMessage{Type: ev.Type, SubscriptionID: subID}
+	b, _ := json.Marshal(noticeMessage{Type: ev.Type, SubscriptionID: subID})
+	return nil, b
 }
 
 func newErrorMessage(err error, cursor string) errorMessage {

@@ -26,9 +26,26 @@ func InstrumentingMiddleware(latency *prometheus.HistogramVec, region string) Mi
 
 func (m *instrumenting) Publish(ctx context.Context, c *fedsyncv1.Change) error {
 	err := m.Service.Publish(ctx, c)
-	if err == nil && c.GetAdmittedAt() > 0 {
-		ms := float64(time.Now().UnixNano()-c.GetAdmittedAt()) / 1e6
-		m.latency.WithLabelValues(c.GetRegion(), m.region, c.GetState().GetDataType()).Observe(max(ms, 0))
+	if err == nil {
+		m.observe(time.Now().UnixNano(), c)
 	}
 	return err
+}
+
+func (m *instrumenting) PublishBatch(ctx context.Context, cs []*fedsyncv1.Change) error {
+	err := m.Service.PublishBatch(ctx, cs)
+	if err == nil {
+		now := time.Now().UnixNano()
+		for _, c := range cs {
+			m.observe(now, c)
+		}
+	}
+	return err
+}
+
+func (m *instrumenting) observe(now int64, c *fedsyncv1.Change) {
+	if c.GetAdmittedAt() > 0 {
+		ms := float64(now-c.GetAdmittedAt()) / 1e6
+		m.latency.WithLabelValues(c.GetRegion(), m.region, c.GetState().GetDataType()).Observe(max(ms, 0))
+	}
 }

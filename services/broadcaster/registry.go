@@ -3,7 +3,6 @@ package broadcaster
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -35,6 +34,7 @@ type registered struct {
 	owner    string
 	filter   Filter
 	cursor   string
+	events   string
 	callback string
 	cancel   context.CancelFunc
 }
@@ -50,7 +50,9 @@ type CreateRequest struct {
 	DataTypes   []string `json:"data_types"`
 	FromCursor  string   `json:"from_cursor"`
 	CallbackURL string   `json:"callback_url"`
-	Owner       string   `json:"-"`
+	// Events is "full" (default) or "delta", as on WebSocket.
+	Events string `json:"events"`
+	Owner  string `json:"-"`
 	// Reader is the owner's identity: a webhook delivers only what it may read.
 	Reader *authtoken.Claims `json:"-"`
 }
@@ -69,6 +71,9 @@ func (r *Registry) Create(_ context.Context, req CreateRequest) (CreateResponse,
 			return CreateResponse{}, apierr.New(apierr.InvalidArgument, "Field callback_url must be an absolute http or https URL.")
 		}
 	}
+	if _, err := parseEvents(req.Events); err != nil {
+		return CreateResponse{}, err
+	}
 	cursor := req.FromCursor
 	if cursor == "" {
 		cursor = FormatCursor(r.svc.Head())
@@ -76,11 +81,11 @@ func (r *Registry) Create(_ context.Context, req CreateRequest) (CreateResponse,
 		return CreateResponse{}, err
 	}
 	id := ulid.Make().String()
-	e := &registered{owner: req.Owner, filter: Filter{IDPrefix: req.IDPrefix, DataTypes: req.DataTypes, Reader: req.Reader}, cursor: cursor, callback: req.CallbackURL}
+	e := &registered{owner: req.Owner, filter: Filter{IDPrefix: req.IDPrefix, DataTypes: req.DataTypes, Reader: req.Reader}, cursor: cursor, events: req.Events, callback: req.CallbackURL}
 	if e.callback != "" {
 		ctx, cancel := context.WithCancel(context.Background())
 		e.cancel = cancel
-		sub, err := r.svc.Subscribe(ctx, SubscribeRequest{Filter: e.filter, FromCursor: cursor, Subscriber: req.Owner})
+		sub, err := r.svc.Subscribe(ctx, SubscribeRequest{Filter: e.filter, FromCursor: cursor, Subscriber: req.Owner, Events: req.Events})
 		if err != nil {
 			cancel()
 			return CreateResponse{}, err
@@ -93,15 +98,16 @@ func (r *Registry) Create(_ context.Context, req CreateRequest) (CreateResponse,
 	return CreateResponse{SubscriptionID: id, Cursor: cursor}, nil
 }
 
-// Lookup returns the filter and cursor of a registered subscription the caller owns.
-func (r *Registry) Lookup(id, caller string) (Filter, string, error) {
+// Lookup returns the filter, cursor and events option of a registered
+// subscription the caller owns.
+func (r *Registry) Lookup(id, caller string) (f Filter, cursor, events string, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	e, ok := r.entries[id]
 	if !ok || e.owner != caller {
-		return Filter{}, "", apierr.New(apierr.NotFound, "Subscription %s does not exist.", id)
+		return Filter{}, "", "", apierr.New(apierr.NotFound, "Subscription %s does not exist.", id)
 	}
-	return e.filter, e.cursor, nil
+	return e.filter, e.cursor, e.events, nil
 }
 
 // Delete removes a subscription the caller owns.
@@ -125,29 +131,30 @@ func (r *Registry) Delete(_ context.Context, id, caller string) error {
 // backoff; the subscription keeps its place meanwhile.
 func (r *Registry) deliver(ctx context.Context, id string, e *registered, sub *Subscription) {
 	logger := log.With(r.logger, "subscription", id, "callback", e.callback)
+	prefix := jsonChangePrefix(id)
 	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-sub.Done():
-			level.Warn(logger).Log("msg", "webhook subscription ended", "err", sub.Err())
-			return
-		case ev := <-sub.Events():
-			body, _ := json.Marshal(eventMessage(id, ev))
-			backoff := 200 * time.Millisecond
-			for {
-				err := r.post(ctx, e.callback, body)
-				if err == nil {
-					break
-				}
-				level.Warn(logger).Log("msg", "webhook delivery failed, retrying", "err", err)
-				select {
-				case <-ctx.Done():
-					return
-				case <-time.After(backoff):
-				}
-				backoff = min(2*backoff, 30*time.Second)
+		ev, ok := sub.Next(ctx)
+		if !ok {
+			if ctx.Err() == nil {
+				level.Warn(logger).Log("msg", "webhook subscription ended", "err", sub.Err())
 			}
+			return
+		}
+		head, rest := eventJSON(prefix, id, sub.Delta, ev)
+		body := append(append(make([]byte, 0, len(head)+len(rest)), head...), rest...)
+		backoff := 200 * time.Millisecond
+		for {
+			err := r.post(ctx, e.callback, body)
+			if err == nil {
+				break
+			}
+			level.Warn(logger).Log("msg", "webhook delivery failed, retrying", "err", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 30*time.Second)
 		}
 	}
 }

@@ -32,7 +32,10 @@ func Run(ctx context.Context, cfg *Config) error {
 		return fmt.Errorf("token verifier: %w", err)
 	}
 	commitLog := logClient{peer: store}
-	core := NewService(commitLog, cfg.SubscriberBuffer)
+	opts := DefaultOptions()
+	opts.Limits = Limits{Changes: cfg.SubscriberBuffer, Bytes: cfg.SubscriberBufferBytes}
+	opts.DocCacheBytes = cfg.DocCacheBytes
+	core := NewService(commitLog, opts)
 	var svc Service = core
 	svc = InstrumentingMiddleware(rt.Metrics.NewSyncLatency(), cfg.Service.Region)(svc)
 	reg := NewRegistry(svc, log.With(rt.Logger, "component", "webhooks"))
@@ -50,11 +53,13 @@ func Run(ctx context.Context, cfg *Config) error {
 	})
 	consumer := kafkabus.NewConsumer(&cfg.Kafka, kafkabus.TopicCommitted, "fedsync-broadcaster-"+cfg.Service.Instance, kafkabus.StartLatest, rt.Logger)
 	rt.OnClose(func() { consumer.Close() })
-	rt.Go("committed consumer", func(ctx context.Context) error { return consumer.Run(ctx, kafkaHandler(svc, rt.Logger)) })
+	rt.Go("committed consumer", func(ctx context.Context) error {
+		return consumer.RunBatch(ctx, kafkaHandler(svc, rt.Logger), cfg.Batch)
+	})
 	lag := rt.Metrics.QueueDepth.WithLabelValues(kafkabus.TopicCommitted, "all")
 	rt.Go("lag gauge", func(ctx context.Context) error { return kafkabus.ReportLag(ctx, lag, consumer) })
 	return rt.Run(ctx, svcrun.Servers{
-		GRPCOptions: []grpc.ServerOption{grpc.ChainStreamInterceptor(verifier.StreamServerInterceptor())},
+		GRPCOptions: append(GRPCServerOptions(), grpc.ChainStreamInterceptor(verifier.StreamServerInterceptor())),
 		RegisterGRPC: func(s *grpc.Server) {
 			fedsyncv1.RegisterBroadcasterServiceServer(s, NewGRPCServer(svc, conns.WithLabelValues(cfg.Service.Region, "grpc")))
 		},

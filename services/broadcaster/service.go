@@ -7,9 +7,11 @@ package broadcaster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/oklog/ulid/v2"
@@ -28,6 +30,8 @@ type Service interface {
 	Unsubscribe(id string)
 	// Publish fans a committed change out to the subscriptions.
 	Publish(ctx context.Context, c *fedsyncv1.Change) error
+	// PublishBatch fans committed changes out in the order given (log order).
+	PublishBatch(ctx context.Context, cs []*fedsyncv1.Change) error
 	// Head is the log position of the newest change seen: the cursor of "now".
 	Head() uint64
 	// Sync reconciles the hub with statestore's commit log (start-up head, then
@@ -40,6 +44,12 @@ type SubscribeRequest struct {
 	Filter     Filter
 	FromCursor string
 	Subscriber string
+	// Events is "full" (or empty: the whole document with every change) or
+	// "delta" (the fields each change set and removed).
+	Events string
+	// Notify, when not nil, serves the subscription through a notifier that
+	// one connection's subscriptions share, instead of its own Ready channel.
+	Notify *Notifier
 }
 
 // CommitLog reads statestore's committed-change log.
@@ -47,24 +57,63 @@ type CommitLog interface {
 	ReadLog(ctx context.Context, afterSeq uint64, limit int) (*fedsyncv1.ReadLogResponse, error)
 }
 
+// Options tune the hub.
+type Options struct {
+	// Limits bound what may wait for one subscriber.
+	Limits Limits
+	// DocCacheBytes bounds the cache of latest documents that rebuilds
+	// documents left out of large changes for full subscriptions.
+	DocCacheBytes int64
+	// ValueReadTimeout bounds a read of a left-out document from the log.
+	ValueReadTimeout time.Duration
+}
+
+// DefaultOptions are the hub's defaults (the flags' defaults).
+func DefaultOptions() Options {
+	return Options{Limits: Limits{Changes: 4096, Bytes: 64 << 20}, DocCacheBytes: 64 << 20, ValueReadTimeout: 5 * time.Second}
+}
+
 type service struct {
-	log    CommitLog
-	buffer int
+	log  CommitLog
+	opts Options
+	docs *docCache
 
 	// pubMu serializes fan-out, so changes go out in log order.
 	pubMu sync.Mutex
 	// synced is set once head is known from statestore; from then on the hub
 	// fills any gap in what Kafka delivers from the commit log.
 	synced bool
+	// scratch and matched are fan-out's reused slices (under pubMu).
+	scratch []*Subscription
+	matched []*Subscription
 
 	mu   sync.RWMutex
 	subs map[string]*Subscription
 	head uint64
+
+	// valueReads counts documents read from the log because a change left its
+	// value out and the cache did not hold the previous version.
+	valueReads atomic.Int64
+	// valueRebuilds counts documents rebuilt from the cache.
+	valueRebuilds atomic.Int64
 }
 
 // NewService returns a broadcaster reading history from log.
-func NewService(log CommitLog, buffer int) *service {
-	return &service{log: log, buffer: buffer, subs: map[string]*Subscription{}}
+func NewService(log CommitLog, o Options) *service {
+	d := DefaultOptions()
+	if o.Limits.Changes <= 0 {
+		o.Limits.Changes = d.Limits.Changes
+	}
+	if o.Limits.Bytes <= 0 {
+		o.Limits.Bytes = d.Limits.Bytes
+	}
+	if o.DocCacheBytes <= 0 {
+		o.DocCacheBytes = d.DocCacheBytes
+	}
+	if o.ValueReadTimeout <= 0 {
+		o.ValueReadTimeout = d.ValueReadTimeout
+	}
+	return &service{log: log, opts: o, docs: newDocCache(o.DocCacheBytes), subs: map[string]*Subscription{}}
 }
 
 // ParseCursor decodes a cursor given to clients.
@@ -93,35 +142,35 @@ func (s *service) raiseHead(seq uint64) {
 }
 
 func (s *service) Subscribe(ctx context.Context, req SubscribeRequest) (*Subscription, error) {
+	delta, err := parseEvents(req.Events)
+	if err != nil {
+		return nil, err
+	}
 	var from uint64
 	resume := req.FromCursor != ""
 	if resume {
-		var err error
 		if from, err = ParseCursor(req.FromCursor); err != nil {
 			return nil, err
 		}
 	}
 	s.mu.Lock()
-	sub := newSubscription(ulid.Make().String(), req.Filter, req.Subscriber, s.buffer, resume, s.head)
+	sub := newSubscription(ulid.Make().String(), req.Filter, req.Subscriber, delta, s.opts.Limits, req.Notify, resume, s.head)
 	if resume {
 		sub.lastSeq = from
 	}
 	s.subs[sub.ID] = sub
 	s.mu.Unlock()
-	go func() {
-		select {
-		case <-ctx.Done():
-		case <-sub.done:
-		}
-		s.remove(sub)
-	}()
+	// No goroutine per subscription: the end of ctx removes it.
+	sub.stop = context.AfterFunc(ctx, func() { s.remove(sub) })
 	if resume {
 		go s.catchUp(ctx, sub, from)
 	}
 	return sub, nil
 }
 
-// catchUp replays the log after `from`, then hands over to live delivery.
+// catchUp replays the log after `from`, then hands over to live delivery. The
+// replay builds its frames by the same rules as live fan-out, so a resumed
+// subscriber receives the same messages a live one did.
 func (s *service) catchUp(ctx context.Context, sub *Subscription, from uint64) {
 	after := from
 	backoff := 100 * time.Millisecond
@@ -131,9 +180,7 @@ func (s *service) catchUp(ctx context.Context, sub *Subscription, from uint64) {
 			if !sub.deliver(ctx, Event{Type: "snapshot_required"}) {
 				return
 			}
-			sub.mu.Lock()
-			sub.lastSeq = max(sub.lastSeq, s.Head())
-			sub.mu.Unlock()
+			sub.setLastSeq(s.Head())
 			break
 		}
 		if err != nil {
@@ -146,8 +193,16 @@ func (s *service) catchUp(ctx context.Context, sub *Subscription, from uint64) {
 			continue
 		}
 		for _, c := range resp.GetChanges() {
-			if sub.Filter.match(c.GetState()) && !sub.deliver(ctx, Event{Type: "change", Change: c}) {
-				return
+			if c.GetState() != nil && sub.Filter.match(c.GetState()) {
+				f := s.newFrame(ctx, c, !sub.Delta, sub.Delta, false)
+				if f.valueErr != nil && !sub.Delta {
+					sub.end(f.valueErr)
+					s.remove(sub)
+					return
+				}
+				if !sub.deliver(ctx, Event{Type: "change", Change: c, frame: f}) {
+					return
+				}
 			}
 			after = c.GetSeq()
 		}
@@ -155,16 +210,19 @@ func (s *service) catchUp(ctx context.Context, sub *Subscription, from uint64) {
 			break
 		}
 	}
-	sub.mu.Lock()
-	sub.lastSeq = max(sub.lastSeq, after)
-	sub.mu.Unlock()
+	sub.setLastSeq(after)
 	sub.goLive(ctx)
 }
 
 func (s *service) remove(sub *Subscription) {
 	s.mu.Lock()
-	delete(s.subs, sub.ID)
+	if s.subs[sub.ID] == sub {
+		delete(s.subs, sub.ID)
+	}
 	s.mu.Unlock()
+	if sub.stop != nil {
+		sub.stop()
+	}
 	sub.end(nil)
 }
 
@@ -181,16 +239,35 @@ func (s *service) Publish(ctx context.Context, c *fedsyncv1.Change) error {
 	if c.GetState() == nil {
 		return fmt.Errorf("change %d has no state", c.GetSeq())
 	}
+	return s.PublishBatch(ctx, []*fedsyncv1.Change{c})
+}
+
+// PublishBatch fans out a batch under one lock and one look at the
+// subscriptions per run of consecutive changes. Changes Kafka skipped are taken
+// from the commit log first, in order.
+func (s *service) PublishBatch(ctx context.Context, cs []*fedsyncv1.Change) error {
 	s.pubMu.Lock()
 	defer s.pubMu.Unlock()
-	if s.synced && c.GetSeq() > s.Head()+1 {
-		// Kafka skipped changes (this consumer joined late, or the topic lost
-		// records): take them from the commit log first, in order.
-		if err := s.fillLocked(ctx, c.GetSeq()-1); err != nil {
-			return err
+	run := make([]*fedsyncv1.Change, 0, len(cs))
+	last := s.Head()
+	for _, c := range cs {
+		if c.GetState() == nil {
+			continue
 		}
+		if s.synced && c.GetSeq() > last+1 {
+			// Kafka skipped changes (this consumer joined late, or the topic
+			// lost records): take them from the commit log first, in order.
+			s.fanOut(ctx, run)
+			run = run[:0]
+			if err := s.fillLocked(ctx, c.GetSeq()-1); err != nil {
+				return err
+			}
+			last = s.Head()
+		}
+		run = append(run, c)
+		last = max(last, c.GetSeq())
 	}
-	s.fanOut(c)
+	s.fanOut(ctx, run)
 	return nil
 }
 
@@ -243,31 +320,149 @@ func (s *service) fillLocked(ctx context.Context, upTo uint64) error {
 		if len(resp.GetChanges()) == 0 {
 			return nil
 		}
-		for _, c := range resp.GetChanges() {
+		page := resp.GetChanges()
+		for i, c := range page {
 			if c.GetSeq() > upTo {
-				return nil
+				page = page[:i]
+				break
 			}
-			s.fanOut(c)
+		}
+		s.fanOut(ctx, page)
+		if len(page) < len(resp.GetChanges()) {
+			return nil
 		}
 	}
 }
 
-// fanOut hands c to every matching subscription, once per log position.
-func (s *service) fanOut(c *fedsyncv1.Change) {
+// fanOut hands each change to every matching subscription, once per log
+// position: one frame per change, shared by all of them.
+func (s *service) fanOut(ctx context.Context, cs []*fedsyncv1.Change) {
+	if len(cs) == 0 {
+		return
+	}
+	// Under one lock: drop what was already fanned out (republished after a
+	// statestore restart), move the head past the rest, and take the
+	// subscriptions. One created from now on starts after these changes.
 	s.mu.Lock()
-	if c.GetSeq() <= s.head {
-		s.mu.Unlock()
-		return // republished after a statestore restart: already fanned out
-	}
-	s.head = c.GetSeq()
-	subs := make([]*Subscription, 0, len(s.subs))
-	for _, sub := range s.subs {
-		subs = append(subs, sub)
-	}
-	s.mu.Unlock()
-	for _, sub := range subs {
-		if sub.Filter.match(c.GetState()) {
-			sub.offer(c)
+	fresh := make([]*fedsyncv1.Change, 0, len(cs))
+	for _, c := range cs {
+		if c.GetState() != nil && c.GetSeq() > s.head {
+			fresh = append(fresh, c)
+			s.head = c.GetSeq()
 		}
 	}
+	subs := s.scratch[:0]
+	if len(fresh) > 0 {
+		for _, sub := range s.subs {
+			subs = append(subs, sub)
+		}
+	}
+	s.mu.Unlock()
+	var ended []*Subscription
+	for _, c := range fresh {
+		st := c.GetState()
+		matched := s.matched[:0]
+		needFull, needDelta := false, false
+		for _, sub := range subs {
+			if sub.Filter.match(st) {
+				matched = append(matched, sub)
+				needFull = needFull || !sub.Delta
+				needDelta = needDelta || sub.Delta
+			}
+		}
+		s.matched = matched
+		if len(matched) == 0 {
+			s.docs.drop(st.GetId())
+			continue
+		}
+		f := s.newFrame(ctx, c, needFull, needDelta, true)
+		for _, sub := range matched {
+			if !sub.offer(f) {
+				ended = append(ended, sub)
+			}
+		}
+	}
+	clear(subs)
+	s.scratch = subs[:0]
+	clear(s.matched[:cap(s.matched)])
+	for _, sub := range ended {
+		s.remove(sub)
+	}
+}
+
+// newFrame builds the frame of c with the forms asked for. live fan-out keeps
+// the document cache current: the latest version of each document a full
+// subscription follows.
+func (s *service) newFrame(ctx context.Context, c *fedsyncv1.Change, full, delta, live bool) *frame {
+	f := &frame{change: c}
+	st := c.GetState()
+	if delta {
+		// Before the cache moves on: a change without set and removed is
+		// diffed against the previous version.
+		f.set, f.removed = s.deltaOf(c)
+	}
+	if full {
+		f.value, f.valueErr = s.wholeValue(ctx, c)
+	}
+	if live {
+		if full && f.valueErr == nil {
+			s.docs.put(st.GetId(), st.GetVersion(), f.value)
+		} else {
+			s.docs.drop(st.GetId())
+		}
+	}
+	return f
+}
+
+// ErrValueUnavailable ends a full subscription when a change came without its
+// document and the document could not be read from the commit log.
+var ErrValueUnavailable = errors.New("the changed document could not be read from the commit log; resume from the last cursor received")
+
+// wholeValue returns the document as of c. A change that left its document out
+// (value_omitted, a large document) is applied to the cached previous version;
+// without that, the document is read from the commit log, which keeps whole
+// documents (ReadLog after seq-1 returns the change at seq).
+func (s *service) wholeValue(ctx context.Context, c *fedsyncv1.Change) ([]byte, error) {
+	st := c.GetState()
+	if !c.GetValueOmitted() {
+		return st.GetValue(), nil
+	}
+	if prev, ok := s.docs.get(st.GetId(), st.GetVersion()-1); ok {
+		if v, err := applyChange(prev, c.GetSet(), c.GetRemoved()); err == nil {
+			s.valueRebuilds.Add(1)
+			return v, nil
+		}
+	}
+	s.valueReads.Add(1)
+	rctx, cancel := context.WithTimeout(ctx, s.opts.ValueReadTimeout)
+	defer cancel()
+	resp, err := s.log.ReadLog(rctx, c.GetSeq()-1, 1)
+	if err != nil {
+		return nil, fmt.Errorf("%w (%v)", ErrValueUnavailable, err)
+	}
+	if len(resp.GetChanges()) == 0 {
+		return nil, ErrValueUnavailable
+	}
+	got := resp.GetChanges()[0]
+	if got.GetSeq() != c.GetSeq() || got.GetValueOmitted() || got.GetState().GetId() != st.GetId() {
+		return nil, ErrValueUnavailable
+	}
+	return got.GetState().GetValue(), nil
+}
+
+// deltaOf returns what c set and removed. A change committed before statestore
+// recorded that (no set, no removed, the whole document) is diffed against the
+// previous version when the cache holds it; otherwise its set is the whole
+// document (and removed is empty).
+func (s *service) deltaOf(c *fedsyncv1.Change) ([]byte, []string) {
+	if len(c.GetSet()) > 0 || len(c.GetRemoved()) > 0 || c.GetValueOmitted() {
+		return c.GetSet(), c.GetRemoved()
+	}
+	st := c.GetState()
+	if prev, ok := s.docs.get(st.GetId(), st.GetVersion()-1); ok {
+		if set, removed, err := diffDocs(prev, st.GetValue()); err == nil {
+			return set, removed
+		}
+	}
+	return st.GetValue(), nil
 }

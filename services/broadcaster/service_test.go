@@ -2,6 +2,7 @@ package broadcaster
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -15,9 +16,11 @@ import (
 	"github.com/go-kit/kit/endpoint"
 	"github.com/go-kit/log"
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/fedsync/fedsync/libs/apierr"
 	"github.com/fedsync/fedsync/libs/authtoken/authtokentest"
+	"github.com/fedsync/fedsync/libs/kafkabus"
 	fedsyncv1 "github.com/fedsync/fedsync/proto/fedsync/v1"
 )
 
@@ -26,6 +29,46 @@ type memLog struct {
 	mu      sync.Mutex
 	changes []*fedsyncv1.Change
 	first   uint64 // lowest retained seq
+	reads   int    // ReadLog calls
+	fail    error  // when set, ReadLog fails with it
+	docs    map[string]*fedsyncv1.State
+}
+
+// commit applies set and removed to id's latest version the way statestore
+// does and logs the change whole (ReadLog returns whole documents). It returns
+// the record fedsync.committed carries: without the document when omit is set.
+func (l *memLog) commit(t testing.TB, id, set string, removed []string, omit bool) (logged, published *fedsyncv1.Change) {
+	t.Helper()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.docs == nil {
+		l.docs = map[string]*fedsyncv1.State{}
+	}
+	prev := l.docs[id]
+	var setb []byte
+	if set != "" {
+		setb = []byte(set)
+	}
+	value, err := applyChange(prev.GetValue(), setb, removed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := &fedsyncv1.State{Id: id, DataType: "note", Version: prev.GetVersion() + 1, Value: value, UpdatedBy: "ai-001", UpdatedAt: int64(len(l.changes)+1) * 1e9}
+	l.docs[id] = st
+	logged = &fedsyncv1.Change{Seq: uint64(len(l.changes) + 1), State: st, Set: setb, Removed: removed}
+	l.changes = append(l.changes, logged)
+	published = logged
+	if omit {
+		published = proto.Clone(logged).(*fedsyncv1.Change)
+		published.State.Value, published.ValueOmitted = nil, true
+	}
+	return logged, published
+}
+
+func (l *memLog) readCount() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.reads
 }
 
 func (l *memLog) add(id string, version int64) *fedsyncv1.Change {
@@ -39,6 +82,10 @@ func (l *memLog) add(id string, version int64) *fedsyncv1.Change {
 func (l *memLog) ReadLog(_ context.Context, after uint64, limit int) (*fedsyncv1.ReadLogResponse, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.reads++
+	if l.fail != nil {
+		return nil, l.fail
+	}
 	head := uint64(len(l.changes))
 	if after < head && after+1 < l.first {
 		return nil, apierr.New(apierr.CursorExpired, "too old")
@@ -54,18 +101,30 @@ func (l *memLog) ReadLog(_ context.Context, after uint64, limit int) (*fedsyncv1
 
 func next(t *testing.T, sub *Subscription) Event {
 	t.Helper()
-	select {
-	case ev := <-sub.Events():
-		return ev
-	case <-time.After(5 * time.Second):
-		t.Fatal("no event within 5s")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ev, ok := sub.Next(ctx)
+	if !ok {
+		t.Fatalf("no event within 5s (subscription error %v)", sub.Err())
 	}
-	return Event{}
+	return ev
 }
+
+// nothingMore fails if sub delivers anything within a moment.
+func nothingMore(t *testing.T, sub *Subscription) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if ev, ok := sub.Next(ctx); ok {
+		t.Fatalf("unexpected event %v", ev.Change)
+	}
+}
+
+func limits(changes int) Options { return Options{Limits: Limits{Changes: changes}} }
 
 func TestLiveSubscriptionFiltersAndDeduplicates(t *testing.T) {
 	lg := &memLog{}
-	svc := NewService(lg, 64)
+	svc := NewService(lg, limits(64))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	sub, _ := svc.Subscribe(ctx, SubscribeRequest{Filter: Filter{IDPrefix: "ai-001:"}})
@@ -82,18 +141,14 @@ func TestLiveSubscriptionFiltersAndDeduplicates(t *testing.T) {
 	if ev := next(t, sub); ev.Change != c3 {
 		t.Fatalf("second event %v", ev.Change)
 	}
-	select {
-	case ev := <-sub.Events():
-		t.Fatalf("unexpected event %v", ev.Change)
-	case <-time.After(50 * time.Millisecond):
-	}
+	nothingMore(t, sub)
 }
 
 // TestResumeFromCursorHasNoGapOrDuplicate publishes live changes while a resumed
 // subscription is still catching up from the log.
 func TestResumeFromCursorHasNoGapOrDuplicate(t *testing.T) {
 	lg := &memLog{}
-	svc := NewService(lg, 1024)
+	svc := NewService(lg, limits(1024))
 	for v := 1; v <= 300; v++ {
 		svc.Publish(context.Background(), lg.add("doc", int64(v)))
 	}
@@ -121,7 +176,7 @@ func TestExpiredCursorSaysSnapshotRequired(t *testing.T) {
 	for v := 1; v <= 60; v++ {
 		lg.add("doc", int64(v))
 	}
-	svc := NewService(lg, 64)
+	svc := NewService(lg, limits(64))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	sub, _ := svc.Subscribe(ctx, SubscribeRequest{FromCursor: "3"})
@@ -135,7 +190,7 @@ func TestExpiredCursorSaysSnapshotRequired(t *testing.T) {
 
 func TestSlowSubscriberIsDropped(t *testing.T) {
 	lg := &memLog{}
-	svc := NewService(lg, 16)
+	svc := NewService(lg, limits(16))
 	sub, _ := svc.Subscribe(context.Background(), SubscribeRequest{})
 	for v := 1; v <= 20; v++ {
 		svc.Publish(context.Background(), lg.add("doc", int64(v)))
@@ -153,7 +208,7 @@ func TestSlowSubscriberIsDropped(t *testing.T) {
 func TestWebSocketStream(t *testing.T) {
 	iss := authtokentest.New(t)
 	lg := &memLog{}
-	svc := NewService(lg, 64)
+	svc := NewService(lg, limits(64))
 	reg := NewRegistry(svc, log.NewNopLogger())
 	eps := MakeEndpoints(reg, func(string) endpoint.Middleware { return func(e endpoint.Endpoint) endpoint.Endpoint { return e } })
 	srv := httptest.NewServer(NewHTTPHandler(svc, reg, eps, iss.Verifier, HTTPOptions{
@@ -204,7 +259,7 @@ func TestWebSocketStream(t *testing.T) {
 // joined late) reach subscribers from the commit log, in order.
 func TestGapsAreFilledFromCommitLog(t *testing.T) {
 	lg := &memLog{}
-	svc := NewService(lg, 64)
+	svc := NewService(lg, limits(64))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	lg.add("doc", 1)
@@ -227,5 +282,114 @@ func TestGapsAreFilledFromCommitLog(t *testing.T) {
 	}
 	if ev := next(t, sub); ev.Change.State.Version != 6 {
 		t.Fatalf("anti-entropy delivered version %d", ev.Change.State.Version)
+	}
+}
+
+// TestSlowSubscriberIsDroppedAtTheByteBound: the queue is bounded by bytes as
+// well as by changes; whichever comes first drops the subscriber, at the cursor
+// of the last change queued.
+func TestSlowSubscriberIsDroppedAtTheByteBound(t *testing.T) {
+	lg := &memLog{}
+	svc := NewService(lg, Options{Limits: Limits{Changes: 4096, Bytes: 64 << 10}})
+	ctx := context.Background()
+	sub, _ := svc.Subscribe(ctx, SubscribeRequest{})
+	delta, _ := svc.Subscribe(ctx, SubscribeRequest{Events: EventsDelta})
+	value := fmt.Sprintf(`{"blob":%q}`, strings.Repeat("b", 10<<10))
+	for i := 1; i <= 20; i++ {
+		_, c := lg.commit(t, "doc", fmt.Sprintf(`{"n":%d}`, i), nil, false)
+		c.State.Value = []byte(value)
+		svc.Publish(ctx, c)
+	}
+	select {
+	case <-sub.Done():
+	case <-time.After(time.Second):
+		t.Fatal("slow full subscriber not dropped")
+	}
+	// ~10 KiB per change: 6 fit in 64 KiB.
+	if sub.Err() != ErrTooSlow || sub.Cursor() != 6 {
+		t.Fatalf("err %v cursor %d", sub.Err(), sub.Cursor())
+	}
+	// Its queued changes can still be taken, then it reports the end.
+	for want := uint64(1); want <= 6; want++ {
+		if ev := next(t, sub); ev.Change.GetSeq() != want {
+			t.Fatalf("got seq %d, want %d", ev.Change.GetSeq(), want)
+		}
+	}
+	if _, ok := sub.Next(ctx); ok {
+		t.Fatal("event after the end")
+	}
+	// The delta subscriber's changes are small: it is still there.
+	select {
+	case <-delta.Done():
+		t.Fatalf("delta subscriber dropped: %v", delta.Err())
+	default:
+	}
+}
+
+// TestBatchFromKafka: records of fedsync.committed are decoded per batch,
+// undecodable ones skipped, repeats dropped and a gap in the middle of a batch
+// filled from the commit log, all in log order.
+func TestBatchFromKafka(t *testing.T) {
+	lg := &memLog{}
+	svc := NewService(lg, limits(64))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := svc.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	sub, _ := svc.Subscribe(ctx, SubscribeRequest{})
+	record := func(c *fedsyncv1.Change) kafkabus.Message {
+		payload, _ := proto.Marshal(c)
+		env, _ := proto.Marshal(&fedsyncv1.SyncMessage{Type: fedsyncv1.MessageType_EVENT, Payload: payload})
+		return kafkabus.Message{Value: env}
+	}
+	var cs []*fedsyncv1.Change
+	for v := int64(1); v <= 6; v++ {
+		cs = append(cs, lg.add("doc", v))
+	}
+	h := kafkaHandler(svc, log.NewNopLogger())
+	// 3 and 4 never come from Kafka; 1 comes twice; one record is garbage.
+	batch := []kafkabus.Message{record(cs[0]), record(cs[1]), {Value: []byte("garbage")}, record(cs[0]), record(cs[4]), record(cs[5])}
+	if err := h(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	for want := int64(1); want <= 6; want++ {
+		if ev := next(t, sub); ev.Change.GetState().GetVersion() != want {
+			t.Fatalf("got version %d, want %d", ev.Change.GetState().GetVersion(), want)
+		}
+	}
+	nothingMore(t, sub)
+}
+
+// TestWebhookDelta: a registered webhook subscription with events delta posts
+// delta change messages carrying its subscription id.
+func TestWebhookDelta(t *testing.T) {
+	lg := &memLog{}
+	svc := NewService(lg, Options{})
+	got := make(chan map[string]any, 4)
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var m map[string]any
+		json.NewDecoder(r.Body).Decode(&m)
+		got <- m
+	}))
+	defer hook.Close()
+	reg := NewRegistry(svc, log.NewNopLogger())
+	if _, err := reg.Create(context.Background(), CreateRequest{CallbackURL: hook.URL, Events: "partial"}); apierr.As(err).Code != apierr.InvalidArgument {
+		t.Fatalf("events partial: %v", err)
+	}
+	resp, err := reg.Create(context.Background(), CreateRequest{IDPrefix: "doc", CallbackURL: hook.URL, Events: EventsDelta})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Delete(context.Background(), resp.SubscriptionID, "")
+	_, c := lg.commit(t, "doc", `{"a":1}`, nil, false)
+	svc.Publish(context.Background(), c)
+	select {
+	case m := <-got:
+		if m["type"] != "change" || m["subscription_id"] != resp.SubscriptionID || m["set"] == nil || m["value"] != nil {
+			t.Fatalf("webhook got %v", m)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("webhook not called")
 	}
 }

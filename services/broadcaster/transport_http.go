@@ -3,12 +3,12 @@ package broadcaster
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"sync"
 	"time"
 
 	"github.com/coder/websocket"
-	"github.com/coder/websocket/wsjson"
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
 	"github.com/prometheus/client_golang/prometheus"
@@ -67,8 +67,10 @@ func NewHTTPHandler(svc Service, reg *Registry, e Endpoints, v *authtoken.Verifi
 	return v.HTTPMiddleware(mux)
 }
 
-// serveStream runs one WebSocket connection: a reader for client messages, one
-// writer, a forwarder per subscription and a pinger.
+// serveStream runs one WebSocket connection with three goroutines whatever its
+// number of subscriptions: the reader of client messages (this one), the
+// writer and the pinger. The connection's subscriptions share one Notifier; the
+// writer serves the ones that have events.
 func serveStream(w http.ResponseWriter, r *http.Request, svc Service, reg *Registry, o HTTPOptions) {
 	claims, _ := authtoken.FromContext(r.Context())
 	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
@@ -82,7 +84,6 @@ func serveStream(w http.ResponseWriter, r *http.Request, svc Service, reg *Regis
 	defer cancel()
 	logger := log.With(o.Logger, "subscriber", claims.Subject)
 
-	out := make(chan any, 1024)
 	var closeOnce sync.Once
 	closeWith := func(code websocket.StatusCode, reason string) {
 		closeOnce.Do(func() {
@@ -94,31 +95,17 @@ func serveStream(w http.ResponseWriter, r *http.Request, svc Service, reg *Regis
 			conn.Close(code, reason)
 		})
 	}
-	send := func(msg any) bool {
+	sw := &streamWriter{conn: conn, ctx: ctx, closeWith: closeWith,
+		notify: NewNotifier(), ctrl: make(chan streamControl, 64), subs: map[string]*attachedSub{}}
+	send := func(c streamControl) bool {
 		select {
-		case out <- msg:
+		case sw.ctrl <- c:
 			return true
 		case <-ctx.Done():
 			return false
 		}
 	}
-	// Writer: the only goroutine that writes data frames.
-	go func() {
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case msg := <-out:
-				wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
-				err := wsjson.Write(wctx, conn, msg)
-				wcancel()
-				if err != nil {
-					closeWith(websocket.StatusGoingAway, "write failed")
-					return
-				}
-			}
-		}
-	}()
+	go sw.run()
 	// Pinger: a connection that does not answer is closed.
 	go func() {
 		t := time.NewTicker(o.PingInterval)
@@ -141,37 +128,6 @@ func serveStream(w http.ResponseWriter, r *http.Request, svc Service, reg *Regis
 	}()
 
 	subs := map[string]*Subscription{}
-	forward := func(sub *Subscription) {
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case ev := <-sub.Events():
-				if !send(eventMessage(sub.ID, ev)) {
-					return
-				}
-			case <-sub.Done():
-				// Deliver what was already queued, then report why it ended.
-				for {
-					select {
-					case ev := <-sub.Events():
-						if !send(eventMessage(sub.ID, ev)) {
-							return
-						}
-						continue
-					default:
-					}
-					break
-				}
-				if err := sub.Err(); err != nil {
-					send(newErrorMessage(apierr.New(apierr.Unavailable, "%v", err), FormatCursor(sub.Cursor())))
-					time.Sleep(100 * time.Millisecond)
-					closeWith(websocket.StatusTryAgainLater, "subscriber too slow")
-				}
-				return
-			}
-		}
-	}
 	for {
 		_, data, err := conn.Read(ctx)
 		if err != nil {
@@ -180,16 +136,17 @@ func serveStream(w http.ResponseWriter, r *http.Request, svc Service, reg *Regis
 		}
 		var m clientMessage
 		if err := json.Unmarshal(data, &m); err != nil {
-			send(newErrorMessage(apierr.New(apierr.InvalidArgument, "The message is not valid JSON."), ""))
+			send(streamControl{msg: newErrorMessage(apierr.New(apierr.InvalidArgument, "The message is not valid JSON."), "")})
 			continue
 		}
 		switch m.Type {
 		case "subscribe":
-			req := SubscribeRequest{Filter: Filter{IDPrefix: m.IDPrefix, DataTypes: m.DataTypes, Reader: claims}, FromCursor: m.FromCursor, Subscriber: claims.Subject}
+			req := SubscribeRequest{Filter: Filter{IDPrefix: m.IDPrefix, DataTypes: m.DataTypes, Reader: claims}, FromCursor: m.FromCursor,
+				Subscriber: claims.Subject, Events: m.Events, Notify: sw.notify}
 			if m.SubscriptionID != "" {
-				f, cursor, err := reg.Lookup(m.SubscriptionID, claims.Subject)
+				f, cursor, events, err := reg.Lookup(m.SubscriptionID, claims.Subject)
 				if err != nil {
-					send(newErrorMessage(err, ""))
+					send(streamControl{msg: newErrorMessage(err, "")})
 					continue
 				}
 				req.Filter = f
@@ -197,10 +154,13 @@ func serveStream(w http.ResponseWriter, r *http.Request, svc Service, reg *Regis
 				if req.FromCursor == "" {
 					req.FromCursor = cursor
 				}
+				if req.Events == "" {
+					req.Events = events
+				}
 			}
 			sub, err := svc.Subscribe(ctx, req)
 			if err != nil {
-				send(newErrorMessage(err, ""))
+				send(streamControl{msg: newErrorMessage(err, "")})
 				continue
 			}
 			subs[sub.ID] = sub
@@ -208,18 +168,170 @@ func serveStream(w http.ResponseWriter, r *http.Request, svc Service, reg *Regis
 			if cursor == "" {
 				cursor = FormatCursor(sub.Cursor())
 			}
-			send(subscribedMessage{Type: "subscribed", SubscriptionID: sub.ID, Cursor: cursor})
-			go forward(sub)
+			// The writer sends "subscribed" before any change of sub.
+			send(streamControl{msg: subscribedMessage{Type: "subscribed", SubscriptionID: sub.ID, Cursor: cursor}, attach: sub})
 		case "unsubscribe":
 			if sub, ok := subs[m.SubscriptionID]; ok {
 				svc.Unsubscribe(sub.ID)
 				delete(subs, sub.ID)
-				send(noticeMessage{Type: "unsubscribed", SubscriptionID: sub.ID})
+				send(streamControl{msg: noticeMessage{Type: "unsubscribed", SubscriptionID: sub.ID}, detach: sub.ID})
 			} else {
-				send(newErrorMessage(apierr.New(apierr.NotFound, "Subscription %s is not open on this connection.", m.SubscriptionID), ""))
+				send(streamControl{msg: newErrorMessage(apierr.New(apierr.NotFound, "Subscription %s is not open on this connection.", m.SubscriptionID), "")})
 			}
 		default:
-			send(newErrorMessage(apierr.New(apierr.InvalidArgument, "Field type must be subscribe or unsubscribe, not %q.", m.Type), ""))
+			send(streamControl{msg: newErrorMessage(apierr.New(apierr.InvalidArgument, "Field type must be subscribe or unsubscribe, not %q.", m.Type), "")})
 		}
 	}
+}
+
+// streamControl is a message from a connection's reader to its writer: a JSON
+// message to send, then a subscription to start or stop writing.
+type streamControl struct {
+	msg    any
+	attach *Subscription
+	detach string
+}
+
+type attachedSub struct {
+	sub    *Subscription
+	prefix []byte // jsonChangePrefix(sub.ID)
+}
+
+// streamWriter is the only goroutine that writes data frames to a connection.
+type streamWriter struct {
+	conn      *websocket.Conn
+	ctx       context.Context
+	closeWith func(websocket.StatusCode, string)
+	notify    *Notifier
+	ctrl      chan streamControl
+	subs      map[string]*attachedSub
+	ready     []*Subscription
+	events    []Event
+	scratch   []byte
+}
+
+// takeMax is the most events the writer takes from one subscription before
+// it turns to the next.
+const takeMax = 64
+
+// smallFrame is the largest message copied into one buffer and written as one
+// frame; a larger change is written from its two parts.
+const smallFrame = 32 << 10
+
+func (w *streamWriter) run() {
+	for {
+		select {
+		case <-w.ctx.Done():
+			return
+		case c := <-w.ctrl:
+			if c.msg != nil && !w.writeJSON(c.msg) {
+				return
+			}
+			if c.attach != nil {
+				w.subs[c.attach.ID] = &attachedSub{sub: c.attach, prefix: jsonChangePrefix(c.attach.ID)}
+				// It may have been listed ready before it was attached.
+				w.notify.Requeue(c.attach)
+			}
+			if c.detach != "" {
+				delete(w.subs, c.detach)
+			}
+		case <-w.notify.C:
+			if !w.drain() {
+				return
+			}
+		}
+	}
+}
+
+// drain writes what the ready subscriptions queued. A subscription that
+// ended is written out and detached; one that ended with an error (too slow)
+// ends the connection with that error and its cursor.
+func (w *streamWriter) drain() bool {
+	w.ready = w.notify.Ready(w.ready[:0])
+	for _, sub := range w.ready {
+		a, ok := w.subs[sub.ID]
+		if !ok || a.sub != sub {
+			continue // not attached yet (it is requeued then), or detached
+		}
+		w.events = sub.Take(w.events[:0], takeMax)
+		if !w.writeEvents(a) {
+			return false
+		}
+		if len(w.events) == takeMax {
+			w.notify.Requeue(sub) // more queued: after the others
+			continue
+		}
+		select {
+		case <-sub.Done():
+		default:
+			continue
+		}
+		// Ended: nothing is queued after the end, so what is left is all.
+		for {
+			w.events = sub.Take(w.events[:0], takeMax)
+			if len(w.events) == 0 {
+				break
+			}
+			if !w.writeEvents(a) {
+				return false
+			}
+		}
+		delete(w.subs, sub.ID)
+		if err := sub.Err(); err != nil {
+			w.writeJSON(newErrorMessage(apierr.New(apierr.Unavailable, "%v", err), FormatCursor(sub.Cursor())))
+			w.closeWith(websocket.StatusTryAgainLater, "subscriber too slow")
+			return false
+		}
+	}
+	clear(w.events)
+	clear(w.ready)
+	if cap(w.scratch) > 4<<10 {
+		w.scratch = nil // an idle connection keeps no large buffer
+	}
+	return true
+}
+
+func (w *streamWriter) writeEvents(a *attachedSub) bool {
+	for _, ev := range w.events {
+		head, body := eventJSON(a.prefix, a.sub.ID, a.sub.Delta, ev)
+		if !w.write(head, body) {
+			return false
+		}
+	}
+	return true
+}
+
+func (w *streamWriter) writeJSON(msg any) bool {
+	b, err := json.Marshal(msg)
+	if err != nil {
+		return true
+	}
+	return w.write(nil, b)
+}
+
+// write sends head followed by body as one text message: small ones copied
+// into one frame, large ones written from the shared bytes as they are.
+func (w *streamWriter) write(head, body []byte) bool {
+	wctx, wcancel := context.WithTimeout(w.ctx, 30*time.Second)
+	defer wcancel()
+	var err error
+	if len(head)+len(body) <= smallFrame {
+		w.scratch = append(append(w.scratch[:0], head...), body...)
+		err = w.conn.Write(wctx, websocket.MessageText, w.scratch)
+	} else {
+		var mw io.WriteCloser
+		if mw, err = w.conn.Writer(wctx, websocket.MessageText); err == nil {
+			if _, err = mw.Write(head); err == nil {
+				_, err = mw.Write(body)
+			}
+			if cerr := mw.Close(); err == nil {
+				err = cerr
+			}
+		}
+	}
+	if err != nil {
+		w.closeWith(websocket.StatusGoingAway, "write failed")
+		return false
+	}
+	return true
 }

@@ -1,0 +1,5 @@
+//go:build !race
+
+package broadcaster
+
+const raceEnabled = false
