@@ -107,10 +107,11 @@ func (g GitState) Warning() string {
 	if !g.Dirty {
 		return ""
 	}
+	shown := g.Changes[:min(5, len(g.Changes))]
 	more := ""
-	if g.ChangeCount > len(g.Changes) {
-		more = fmt.Sprintf(", and %d more", g.ChangeCount-len(g.Changes))
+	if g.ChangeCount > len(shown) {
+		more = fmt.Sprintf(", and %d more", g.ChangeCount-len(shown))
 	}
 	return fmt.Sprintf("WARNING: the working tree has uncommitted changes: %s. Measured: commit %s plus %d changed paths (%s%s)",
-		dirtyWarning, g.Short(), g.ChangeCount, strings.Join(g.Changes[:min(5, len(g.Changes))], "; "), more)
+		dirtyWarning, g.Short(), g.ChangeCount, strings.Join(shown, "; "), more)
 }

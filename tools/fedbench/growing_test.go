@@ -178,20 +178,29 @@ func TestStatsGroups(t *testing.T) {
 		s.Delivered(Delivery{Sub: 0, Group: groupFull, PushNs: in, RecvNs: in + int64(50*time.Millisecond), First: true, Bytes: 1 << 20})
 		s.Delivered(Delivery{Sub: 1, Group: groupDelta, PushNs: in, RecvNs: in + int64(5*time.Millisecond), First: true, Bytes: 200, Delta: true})
 	}
+	// A delta pushed in the window and received after it counts for bytes per
+	// change, not for deliveries in the window; a seeding change (no push time)
+	// counts for neither's bytes per change.
+	s.EndWindow(t0.Add(time.Second))
+	s.Delivered(Delivery{Sub: 0, Group: groupFull, PushNs: in, RecvNs: t0.Add(2 * time.Second).UnixNano(), First: true, Bytes: 1 << 20})
+	s.Delivered(Delivery{Sub: 0, Group: groupFull, RecvNs: in, Bytes: 64 << 10})
 	full, delta := &s.groups[groupFull], &s.groups[groupDelta]
-	if full.delivered.Load() != 10 || full.bytes.Load() != 10<<20 || full.wholeFrames.Load() != 10 || full.deltaFrames.Load() != 0 {
+	if full.changes.Load() != 11 || full.changeBytes.Load() != 11<<20 || full.delivered.Load() != 11 || full.bytes.Load() != 10<<20+64<<10 {
+		t.Fatalf("full group: %d changes of %d bytes, %d delivered of %d bytes", full.changes.Load(), full.changeBytes.Load(), full.delivered.Load(), full.bytes.Load())
+	}
+	if full.wholeFrames.Load() != 11 || full.deltaFrames.Load() != 0 {
 		t.Fatalf("full group: %d delivered, %d bytes", full.delivered.Load(), full.bytes.Load())
 	}
-	if delta.delivered.Load() != 10 || delta.bytes.Load() != 2000 || delta.deltaFrames.Load() != 10 {
+	if delta.delivered.Load() != 10 || delta.bytes.Load() != 2000 || delta.changeBytes.Load() != 2000 || delta.deltaFrames.Load() != 10 {
 		t.Fatalf("delta group: %d delivered, %d bytes", delta.delivered.Load(), delta.bytes.Load())
 	}
-	if l := Summarize(s.GroupHistogram(groupFull)); l.Count != 10 || l.P99 < 49 || l.P99 > 51 {
+	if l := Summarize(s.GroupHistogram(groupFull)); l.Count != 11 || l.P50 < 49 || l.P50 > 51 {
 		t.Fatalf("full latency = %+v", l)
 	}
 	if l := Summarize(s.GroupHistogram(groupDelta)); l.Count != 10 || l.P99 < 4.9 || l.P99 > 5.1 {
 		t.Fatalf("delta latency = %+v", l)
 	}
-	if s.Histogram().TotalCount() != 20 {
+	if s.Histogram().TotalCount() != 21 {
 		t.Fatal("the overall histogram holds both groups")
 	}
 }
@@ -227,7 +236,7 @@ func TestGrowingMarkdown(t *testing.T) {
 	}
 	// A fedsync that ignores events=delta is called out.
 	fed.EventGroups[1].WholeFrames, fed.EventGroups[1].DeltaFrames = 800, 0
-	if md := r.Markdown(""); !strings.Contains(md, "subscribers that asked for delta events received 800 whole documents") {
+	if md := r.Markdown(""); !strings.Contains(md, "subscribers that asked for delta events received 800 whole documents for the window's deltas") {
 		t.Errorf("no warning for whole documents sent to delta subscribers:\n%s", md)
 	}
 }

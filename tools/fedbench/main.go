@@ -163,10 +163,10 @@ Usage: fedbench [flags]
 			sc.Rate = max(*rate, 0)
 		}
 		if set["warmup"] {
-			sc.Warmup = *warmup
+			sc.Warmup, sc.ProbeWarmup = *warmup, *warmup
 		}
 		if set["duration"] {
-			sc.Duration = *duration
+			sc.Duration, sc.ProbeDuration = *duration, *duration
 		}
 		if set["drain"] {
 			sc.Drain = *drain

@@ -114,13 +114,14 @@ func (r *Result) judge() {
 type EventGroup struct {
 	Events      string `json:"events"` // "full" or "delta": what the subscribers asked for
 	Subscribers int    `json:"subscribers"`
-	// DeliveredPerSec: change messages received per second in the window;
-	// BytesPerChange: their mean size (the WebSocket frame, the gRPC message, or
-	// a watch event's key and value); ReceivedMiBPerSec: all of them together.
+	// DeliveredPerSec and ReceivedMiBPerSec: change messages and their bytes
+	// received per second in the window. BytesPerChange: the mean size of the
+	// messages of the deltas pushed in the window, whenever they arrived (the
+	// WebSocket frame, the gRPC message, or a watch event's key and value).
 	DeliveredPerSec   float64 `json:"delivered_per_sec"`
 	BytesPerChange    float64 `json:"bytes_per_change"`
 	ReceivedMiBPerSec float64 `json:"received_mib_per_sec"`
-	// WholeFrames and DeltaFrames: the messages in the window that carried the
+	// WholeFrames and DeltaFrames: of those messages, the ones that carried the
 	// whole value, and those that carried only what changed (set, removed).
 	WholeFrames int64   `json:"whole_value_messages"`
 	DeltaFrames int64   `json:"delta_messages"`
@@ -389,12 +390,13 @@ func (r *Report) Markdown(chart string) string {
 	sc := r.Scenario
 	fmt.Fprintf(&b, "## fedbench `%s` — %s\n\n", sc.Name, r.Meta.Date)
 	if r.Meta.Dirty {
+		shown := r.Meta.DirtyPaths[:min(8, len(r.Meta.DirtyPaths))]
 		more := ""
-		if r.Meta.DirtyCount > len(r.Meta.DirtyPaths) {
-			more = fmt.Sprintf(", and %d more", r.Meta.DirtyCount-len(r.Meta.DirtyPaths))
+		if r.Meta.DirtyCount > len(shown) {
+			more = fmt.Sprintf(", and %d more", r.Meta.DirtyCount-len(shown))
 		}
 		fmt.Fprintf(&b, "> **Measured on a dirty tree**: commit %s plus %d uncommitted changes (%s%s). %s.\n\n",
-			shortCommit(r.Meta.Commit), r.Meta.DirtyCount, "`"+strings.Join(r.Meta.DirtyPaths, "`, `")+"`", more, capitalize(dirtyWarning))
+			shortCommit(r.Meta.Commit), r.Meta.DirtyCount, "`"+strings.Join(shown, "`, `")+"`", more, capitalize(dirtyWarning))
 	}
 	fmt.Fprintf(&b, "%d agents (one connection and token each, synchronous writes), %d subscribers (%s), ", sc.Agents, sc.Subscribers, describeSubs(sc))
 	if sc.SharedIDs > 0 {
@@ -449,7 +451,7 @@ func (r *Report) Markdown(chart string) string {
 	if sc.Events == "delta" || sc.Events == "both" {
 		b.WriteString("Subscribers by the events they asked for: full = every change carries the whole document, delta = it carries what the change set and removed " +
 			"(fedsync's `\"events\":\"delta\"`; etcd and NATS have no partial update, so both halves of their subscribers receive the whole value). " +
-			"Bytes per change: the mean size of the change messages received in the window.\n\n")
+			"Bytes per change: the mean size of the change messages of the deltas pushed in the window (whenever they arrived).\n\n")
 		b.WriteString("| system | step | events asked | subscribers | received | delivered/s | bytes per change | received MiB/s | p50 ms | p99 ms | max ms |\n")
 		b.WriteString("|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|\n")
 		for _, res := range r.Results {
@@ -480,7 +482,7 @@ func (r *Report) Markdown(chart string) string {
 		}
 		for _, g := range res.EventGroups {
 			if g.Events == "delta" && res.PartialUpdates && g.WholeFrames > 0 {
-				notes = append(notes, fmt.Sprintf("subscribers that asked for delta events received %s whole documents in the window "+
+				notes = append(notes, fmt.Sprintf("subscribers that asked for delta events received %s whole documents for the window's deltas "+
 					"(a server without incremental events ignores the option)", commas(g.WholeFrames)))
 			}
 		}

@@ -482,9 +482,9 @@ loop:
 		eg := EventGroup{Events: groupNames[g], Subscribers: n, DeliveredPerSec: round1(float64(c.delivered.Load()) / window),
 			WholeFrames: c.wholeFrames.Load(), DeltaFrames: c.deltaFrames.Load(), Latency: Summarize(st.GroupHistogram(g))}
 		eg.Latency.Curve = nil
-		if d := c.delivered.Load(); d > 0 {
-			eg.BytesPerChange = round1(float64(c.bytes.Load()) / float64(d))
-			eg.ReceivedMiBPerSec = round2(float64(c.bytes.Load()) / window / (1 << 20))
+		eg.ReceivedMiBPerSec = round2(float64(c.bytes.Load()) / window / (1 << 20))
+		if n := c.changes.Load(); n > 0 {
+			eg.BytesPerChange = round1(float64(c.changeBytes.Load()) / float64(n))
 		}
 		res.EventGroups = append(res.EventGroups, eg)
 	}

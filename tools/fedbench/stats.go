@@ -47,10 +47,15 @@ func groupOf(events string) int {
 	return groupFull
 }
 
-// groupCounters count one group's change messages received in the window.
+// groupCounters count one group's change messages: received in the window
+// (delivered, bytes), and the messages of the deltas pushed in the window,
+// whenever they arrived (changes, changeBytes, and what they carried), so
+// that a backlog does not hide them.
 type groupCounters struct {
 	delivered   atomic.Int64
 	bytes       atomic.Int64
+	changes     atomic.Int64
+	changeBytes atomic.Int64
 	wholeFrames atomic.Int64 // messages that carried the whole value
 	deltaFrames atomic.Int64 // messages that carried only what changed
 }
@@ -164,11 +169,15 @@ type Delivery struct {
 // Delivered records a change message a subscriber received.
 func (s *Stats) Delivered(d Delivery) {
 	s.deliveredAll.Add(1)
+	g := &s.groups[d.Group]
 	if s.inWindow(d.RecvNs) {
 		s.delivered.Add(1)
-		g := &s.groups[d.Group]
 		g.delivered.Add(1)
 		g.bytes.Add(int64(d.Bytes))
+	}
+	if d.PushNs > 0 && s.inWindow(d.PushNs) {
+		g.changes.Add(1)
+		g.changeBytes.Add(int64(d.Bytes))
 		if d.Delta {
 			g.deltaFrames.Add(1)
 		} else {
