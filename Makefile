@@ -54,7 +54,7 @@ bench-deps: ## Install the baselines fedbench compares with: Debian etcd-server 
 bench: build fedbench ## steady + conflict on fedsync, etcd and NATS side by side (under 3 min); results in bench/results/.
 	$(BIN)/fedbench -scenario steady,conflict -warmup 2s -duration 8s
 
-bench-full: build fedbench ## Every preset (steady, max, fanout, conflict, large) at full length, with a perf CPU profile of fedsync.
+bench-full: build fedbench ## Every preset (steady, max, fanout, conflict, large, growing, overload) at full length, with a perf CPU profile of fedsync.
 	$(BIN)/fedbench -scenario all -perf
 
 bench-prune: ## Keep in bench/results/ the latest run per scenario and the runs docs/performance.md cites; dry run unless DELETE=1.

@@ -10,9 +10,10 @@
 //	fedbench -scenario all                      # make bench-full
 //	fedbench -scenario max -systems fedsync -perf
 //
-// Scenarios are presets (steady, max, fanout, conflict, large); flags given
-// explicitly override the preset values of every scenario run. Results go to
-// bench/results/<scenario>-<date>.{json,md,svg}.
+// Scenarios are presets (steady, max, fanout, conflict, large, growing,
+// overload); flags given explicitly override the preset values of every
+// scenario run. Results go to bench/results/<scenario>-<date>.{json,md,svg},
+// with the commit measured and whether the working tree was dirty.
 package main
 
 import (
@@ -88,13 +89,13 @@ func presets() map[string]Scenario {
 
 func run(args []string) (int, error) {
 	fs := flag.NewFlagSet("fedbench", flag.ContinueOnError)
-	scenarios := fs.String("scenario", "steady", "comma-separated presets: steady, max, fanout, conflict, large, or all")
+	scenarios := fs.String("scenario", "steady", "comma-separated presets: steady, max, fanout, conflict, large, growing, overload, or all")
 	systems := fs.String("systems", "fedsync,etcd,nats", "systems to run, in order")
 	agents := fs.Int("agents", 0, "writers, each with its own token and connection (preset: 53; fedsync has 53 agent clients)")
 	subscribers := fs.Int("subscribers", 0, "subscribers (preset: 4; fanout 10000)")
-	rate := fs.Float64("rate", 0, "aggregate target deltas/s; -1 = as fast as acknowledgements allow (preset: steady 5000, conflict 1000, ...)")
-	warmup := fs.Duration("warmup", 0, "warm-up before the measured window")
-	duration := fs.Duration("duration", 0, "measured window")
+	rate := fs.Float64("rate", 0, "aggregate target deltas/s; -1 = as fast as acknowledgements allow (preset: steady 5000, conflict 1000, ...; overload: the offered load, by default twice fedsync's maximum)")
+	warmup := fs.Duration("warmup", 0, "warm-up before the measured window (also of overload's probe)")
+	duration := fs.Duration("duration", 0, "measured window (also of overload's probe)")
 	drain := fs.Duration("drain", 0, "after the window, stop waiting for deliveries once none arrived for this long")
 	keys := fs.Int("keys", 0, "ids per agent (preset: 4)")
 	valueSize := fs.Int("value-size", 0, "approximate value size in bytes (large: 65536)")
@@ -123,9 +124,21 @@ Run it from the repository root after make build (and scripts/bench-deps.sh for 
 
 Presets (-scenario): steady (5,000 deltas/s), max (highest rate with p99 < 1 s),
 fanout (10,000 WebSocket subscribers), conflict (53 agents on 10 shared ids),
-large (64 KiB values); "all" runs every one. Flags given explicitly override the
-preset values. Results: <out>/<scenario>-<date>.{json,md,svg}. Exit status 1 when
-any run lost, duplicated or reordered a delivery.
+large (64 KiB values), growing (8 documents of 1 MiB written first, then ~100-byte
+deltas that each set one field; half the subscribers get whole documents, half
+incremental events; etcd and NATS, without partial updates, put the whole value),
+overload (twice fedsync's maximum, found by a probe written as fast as acks allow
+unless -rate gives the offered load; 503/429 refusals are counted apart from
+errors and agents wait Retry-After); "all" runs every one. Flags given explicitly
+override the preset values.
+
+Reports give CPU ms per commit (CPU of all of a system's processes in the window
+divided by the deltas it committed; per put for etcd and NATS) and the commit
+measured; a dirty working tree is flagged: such results must not be committed.
+Results: <out>/<scenario>-<date>.{json,md,svg}; scripts/bench-prune.sh (make
+bench-prune; a dry run unless --delete) removes all but the latest run per
+scenario and the runs docs/performance.md cites. Exit status 1 when any run
+lost, duplicated or reordered a delivery.
 
 Usage: fedbench [flags]
        fedbench perf2pprof <perf.data> <stem>   (the -perf conversion on its own)
