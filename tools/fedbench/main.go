@@ -82,8 +82,10 @@ func presets() map[string]Scenario {
 			Drain: 60 * time.Second, KeysPerAgent: 1, ValueSize: 100, DocBytes: 1 << 20, SubscribeMode: "all", Events: "both"},
 		// Twice what fedsync commits at most (a probe finds it, unless -rate
 		// gives the offered load); the baselines get the same offered load.
+		// Four writers per agent, so that synchronous writers can offer more
+		// than one write in flight per agent allows.
 		"overload": {Name: "overload", Agents: 53, Subscribers: 4, Rate: 0, Warmup: 5 * time.Second, Duration: 20 * time.Second,
-			Drain: 60 * time.Second, KeysPerAgent: 4, SubscribeMode: "all", Overload: true, ProbeWarmup: 3 * time.Second, ProbeDuration: 10 * time.Second},
+			Drain: 60 * time.Second, KeysPerAgent: 4, WritersPerAgent: 4, SubscribeMode: "all", Overload: true, ProbeWarmup: 3 * time.Second, ProbeDuration: 10 * time.Second},
 	}
 }
 
@@ -98,6 +100,7 @@ func run(args []string) (int, error) {
 	duration := fs.Duration("duration", 0, "measured window (also of overload's probe)")
 	drain := fs.Duration("drain", 0, "after the window, stop waiting for deliveries once none arrived for this long")
 	keys := fs.Int("keys", 0, "ids per agent (preset: 4)")
+	writersPer := fs.Int("writers-per-agent", 0, "connections each agent writes over at once, each on its own ids (preset 1; overload 4; at most -keys)")
 	valueSize := fs.Int("value-size", 0, "approximate value size in bytes (large: 65536)")
 	direct := fs.Bool("direct", false, "fedsync WebSocket subscribers connect to the broadcasters directly, not through the edge (fanout preset: true)")
 	subscribe := fs.String("subscribe", "", "subscription prefixes: all (every subscriber watches every id) or agent (one agent's prefix each)")
@@ -187,6 +190,9 @@ Usage: fedbench [flags]
 		if set["keys"] {
 			sc.KeysPerAgent = *keys
 		}
+		if set["writers-per-agent"] {
+			sc.WritersPerAgent = *writersPer
+		}
 		if set["value-size"] {
 			sc.ValueSize = *valueSize
 		}
@@ -218,6 +224,9 @@ Usage: fedbench [flags]
 		}
 		if sc.Agents < 1 || sc.Subscribers < 1 || sc.Duration <= 0 || (sc.SharedIDs == 0 && sc.KeysPerAgent < 1) {
 			return 2, fmt.Errorf("%s: agents, subscribers, keys and duration must be positive", sc.Name)
+		}
+		if sc.WritersPerAgent > 1 && (sc.SharedIDs > 0 || sc.WritersPerAgent > sc.KeysPerAgent) {
+			return 2, fmt.Errorf("%s: -writers-per-agent needs per-agent ids, at least as many as writers per agent (-keys)", sc.Name)
 		}
 		if sc.SubscribeMode != "all" && sc.SubscribeMode != "agent" {
 			return 2, fmt.Errorf("-subscribe: all or agent, not %q", sc.SubscribeMode)

@@ -113,7 +113,7 @@ func TestWriteLoopRetriesRefusals(t *testing.T) {
 	done := make(chan struct{})
 	msgID := func(k deltaKey) string { return fmt.Sprintf("m-%d", k.seq()) }
 	go func() {
-		writeLoop(context.Background(), 0, w, sc, 0, time.Now(), "", ids, make([]atomic.Int64, 1), tr, st, msgID, stop)
+		writeLoop(context.Background(), 0, w, sc, 0, time.Now(), "", ids, []int{0}, make([]atomic.Int64, 1), tr, st, msgID, stop)
 		close(done)
 	}()
 	time.Sleep(400 * time.Millisecond)
@@ -186,10 +186,10 @@ func TestOverloadMarkdown(t *testing.T) {
 	md := r.Markdown("")
 	for _, want := range []string{
 		"Offered load: **270/s**, twice fedsync's maximum (135 committed/s in the probe",
-		"| system | step | offered/s | accepted/s | committed/s | refused/s | refused in the run | all with Retry-After | largest lag reported | p99 ms | accepted ≤ committed + 5% | lost |",
-		"| fedsync | probe | as fast as acks allow | 380 | 135 | 0 | 0 | – | – | 2,001 | **no** | 0 |",
-		"| fedsync | offered 270/s | 270/s | 130 | 131 | 140 | 3,100 | yes | 4,200 | 80.1 | yes | 0 |",
-		"| etcd | offered 270/s | 270/s | 5,000 | 5,000 | 0 | 0 | – | – | 20.0 | yes | 0 |",
+		"| system | step | offered/s | attempted/s | accepted/s | committed/s | refused/s | refused in the run | all with Retry-After | largest lag reported | p99 ms | accepted ≤ committed + 5% | lost |",
+		"| fedsync | probe | as fast as acks allow | 380 | 380 | 135 | 0 | 0 | – | – | 2,001 | **no** | 0 |",
+		"| fedsync | offered 270/s | 270/s | 270 | 130 | 131 | 140 | 3,100 | yes | 4,200 | 80.1 | yes | 0 |",
+		"| etcd | offered 270/s | 270/s | 5,000 | 5,000 | 5,000 | 0 | 0 | – | – | 20.0 | yes | 0 |",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("markdown lacks %q:\n%s", want, md)
@@ -204,5 +204,41 @@ func TestOverloadMarkdown(t *testing.T) {
 		if !strings.Contains(string(b), want) {
 			t.Errorf("JSON lacks %s", want)
 		}
+	}
+}
+
+// Four writers per agent: every id has exactly one writer, the writer's agent's.
+func TestWritersPerAgent(t *testing.T) {
+	sc := presets()["overload"]
+	if sc.writers() != 53*4 || sc.WritersPerAgent != 4 || !sc.Overload {
+		t.Fatalf("overload preset = %+v", sc)
+	}
+	ids := sc.ids()
+	owner := map[int]int{}
+	for w := 0; w < sc.writers(); w++ {
+		mine := sc.writerIDs(w)
+		if len(mine) != 1 {
+			t.Fatalf("writer %d writes %v", w, mine)
+		}
+		for _, i := range mine {
+			if prev, ok := owner[i]; ok {
+				t.Fatalf("id %s written by writers %d and %d", ids[i], prev, w)
+			}
+			owner[i] = w
+			if !strings.HasPrefix(ids[i], agentName(sc.writerAgent(w))+":") {
+				t.Fatalf("writer %d (agent %s) writes %s", w, agentName(sc.writerAgent(w)), ids[i])
+			}
+		}
+	}
+	if len(owner) != len(ids) {
+		t.Fatalf("%d of %d ids have a writer", len(owner), len(ids))
+	}
+	// One writer per agent (every other preset): all of the agent's ids in turn.
+	st := presets()["steady"]
+	if st.writers() != 53 || fmt.Sprint(st.writerIDs(1)) != "[4 5 6 7]" || st.writerIDs(0) == nil {
+		t.Fatalf("steady writers = %d, writer 1 ids %v", st.writers(), st.writerIDs(1))
+	}
+	if presets()["conflict"].writerIDs(3) != nil {
+		t.Fatal("shared ids: any writer writes any id")
 	}
 }

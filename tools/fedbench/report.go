@@ -19,6 +19,7 @@ type Result struct {
 	Step        string     `json:"step,omitempty"`
 	Info        SystemInfo `json:"info"`
 	Agents      int        `json:"agents"`
+	Writers     int        `json:"writers"` // writer connections (WritersPerAgent per agent)
 	Subscribers int        `json:"subscribers"`
 	TargetRate  float64    `json:"target_rate"` // 0 = as fast as acknowledgements allow
 	ValueBytes  int        `json:"value_bytes"` // what one write carries
@@ -398,7 +399,12 @@ func (r *Report) Markdown(chart string) string {
 		fmt.Fprintf(&b, "> **Measured on a dirty tree**: commit %s plus %d uncommitted changes (%s%s). %s.\n\n",
 			shortCommit(r.Meta.Commit), r.Meta.DirtyCount, "`"+strings.Join(shown, "`, `")+"`", more, capitalize(dirtyWarning))
 	}
-	fmt.Fprintf(&b, "%d agents (one connection and token each, synchronous writes), %d subscribers (%s), ", sc.Agents, sc.Subscribers, describeSubs(sc))
+	if sc.WritersPerAgent > 1 {
+		fmt.Fprintf(&b, "%d agents (a token each) writing over %d connections each (%d synchronous writers, every id written by one of them), %d subscribers (%s), ",
+			sc.Agents, sc.WritersPerAgent, sc.writers(), sc.Subscribers, describeSubs(sc))
+	} else {
+		fmt.Fprintf(&b, "%d agents (one connection and token each, synchronous writes), %d subscribers (%s), ", sc.Agents, sc.Subscribers, describeSubs(sc))
+	}
 	if sc.SharedIDs > 0 {
 		fmt.Fprintf(&b, "%d shared ids, ", sc.SharedIDs)
 	} else {
@@ -593,9 +599,10 @@ func (r *Report) overloadMarkdown(b *strings.Builder) {
 	}
 	b.WriteString("Refused: writes refused admission (HTTP 503 unavailable or 429 rate_limited; gRPC Unavailable or ResourceExhausted with fedsync's error details), " +
 		"counted apart from errors; the agent waits Retry-After (plus up to 10% jitter; 200 ms when there is none) and sends the same delta again. " +
+		"Attempted: accepted + refused + failed writes per second (synchronous writers offer no more than their acknowledgements and pauses allow). " +
 		"p99: push-to-subscriber latency of the accepted deltas (from the accepted attempt). Check: accepted/s ≤ committed/s + 5% in the window.\n\n")
-	b.WriteString("| system | step | offered/s | accepted/s | committed/s | refused/s | refused in the run | all with Retry-After | largest lag reported | p99 ms | accepted ≤ committed + 5% | lost |\n")
-	b.WriteString("|---|---|---:|---:|---:|---:|---:|:--:|---:|---:|:--:|---:|\n")
+	b.WriteString("| system | step | offered/s | attempted/s | accepted/s | committed/s | refused/s | refused in the run | all with Retry-After | largest lag reported | p99 ms | accepted ≤ committed + 5% | lost |\n")
+	b.WriteString("|---|---|---:|---:|---:|---:|---:|---:|:--:|---:|---:|:--:|---:|\n")
 	for _, res := range r.Results {
 		step := res.Step
 		if step == "" {
@@ -616,8 +623,12 @@ func (r *Report) overloadMarkdown(b *strings.Builder) {
 		if res.MaxLag > 0 {
 			lag = commas(res.MaxLag)
 		}
-		fmt.Fprintf(b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d |\n", res.System, step, target(res.TargetRate),
-			fmtRate(res.AcceptedPerSec), fmtRate(res.CommittedPerSec), fmtRate(res.RefusedPerSec), commas(res.RefusedAll), withRA, lag,
+		attempted := res.AcceptedPerSec + res.RefusedPerSec
+		if res.WindowSeconds > 0 {
+			attempted += float64(sumErrors(res.Errors)) / res.WindowSeconds
+		}
+		fmt.Fprintf(b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d |\n", res.System, step, target(res.TargetRate),
+			fmtRate(attempted), fmtRate(res.AcceptedPerSec), fmtRate(res.CommittedPerSec), fmtRate(res.RefusedPerSec), commas(res.RefusedAll), withRA, lag,
 			fmtMs(res.Latency.P99), check, res.Correctness.Lost)
 	}
 	b.WriteString("\n")

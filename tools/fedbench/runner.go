@@ -31,6 +31,13 @@ type Scenario struct {
 	Drain       time.Duration `json:"-"`
 	// KeysPerAgent: each agent writes its own ids <agent>:k0 .. k<n-1> in turn.
 	KeysPerAgent int `json:"keys_per_agent"`
+	// WritersPerAgent > 1: each agent writes over that many connections at
+	// once (one synchronous writer each, with the agent's token), writer s of
+	// an agent taking its ids k with k % WritersPerAgent == s, so that every id
+	// still has one writer. More writes in flight than one per agent is what
+	// it takes to offer more than acknowledgements allow one writer per agent
+	// (the overload preset).
+	WritersPerAgent int `json:"writers_per_agent,omitempty"`
 	// SharedIDs > 0: every agent writes ids shared-bench:doc-0 .. doc-<n-1> at
 	// random instead (the conflict preset).
 	SharedIDs int `json:"shared_ids,omitempty"`
@@ -119,6 +126,29 @@ func docChunks(size int) [][]byte {
 
 const sharedPrefix = "shared-bench:"
 
+// writers is the number of writer connections: WritersPerAgent per agent.
+func (sc Scenario) writers() int { return sc.Agents * max(sc.WritersPerAgent, 1) }
+
+// writerAgent is the agent whose client (token, ids) writer w uses.
+func (sc Scenario) writerAgent(w int) int { return w % sc.Agents }
+
+// writerIDs are the indices into ids() that writer w writes (nil with shared
+// ids, where every writer writes any of them).
+func (sc Scenario) writerIDs(w int) []int {
+	if sc.SharedIDs > 0 {
+		return nil
+	}
+	per := max(sc.WritersPerAgent, 1)
+	a, slot := sc.writerAgent(w), w/sc.Agents
+	var out []int
+	for k := 0; k < sc.KeysPerAgent; k++ {
+		if k%per == slot {
+			out = append(out, a*sc.KeysPerAgent+k)
+		}
+	}
+	return out
+}
+
 func agentName(a int) string { return fmt.Sprintf("ai-%03d", a+1) }
 
 // ids returns every id the workload writes.
@@ -168,7 +198,7 @@ type RunOptions struct {
 func runOnce(ctx context.Context, sys System, sc Scenario, rate float64, o RunOptions) (*Result, error) {
 	ids := sc.ids()
 	prefixes := sc.prefixes()
-	tr := NewTracker(sc.Agents, ids, prefixes, sys.Contiguous())
+	tr := NewTracker(sc.writers(), ids, prefixes, sys.Contiguous())
 	st := NewStats()
 	idIndex := map[string]int{}
 	for i, id := range ids {
@@ -188,7 +218,7 @@ func runOnce(ctx context.Context, sys System, sc Scenario, rate float64, o RunOp
 	if sc.DocBytes > 0 && !sys.PartialUpdates() {
 		valueSize = sc.DocBytes
 	}
-	res := &Result{System: sys.Name(), Scenario: sc.Name, Step: o.Label, Info: sys.Info(), Agents: sc.Agents, Subscribers: sc.Subscribers,
+	res := &Result{System: sys.Name(), Scenario: sc.Name, Step: o.Label, Info: sys.Info(), Agents: sc.Agents, Writers: sc.writers(), Subscribers: sc.Subscribers,
 		TargetRate: rate, ValueBytes: valueSize, DocBytes: sc.DocBytes, PartialUpdates: sys.PartialUpdates(), Keys: len(ids), SubscribeMode: sc.SubscribeMode}
 	say := func(format string, args ...any) {
 		if o.Progress != nil {
@@ -280,7 +310,7 @@ func runOnce(ctx context.Context, sys System, sc Scenario, rate float64, o RunOp
 	res.SubscribeSeconds = round2(time.Since(connectStart).Seconds())
 
 	// Writers: one connection (and token) per agent.
-	writers := make([]Writer, sc.Agents)
+	writers := make([]Writer, sc.writers())
 	defer func() {
 		for _, w := range writers {
 			if w != nil {
@@ -292,7 +322,7 @@ func runOnce(ctx context.Context, sys System, sc Scenario, rate float64, o RunOp
 	g.SetLimit(16)
 	for a := range writers {
 		g.Go(func() error {
-			w, err := sys.NewWriter(gctx, a)
+			w, err := sys.NewWriter(gctx, sc.writerAgent(a))
 			if err != nil {
 				return fmt.Errorf("writer %d: %w", a, err)
 			}
@@ -303,7 +333,7 @@ func runOnce(ctx context.Context, sys System, sc Scenario, rate float64, o RunOp
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
-	say("%d writers and %d subscribers connected (subscribing took %.1fs); warm-up %s, then %s measured", sc.Agents, sc.Subscribers, res.SubscribeSeconds, sc.Warmup, sc.Duration)
+	say("%d writers and %d subscribers connected (subscribing took %.1fs); warm-up %s, then %s measured", len(writers), sc.Subscribers, res.SubscribeSeconds, sc.Warmup, sc.Duration)
 
 	if sc.DocBytes > 0 {
 		say("writing %d documents of about %s each", len(ids), bytesStr(sc.DocBytes))
@@ -321,7 +351,7 @@ func runOnce(ctx context.Context, sys System, sc Scenario, rate float64, o RunOp
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			writeLoop(ctx, a, w, sc, rate, start, pad, ids, latest, tr, st, msgID, stop)
+			writeLoop(ctx, a, w, sc, rate, start, pad, ids, sc.writerIDs(a), latest, tr, st, msgID, stop)
 		}()
 	}
 
@@ -572,8 +602,8 @@ func seedDocuments(ctx context.Context, sys System, writers []Writer, sc Scenari
 	for a, w := range writers {
 		// One goroutine per writer: a writer is one connection, used in turn.
 		g.Go(func() error {
-			for k := 0; k < sc.KeysPerAgent; k++ {
-				id := ids[a*sc.KeysPerAgent+k]
+			for k, idx := range sc.writerIDs(a) {
+				id := ids[idx]
 				seeder, partial := w.(docSeeder)
 				if !partial || !sys.PartialUpdates() {
 					err := retryRefused(gctx, func() error { return w.Put(gctx, id, whole, fmt.Sprintf("%s-%d-%d", msgPrefix, a, k), 0) })
@@ -650,13 +680,13 @@ func converged(tr *Tracker, final map[string]int64, prefixes []string, ids []str
 // writeLoop is one agent: synchronous writes (the next one after the
 // acknowledgement of the previous), paced to its share of the aggregate rate,
 // or back to back when rate is 0.
-func writeLoop(ctx context.Context, a int, w Writer, sc Scenario, rate float64, start time.Time, pad string, ids []string,
+func writeLoop(ctx context.Context, a int, w Writer, sc Scenario, rate float64, start time.Time, pad string, ids []string, mine []int,
 	latest []atomic.Int64, tr *Tracker, st *Stats, msgID func(deltaKey) string, stop <-chan struct{}) {
 	rng := mrand.New(mrand.NewPCG(uint64(a)+1, uint64(start.UnixNano())))
 	var interval time.Duration
 	next := start
 	if rate > 0 {
-		interval = time.Duration(float64(time.Second) * float64(sc.Agents) / rate)
+		interval = time.Duration(float64(time.Second) * float64(sc.writers()) / rate)
 		next = start.Add(time.Duration(rng.Int64N(int64(interval) + 1)))
 	}
 	var buf []byte
@@ -685,7 +715,7 @@ func writeLoop(ctx context.Context, a int, w Writer, sc Scenario, rate float64, 
 		if sc.SharedIDs > 0 {
 			idx = rng.IntN(len(ids))
 		} else {
-			idx = a*sc.KeysPerAgent + int(n)%sc.KeysPerAgent
+			idx = mine[int(n)%len(mine)]
 		}
 		id := ids[idx]
 		var base int64
