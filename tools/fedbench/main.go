@@ -131,9 +131,9 @@ large (64 KiB values), growing (8 documents of 1 MiB written first, then ~100-by
 deltas that each set one field; half the subscribers get whole documents, half
 incremental events; etcd and NATS, without partial updates, put the whole value),
 overload (twice fedsync's maximum, found by a probe written as fast as acks allow
-unless -rate gives the offered load; 503/429 refusals are counted apart from
-errors and agents wait Retry-After); "all" runs every one. Flags given explicitly
-override the preset values.
+unless -rate gives the offered load, from 4 connections per agent; 503/429
+refusals are counted apart from errors and agents wait Retry-After); "all" runs
+every one. Flags given explicitly override the preset values.
 
 Reports give CPU ms per commit (CPU of all of a system's processes in the window
 divided by the deltas it committed; per put for etcd and NATS) and the commit
