@@ -83,13 +83,13 @@ type service struct {
 	// synced is set once head is known from statestore; from then on the hub
 	// fills any gap in what Kafka delivers from the commit log.
 	synced bool
-	// scratch and matched are fan-out's reused slices (under pubMu).
-	scratch []*Subscription
+	// matched is fan-out's reused slice (under pubMu).
 	matched []*Subscription
 
-	mu   sync.RWMutex
-	subs map[string]*Subscription
-	head uint64
+	mu    sync.RWMutex
+	subs  map[string]*Subscription
+	index *subIndex
+	head  uint64
 
 	// valueReads counts documents read from the log because a change left its
 	// value out and the cache did not hold the previous version.
@@ -113,7 +113,7 @@ func NewService(log CommitLog, o Options) *service {
 	if o.ValueReadTimeout <= 0 {
 		o.ValueReadTimeout = d.ValueReadTimeout
 	}
-	return &service{log: log, opts: o, docs: newDocCache(o.DocCacheBytes), subs: map[string]*Subscription{}}
+	return &service{log: log, opts: o, docs: newDocCache(o.DocCacheBytes), subs: map[string]*Subscription{}, index: newSubIndex()}
 }
 
 // ParseCursor decodes a cursor given to clients.
@@ -159,6 +159,7 @@ func (s *service) Subscribe(ctx context.Context, req SubscribeRequest) (*Subscri
 		sub.lastSeq = from
 	}
 	s.subs[sub.ID] = sub
+	s.index.add(sub)
 	s.mu.Unlock()
 	// No goroutine per subscription: the end of ctx removes it.
 	sub.stop = context.AfterFunc(ctx, func() { s.remove(sub) })
@@ -218,6 +219,7 @@ func (s *service) remove(sub *Subscription) {
 	s.mu.Lock()
 	if s.subs[sub.ID] == sub {
 		delete(s.subs, sub.ID)
+		s.index.remove(sub)
 	}
 	s.mu.Unlock()
 	if sub.stop != nil {
@@ -242,9 +244,8 @@ func (s *service) Publish(ctx context.Context, c *fedsyncv1.Change) error {
 	return s.PublishBatch(ctx, []*fedsyncv1.Change{c})
 }
 
-// PublishBatch fans out a batch under one lock and one look at the
-// subscriptions per run of consecutive changes. Changes Kafka skipped are taken
-// from the commit log first, in order.
+// PublishBatch fans out a batch in log order under one hold of the fan-out
+// lock. Changes Kafka skipped are taken from the commit log first, in order.
 func (s *service) PublishBatch(ctx context.Context, cs []*fedsyncv1.Change) error {
 	s.pubMu.Lock()
 	defer s.pubMu.Unlock()
@@ -337,43 +338,32 @@ func (s *service) fillLocked(ctx context.Context, upTo uint64) error {
 // fanOut hands each change to every matching subscription, once per log
 // position: one frame per change, shared by all of them.
 func (s *service) fanOut(ctx context.Context, cs []*fedsyncv1.Change) {
-	if len(cs) == 0 {
-		return
-	}
-	// Under one lock: drop what was already fanned out (republished after a
-	// statestore restart), move the head past the rest, and take the
-	// subscriptions. One created from now on starts after these changes.
-	s.mu.Lock()
-	fresh := make([]*fedsyncv1.Change, 0, len(cs))
-	for _, c := range cs {
-		if c.GetState() != nil && c.GetSeq() > s.head {
-			fresh = append(fresh, c)
-			s.head = c.GetSeq()
-		}
-	}
-	subs := s.scratch[:0]
-	if len(fresh) > 0 {
-		for _, sub := range s.subs {
-			subs = append(subs, sub)
-		}
-	}
-	s.mu.Unlock()
 	var ended []*Subscription
-	for _, c := range fresh {
+	for _, c := range cs {
 		st := c.GetState()
-		matched := s.matched[:0]
-		needFull, needDelta := false, false
-		for _, sub := range subs {
-			if sub.Filter.match(st) {
-				matched = append(matched, sub)
-				needFull = needFull || !sub.Delta
-				needDelta = needDelta || sub.Delta
-			}
+		if st == nil {
+			continue
 		}
+		// Under one lock: drop what was already fanned out (republished after
+		// a statestore restart), move the head past it, and find the
+		// subscriptions it matches. One created from now on starts after it.
+		s.mu.Lock()
+		if c.GetSeq() <= s.head {
+			s.mu.Unlock()
+			continue
+		}
+		s.head = c.GetSeq()
+		matched := s.index.match(st, s.matched[:0])
+		s.mu.Unlock()
 		s.matched = matched
 		if len(matched) == 0 {
 			s.docs.drop(st.GetId())
 			continue
+		}
+		needFull, needDelta := false, false
+		for _, sub := range matched {
+			needFull = needFull || !sub.Delta
+			needDelta = needDelta || sub.Delta
 		}
 		f := s.newFrame(ctx, c, needFull, needDelta, true)
 		for _, sub := range matched {
@@ -382,8 +372,6 @@ func (s *service) fanOut(ctx context.Context, cs []*fedsyncv1.Change) {
 			}
 		}
 	}
-	clear(subs)
-	s.scratch = subs[:0]
 	clear(s.matched[:cap(s.matched)])
 	for _, sub := range ended {
 		s.remove(sub)

@@ -393,3 +393,54 @@ func TestWebhookDelta(t *testing.T) {
 		t.Fatal("webhook not called")
 	}
 }
+
+// TestIndexMatchesLikeAScan: the prefix index finds exactly the subscriptions a
+// look at every filter finds, while subscriptions come and go.
+func TestIndexMatchesLikeAScan(t *testing.T) {
+	x := newSubIndex()
+	prefixes := []string{"", "a", "ab", "ab:", "b", "abc", "zz"}
+	var live []*Subscription
+	for i := range 300 {
+		sub := &Subscription{ID: fmt.Sprint(i), Filter: Filter{IDPrefix: prefixes[i%len(prefixes)]}}
+		if i%5 == 0 {
+			sub.Filter.DataTypes = []string{"task"}
+		}
+		x.add(sub)
+		live = append(live, sub)
+		if i%3 == 0 { // remove an earlier one
+			j := (i * 7) % len(live)
+			x.remove(live[j])
+			live = append(live[:j], live[j+1:]...)
+		}
+	}
+	for _, id := range []string{"a", "ab", "ab:1", "abc", "b", "c", "zz", "z", ""} {
+		for _, dt := range []string{"note", "task"} {
+			st := &fedsyncv1.State{Id: id, DataType: dt}
+			got := map[string]bool{}
+			for _, sub := range x.match(st, nil) {
+				if got[sub.ID] {
+					t.Fatalf("%s matched twice", sub.ID)
+				}
+				got[sub.ID] = true
+			}
+			want := 0
+			for _, sub := range live {
+				if sub.Filter.match(st) {
+					want++
+					if !got[sub.ID] {
+						t.Fatalf("id %q (%s): subscription %s (prefix %q) not found", id, dt, sub.ID, sub.Filter.IDPrefix)
+					}
+				}
+			}
+			if want != len(got) {
+				t.Fatalf("id %q: %d matches, want %d", id, len(got), want)
+			}
+		}
+	}
+	for _, sub := range live {
+		x.remove(sub)
+	}
+	if len(x.buckets) != 0 || len(x.sorted) != 0 {
+		t.Fatalf("empty index keeps %d buckets, lengths %v", len(x.buckets), x.sorted)
+	}
+}

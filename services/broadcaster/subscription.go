@@ -127,6 +127,9 @@ type Subscription struct {
 	// listed is set while the subscription is on its notifier's ready list
 	// (or being served from it).
 	listed bool
+
+	// indexPos is its place in the hub's index (under the hub's lock).
+	indexPos int
 }
 
 func newSubscription(id string, f Filter, subscriber string, delta bool, limits Limits, n *Notifier, catchingUp bool, lastSeq uint64) *Subscription {
