@@ -447,3 +447,31 @@ func TestSlowWebSocketSubscriberGetsCursorAndClose(t *testing.T) {
 		t.Fatalf("closed with %v, want 1013", err)
 	}
 }
+
+// TestFullChangeMessageKeepsItsShape: the spliced message of a full
+// subscription is byte for byte what marshalling the whole message gives, in
+// the field order contract v1's clients have always received.
+func TestFullChangeMessageKeepsItsShape(t *testing.T) {
+	type changeMessage struct {
+		Type           string          `json:"type"`
+		SubscriptionID string          `json:"subscription_id,omitempty"`
+		ID             string          `json:"id"`
+		DataType       string          `json:"data_type"`
+		Version        int64           `json:"version"`
+		Value          json.RawMessage `json:"value"`
+		UpdatedBy      string          `json:"updated_by"`
+		UpdatedAt      string          `json:"updated_at"`
+		Cursor         string          `json:"cursor"`
+	}
+	c := &fedsyncv1.Change{Seq: 42, State: &fedsyncv1.State{Id: "ai-001:x", DataType: "note", Version: 3, Value: []byte(`{"a":"<b>","n":[1,2]}`),
+		UpdatedBy: "ai-001", UpdatedAt: 1_700_000_000_123_456_789}}
+	f := &frame{change: c, value: c.State.Value}
+	for _, subID := range []string{"01JSUBSCRIPTION", ""} {
+		want, _ := json.Marshal(changeMessage{Type: "change", SubscriptionID: subID, ID: "ai-001:x", DataType: "note", Version: 3,
+			Value: c.State.Value, UpdatedBy: "ai-001", UpdatedAt: "2023-11-14T22:13:20.123456789Z", Cursor: "42"})
+		head, body := eventJSON(jsonChangePrefix(subID), subID, false, Event{Type: "change", Change: c, frame: f})
+		if got := string(head) + string(body); got != string(want) {
+			t.Fatalf("got  %s\nwant %s", got, want)
+		}
+	}
+}

@@ -3,7 +3,6 @@ package broadcaster
 import (
 	"encoding/json"
 	"slices"
-	"strconv"
 	"sync"
 	"time"
 
@@ -142,7 +141,8 @@ func jsonChangePrefix(subID string) []byte {
 	if subID == "" {
 		return []byte(`{"type":"change",`)
 	}
-	return []byte(`{"type":"change","subscription_id":` + strconv.Quote(subID) + `,`)
+	id, _ := json.Marshal(subID)
+	return []byte(`{"type":"change","subscription_id":` + string(id) + `,`)
 }
 
 // proto returns the change's SubscribeResponse in protobuf wire form without
