@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"time"
 
 	"github.com/fedsync/fedsync/libs/apierr"
 	"github.com/fedsync/fedsync/libs/httpjson"
@@ -17,8 +18,17 @@ type Routes struct {
 // NewEdge returns the path router of one region: the same routing the Kubernetes
 // Ingress does, by path only.
 func NewEdge(r Routes) http.Handler {
+	// One pool of kept-alive connections to the services. Go's default keeps
+	// only 2 idle connections per service, so under concurrent load almost
+	// every request dialled a new connection (a third of the edge's CPU, and
+	// as much again in the service accepting it).
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	transport.MaxIdleConns = 4096
+	transport.MaxIdleConnsPerHost = 1024
+	transport.IdleConnTimeout = 90 * time.Second
 	proxy := func(addr string) http.Handler {
 		p := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: addr})
+		p.Transport = transport
 		p.ErrorHandler = func(w http.ResponseWriter, r *http.Request, err error) {
 			if r.Context().Err() != nil {
 				return // the client went away
