@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/fedsync/fedsync/libs/flagenv"
 )
@@ -42,17 +43,16 @@ type Config struct {
 	Partitions   int
 	Replication  int
 	BatchTimeout time.Duration
-	// BatchSize is the most records a producer sends in one request per partition.
-	BatchSize int
-	// BatchBytes is the most bytes a producer sends in one request per partition.
+	// BatchBytes is the most bytes of one partition's batch in a produce request.
 	BatchBytes int64
 	// Compression is the codec of produced batches: none, gzip, snappy, lz4 or zstd.
 	Compression string
 }
 
-var codecs = map[string]kafka.Compression{"gzip": kafka.Gzip, "snappy": kafka.Snappy, "lz4": kafka.Lz4, "zstd": kafka.Zstd}
+var codecs = map[string]kgo.CompressionCodec{"none": kgo.NoCompression(), "": kgo.NoCompression(),
+	"gzip": kgo.GzipCompression(), "snappy": kgo.SnappyCompression(), "lz4": kgo.Lz4Compression(), "zstd": kgo.ZstdCompression()}
 
-func (c *Config) codec() kafka.Compression { return codecs[c.Compression] }
+func (c *Config) kgoCodec() kgo.CompressionCodec { return codecs[c.Compression] }
 
 // RegisterFlags registers the Kafka flags on fs.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
@@ -62,8 +62,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.Partitions, "kafka.partitions", 8, "partitions of keyed topics created at start-up")
 	fs.IntVar(&c.Replication, "kafka.replication", 1, "replication factor of topics created at start-up")
 	fs.DurationVar(&c.BatchTimeout, "kafka.batch-timeout", 2*time.Millisecond, "linger: longest a produced record waits for others to share its produce request")
-	fs.IntVar(&c.BatchSize, "kafka.batch-size", 1000, "most records in one produce request per partition (the seed's 1,000 is the upper bound)")
-	fs.Int64Var(&c.BatchBytes, "kafka.batch-bytes", 1<<20, "most bytes in one produce request per partition (Kafka's default record batch limit is 1 MiB)")
+	fs.Int64Var(&c.BatchBytes, "kafka.batch-bytes", 1<<20, "most bytes of one partition's batch in a produce request (Kafka's default record batch limit is 1 MiB)")
 	fs.StringVar(&c.Compression, "kafka.compression", DefaultCompression, "codec of produced batches: none, gzip, snappy, lz4 or zstd")
 }
 
@@ -78,12 +77,10 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("kafka.replication: must be at least 1, got %d", c.Replication)
 	case c.BatchTimeout <= 0 || c.BatchTimeout > 100*time.Millisecond:
 		return fmt.Errorf("kafka.batch-timeout: must be in (0, 100ms], got %s", c.BatchTimeout)
-	case c.BatchSize < 0 || c.BatchSize > 1000:
-		return fmt.Errorf("kafka.batch-size: must be in [1, 1000], got %d", c.BatchSize)
-	case c.BatchBytes < 0:
-		return fmt.Errorf("kafka.batch-bytes: must not be negative, got %d", c.BatchBytes)
+	case c.BatchBytes < 0 || c.BatchBytes > 16<<20:
+		return fmt.Errorf("kafka.batch-bytes: must be in [0, 16MiB], got %d", c.BatchBytes)
 	}
-	if _, ok := codecs[c.Compression]; !ok && c.Compression != "none" && c.Compression != "" {
+	if _, ok := codecs[c.Compression]; !ok {
 		return fmt.Errorf("kafka.compression: must be none, gzip, snappy, lz4 or zstd, got %q", c.Compression)
 	}
 	return nil

@@ -4,7 +4,7 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"go.opentelemetry.io/otel"
 )
 
@@ -18,53 +18,70 @@ type Record struct {
 
 // Producer writes records to one topic and returns only once every in-sync
 // replica has them.
+//
+// It is franz-go's client (kgo), not kafka-go's Writer: kgo puts the batches
+// of every partition that has records waiting into one produce request per
+// broker, where kafka-go sends one request per partition. Under fedsync's load
+// (many concurrent single-delta writes spread over the partitions) that is the
+// difference between a request per delta and a request per linger window. It
+// writes idempotently (the broker drops a retried batch it already has).
 type Producer struct {
-	w *kafka.Writer
+	cl    *kgo.Client
+	topic string
 }
 
 // NewProducer returns a producer for topic (its name before the configured
-// prefix). Records with the same key go to the
-// same partition (murmur2, as the Java client does).
+// prefix). Records with the same key go to the same partition (murmur2, as
+// the Java client does).
 func NewProducer(c *Config, topic string) *Producer {
-	return &Producer{w: &kafka.Writer{
-		Addr:                   kafka.TCP(c.Brokers...),
-		Topic:                  c.Topic(topic),
-		Balancer:               &kafka.Murmur2Balancer{},
-		RequiredAcks:           kafka.RequireAll,
-		BatchTimeout:           c.BatchTimeout,
-		BatchSize:              c.BatchSize,
-		BatchBytes:             c.BatchBytes,
-		Compression:            c.codec(),
-		MaxAttempts:            5,
-		AllowAutoTopicCreation: false,
-	}}
+	opts := []kgo.Opt{
+		kgo.SeedBrokers(c.Brokers...),
+		kgo.DefaultProduceTopic(c.Topic(topic)),
+		kgo.RequiredAcks(kgo.AllISRAcks()),
+		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)),
+		kgo.ProducerLinger(c.BatchTimeout),
+		kgo.ProducerBatchCompression(c.kgoCodec()),
+	}
+	if c.BatchBytes > 0 {
+		opts = append(opts, kgo.ProducerBatchMaxBytes(int32(c.BatchBytes)))
+	}
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		// Only invalid options fail here, and the options are built above.
+		panic(fmt.Sprintf("kafkabus: new producer: %v", err))
+	}
+	return &Producer{cl: cl, topic: c.Topic(topic)}
 }
 
 // Publish writes records and waits for all replicas' acknowledgement. The trace
 // context of ctx goes into every record's headers.
 func (p *Producer) Publish(ctx context.Context, records ...Record) error {
-	msgs := make([]kafka.Message, len(records))
+	rs := make([]*kgo.Record, len(records))
 	for i, r := range records {
-		msgs[i] = kafka.Message{Key: r.Key, Value: r.Value}
+		rec := &kgo.Record{Key: r.Key, Value: r.Value}
 		for k, v := range r.Headers {
-			msgs[i].Headers = append(msgs[i].Headers, kafka.Header{Key: k, Value: []byte(v)})
+			rec.Headers = append(rec.Headers, kgo.RecordHeader{Key: k, Value: []byte(v)})
 		}
-		otel.GetTextMapPropagator().Inject(ctx, headerCarrier{&msgs[i].Headers})
+		otel.GetTextMapPropagator().Inject(ctx, kgoHeaders{rec})
+		rs[i] = rec
 	}
-	if err := p.w.WriteMessages(ctx, msgs...); err != nil {
-		return fmt.Errorf("produce to %s: %w", p.w.Topic, err)
+	if err := p.cl.ProduceSync(ctx, rs...).FirstErr(); err != nil {
+		return fmt.Errorf("produce to %s: %w", p.topic, err)
 	}
 	return nil
 }
 
 // Close flushes and closes the producer.
-func (p *Producer) Close() error { return p.w.Close() }
+func (p *Producer) Close() error {
+	p.cl.Close()
+	return nil
+}
 
-// headerCarrier adapts Kafka record headers to OpenTelemetry propagation.
-type headerCarrier struct{ h *[]kafka.Header }
+// kgoHeaders adapts a kgo record's headers to OpenTelemetry propagation.
+type kgoHeaders struct{ r *kgo.Record }
 
-func (c headerCarrier) Get(key string) string {
-	for _, h := range *c.h {
+func (c kgoHeaders) Get(key string) string {
+	for _, h := range c.r.Headers {
 		if h.Key == key {
 			return string(h.Value)
 		}
@@ -72,19 +89,19 @@ func (c headerCarrier) Get(key string) string {
 	return ""
 }
 
-func (c headerCarrier) Set(key, value string) {
-	for i, h := range *c.h {
+func (c kgoHeaders) Set(key, value string) {
+	for i, h := range c.r.Headers {
 		if h.Key == key {
-			(*c.h)[i].Value = []byte(value)
+			c.r.Headers[i].Value = []byte(value)
 			return
 		}
 	}
-	*c.h = append(*c.h, kafka.Header{Key: key, Value: []byte(value)})
+	c.r.Headers = append(c.r.Headers, kgo.RecordHeader{Key: key, Value: []byte(value)})
 }
 
-func (c headerCarrier) Keys() []string {
-	keys := make([]string, len(*c.h))
-	for i, h := range *c.h {
+func (c kgoHeaders) Keys() []string {
+	keys := make([]string, len(c.r.Headers))
+	for i, h := range c.r.Headers {
 		keys[i] = h.Key
 	}
 	return keys
