@@ -176,3 +176,32 @@ func MergeClocks(a, b map[string]int64) map[string]int64 {
 	}
 	return out
 }
+
+// FromFields returns the object of a patch carried as its top-level fields
+// (raw JSON values), sharing their bytes: no JSON is parsed.
+func FromFields(fields map[string][]byte) Object {
+	o := make(Object, len(fields))
+	for k, v := range fields {
+		o[k] = v
+	}
+	return o
+}
+
+// Fields returns o as top-level fields (raw JSON values) sharing its bytes, the
+// form patches travel in between services.
+func (o Object) Fields() map[string][]byte {
+	f := make(map[string][]byte, len(o))
+	for k, v := range o {
+		f[k] = v
+	}
+	return f
+}
+
+// Size is the bytes of o's names and values.
+func (o Object) Size() int {
+	n := 0
+	for k, v := range o {
+		n += len(k) + len(v)
+	}
+	return n
+}

@@ -129,6 +129,7 @@ func (s *service) mergeRound(ctx context.Context, order []string, todo map[strin
 		req  *fedsyncv1.ApplyRequest
 		next *fedsyncv1.State
 		plan Plan
+		size int
 	}
 	var items []item
 	type settled struct {
@@ -167,7 +168,7 @@ func (s *service) mergeRound(ctx context.Context, order []string, todo map[strin
 				continue
 			}
 			req := &fedsyncv1.ApplyRequest{
-				Id: id, DataType: d.GetDataType(), Patch: plan.Patch.Encode(), Fields: plan.Fields,
+				Id: id, DataType: d.GetDataType(), PatchFields: plan.Patch.Fields(), Fields: plan.Fields,
 				ExpectedVersion: work.GetVersion(), HasExpectedVersion: true, VectorClock: d.GetVectorClock(),
 				MessageId: d.GetMessageId(), Writer: d.GetWriter(), AdmittedAt: d.GetHlc(), Region: d.GetRegion(),
 				Conflicts: plan.Conflicts,
@@ -179,7 +180,7 @@ func (s *service) mergeRound(ctx context.Context, order []string, todo map[strin
 			if err != nil {
 				return nil, nil, err
 			}
-			items = append(items, item{q: q, req: req, next: next, plan: plan})
+			items = append(items, item{q: q, req: req, next: next, plan: plan, size: plan.Patch.Size()})
 			work = next
 		}
 	}
@@ -200,8 +201,8 @@ func (s *service) mergeRound(ctx context.Context, order []string, todo map[strin
 	// sends none of its later items in the next.
 	for start := 0; start < len(items) || len(outcomes) > 0; {
 		end, size := start, 0
-		for end < len(items) && (end == start || size+len(items[end].req.GetPatch()) <= maxApplyBytes) {
-			size += len(items[end].req.GetPatch())
+		for end < len(items) && (end == start || size+items[end].size <= maxApplyBytes) {
+			size += items[end].size
 			end++
 		}
 		var chunk []item
@@ -267,7 +268,7 @@ func (s *service) mergeRound(ctx context.Context, order []string, todo map[strin
 func (s *service) rejection(d *fedsyncv1.Delta, kind, reason string) *fedsyncv1.RecordOutcomeRequest {
 	c := &fedsyncv1.Conflict{
 		Id: ConflictID(d.GetMessageId(), "*"+kind), StateId: d.GetId(), DataType: d.GetDataType(), Type: kind,
-		Resolution: Rejected, Remote: d.GetPatch(), RemoteWriter: d.GetWriter(), MessageId: d.GetMessageId(),
+		Resolution: Rejected, Remote: patchJSON(d), RemoteWriter: d.GetWriter(), MessageId: d.GetMessageId(),
 		DetectedAt: s.clock.Now(), Status: "resolved", Detail: reason,
 	}
 	req := &fedsyncv1.RecordOutcomeRequest{

@@ -93,7 +93,11 @@ func TestMergeBatchSharesOneCommitPerRound(t *testing.T) {
 	svc := newTestService(t, st)
 	var batch []*fedsyncv1.Delta
 	for i := 0; i < 200; i++ {
-		batch = append(batch, delta("doc-"+string(rune('a'+i%20)), "ai-001", int64(i+1), `{"f":1}`))
+		d := delta("doc-"+string(rune('a'+i%20)), "ai-001", int64(i+1), `{"f":1}`)
+		if i%2 == 1 { // as validation sends it: the decoded fields, no JSON object
+			d.Patch, d.PatchFields = nil, map[string][]byte{"f": []byte("1"), "g": []byte(`"x"`)}
+		}
+		batch = append(batch, d)
 	}
 	res, err := svc.MergeBatch(context.Background(), &MergeBatchRequest{Deltas: batch})
 	if err != nil {
@@ -106,6 +110,9 @@ func TestMergeBatchSharesOneCommitPerRound(t *testing.T) {
 		if r.Outcome != Committed || r.Version != int64(i/20+1) {
 			t.Fatalf("delta %d: %s v%d", i, r.Outcome, r.Version)
 		}
+	}
+	if got := value(t, st, "doc-b"); got != `{"f":1,"g":"x"}` {
+		t.Fatalf("doc-b = %s", got)
 	}
 }
 

@@ -84,7 +84,10 @@ func (m *memStore) Apply(_ context.Context, req *fedsyncv1.ApplyRequest) (*fedsy
 	next := cloneState(cur)
 	next.Version++
 	val, _ := statedoc.DecodeObject(next.Value)
-	patch, _ := statedoc.DecodeObject(req.Patch)
+	patch := statedoc.FromFields(req.PatchFields)
+	if len(req.Patch) > 0 {
+		patch, _ = statedoc.DecodeObject(req.Patch)
+	}
 	val.Apply(patch)
 	next.Value = val.Encode()
 	for k, f := range req.Fields {

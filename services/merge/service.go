@@ -145,7 +145,7 @@ func (s *service) commit(ctx context.Context, d *fedsyncv1.Delta, patch statedoc
 			return &MergeResult{Version: cur.GetVersion(), Outcome: Superseded, Conflicts: plan.Conflicts}, nil
 		}
 		resp, err := s.store.Apply(ctx, &fedsyncv1.ApplyRequest{
-			Id: d.GetId(), DataType: d.GetDataType(), Patch: plan.Patch.Encode(), Fields: plan.Fields,
+			Id: d.GetId(), DataType: d.GetDataType(), PatchFields: plan.Patch.Fields(), Fields: plan.Fields,
 			ExpectedVersion: cur.GetVersion(), HasExpectedVersion: true, VectorClock: d.GetVectorClock(),
 			MessageId: d.GetMessageId(), Writer: d.GetWriter(), AdmittedAt: d.GetHlc(), Region: d.GetRegion(),
 			CausalAgent: agent, CausalCounter: counter, Conflicts: plan.Conflicts,
@@ -199,7 +199,7 @@ func (s *service) CommitStrong(ctx context.Context, req *fedsyncv1.CommitStrongR
 		return nil, err
 	}
 	resp, err := s.store.Apply(ctx, &fedsyncv1.ApplyRequest{
-		Id: d.GetId(), DataType: d.GetDataType(), Patch: plan.Patch.Encode(), Fields: plan.Fields,
+		Id: d.GetId(), DataType: d.GetDataType(), PatchFields: plan.Patch.Fields(), Fields: plan.Fields,
 		ExpectedVersion: d.GetExpectedVersion(), HasExpectedVersion: true, VectorClock: d.GetVectorClock(),
 		MessageId: d.GetMessageId(), Writer: d.GetWriter(), AdmittedAt: d.GetHlc(), Region: d.GetRegion(), Conflicts: plan.Conflicts,
 	})
@@ -284,6 +284,27 @@ func (s *service) current(ctx context.Context, id string) (*fedsyncv1.State, err
 	return cur, err
 }
 
+// deltaPatch returns d's patch: the fields validation decoded, or (for a delta
+// admitted before patches travelled as fields) its JSON object decoded.
+func deltaPatch(d *fedsyncv1.Delta) (statedoc.Object, error) {
+	if len(d.GetPatchFields()) > 0 || len(d.GetPatch()) == 0 {
+		return statedoc.FromFields(d.GetPatchFields()), nil
+	}
+	patch, err := statedoc.DecodeObject(d.GetPatch())
+	if err != nil {
+		return nil, apierr.New(apierr.InvalidArgument, "Field patch %v.", err)
+	}
+	return patch, nil
+}
+
+// patchJSON returns d's patch as a JSON object, for records people read.
+func patchJSON(d *fedsyncv1.Delta) []byte {
+	if len(d.GetPatch()) > 0 {
+		return d.GetPatch()
+	}
+	return statedoc.FromFields(d.GetPatchFields()).Encode()
+}
+
 // admit decodes and checks a delta against the data-type registry.
 func (s *service) admit(d *fedsyncv1.Delta) (statedoc.Object, *datatypes.Type, error) {
 	if d == nil {
@@ -292,9 +313,9 @@ func (s *service) admit(d *fedsyncv1.Delta) (statedoc.Object, *datatypes.Type, e
 	if !statedoc.ValidID(d.GetId()) {
 		return nil, nil, apierr.New(apierr.InvalidArgument, "Field id %s.", statedoc.IDRule)
 	}
-	patch, err := statedoc.DecodeObject(d.GetPatch())
+	patch, err := deltaPatch(d)
 	if err != nil {
-		return nil, nil, apierr.New(apierr.InvalidArgument, "Field patch %v.", err)
+		return nil, nil, err
 	}
 	ty, err := s.types.Get().Type(d.GetDataType())
 	if err != nil {

@@ -97,7 +97,12 @@ func (s *store) apply(req *fedsyncv1.ApplyRequest, traceMeta map[string]string) 
 	return out, err
 }
 
+// decodePatch returns req's patch: its fields as merge sent them, or (from a
+// caller that sends JSON) its JSON object decoded.
 func decodePatch(req *fedsyncv1.ApplyRequest) (statedoc.Object, error) {
+	if len(req.GetPatchFields()) > 0 || len(req.GetPatch()) == 0 {
+		return statedoc.FromFields(req.GetPatchFields()), nil
+	}
 	patch, err := statedoc.DecodeObject(req.GetPatch())
 	if err != nil {
 		return nil, apierr.New(apierr.InvalidArgument, "Field patch %v.", err)

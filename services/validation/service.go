@@ -143,7 +143,8 @@ func check(req *fedsyncv1.PushStateRequest, types *datatypes.Registry, writer st
 		priority = req.GetPriority()
 	}
 	return &fedsyncv1.Delta{
-		Id: req.GetId(), DataType: req.GetDataType(), Patch: req.GetPatch(), Consistency: mode,
+		// The patch travels as the fields decoded here: no later stage parses it again.
+		Id: req.GetId(), DataType: req.GetDataType(), PatchFields: patch.Fields(), Consistency: mode,
 		ExpectedVersion: req.GetExpectedVersion(), HasExpectedVersion: req.GetHasExpectedVersion(),
 		VectorClock: req.GetVectorClock(), MessageId: req.GetMessageId(), Priority: priority,
 		BaseVersion: req.GetBaseVersion(), HasBaseVersion: req.GetHasBaseVersion(),

@@ -264,8 +264,12 @@ type Delta struct {
 	// base of the three-way merge.
 	BaseVersion    int64 `protobuf:"varint,13,opt,name=base_version,json=baseVersion,proto3" json:"base_version,omitempty"`
 	HasBaseVersion bool  `protobuf:"varint,14,opt,name=has_base_version,json=hasBaseVersion,proto3" json:"has_base_version,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The patch split into its top-level fields (raw JSON values), as validation
+	// decoded it: set instead of patch, so no later stage parses the JSON object
+	// again. A delta written before this field existed carries patch.
+	PatchFields   map[string][]byte `protobuf:"bytes,15,rep,name=patch_fields,json=patchFields,proto3" json:"patch_fields,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Delta) Reset() {
@@ -394,6 +398,13 @@ func (x *Delta) GetHasBaseVersion() bool {
 		return x.HasBaseVersion
 	}
 	return false
+}
+
+func (x *Delta) GetPatchFields() map[string][]byte {
+	if x != nil {
+		return x.PatchFields
+	}
+	return nil
 }
 
 // FieldMeta records who last set a field and when: the provenance of its value.
@@ -2508,7 +2519,10 @@ type ApplyRequest struct {
 	// Marks a review-queue conflict resolved in the same transaction.
 	ResolvesConflictId string `protobuf:"bytes,14,opt,name=resolves_conflict_id,json=resolvesConflictId,proto3" json:"resolves_conflict_id,omitempty"`
 	// Conflicts found while merging, recorded in the same transaction.
-	Conflicts     []*Conflict `protobuf:"bytes,15,rep,name=conflicts,proto3" json:"conflicts,omitempty"`
+	Conflicts []*Conflict `protobuf:"bytes,15,rep,name=conflicts,proto3" json:"conflicts,omitempty"`
+	// The patch split into its top-level fields (raw JSON values; a JSON null
+	// deletes); when set, patch is empty and nothing parses a JSON object.
+	PatchFields   map[string][]byte `protobuf:"bytes,16,rep,name=patch_fields,json=patchFields,proto3" json:"patch_fields,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2644,6 +2658,13 @@ func (x *ApplyRequest) GetResolvesConflictId() string {
 func (x *ApplyRequest) GetConflicts() []*Conflict {
 	if x != nil {
 		return x.Conflicts
+	}
+	return nil
+}
+
+func (x *ApplyRequest) GetPatchFields() map[string][]byte {
+	if x != nil {
+		return x.PatchFields
 	}
 	return nil
 }
@@ -3732,7 +3753,7 @@ const file_fedsync_v1_fedsync_proto_rawDesc = "" +
 	"\bpriority\x18\a \x01(\x05R\bpriority\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb3\x04\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xba\x05\n" +
 	"\x05Delta\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\tdata_type\x18\x02 \x01(\tR\bdataType\x12\x14\n" +
@@ -3749,10 +3770,14 @@ const file_fedsync_v1_fedsync_proto_rawDesc = "" +
 	"\x03hlc\x18\v \x01(\x03R\x03hlc\x12\x16\n" +
 	"\x06region\x18\f \x01(\tR\x06region\x12!\n" +
 	"\fbase_version\x18\r \x01(\x03R\vbaseVersion\x12(\n" +
-	"\x10has_base_version\x18\x0e \x01(\bR\x0ehasBaseVersion\x1a>\n" +
+	"\x10has_base_version\x18\x0e \x01(\bR\x0ehasBaseVersion\x12E\n" +
+	"\fpatch_fields\x18\x0f \x03(\v2\".fedsync.v1.Delta.PatchFieldsEntryR\vpatchFields\x1a>\n" +
 	"\x10VectorClockEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"\x89\x01\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\x1a>\n" +
+	"\x10PatchFieldsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"\x89\x01\n" +
 	"\tFieldMeta\x12\x10\n" +
 	"\x03hlc\x18\x01 \x01(\x03R\x03hlc\x12\x16\n" +
 	"\x06writer\x18\x02 \x01(\tR\x06writer\x12\x18\n" +
@@ -3924,7 +3949,7 @@ const file_fedsync_v1_fedsync_proto_rawDesc = "" +
 	"\x12GetConflictRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"G\n" +
 	"\x13GetConflictResponse\x120\n" +
-	"\bconflict\x18\x01 \x01(\v2\x14.fedsync.v1.ConflictR\bconflict\"\xec\x05\n" +
+	"\bconflict\x18\x01 \x01(\v2\x14.fedsync.v1.ConflictR\bconflict\"\xfa\x06\n" +
 	"\fApplyRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\tdata_type\x18\x02 \x01(\tR\bdataType\x12\x14\n" +
@@ -3943,13 +3968,17 @@ const file_fedsync_v1_fedsync_proto_rawDesc = "" +
 	"\fcausal_agent\x18\f \x01(\tR\vcausalAgent\x12%\n" +
 	"\x0ecausal_counter\x18\r \x01(\x03R\rcausalCounter\x120\n" +
 	"\x14resolves_conflict_id\x18\x0e \x01(\tR\x12resolvesConflictId\x122\n" +
-	"\tconflicts\x18\x0f \x03(\v2\x14.fedsync.v1.ConflictR\tconflicts\x1aP\n" +
+	"\tconflicts\x18\x0f \x03(\v2\x14.fedsync.v1.ConflictR\tconflicts\x12L\n" +
+	"\fpatch_fields\x18\x10 \x03(\v2).fedsync.v1.ApplyRequest.PatchFieldsEntryR\vpatchFields\x1aP\n" +
 	"\vFieldsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12+\n" +
 	"\x05value\x18\x02 \x01(\v2\x15.fedsync.v1.FieldMetaR\x05value:\x028\x01\x1a>\n" +
 	"\x10VectorClockEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"Y\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\x1a>\n" +
+	"\x10PatchFieldsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"Y\n" +
 	"\rApplyResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x03R\aversion\x12\x1c\n" +
 	"\tduplicate\x18\x02 \x01(\bR\tduplicate\x12\x10\n" +
@@ -4090,7 +4119,7 @@ func file_fedsync_v1_fedsync_proto_rawDescGZIP() []byte {
 }
 
 var file_fedsync_v1_fedsync_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_fedsync_v1_fedsync_proto_msgTypes = make([]protoimpl.MessageInfo, 68)
+var file_fedsync_v1_fedsync_proto_msgTypes = make([]protoimpl.MessageInfo, 70)
 var file_fedsync_v1_fedsync_proto_goTypes = []any{
 	(MessageType)(0),                // 0: fedsync.v1.MessageType
 	(Consistency)(0),                // 1: fedsync.v1.Consistency
@@ -4152,105 +4181,109 @@ var file_fedsync_v1_fedsync_proto_goTypes = []any{
 	(*GetHealthResponse)(nil),       // 57: fedsync.v1.GetHealthResponse
 	nil,                             // 58: fedsync.v1.SyncMessage.MetadataEntry
 	nil,                             // 59: fedsync.v1.Delta.VectorClockEntry
-	nil,                             // 60: fedsync.v1.State.VectorClockEntry
-	nil,                             // 61: fedsync.v1.State.FieldsEntry
-	nil,                             // 62: fedsync.v1.GetRevocationsResponse.DisabledClientsEntry
-	nil,                             // 63: fedsync.v1.GetRevocationsResponse.RevokedTokensEntry
-	nil,                             // 64: fedsync.v1.PushStateRequest.VectorClockEntry
-	nil,                             // 65: fedsync.v1.GetFrontierResponse.FrontierEntry
-	nil,                             // 66: fedsync.v1.ApplyRequest.FieldsEntry
-	nil,                             // 67: fedsync.v1.ApplyRequest.VectorClockEntry
-	nil,                             // 68: fedsync.v1.GetHealthResponse.ServicesEntry
-	nil,                             // 69: fedsync.v1.GetHealthResponse.RegionsEntry
+	nil,                             // 60: fedsync.v1.Delta.PatchFieldsEntry
+	nil,                             // 61: fedsync.v1.State.VectorClockEntry
+	nil,                             // 62: fedsync.v1.State.FieldsEntry
+	nil,                             // 63: fedsync.v1.GetRevocationsResponse.DisabledClientsEntry
+	nil,                             // 64: fedsync.v1.GetRevocationsResponse.RevokedTokensEntry
+	nil,                             // 65: fedsync.v1.PushStateRequest.VectorClockEntry
+	nil,                             // 66: fedsync.v1.GetFrontierResponse.FrontierEntry
+	nil,                             // 67: fedsync.v1.ApplyRequest.FieldsEntry
+	nil,                             // 68: fedsync.v1.ApplyRequest.VectorClockEntry
+	nil,                             // 69: fedsync.v1.ApplyRequest.PatchFieldsEntry
+	nil,                             // 70: fedsync.v1.GetHealthResponse.ServicesEntry
+	nil,                             // 71: fedsync.v1.GetHealthResponse.RegionsEntry
 }
 var file_fedsync_v1_fedsync_proto_depIdxs = []int32{
 	0,  // 0: fedsync.v1.SyncMessage.type:type_name -> fedsync.v1.MessageType
 	58, // 1: fedsync.v1.SyncMessage.metadata:type_name -> fedsync.v1.SyncMessage.MetadataEntry
 	1,  // 2: fedsync.v1.Delta.consistency:type_name -> fedsync.v1.Consistency
 	59, // 3: fedsync.v1.Delta.vector_clock:type_name -> fedsync.v1.Delta.VectorClockEntry
-	60, // 4: fedsync.v1.State.vector_clock:type_name -> fedsync.v1.State.VectorClockEntry
-	61, // 5: fedsync.v1.State.fields:type_name -> fedsync.v1.State.FieldsEntry
-	5,  // 6: fedsync.v1.Change.state:type_name -> fedsync.v1.State
-	62, // 7: fedsync.v1.GetRevocationsResponse.disabled_clients:type_name -> fedsync.v1.GetRevocationsResponse.DisabledClientsEntry
-	63, // 8: fedsync.v1.GetRevocationsResponse.revoked_tokens:type_name -> fedsync.v1.GetRevocationsResponse.RevokedTokensEntry
-	64, // 9: fedsync.v1.PushStateRequest.vector_clock:type_name -> fedsync.v1.PushStateRequest.VectorClockEntry
-	27, // 10: fedsync.v1.ResolveConflictResponse.conflict:type_name -> fedsync.v1.Conflict
-	3,  // 11: fedsync.v1.CommitStrongRequest.delta:type_name -> fedsync.v1.Delta
-	22, // 12: fedsync.v1.GetControlResponse.state:type_name -> fedsync.v1.ControlState
-	22, // 13: fedsync.v1.SetControlRequest.state:type_name -> fedsync.v1.ControlState
-	22, // 14: fedsync.v1.SetControlResponse.state:type_name -> fedsync.v1.ControlState
-	65, // 15: fedsync.v1.GetFrontierResponse.frontier:type_name -> fedsync.v1.GetFrontierResponse.FrontierEntry
-	30, // 16: fedsync.v1.RecordOutcomeRequest.outcome:type_name -> fedsync.v1.Outcome
-	27, // 17: fedsync.v1.RecordOutcomeRequest.conflicts:type_name -> fedsync.v1.Conflict
-	30, // 18: fedsync.v1.GetOutcomeResponse.outcome:type_name -> fedsync.v1.Outcome
-	27, // 19: fedsync.v1.ListConflictsResponse.conflicts:type_name -> fedsync.v1.Conflict
-	27, // 20: fedsync.v1.GetConflictResponse.conflict:type_name -> fedsync.v1.Conflict
-	66, // 21: fedsync.v1.ApplyRequest.fields:type_name -> fedsync.v1.ApplyRequest.FieldsEntry
-	67, // 22: fedsync.v1.ApplyRequest.vector_clock:type_name -> fedsync.v1.ApplyRequest.VectorClockEntry
-	27, // 23: fedsync.v1.ApplyRequest.conflicts:type_name -> fedsync.v1.Conflict
-	39, // 24: fedsync.v1.ApplyBatchRequest.items:type_name -> fedsync.v1.ApplyRequest
-	31, // 25: fedsync.v1.ApplyBatchRequest.outcomes:type_name -> fedsync.v1.RecordOutcomeRequest
-	42, // 26: fedsync.v1.ApplyBatchResponse.results:type_name -> fedsync.v1.ApplyResult
-	5,  // 27: fedsync.v1.GetManyResponse.states:type_name -> fedsync.v1.State
-	5,  // 28: fedsync.v1.GetResponse.state:type_name -> fedsync.v1.State
-	5,  // 29: fedsync.v1.QueryResponse.items:type_name -> fedsync.v1.State
-	6,  // 30: fedsync.v1.ReadLogResponse.changes:type_name -> fedsync.v1.Change
-	68, // 31: fedsync.v1.GetHealthResponse.services:type_name -> fedsync.v1.GetHealthResponse.ServicesEntry
-	69, // 32: fedsync.v1.GetHealthResponse.regions:type_name -> fedsync.v1.GetHealthResponse.RegionsEntry
-	56, // 33: fedsync.v1.GetHealthResponse.agents:type_name -> fedsync.v1.AgentHealth
-	4,  // 34: fedsync.v1.State.FieldsEntry.value:type_name -> fedsync.v1.FieldMeta
-	4,  // 35: fedsync.v1.ApplyRequest.FieldsEntry.value:type_name -> fedsync.v1.FieldMeta
-	55, // 36: fedsync.v1.GetHealthResponse.ServicesEntry.value:type_name -> fedsync.v1.ServiceHealth
-	55, // 37: fedsync.v1.GetHealthResponse.RegionsEntry.value:type_name -> fedsync.v1.ServiceHealth
-	10, // 38: fedsync.v1.AuthnService.IssueToken:input_type -> fedsync.v1.IssueTokenRequest
-	12, // 39: fedsync.v1.AuthnService.GetJWKS:input_type -> fedsync.v1.GetJWKSRequest
-	8,  // 40: fedsync.v1.AuthnService.GetRevocations:input_type -> fedsync.v1.GetRevocationsRequest
-	14, // 41: fedsync.v1.ValidationService.PushState:input_type -> fedsync.v1.PushStateRequest
-	16, // 42: fedsync.v1.ValidationService.Heartbeat:input_type -> fedsync.v1.HeartbeatRequest
-	20, // 43: fedsync.v1.MergeService.CommitStrong:input_type -> fedsync.v1.CommitStrongRequest
-	18, // 44: fedsync.v1.MergeService.ResolveConflict:input_type -> fedsync.v1.ResolveConflictRequest
-	39, // 45: fedsync.v1.StateStoreService.Apply:input_type -> fedsync.v1.ApplyRequest
-	41, // 46: fedsync.v1.StateStoreService.ApplyBatch:input_type -> fedsync.v1.ApplyBatchRequest
-	44, // 47: fedsync.v1.StateStoreService.GetMany:input_type -> fedsync.v1.GetManyRequest
-	46, // 48: fedsync.v1.StateStoreService.Get:input_type -> fedsync.v1.GetRequest
-	48, // 49: fedsync.v1.StateStoreService.Query:input_type -> fedsync.v1.QueryRequest
-	50, // 50: fedsync.v1.StateStoreService.ReadLog:input_type -> fedsync.v1.ReadLogRequest
-	28, // 51: fedsync.v1.StateStoreService.GetFrontier:input_type -> fedsync.v1.GetFrontierRequest
-	31, // 52: fedsync.v1.StateStoreService.RecordOutcome:input_type -> fedsync.v1.RecordOutcomeRequest
-	33, // 53: fedsync.v1.StateStoreService.GetOutcome:input_type -> fedsync.v1.GetOutcomeRequest
-	35, // 54: fedsync.v1.StateStoreService.ListConflicts:input_type -> fedsync.v1.ListConflictsRequest
-	37, // 55: fedsync.v1.StateStoreService.GetConflict:input_type -> fedsync.v1.GetConflictRequest
-	23, // 56: fedsync.v1.StateStoreService.GetControl:input_type -> fedsync.v1.GetControlRequest
-	25, // 57: fedsync.v1.StateStoreService.SetControl:input_type -> fedsync.v1.SetControlRequest
-	52, // 58: fedsync.v1.BroadcasterService.Subscribe:input_type -> fedsync.v1.SubscribeRequest
-	54, // 59: fedsync.v1.HealthMonitorService.GetHealth:input_type -> fedsync.v1.GetHealthRequest
-	11, // 60: fedsync.v1.AuthnService.IssueToken:output_type -> fedsync.v1.IssueTokenResponse
-	13, // 61: fedsync.v1.AuthnService.GetJWKS:output_type -> fedsync.v1.GetJWKSResponse
-	9,  // 62: fedsync.v1.AuthnService.GetRevocations:output_type -> fedsync.v1.GetRevocationsResponse
-	15, // 63: fedsync.v1.ValidationService.PushState:output_type -> fedsync.v1.PushStateResponse
-	17, // 64: fedsync.v1.ValidationService.Heartbeat:output_type -> fedsync.v1.HeartbeatResponse
-	21, // 65: fedsync.v1.MergeService.CommitStrong:output_type -> fedsync.v1.CommitStrongResponse
-	19, // 66: fedsync.v1.MergeService.ResolveConflict:output_type -> fedsync.v1.ResolveConflictResponse
-	40, // 67: fedsync.v1.StateStoreService.Apply:output_type -> fedsync.v1.ApplyResponse
-	43, // 68: fedsync.v1.StateStoreService.ApplyBatch:output_type -> fedsync.v1.ApplyBatchResponse
-	45, // 69: fedsync.v1.StateStoreService.GetMany:output_type -> fedsync.v1.GetManyResponse
-	47, // 70: fedsync.v1.StateStoreService.Get:output_type -> fedsync.v1.GetResponse
-	49, // 71: fedsync.v1.StateStoreService.Query:output_type -> fedsync.v1.QueryResponse
-	51, // 72: fedsync.v1.StateStoreService.ReadLog:output_type -> fedsync.v1.ReadLogResponse
-	29, // 73: fedsync.v1.StateStoreService.GetFrontier:output_type -> fedsync.v1.GetFrontierResponse
-	32, // 74: fedsync.v1.StateStoreService.RecordOutcome:output_type -> fedsync.v1.RecordOutcomeResponse
-	34, // 75: fedsync.v1.StateStoreService.GetOutcome:output_type -> fedsync.v1.GetOutcomeResponse
-	36, // 76: fedsync.v1.StateStoreService.ListConflicts:output_type -> fedsync.v1.ListConflictsResponse
-	38, // 77: fedsync.v1.StateStoreService.GetConflict:output_type -> fedsync.v1.GetConflictResponse
-	24, // 78: fedsync.v1.StateStoreService.GetControl:output_type -> fedsync.v1.GetControlResponse
-	26, // 79: fedsync.v1.StateStoreService.SetControl:output_type -> fedsync.v1.SetControlResponse
-	53, // 80: fedsync.v1.BroadcasterService.Subscribe:output_type -> fedsync.v1.SubscribeResponse
-	57, // 81: fedsync.v1.HealthMonitorService.GetHealth:output_type -> fedsync.v1.GetHealthResponse
-	60, // [60:82] is the sub-list for method output_type
-	38, // [38:60] is the sub-list for method input_type
-	38, // [38:38] is the sub-list for extension type_name
-	38, // [38:38] is the sub-list for extension extendee
-	0,  // [0:38] is the sub-list for field type_name
+	60, // 4: fedsync.v1.Delta.patch_fields:type_name -> fedsync.v1.Delta.PatchFieldsEntry
+	61, // 5: fedsync.v1.State.vector_clock:type_name -> fedsync.v1.State.VectorClockEntry
+	62, // 6: fedsync.v1.State.fields:type_name -> fedsync.v1.State.FieldsEntry
+	5,  // 7: fedsync.v1.Change.state:type_name -> fedsync.v1.State
+	63, // 8: fedsync.v1.GetRevocationsResponse.disabled_clients:type_name -> fedsync.v1.GetRevocationsResponse.DisabledClientsEntry
+	64, // 9: fedsync.v1.GetRevocationsResponse.revoked_tokens:type_name -> fedsync.v1.GetRevocationsResponse.RevokedTokensEntry
+	65, // 10: fedsync.v1.PushStateRequest.vector_clock:type_name -> fedsync.v1.PushStateRequest.VectorClockEntry
+	27, // 11: fedsync.v1.ResolveConflictResponse.conflict:type_name -> fedsync.v1.Conflict
+	3,  // 12: fedsync.v1.CommitStrongRequest.delta:type_name -> fedsync.v1.Delta
+	22, // 13: fedsync.v1.GetControlResponse.state:type_name -> fedsync.v1.ControlState
+	22, // 14: fedsync.v1.SetControlRequest.state:type_name -> fedsync.v1.ControlState
+	22, // 15: fedsync.v1.SetControlResponse.state:type_name -> fedsync.v1.ControlState
+	66, // 16: fedsync.v1.GetFrontierResponse.frontier:type_name -> fedsync.v1.GetFrontierResponse.FrontierEntry
+	30, // 17: fedsync.v1.RecordOutcomeRequest.outcome:type_name -> fedsync.v1.Outcome
+	27, // 18: fedsync.v1.RecordOutcomeRequest.conflicts:type_name -> fedsync.v1.Conflict
+	30, // 19: fedsync.v1.GetOutcomeResponse.outcome:type_name -> fedsync.v1.Outcome
+	27, // 20: fedsync.v1.ListConflictsResponse.conflicts:type_name -> fedsync.v1.Conflict
+	27, // 21: fedsync.v1.GetConflictResponse.conflict:type_name -> fedsync.v1.Conflict
+	67, // 22: fedsync.v1.ApplyRequest.fields:type_name -> fedsync.v1.ApplyRequest.FieldsEntry
+	68, // 23: fedsync.v1.ApplyRequest.vector_clock:type_name -> fedsync.v1.ApplyRequest.VectorClockEntry
+	27, // 24: fedsync.v1.ApplyRequest.conflicts:type_name -> fedsync.v1.Conflict
+	69, // 25: fedsync.v1.ApplyRequest.patch_fields:type_name -> fedsync.v1.ApplyRequest.PatchFieldsEntry
+	39, // 26: fedsync.v1.ApplyBatchRequest.items:type_name -> fedsync.v1.ApplyRequest
+	31, // 27: fedsync.v1.ApplyBatchRequest.outcomes:type_name -> fedsync.v1.RecordOutcomeRequest
+	42, // 28: fedsync.v1.ApplyBatchResponse.results:type_name -> fedsync.v1.ApplyResult
+	5,  // 29: fedsync.v1.GetManyResponse.states:type_name -> fedsync.v1.State
+	5,  // 30: fedsync.v1.GetResponse.state:type_name -> fedsync.v1.State
+	5,  // 31: fedsync.v1.QueryResponse.items:type_name -> fedsync.v1.State
+	6,  // 32: fedsync.v1.ReadLogResponse.changes:type_name -> fedsync.v1.Change
+	70, // 33: fedsync.v1.GetHealthResponse.services:type_name -> fedsync.v1.GetHealthResponse.ServicesEntry
+	71, // 34: fedsync.v1.GetHealthResponse.regions:type_name -> fedsync.v1.GetHealthResponse.RegionsEntry
+	56, // 35: fedsync.v1.GetHealthResponse.agents:type_name -> fedsync.v1.AgentHealth
+	4,  // 36: fedsync.v1.State.FieldsEntry.value:type_name -> fedsync.v1.FieldMeta
+	4,  // 37: fedsync.v1.ApplyRequest.FieldsEntry.value:type_name -> fedsync.v1.FieldMeta
+	55, // 38: fedsync.v1.GetHealthResponse.ServicesEntry.value:type_name -> fedsync.v1.ServiceHealth
+	55, // 39: fedsync.v1.GetHealthResponse.RegionsEntry.value:type_name -> fedsync.v1.ServiceHealth
+	10, // 40: fedsync.v1.AuthnService.IssueToken:input_type -> fedsync.v1.IssueTokenRequest
+	12, // 41: fedsync.v1.AuthnService.GetJWKS:input_type -> fedsync.v1.GetJWKSRequest
+	8,  // 42: fedsync.v1.AuthnService.GetRevocations:input_type -> fedsync.v1.GetRevocationsRequest
+	14, // 43: fedsync.v1.ValidationService.PushState:input_type -> fedsync.v1.PushStateRequest
+	16, // 44: fedsync.v1.ValidationService.Heartbeat:input_type -> fedsync.v1.HeartbeatRequest
+	20, // 45: fedsync.v1.MergeService.CommitStrong:input_type -> fedsync.v1.CommitStrongRequest
+	18, // 46: fedsync.v1.MergeService.ResolveConflict:input_type -> fedsync.v1.ResolveConflictRequest
+	39, // 47: fedsync.v1.StateStoreService.Apply:input_type -> fedsync.v1.ApplyRequest
+	41, // 48: fedsync.v1.StateStoreService.ApplyBatch:input_type -> fedsync.v1.ApplyBatchRequest
+	44, // 49: fedsync.v1.StateStoreService.GetMany:input_type -> fedsync.v1.GetManyRequest
+	46, // 50: fedsync.v1.StateStoreService.Get:input_type -> fedsync.v1.GetRequest
+	48, // 51: fedsync.v1.StateStoreService.Query:input_type -> fedsync.v1.QueryRequest
+	50, // 52: fedsync.v1.StateStoreService.ReadLog:input_type -> fedsync.v1.ReadLogRequest
+	28, // 53: fedsync.v1.StateStoreService.GetFrontier:input_type -> fedsync.v1.GetFrontierRequest
+	31, // 54: fedsync.v1.StateStoreService.RecordOutcome:input_type -> fedsync.v1.RecordOutcomeRequest
+	33, // 55: fedsync.v1.StateStoreService.GetOutcome:input_type -> fedsync.v1.GetOutcomeRequest
+	35, // 56: fedsync.v1.StateStoreService.ListConflicts:input_type -> fedsync.v1.ListConflictsRequest
+	37, // 57: fedsync.v1.StateStoreService.GetConflict:input_type -> fedsync.v1.GetConflictRequest
+	23, // 58: fedsync.v1.StateStoreService.GetControl:input_type -> fedsync.v1.GetControlRequest
+	25, // 59: fedsync.v1.StateStoreService.SetControl:input_type -> fedsync.v1.SetControlRequest
+	52, // 60: fedsync.v1.BroadcasterService.Subscribe:input_type -> fedsync.v1.SubscribeRequest
+	54, // 61: fedsync.v1.HealthMonitorService.GetHealth:input_type -> fedsync.v1.GetHealthRequest
+	11, // 62: fedsync.v1.AuthnService.IssueToken:output_type -> fedsync.v1.IssueTokenResponse
+	13, // 63: fedsync.v1.AuthnService.GetJWKS:output_type -> fedsync.v1.GetJWKSResponse
+	9,  // 64: fedsync.v1.AuthnService.GetRevocations:output_type -> fedsync.v1.GetRevocationsResponse
+	15, // 65: fedsync.v1.ValidationService.PushState:output_type -> fedsync.v1.PushStateResponse
+	17, // 66: fedsync.v1.ValidationService.Heartbeat:output_type -> fedsync.v1.HeartbeatResponse
+	21, // 67: fedsync.v1.MergeService.CommitStrong:output_type -> fedsync.v1.CommitStrongResponse
+	19, // 68: fedsync.v1.MergeService.ResolveConflict:output_type -> fedsync.v1.ResolveConflictResponse
+	40, // 69: fedsync.v1.StateStoreService.Apply:output_type -> fedsync.v1.ApplyResponse
+	43, // 70: fedsync.v1.StateStoreService.ApplyBatch:output_type -> fedsync.v1.ApplyBatchResponse
+	45, // 71: fedsync.v1.StateStoreService.GetMany:output_type -> fedsync.v1.GetManyResponse
+	47, // 72: fedsync.v1.StateStoreService.Get:output_type -> fedsync.v1.GetResponse
+	49, // 73: fedsync.v1.StateStoreService.Query:output_type -> fedsync.v1.QueryResponse
+	51, // 74: fedsync.v1.StateStoreService.ReadLog:output_type -> fedsync.v1.ReadLogResponse
+	29, // 75: fedsync.v1.StateStoreService.GetFrontier:output_type -> fedsync.v1.GetFrontierResponse
+	32, // 76: fedsync.v1.StateStoreService.RecordOutcome:output_type -> fedsync.v1.RecordOutcomeResponse
+	34, // 77: fedsync.v1.StateStoreService.GetOutcome:output_type -> fedsync.v1.GetOutcomeResponse
+	36, // 78: fedsync.v1.StateStoreService.ListConflicts:output_type -> fedsync.v1.ListConflictsResponse
+	38, // 79: fedsync.v1.StateStoreService.GetConflict:output_type -> fedsync.v1.GetConflictResponse
+	24, // 80: fedsync.v1.StateStoreService.GetControl:output_type -> fedsync.v1.GetControlResponse
+	26, // 81: fedsync.v1.StateStoreService.SetControl:output_type -> fedsync.v1.SetControlResponse
+	53, // 82: fedsync.v1.BroadcasterService.Subscribe:output_type -> fedsync.v1.SubscribeResponse
+	57, // 83: fedsync.v1.HealthMonitorService.GetHealth:output_type -> fedsync.v1.GetHealthResponse
+	62, // [62:84] is the sub-list for method output_type
+	40, // [40:62] is the sub-list for method input_type
+	40, // [40:40] is the sub-list for extension type_name
+	40, // [40:40] is the sub-list for extension extendee
+	0,  // [0:40] is the sub-list for field type_name
 }
 
 func init() { file_fedsync_v1_fedsync_proto_init() }
@@ -4264,7 +4297,7 @@ func file_fedsync_v1_fedsync_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fedsync_v1_fedsync_proto_rawDesc), len(file_fedsync_v1_fedsync_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   68,
+			NumMessages:   70,
 			NumExtensions: 0,
 			NumServices:   6,
 		},
