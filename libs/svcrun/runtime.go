@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -105,6 +106,9 @@ type worker struct {
 
 // New sets up logging, tracing, metrics and discovery for cfg.
 func New(ctx context.Context, cfg *Config) (*Runtime, error) {
+	if cfg.GCPercent != 0 {
+		debug.SetGCPercent(cfg.GCPercent)
+	}
 	var logger log.Logger
 	if cfg.LogFormat == "json" {
 		logger = log.NewJSONLogger(log.NewSyncWriter(os.Stderr))

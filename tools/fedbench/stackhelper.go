@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"regexp"
+	"runtime/debug"
 	"strings"
 	"syscall"
 
@@ -57,6 +58,10 @@ func stackMain(args []string) error {
 	if *state == "" {
 		return errors.New("-state is required")
 	}
+	// The embedded broker and the edges collect garbage as make run's devstack
+	// does (libs/svcrun.DefaultGCPercent; not imported, to keep fedbench's
+	// dependencies small).
+	debug.SetGCPercent(400)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	edges := map[string]string{}
