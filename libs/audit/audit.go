@@ -177,9 +177,9 @@ func (l *Log) writeBatch(first Record) error {
 	}
 	add(first)
 	n := 1
-	// Linger a few milliseconds for company: one fsync then covers a burst of
+	// Linger up to 20 ms for company: one fsync then covers a burst of
 	// records instead of one each.
-	linger := time.NewTimer(5 * time.Millisecond)
+	linger := time.NewTimer(20 * time.Millisecond)
 	defer linger.Stop()
 collect:
 	for n < 1000 {

@@ -29,12 +29,28 @@ type publisher struct {
 	wholeMax int
 	logger   log.Logger
 	pending  prometheus.Gauge
+	// saveEvery is how often the published position is written to the
+	// database (0: after every publish). Between writes it is kept in memory:
+	// a crash republishes at most that much, and consumers drop repeats by seq.
+	saveEvery time.Duration
+
+	loaded  bool
+	last    uint64 // highest seq Kafka acknowledged
+	saved   uint64 // highest seq recorded in the database
+	savedAt time.Time
 }
 
 const publishBatch = 500
 
 func (p *publisher) run(ctx context.Context) error {
 	backoff := 100 * time.Millisecond
+	defer func() {
+		if p.loaded && p.last > p.saved {
+			if err := p.store.markPublished(p.last, p.retention); err != nil {
+				level.Warn(p.logger).Log("msg", "record published position at stop", "err", err)
+			}
+		}
+	}()
 	for {
 		n, err := p.publishOnce(ctx)
 		switch {
@@ -67,10 +83,14 @@ func (p *publisher) publishOnce(ctx context.Context) (int, error) {
 	if err := p.publishConflicts(ctx); err != nil {
 		return 0, err
 	}
-	from, err := p.store.published()
-	if err != nil {
-		return 0, err
+	if !p.loaded {
+		seq, err := p.store.published()
+		if err != nil {
+			return 0, err
+		}
+		p.last, p.saved, p.loaded = seq, seq, true
 	}
+	from := p.last
 	entries, head, err := p.store.readLog(from, publishBatch)
 	if err != nil {
 		return 0, err
@@ -107,8 +127,12 @@ func (p *publisher) publishOnce(ctx context.Context) (int, error) {
 	if err := p.producer.Publish(tctx, records...); err != nil {
 		return 0, err
 	}
-	if err := p.store.markPublished(last, p.retention); err != nil {
-		return 0, fmt.Errorf("record published seq %d: %w", last, err)
+	p.last = last
+	if p.saveEvery == 0 || time.Since(p.savedAt) >= p.saveEvery {
+		if err := p.store.markPublished(last, p.retention); err != nil {
+			return 0, fmt.Errorf("record published seq %d: %w", last, err)
+		}
+		p.saved, p.savedAt = last, time.Now()
 	}
 	p.pending.Set(float64(head - last))
 	return len(entries), nil

@@ -39,7 +39,7 @@ func Run(ctx context.Context, cfg *Config) error {
 	svc = InstrumentingMiddleware(rt.Metrics.Registry, rt.Audit)(svc)
 	eps := MakeEndpoints(svc, rt.Instrument)
 	pub := &publisher{
-		store: st, producer: producer, conflicts: conflicts, wake: core.committed, retention: cfg.LogRetention, wholeMax: cfg.PublishWholeMax,
+		store: st, producer: producer, conflicts: conflicts, wake: core.committed, retention: cfg.LogRetention, wholeMax: cfg.PublishWholeMax, saveEvery: time.Second,
 		logger:  log.With(rt.Logger, "component", "outbox"),
 		pending: rt.Metrics.QueueDepth.WithLabelValues("outbox:"+kafkabus.TopicCommitted, "all"),
 	}
