@@ -61,7 +61,7 @@ func stackMain(args []string) error {
 	// The embedded broker and the edges collect garbage as make run's devstack
 	// does (libs/svcrun.DefaultGCPercent; not imported, to keep fedbench's
 	// dependencies small).
-	debug.SetGCPercent(400)
+	debug.SetGCPercent(100)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	edges := map[string]string{}
