@@ -108,9 +108,18 @@ func ViewOf(s *fedsyncv1.State, provenance bool) View {
 	return v
 }
 
-// Split returns what a patch does: the fields it sets, as a JSON object (nil when
-// none), and the fields it removes (a null value), in name order.
+// Split returns what a patch does: the fields it sets, as a JSON object in
+// Encode's form (nil when none), and the fields it removes (a null value), in
+// name order.
 func (o Object) Split() (set []byte, removed []string) {
+	canon, err := o.Canonical()
+	if err != nil {
+		canon = o
+	}
+	return canon.splitCanonical()
+}
+
+func (o Object) splitCanonical() (set []byte, removed []string) {
 	sets := Object{}
 	for k, v := range o {
 		if IsNull(v) {
@@ -121,9 +130,32 @@ func (o Object) Split() (set []byte, removed []string) {
 	}
 	sort.Strings(removed)
 	if len(sets) > 0 {
-		set = sets.Encode()
+		set = encodeCanonical(sets)
 	}
 	return set, removed
+}
+
+// Commit is what applying a patch to a document gives: the next version and
+// what the patch set and removed.
+type Commit struct {
+	State   *fedsyncv1.State
+	Set     []byte
+	Removed []string
+}
+
+// NextCommit is NextState that also returns what the patch set and removed,
+// putting the patch's values into canonical form once for both.
+func NextCommit(cur *fedsyncv1.State, req *fedsyncv1.ApplyRequest, patch Object, now int64) (Commit, error) {
+	canon, err := patch.Canonical()
+	if err != nil {
+		return Commit{}, err
+	}
+	next, err := nextState(cur, req, canon, now, true)
+	if err != nil {
+		return Commit{}, err
+	}
+	set, removed := canon.splitCanonical()
+	return Commit{State: next, Set: set, Removed: removed}, nil
 }
 
 // NextState returns the version of a document after req (with its decoded
@@ -132,18 +164,33 @@ func (o Object) Split() (set []byte, removed []string) {
 // and merge predicts commits by. next takes over cur's field provenance map:
 // cur must not be used afterwards.
 func NextState(cur *fedsyncv1.State, req *fedsyncv1.ApplyRequest, patch Object, now int64) (*fedsyncv1.State, error) {
-	value := Object{}
-	if len(cur.GetValue()) > 0 {
-		var err error
-		if value, err = DecodeObject(cur.GetValue()); err != nil {
+	return nextState(cur, req, patch, now, false)
+}
+
+func nextState(cur *fedsyncv1.State, req *fedsyncv1.ApplyRequest, patch Object, now int64, canonical bool) (*fedsyncv1.State, error) {
+	stored := cur.GetValue()
+	if len(stored) == 0 {
+		stored = []byte("{}")
+	}
+	var encoded []byte
+	var ok bool
+	if canonical {
+		encoded, ok = applyCanonical(stored, patch)
+	} else {
+		encoded, ok = ApplyEncoded(stored, patch)
+	}
+	if !ok { // not in Encode's form (written by an older version): decode it
+		value, err := DecodeObject(stored)
+		if err != nil {
 			return nil, err
 		}
+		value.Apply(patch)
+		encoded = value.Encode()
 	}
-	value.Apply(patch)
 	next := &fedsyncv1.State{
 		Id:          req.GetId(),
 		DataType:    req.GetDataType(),
-		Value:       value.Encode(),
+		Value:       encoded,
 		Version:     cur.GetVersion() + 1,
 		VectorClock: MergeClocks(cur.GetVectorClock(), req.GetVectorClock()),
 		UpdatedAt:   now,

@@ -29,9 +29,11 @@ type BatchStore interface {
 	ApplyBatch(ctx context.Context, req *fedsyncv1.ApplyBatchRequest) (*fedsyncv1.ApplyBatchResponse, error)
 }
 
-// maxApplyBytes bounds the patches of one ApplyBatch call (statestore takes
-// gRPC messages up to 64 MiB).
-const maxApplyBytes = 16 << 20
+// maxApplyBytes bounds the patches of one ApplyBatch call. Statestore takes
+// gRPC messages up to 64 MiB, but a call must also finish well within the
+// 3 s a peer call may take: about 2 MiB of patches is a few hundred
+// milliseconds of commit work even for large values (BenchmarkApplyBatch).
+const maxApplyBytes = 2 << 20
 
 // queued is one delta of a batch on its way to a commit.
 type queued struct {

@@ -65,18 +65,17 @@ func ConflictID(messageID, field string) string {
 //     conflict waits in the review queue.
 func (e *Engine) Plan(cur *fedsyncv1.State, d *fedsyncv1.Delta, patch statedoc.Object, ty *datatypes.Type, strong bool) (Plan, error) {
 	p := Plan{Patch: statedoc.Object{}, Fields: map[string]*fedsyncv1.FieldMeta{}}
-	value := statedoc.Object{}
-	if len(cur.GetValue()) > 0 {
-		var err error
-		if value, err = statedoc.DecodeObject(cur.GetValue()); err != nil {
-			return p, err
-		}
-	}
 	fields := make([]string, 0, len(patch))
 	for k := range patch {
 		fields = append(fields, k)
 	}
 	sort.Strings(fields)
+	// Only the patched fields of the stored document matter: read those
+	// without decoding the whole document.
+	value, err := statedoc.Lookup(cur.GetValue(), fields)
+	if err != nil {
+		return p, err
+	}
 	for _, k := range fields {
 		rv := patch[k]
 		meta := cur.GetFields()[k]

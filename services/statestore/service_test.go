@@ -22,7 +22,7 @@ import (
 	fedsyncv1 "github.com/fedsync/fedsync/proto/fedsync/v1"
 )
 
-func newTestService(t *testing.T, dir string) (*service, *store) {
+func newTestService(t testing.TB, dir string) (*service, *store) {
 	t.Helper()
 	st, err := openStore(dir)
 	if err != nil {

@@ -129,7 +129,14 @@ var errAborted = apierr.New(apierr.VersionConflict, "An earlier change of this d
 // conflict to resolve) settles only its item and the later items of its id;
 // the others commit. Only an infrastructure error (the disk) fails the batch.
 func (s *store) applyBatch(items []*batchItem, outcomes []*fedsyncv1.RecordOutcomeRequest, traceMeta map[string]string) error {
-	return s.db.Batch(func(tx *bolt.Tx) error {
+	// Small batches share a transaction with concurrent callers (db.Batch); a
+	// large one has enough to amortize its fsync alone, and joining others
+	// would only make every caller wait for all of it.
+	run := s.db.Batch
+	if size := batchSize(items); size > soloBatchBytes {
+		run = s.db.Update
+	}
+	return run(func(tx *bolt.Tx) error {
 		// bbolt may run this function again (alone) when another caller's
 		// function in the same transaction failed: start from scratch.
 		for _, o := range outcomes {
@@ -161,6 +168,18 @@ func (s *store) applyBatch(items []*batchItem, outcomes []*fedsyncv1.RecordOutco
 		}
 		return nil
 	})
+}
+
+// soloBatchBytes is the patch size from which a batch commits in a
+// transaction of its own.
+const soloBatchBytes = 256 << 10
+
+func batchSize(items []*batchItem) int {
+	n := 0
+	for _, it := range items {
+		n += it.patch.Size()
+	}
+	return n
 }
 
 // isBusiness reports whether err is an answer about the request (a contract
@@ -198,10 +217,11 @@ func (s *store) applyTx(tx *bolt.Tx, req *fedsyncv1.ApplyRequest, patch statedoc
 	if err := checkConflicts(tx, req.GetResolvesConflictId(), req.GetConflicts()); err != nil {
 		return commit{}, err
 	}
-	next, err := statedoc.NextState(cur, req, patch, s.now().UnixNano())
+	nc, err := statedoc.NextCommit(cur, req, patch, s.now().UnixNano())
 	if err != nil {
-		return commit{}, fmt.Errorf("decode value of %s: %w", req.GetId(), err)
+		return commit{}, apierr.New(apierr.InvalidArgument, "Field patch of %s: %v.", req.GetId(), err)
 	}
+	next := nc.State
 	// From here on only writes: an error is the disk's, and fails the transaction.
 	if err := advanceCausal(tx, req.GetCausalAgent(), req.GetCausalCounter()); err != nil {
 		return commit{}, err
@@ -226,9 +246,8 @@ func (s *store) applyTx(tx *bolt.Tx, req *fedsyncv1.ApplyRequest, patch statedoc
 	if err != nil {
 		return commit{}, err
 	}
-	set, removed := patch.Split()
 	change := &fedsyncv1.Change{Seq: seq, State: next, MessageId: req.GetMessageId(), AdmittedAt: req.GetAdmittedAt(), Region: req.GetRegion(),
-		Set: set, Removed: removed}
+		Set: nc.Set, Removed: nc.Removed}
 	payload, err := proto.Marshal(change)
 	if err != nil {
 		return commit{}, err
