@@ -56,7 +56,7 @@ func NewConsumer(c *Config, topic, group string, start StartAt, logger log.Logge
 			RebalanceTimeout:      10 * time.Second,
 			JoinGroupBackoff:      500 * time.Millisecond,
 			WatchPartitionChanges: true,
-			QueueCapacity:         1024,
+			QueueCapacity:         128,
 		}),
 		logger: log.With(logger, "topic", topic, "group", group),
 	}

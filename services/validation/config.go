@@ -56,7 +56,7 @@ func ParseConfig(fs *flag.FlagSet, args []string) (*Config, error) {
 	fs.Float64Var(&c.HubRate, "rate.hub", 10000, "requests per second of this regional hub")
 	fs.Float64Var(&c.HubBurst, "rate.hub-burst", 20000, "burst of this regional hub")
 	fs.DurationVar(&c.AdmitWindow, "admission.window", time.Second, "back-pressure: refuse deltas (503, Retry-After) while more is admitted than merge finishes in this long (0: off)")
-	fs.Int64Var(&c.AdmitFloor, "admission.floor", 2000, "back-pressure: a backlog of up to this many deltas is always admitted")
+	fs.Int64Var(&c.AdmitFloor, "admission.floor", 200, "back-pressure: a backlog of up to this many deltas is always admitted (also the bound until merge's rate is known)")
 	fs.Int64Var(&c.AdmitMax, "admission.max", 50000, "back-pressure: a backlog of more than this many deltas is never admitted")
 	fs.DurationVar(&c.AdmitPoll, "admission.poll", 100*time.Millisecond, "back-pressure: interval between reads of merge's lag")
 	fs.StringVar(&c.MergeGroup, "admission.merge-group", "fedsync-merge", "back-pressure: merge's consumer group on fedsync.deltas")
