@@ -10,9 +10,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"os"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -197,6 +199,29 @@ func (t *Type) Resolver(field string) string {
 
 var printer = message.NewPrinter(language.English)
 
+// finiteNumbers reports whether every number in v (decoded with json.Number)
+// fits a finite IEEE-754 double, and else the path of the first that does not.
+func finiteNumbers(v any, path string) (string, bool) {
+	switch x := v.(type) {
+	case json.Number:
+		f, err := strconv.ParseFloat(string(x), 64)
+		return path, err == nil && !math.IsInf(f, 0) && !math.IsNaN(f)
+	case map[string]any:
+		for k, e := range x {
+			if p, ok := finiteNumbers(e, path+"."+k); !ok {
+				return p, false
+			}
+		}
+	case []any:
+		for i, e := range x {
+			if p, ok := finiteNumbers(e, fmt.Sprintf("%s[%d]", path, i)); !ok {
+				return p, false
+			}
+		}
+	}
+	return "", true
+}
+
 // ValidatePatch checks a patch against the type's schema. Deleting (null) a field
 // the schema requires is refused; other deletions are not validated.
 func (t *Type) ValidatePatch(patch statedoc.Object) error {
@@ -211,6 +236,10 @@ func (t *Type) ValidatePatch(patch statedoc.Object) error {
 		val, err := jsonschema.UnmarshalJSON(bytes.NewReader(v))
 		if err != nil {
 			return apierr.New(apierr.InvalidArgument, "Field %s is not valid JSON.", k)
+		}
+		if path, ok := finiteNumbers(val, k); !ok {
+			return apierr.New(apierr.InvalidArgument, "Field %s holds a number outside the range of an IEEE-754 double (about ±1.8e308); fedsync stores numbers as doubles.", path).
+				WithDetail("field", path)
 		}
 		inst[k] = val
 	}

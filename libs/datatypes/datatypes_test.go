@@ -145,3 +145,30 @@ func waitFor(t *testing.T, cond func() bool) {
 	}
 	t.Fatal("condition not met in 5s")
 }
+
+// TestPatchNumbersMustFitADouble: hostile-input finding F4; 1e400 and a
+// 5,000-digit integer are refused naming the field, ordinary numbers pass.
+func TestPatchNumbersMustFitADouble(t *testing.T) {
+	r, err := Parse([]byte("data_types:\n  note: {modes: [eventual]}\n"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ty, _ := r.Lookup("note")
+	for _, tc := range []struct {
+		patch, field string
+	}{
+		{`{"x":1e400}`, "x"},
+		{`{"x":{"y":[1,-1e999]}}`, "x.y[1]"},
+		{`{"x":` + strings.Repeat("9", 5000) + `}`, "x"},
+	} {
+		patch, _ := statedoc.DecodeObject([]byte(tc.patch))
+		err := ty.ValidatePatch(patch)
+		if e := apierr.As(err); err == nil || e.Code != apierr.InvalidArgument || e.Details["field"] != tc.field {
+			t.Errorf("%.40s: %v", tc.patch, err)
+		}
+	}
+	ok, _ := statedoc.DecodeObject([]byte(`{"a":1.7e308,"b":-5e-324,"c":123456789012345678901234567890,"d":[0.1,{"e":2}]}`))
+	if err := ty.ValidatePatch(ok); err != nil {
+		t.Fatalf("finite numbers refused: %v", err)
+	}
+}

@@ -4,12 +4,15 @@
 package httpjson
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"reflect"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/fedsync/fedsync/libs/apierr"
 )
@@ -34,10 +37,26 @@ func Decode(_ http.ResponseWriter, r *http.Request, maxBytes int64, dst any) err
 	return Unmarshal(body, dst)
 }
 
-// Unmarshal decodes one JSON value strictly, with errors that name the field.
+// Unmarshal decodes one JSON value strictly, with errors that name the field:
+// the body must be valid UTF-8, and the names of a struct's fields must match
+// exactly (encoding/json alone would take "Id" for "id").
 func Unmarshal(body []byte, dst any) error {
 	if len(strings.TrimSpace(string(body))) == 0 {
 		return apierr.New(apierr.InvalidArgument, "The request body is empty; a JSON object is required.")
+	}
+	if !utf8.Valid(body) {
+		at := 0
+		for at < len(body) {
+			r, n := utf8.DecodeRune(body[at:])
+			if r == utf8.RuneError && n <= 1 {
+				break
+			}
+			at += n
+		}
+		return apierr.New(apierr.InvalidArgument, "The request body is not valid UTF-8 (at byte %d).", at).WithDetail("reason", "invalid_utf8")
+	}
+	if err := exactNames(body, dst); err != nil {
+		return err
 	}
 	dec := json.NewDecoder(strings.NewReader(string(body)))
 	dec.DisallowUnknownFields()
@@ -46,6 +65,49 @@ func Unmarshal(body []byte, dst any) error {
 	}
 	if dec.More() {
 		return apierr.New(apierr.InvalidArgument, "The request body has data after its JSON value.")
+	}
+	return nil
+}
+
+// exactNames refuses a top-level member whose name matches a field of dst's
+// struct only when case is ignored.
+func exactNames(body []byte, dst any) error {
+	t := reflect.TypeOf(dst)
+	for t != nil && t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t == nil || t.Kind() != reflect.Struct {
+		return nil
+	}
+	names := map[string]bool{}
+	for i := 0; i < t.NumField(); i++ {
+		name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
+		if name == "" {
+			name = t.Field(i).Name
+		}
+		if name != "-" {
+			names[name] = true
+		}
+	}
+	// Only a name with an upper-case or non-ASCII letter can fold onto a
+	// field's (lower-case) name: most bodies skip the second parse.
+	if !bytes.ContainsFunc(body, func(r rune) bool { return (r >= 'A' && r <= 'Z') || r >= utf8.RuneSelf }) {
+		return nil
+	}
+	var members map[string]json.RawMessage
+	if json.Unmarshal(body, &members) != nil {
+		return nil // not an object: the decoder reports it
+	}
+	for k := range members {
+		if names[k] {
+			continue
+		}
+		for n := range names {
+			if strings.EqualFold(n, k) {
+				return apierr.New(apierr.InvalidArgument, "Field %s is not part of the request; field names are case-sensitive (did you mean %s?).", k, n).
+					WithDetail("field", k)
+			}
+		}
 	}
 	return nil
 }

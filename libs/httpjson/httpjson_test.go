@@ -48,3 +48,24 @@ func TestDecode(t *testing.T) {
 		})
 	}
 }
+
+// TestUnmarshalRefusesInvalidUTF8AndCaseFoldedNames: hostile-input findings F3
+// and "Id overrides id".
+func TestUnmarshalRefusesInvalidUTF8AndCaseFoldedNames(t *testing.T) {
+	type body struct {
+		ID   string `json:"id"`
+		Note string `json:"note"`
+	}
+	var b body
+	err := Unmarshal([]byte("{\"id\":\"a\",\"note\":\"\xff\"}"), &b)
+	if e := apierr.As(err); err == nil || e.Code != apierr.InvalidArgument || !strings.Contains(e.Message, "UTF-8") {
+		t.Fatalf("invalid UTF-8: %v", err)
+	}
+	err = Unmarshal([]byte(`{"id":"a","Id":"b"}`), &b)
+	if e := apierr.As(err); err == nil || e.Code != apierr.InvalidArgument || e.Details["field"] != "Id" {
+		t.Fatalf("Id beside id: %v", err)
+	}
+	if err := Unmarshal([]byte(`{"id":"a","note":"é ✓ \u00ff"}`), &b); err != nil || b.Note != "é ✓ ÿ" {
+		t.Fatalf("valid body: %v %q", err, b.Note)
+	}
+}

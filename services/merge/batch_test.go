@@ -199,3 +199,26 @@ func TestUnavailableStatestoreNeverDeadLetters(t *testing.T) {
 		t.Fatalf("calls %d, dead letters %d", calls, len(dlq.records))
 	}
 }
+
+// TestSumOverflowIsRefusedNotDeleted: hostile-input finding F4. Two increments
+// of 1.7e308 used to leave the field deleted; the second is now rejected with
+// the reason, and the stored value is kept.
+func TestSumOverflowIsRefusedNotDeleted(t *testing.T) {
+	st := newMemStore()
+	svc := newTestService(t, st)
+	inc := func(hlc int64) *fedsyncv1.Delta {
+		d := delta("g", "ai-001", hlc, `{"count":1.7e308}`)
+		d.DataType = "kg"
+		return d
+	}
+	res, err := svc.MergeBatch(context.Background(), &MergeBatchRequest{Deltas: []*fedsyncv1.Delta{inc(1), inc(2)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := outcomes(res); got != "committed,rejected" || !strings.Contains(res.Results[1].Reason, "IEEE-754") {
+		t.Fatalf("outcomes %s, reason %q", got, res.Results[1].Reason)
+	}
+	if v := value(t, st, "g"); v != `{"count":1.7e308}` {
+		t.Fatalf("g = %s", v)
+	}
+}

@@ -5,8 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"sort"
 	"sync"
+
+	"github.com/fedsync/fedsync/libs/apierr"
 )
 
 // Side is one side of a field merge: a JSON value and who wrote it when.
@@ -144,7 +147,13 @@ func numeric(op func(a, b float64) float64) Resolver {
 		if err != nil {
 			return nil, err
 		}
-		return encodeNumber(op(l, r)), nil
+		v := op(l, r)
+		if math.IsInf(v, 0) || math.IsNaN(v) {
+			// Refused, not saturated: a counter that silently stops counting
+			// is worse than a delta the writer is told about.
+			return nil, apierr.New(apierr.InvalidArgument, "The result %g %s %g is outside the range of an IEEE-754 double; the delta is refused and the stored value kept.", l, "combined with", r)
+		}
+		return encodeNumber(v), nil
 	}
 }
 

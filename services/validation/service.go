@@ -9,6 +9,7 @@ import (
 	"context"
 	"fmt"
 	"time"
+	"unicode/utf8"
 
 	"github.com/oklog/ulid/v2"
 	"google.golang.org/protobuf/proto"
@@ -94,6 +95,10 @@ func check(req *fedsyncv1.PushStateRequest, types *datatypes.Registry, writer st
 		return nil, bad("Field data_type is longer than 128 characters.")
 	case len(req.GetPatch()) == 0 || string(req.GetPatch()) == "null":
 		return nil, bad("Field patch is required.")
+	case !utf8.Valid(req.GetPatch()) || !utf8.ValidString(req.GetMessageId()) || !utf8.ValidString(req.GetDataType()):
+		// REST bodies are checked whole; gRPC strings are checked by protobuf,
+		// but the patch travels as bytes.
+		return nil, bad("The request is not valid UTF-8; fedsync refuses it anywhere in a request.")
 	case len(req.GetMessageId()) > maxMessageID:
 		return nil, bad("Field message_id is longer than %d characters.", maxMessageID)
 	case req.GetHasPriority() && (req.GetPriority() < 0 || req.GetPriority() > 9):

@@ -112,6 +112,9 @@ func TestPushStateBadInput(t *testing.T) {
 	}{
 		{"malformed json", "/api/v1/sync/state", f.token, `{"id":`, 400, "invalid_argument", ""},
 		{"missing id", "/api/v1/sync/state", f.token, `{"data_type":"note","patch":{}}`, 400, "invalid_argument", "id"},
+		{"invalid UTF-8 (F3)", "/api/v1/sync/state", f.token, "{\"id\":\"ai-001:u\",\"data_type\":\"note\",\"patch\":{\"s\":\"\xff\"}}", 400, "invalid_argument", "UTF-8"},
+		{"Id beside id", "/api/v1/sync/state", f.token, `{"id":"ai-001:a","Id":"ai-002:b","data_type":"note","patch":{"a":1}}`, 400, "invalid_argument", "Id"},
+		{"number beyond a double (F4)", "/api/v1/sync/state", f.token, `{"id":"ai-001:n","data_type":"note","patch":{"n":1e400}}`, 400, "invalid_argument", "n"},
 		{"bad id", "/api/v1/sync/state", f.token, `{"id":"has space","data_type":"note","patch":{}}`, 400, "invalid_argument", "id"},
 		{"missing data_type", "/api/v1/sync/state", f.token, `{"id":"a","patch":{}}`, 400, "invalid_argument", "data_type"},
 		{"missing patch", "/api/v1/sync/state", f.token, `{"id":"a","data_type":"note"}`, 400, "invalid_argument", "patch"},
@@ -266,5 +269,14 @@ func TestPauseAndResume(t *testing.T) {
 	}
 	if status, _ := f.post(t, "/api/v1/sync/state", f.token, `{"id":"ai-001:p","data_type":"note","patch":{}}`); status != 202 {
 		t.Fatalf("write after resume: %d", status)
+	}
+}
+
+// TestCheckRefusesInvalidUTF8FromGRPC: gRPC carries the patch as bytes, which
+// protobuf does not check; invalid UTF-8 there is refused too (F3).
+func TestCheckRefusesInvalidUTF8FromGRPC(t *testing.T) {
+	_, err := check(&fedsyncv1.PushStateRequest{Id: "ai-001:u", DataType: "note", Patch: []byte("{\"s\":\"\xff\"}")}, testTypes(t).Get(), "ai-001")
+	if e := apierr.As(err); err == nil || e.Code != apierr.InvalidArgument || !strings.Contains(e.Message, "UTF-8") {
+		t.Fatalf("invalid UTF-8 patch: %v", err)
 	}
 }
