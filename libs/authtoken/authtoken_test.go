@@ -106,7 +106,8 @@ func TestHTTPMiddleware(t *testing.T) {
 		status int
 	}{
 		{"header", func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+tok) }, 200},
-		{"query", func(r *http.Request) { r.URL.RawQuery = "access_token=" + tok }, 200},
+		{"query on a WebSocket handshake", func(r *http.Request) { r.URL.RawQuery = "access_token=" + tok; r.Header.Set("Upgrade", "websocket") }, 200},
+		{"query on a REST request", func(r *http.Request) { r.URL.RawQuery = "access_token=" + tok }, 401},
 		{"none", func(r *http.Request) {}, 401},
 		{"basic scheme", func(r *http.Request) { r.Header.Set("Authorization", "Basic "+tok) }, 401},
 	}

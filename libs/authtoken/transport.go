@@ -22,7 +22,9 @@ func bearer(h string) (string, bool) {
 }
 
 // FromRequest returns the token of an HTTP request: the Authorization header, or
-// the access_token query parameter (for WebSocket clients that cannot set headers).
+// the access_token query parameter, which only a WebSocket handshake may use
+// (browsers cannot set headers on one); anywhere else a token in the URL would
+// end up in access logs and proxies' caches, so it is refused.
 func FromRequest(r *http.Request) (string, error) {
 	if h := r.Header.Get("Authorization"); h != "" {
 		token, ok := bearer(h)
@@ -31,7 +33,11 @@ func FromRequest(r *http.Request) (string, error) {
 		}
 		return token, nil
 	}
-	return r.URL.Query().Get("access_token"), nil
+	token := r.URL.Query().Get("access_token")
+	if token != "" && !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+		return "", apierr.New(apierr.Unauthenticated, "The access_token query parameter is accepted only when opening a WebSocket (/stream); send the token as Authorization: Bearer <token>.")
+	}
+	return token, nil
 }
 
 // HTTPMiddleware authenticates every request to next and puts the claims in its
