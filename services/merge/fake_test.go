@@ -103,7 +103,7 @@ func (m *memStore) Apply(_ context.Context, req *fedsyncv1.ApplyRequest) (*fedsy
 			m.conflicts[c.Id] = c
 		}
 	}
-	m.outcomes[req.MessageId] = &fedsyncv1.Outcome{MessageId: req.MessageId, Status: Committed, Version: next.Version}
+	m.outcomes[req.MessageId] = &fedsyncv1.Outcome{MessageId: req.MessageId, StateId: req.Id, Status: Committed, Version: next.Version}
 	m.commits = append(m.commits, fmt.Sprintf("%s@%d", req.Id, next.Version))
 	if m.onCommit != nil {
 		m.onCommit(req)
@@ -136,6 +136,16 @@ func (m *memStore) RecordOutcome(_ context.Context, req *fedsyncv1.RecordOutcome
 		m.outcomes[req.Outcome.MessageId] = req.Outcome
 	}
 	return nil
+}
+
+func (m *memStore) GetOutcome(_ context.Context, messageID string) (*fedsyncv1.Outcome, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	o, ok := m.outcomes[messageID]
+	if !ok {
+		return nil, apierr.New(apierr.NotFound, "no outcome for %s", messageID)
+	}
+	return o, nil
 }
 
 func (m *memStore) GetConflict(_ context.Context, id string) (*fedsyncv1.Conflict, error) {

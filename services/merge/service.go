@@ -62,6 +62,8 @@ type StateStore interface {
 	Apply(ctx context.Context, req *fedsyncv1.ApplyRequest) (*fedsyncv1.ApplyResponse, error)
 	GetFrontier(ctx context.Context) (map[string]int64, error)
 	RecordOutcome(ctx context.Context, req *fedsyncv1.RecordOutcomeRequest) error
+	// GetOutcome returns what became of a delta (not_found while unknown).
+	GetOutcome(ctx context.Context, messageID string) (*fedsyncv1.Outcome, error)
 	GetConflict(ctx context.Context, id string) (*fedsyncv1.Conflict, error)
 	ListConflicts(ctx context.Context, req *fedsyncv1.ListConflictsRequest) (*fedsyncv1.ListConflictsResponse, error)
 	BatchStore
@@ -186,6 +188,18 @@ func (s *service) CommitStrong(ctx context.Context, req *fedsyncv1.CommitStrongR
 	cur, err := s.current(ctx, d.GetId())
 	if err != nil {
 		return nil, err
+	}
+	if cur.GetVersion() != d.GetExpectedVersion() && d.GetMessageId() != "" {
+		// A retry of a strong write that committed while its first answer was
+		// lost (a 503 after the commit) gets the first answer, not a conflict
+		// with its own commit.
+		o, err := s.store.GetOutcome(ctx, d.GetMessageId())
+		if err != nil && apierr.As(err).Code != apierr.NotFound {
+			return nil, err
+		}
+		if err == nil && o.GetStatus() == Committed && o.GetStateId() == d.GetId() {
+			return &fedsyncv1.CommitStrongResponse{Version: o.GetVersion()}, nil
+		}
 	}
 	if cur.GetVersion() != d.GetExpectedVersion() {
 		return nil, apierr.New(apierr.VersionConflict, "State %s is at version %d, not %d.", d.GetId(), cur.GetVersion(), d.GetExpectedVersion()).

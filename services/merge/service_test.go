@@ -113,6 +113,12 @@ func TestCommitStrong(t *testing.T) {
 	if v := value(t, st, "acct"); v != `{"balance":30}` {
 		t.Fatalf("value %s", v)
 	}
+	// The same strong write sent again (its first 503 came after the commit)
+	// gets its first answer, not a conflict with itself.
+	again := strongDelta("acct", "ai-003", 1, 1, `{"balance":30}`)
+	if resp, err := svc.CommitStrong(ctx, &fedsyncv1.CommitStrongRequest{Delta: again}); err != nil || resp.Version != 2 {
+		t.Fatalf("retried strong write: %v %v", resp, err)
+	}
 	bad := delta("acct", "x", 1, `{}`)
 	if _, err := svc.CommitStrong(ctx, &fedsyncv1.CommitStrongRequest{Delta: bad}); apierr.As(err).Code != apierr.InvalidArgument {
 		t.Fatalf("strong without expected_version: %v", err)

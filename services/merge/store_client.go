@@ -80,3 +80,10 @@ func (c storeClient) ApplyBatch(ctx context.Context, req *fedsyncv1.ApplyBatchRe
 	}
 	return resp, err
 }
+
+func (c storeClient) GetOutcome(ctx context.Context, messageID string) (*fedsyncv1.Outcome, error) {
+	resp, err := call(ctx, c, func(s fedsyncv1.StateStoreServiceClient, ctx context.Context) (*fedsyncv1.GetOutcomeResponse, error) {
+		return s.GetOutcome(ctx, &fedsyncv1.GetOutcomeRequest{MessageId: messageID})
+	})
+	return resp.GetOutcome(), err
+}
