@@ -103,6 +103,10 @@ func (c *Consumer) fetchBatch(ctx context.Context, o BatchOptions) ([]Message, e
 // or ctx ends.
 func (c *Consumer) processBatch(ctx context.Context, h BatchHandler, batch []Message) error {
 	tracer := otel.Tracer("github.com/fedsync/fedsync/libs/kafkabus")
+	if len(batch) == 1 {
+		// One record continues its writer's trace.
+		ctx = otel.GetTextMapPropagator().Extract(ctx, headerCarrier{&batch[0].Headers})
+	}
 	links := make([]trace.Link, 0, len(batch))
 	for i := range batch {
 		mctx := otel.GetTextMapPropagator().Extract(ctx, headerCarrier{&batch[i].Headers})
@@ -116,6 +120,8 @@ func (c *Consumer) processBatch(ctx context.Context, h BatchHandler, batch []Mes
 			attribute.String("messaging.system", "kafka"),
 			attribute.String("messaging.destination.name", batch[0].Topic),
 			attribute.Int("messaging.batch.message_count", len(batch)),
+			attribute.Int("messaging.kafka.destination.partition", batch[0].Partition),
+			attribute.Int64("messaging.kafka.message.offset", batch[0].Offset),
 		))
 	defer span.End()
 	backoff := 50 * time.Millisecond

@@ -2,15 +2,9 @@ package kafkabus
 
 import (
 	"context"
-	"errors"
 	"time"
 
-	"go.opentelemetry.io/otel"
-	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/trace"
-
 	"github.com/go-kit/log"
-	"github.com/go-kit/log/level"
 	"github.com/segmentio/kafka-go"
 )
 
@@ -67,53 +61,7 @@ func NewConsumer(c *Config, topic, group string, start StartAt, logger log.Logge
 // metadata not yet propagated after topic creation, a broker restarting) are
 // logged and retried with backoff; they never end the consumer.
 func (c *Consumer) Run(ctx context.Context, h Handler) error {
-	backoff := 100 * time.Millisecond
-	for {
-		m, err := c.r.FetchMessage(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			level.Warn(c.logger).Log("msg", "fetch failed, retrying", "err", err, "backoff", backoff)
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-time.After(backoff):
-			}
-			backoff = min(2*backoff, 5*time.Second)
-			continue
-		}
-		backoff = 100 * time.Millisecond
-		if err := c.process(ctx, h, m); err != nil {
-			return nil // ctx ended while retrying
-		}
-		if err := c.r.CommitMessages(ctx, m); err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			// The record is done; a lost commit only means it is handed out again
-			// after a restart, which every handler tolerates (idempotence).
-			level.Warn(c.logger).Log("msg", "commit offset failed", "offset", m.Offset, "partition", m.Partition, "err", err)
-		}
-	}
-}
-
-func (c *Consumer) handleWithRetry(ctx context.Context, h Handler, m Message) error {
-	backoff := 50 * time.Millisecond
-	for attempt := 1; ; attempt++ {
-		err := h(ctx, m)
-		if err == nil {
-			return nil
-		}
-		level.Warn(c.logger).Log("msg", "handler failed, retrying the same record", "partition", m.Partition,
-			"offset", m.Offset, "attempt", attempt, "err", err)
-		select {
-		case <-ctx.Done():
-			return errors.Join(err, ctx.Err())
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 5*time.Second)
-	}
+	return c.RunBatch(ctx, func(ctx context.Context, ms []Message) error { return h(ctx, ms[0]) }, BatchOptions{MaxRecords: 1})
 }
 
 // Lag returns how many records of the assigned partitions are not read yet.
@@ -139,22 +87,6 @@ func ReportLag(ctx context.Context, gauge interface{ Set(float64) }, consumers .
 			gauge.Set(float64(total))
 		}
 	}
-}
-
-// process handles one record in its own consumer span, retrying until it
-// succeeds or ctx ends.
-func (c *Consumer) process(ctx context.Context, h Handler, m Message) error {
-	tracer := otel.Tracer("github.com/fedsync/fedsync/libs/kafkabus")
-	mctx := otel.GetTextMapPropagator().Extract(ctx, headerCarrier{&m.Headers})
-	mctx, span := tracer.Start(mctx, "consume "+m.Topic, trace.WithSpanKind(trace.SpanKindConsumer),
-		trace.WithAttributes(
-			attribute.String("messaging.system", "kafka"),
-			attribute.String("messaging.destination.name", m.Topic),
-			attribute.Int("messaging.kafka.destination.partition", m.Partition),
-			attribute.Int64("messaging.kafka.message.offset", m.Offset),
-		))
-	defer span.End()
-	return c.handleWithRetry(mctx, h, m)
 }
 
 // headerCarrier adapts consumed record headers to OpenTelemetry propagation.

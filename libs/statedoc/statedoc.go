@@ -12,6 +12,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/fedsync/fedsync/libs/apierr"
 	fedsyncv1 "github.com/fedsync/fedsync/proto/fedsync/v1"
 )
 
@@ -251,4 +252,18 @@ func (o Object) Size() int {
 		n += len(k) + len(v)
 	}
 	return n
+}
+
+// PatchOf returns a patch as it travels between services: its decoded fields,
+// or (from a sender that predates fields, or a caller that sends JSON) its JSON
+// object, decoded. A bad JSON object is invalid_argument.
+func PatchOf(fields map[string][]byte, jsonPatch []byte) (Object, error) {
+	if len(fields) > 0 || len(jsonPatch) == 0 {
+		return FromFields(fields), nil
+	}
+	patch, err := DecodeObject(jsonPatch)
+	if err != nil {
+		return nil, apierr.New(apierr.InvalidArgument, "Field patch %v.", err)
+	}
+	return patch, nil
 }

@@ -301,14 +301,7 @@ func (s *service) current(ctx context.Context, id string) (*fedsyncv1.State, err
 // deltaPatch returns d's patch: the fields validation decoded, or (for a delta
 // admitted before patches travelled as fields) its JSON object decoded.
 func deltaPatch(d *fedsyncv1.Delta) (statedoc.Object, error) {
-	if len(d.GetPatchFields()) > 0 || len(d.GetPatch()) == 0 {
-		return statedoc.FromFields(d.GetPatchFields()), nil
-	}
-	patch, err := statedoc.DecodeObject(d.GetPatch())
-	if err != nil {
-		return nil, apierr.New(apierr.InvalidArgument, "Field patch %v.", err)
-	}
-	return patch, nil
+	return statedoc.PatchOf(d.GetPatchFields(), d.GetPatch())
 }
 
 // patchJSON returns d's patch as a JSON object, for records people read.

@@ -100,14 +100,7 @@ func (s *store) apply(req *fedsyncv1.ApplyRequest, traceMeta map[string]string) 
 // decodePatch returns req's patch: its fields as merge sent them, or (from a
 // caller that sends JSON) its JSON object decoded.
 func decodePatch(req *fedsyncv1.ApplyRequest) (statedoc.Object, error) {
-	if len(req.GetPatchFields()) > 0 || len(req.GetPatch()) == 0 {
-		return statedoc.FromFields(req.GetPatchFields()), nil
-	}
-	patch, err := statedoc.DecodeObject(req.GetPatch())
-	if err != nil {
-		return nil, apierr.New(apierr.InvalidArgument, "Field patch %v.", err)
-	}
-	return patch, nil
+	return statedoc.PatchOf(req.GetPatchFields(), req.GetPatch())
 }
 
 // batchItem is one item of applyBatch and what became of it.
