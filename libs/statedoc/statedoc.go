@@ -109,17 +109,9 @@ func ViewOf(s *fedsyncv1.State, provenance bool) View {
 	return v
 }
 
-// Split returns what a patch does: the fields it sets, as a JSON object in
-// Encode's form (nil when none), and the fields it removes (a null value), in
-// name order.
-func (o Object) Split() (set []byte, removed []string) {
-	canon, err := o.Canonical()
-	if err != nil {
-		canon = o
-	}
-	return canon.splitCanonical()
-}
-
+// splitCanonical returns what a patch with canonical values does: the fields
+// it sets, as a JSON object in Encode's form (nil when none), and the fields it
+// removes (a null value), in name order.
 func (o Object) splitCanonical() (set []byte, removed []string) {
 	sets := Object{}
 	for k, v := range o {

@@ -100,7 +100,6 @@ func (s *service) MergeBatch(ctx context.Context, req *MergeBatchRequest) (*Merg
 	}
 	// Causal deltas, one id after another, each id's deltas in order.
 	for _, id := range causalIDs {
-		s.docs.forget(id)
 		for _, q := range byID[id] {
 			res, err := s.Merge(ctx, q.d)
 			if err != nil {
@@ -148,33 +147,26 @@ func (s *service) mergeRound(ctx context.Context, order []string, todo map[strin
 		work := s.docs.get(id) // a private copy
 		for _, q := range list {
 			d := q.d
-			if work != nil && work.GetVersion() > 0 && work.GetDataType() != d.GetDataType() {
-				reason := "State " + id + " has data_type " + work.GetDataType() + ", not " + d.GetDataType() + "."
+			reject := func(err error) {
+				reason := apierr.As(err).Message
 				outcomes = append(outcomes, s.rejection(d, "consistency", reason))
 				results[q.i] = &MergeResult{Outcome: Rejected, Reason: reason}
+			}
+			if err := checkType(work, d); err != nil {
+				reject(err)
 				continue
 			}
 			plan, err := s.engine.Plan(work, d, q.patch, q.ty, false)
 			if err != nil {
-				reason := apierr.As(err).Message
-				outcomes = append(outcomes, s.rejection(d, "consistency", reason))
-				results[q.i] = &MergeResult{Outcome: Rejected, Reason: reason}
+				reject(err)
 				continue
 			}
 			if len(plan.Patch) == 0 {
-				outcomes = append(outcomes, &fedsyncv1.RecordOutcomeRequest{
-					Outcome:   &fedsyncv1.Outcome{MessageId: d.GetMessageId(), StateId: id, Status: Superseded, Version: work.GetVersion(), Reason: "every field lost to a later write or waits for review"},
-					Conflicts: plan.Conflicts,
-				})
+				outcomes = append(outcomes, supersededOutcome(d, work, plan))
 				superseded = append(superseded, settled{q, &MergeResult{Version: work.GetVersion(), Outcome: Superseded, Conflicts: plan.Conflicts}})
 				continue
 			}
-			req := &fedsyncv1.ApplyRequest{
-				Id: id, DataType: d.GetDataType(), PatchFields: plan.Patch.Fields(), Fields: plan.Fields,
-				ExpectedVersion: work.GetVersion(), HasExpectedVersion: true, VectorClock: d.GetVectorClock(),
-				MessageId: d.GetMessageId(), Writer: d.GetWriter(), AdmittedAt: d.GetHlc(), Region: d.GetRegion(),
-				Conflicts: plan.Conflicts,
-			}
+			req := applyRequest(d, plan, work.GetVersion())
 			if work == nil {
 				work = &fedsyncv1.State{}
 			}
@@ -187,14 +179,20 @@ func (s *service) mergeRound(ctx context.Context, order []string, todo map[strin
 		}
 	}
 	again := map[string][]*queued{}
-	retryFrom := func(id string, q *queued) {
+	// retry merges id's deltas again from q (after q with skip), on a fresh read.
+	retry := func(id string, q *queued, skip bool) {
+		s.docs.forget(id)
 		if _, ok := again[id]; ok {
 			return
 		}
-		s.docs.forget(id)
 		for k, x := range todo[id] {
 			if x == q {
-				again[id] = todo[id][k:]
+				if skip {
+					k++
+				}
+				if k < len(todo[id]) {
+					again[id] = todo[id][k:]
+				}
 				return
 			}
 		}
@@ -217,7 +215,7 @@ func (s *service) mergeRound(ctx context.Context, order []string, todo map[strin
 		for k, it := range chunk {
 			reqs[k] = it.req
 		}
-		resp, err := s.batch.ApplyBatch(ctx, &fedsyncv1.ApplyBatchRequest{Items: reqs, Outcomes: outcomes})
+		resp, err := s.store.ApplyBatch(ctx, &fedsyncv1.ApplyBatchRequest{Items: reqs, Outcomes: outcomes})
 		if err != nil {
 			for id := range todo {
 				s.docs.forget(id)
@@ -241,21 +239,14 @@ func (s *service) mergeRound(ctx context.Context, order []string, todo map[strin
 				s.docs.put(it.next)
 				results[it.q.i] = &MergeResult{Version: r.GetVersion(), Outcome: Committed, Conflicts: it.plan.Conflicts}
 			case r.GetErrorCode() == string(apierr.VersionConflict) || r.GetErrorCode() == "aborted":
-				retryFrom(id, it.q)
+				retry(id, it.q, false)
 			default:
 				// The commit can never apply (its data type changed, say):
 				// record that, and merge the id's later deltas again.
 				reason := r.GetErrorMessage()
 				outcomes = append(outcomes, s.rejection(it.q.d, "consistency", reason))
 				results[it.q.i] = &MergeResult{Outcome: Rejected, Reason: reason}
-				s.docs.forget(id)
-				if rest := todo[id]; len(rest) > 0 {
-					for x, q := range rest {
-						if q == it.q && x+1 < len(rest) {
-							again[id] = rest[x+1:]
-						}
-					}
-				}
+				retry(id, it.q, true)
 			}
 		}
 		start = end
@@ -296,7 +287,7 @@ func (s *service) loadDocs(ctx context.Context, todo map[string][]*queued) error
 	if len(missing) == 0 {
 		return nil
 	}
-	states, err := s.batch.GetMany(ctx, missing)
+	states, err := s.store.GetMany(ctx, missing)
 	if err != nil {
 		return err
 	}

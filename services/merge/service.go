@@ -71,7 +71,6 @@ type StateStore interface {
 
 type service struct {
 	store      StateStore
-	batch      BatchStore
 	docs       *docCache
 	types      *datatypes.Watcher
 	engine     *Engine
@@ -84,7 +83,7 @@ type service struct {
 // deltas that wait for their dependencies.
 func NewService(store StateStore, types *datatypes.Watcher, resolvers *Resolvers, causal *causalQueue, maxRetries int) *service {
 	clock := hlc.New(nil)
-	return &service{store: store, batch: store, docs: newDocCache(defaultDocCache), types: types, engine: &Engine{Resolvers: resolvers, Now: func() int64 { return clock.Now() }},
+	return &service{store: store, docs: newDocCache(defaultDocCache), types: types, engine: &Engine{Resolvers: resolvers, Now: func() int64 { return clock.Now() }},
 		clock: clock, causal: causal, maxRetries: maxRetries}
 }
 
@@ -129,29 +128,24 @@ func (s *service) commit(ctx context.Context, d *fedsyncv1.Delta, patch statedoc
 		if err != nil {
 			return nil, err
 		}
-		if cur != nil && cur.GetDataType() != d.GetDataType() {
-			return nil, apierr.New(apierr.InvalidArgument, "State %s has data_type %s, not %s.", d.GetId(), cur.GetDataType(), d.GetDataType())
+		if err := checkType(cur, d); err != nil {
+			return nil, err
 		}
 		plan, err := s.engine.Plan(cur, d, patch, ty, false)
 		if err != nil {
 			return nil, err
 		}
 		if len(plan.Patch) == 0 {
-			err := s.store.RecordOutcome(ctx, &fedsyncv1.RecordOutcomeRequest{
-				Outcome:   &fedsyncv1.Outcome{MessageId: d.GetMessageId(), StateId: d.GetId(), Status: Superseded, Version: cur.GetVersion(), Reason: "every field lost to a later write or waits for review"},
-				Conflicts: plan.Conflicts, CausalAgent: agent, CausalCounter: counter,
-			})
-			if err != nil {
+			o := supersededOutcome(d, cur, plan)
+			o.CausalAgent, o.CausalCounter = agent, counter
+			if err := s.store.RecordOutcome(ctx, o); err != nil {
 				return nil, err
 			}
 			return &MergeResult{Version: cur.GetVersion(), Outcome: Superseded, Conflicts: plan.Conflicts}, nil
 		}
-		resp, err := s.store.Apply(ctx, &fedsyncv1.ApplyRequest{
-			Id: d.GetId(), DataType: d.GetDataType(), PatchFields: plan.Patch.Fields(), Fields: plan.Fields,
-			ExpectedVersion: cur.GetVersion(), HasExpectedVersion: true, VectorClock: d.GetVectorClock(),
-			MessageId: d.GetMessageId(), Writer: d.GetWriter(), AdmittedAt: d.GetHlc(), Region: d.GetRegion(),
-			CausalAgent: agent, CausalCounter: counter, Conflicts: plan.Conflicts,
-		})
+		req := applyRequest(d, plan, cur.GetVersion())
+		req.CausalAgent, req.CausalCounter = agent, counter
+		resp, err := s.store.Apply(ctx, req)
 		if e := apierr.As(err); err != nil && e.Code == apierr.VersionConflict {
 			if _, causalMiss := e.Details["frontier"]; causalMiss {
 				return nil, errNotReady
@@ -167,6 +161,33 @@ func (s *service) commit(ctx context.Context, d *fedsyncv1.Delta, patch statedoc
 		return &MergeResult{Version: resp.GetVersion(), Outcome: Committed, Conflicts: plan.Conflicts}, nil
 	}
 	return nil, apierr.New(apierr.Unavailable, "Merging %s: compare-and-set kept conflicting %d times.", d.GetId(), s.maxRetries)
+}
+
+// checkType refuses a delta whose data type is not its stored document's.
+func checkType(cur *fedsyncv1.State, d *fedsyncv1.Delta) error {
+	if cur.GetVersion() > 0 && cur.GetDataType() != d.GetDataType() {
+		return apierr.New(apierr.InvalidArgument, "State %s has data_type %s, not %s.", d.GetId(), cur.GetDataType(), d.GetDataType())
+	}
+	return nil
+}
+
+// applyRequest is the commit of d's plan on version expected of its document.
+func applyRequest(d *fedsyncv1.Delta, plan Plan, expected int64) *fedsyncv1.ApplyRequest {
+	return &fedsyncv1.ApplyRequest{
+		Id: d.GetId(), DataType: d.GetDataType(), PatchFields: plan.Patch.Fields(), Fields: plan.Fields,
+		ExpectedVersion: expected, HasExpectedVersion: true, VectorClock: d.GetVectorClock(),
+		MessageId: d.GetMessageId(), Writer: d.GetWriter(), AdmittedAt: d.GetHlc(), Region: d.GetRegion(),
+		Conflicts: plan.Conflicts,
+	}
+}
+
+// supersededOutcome records that d changed nothing of cur: every field lost to
+// a later write or waits for review.
+func supersededOutcome(d *fedsyncv1.Delta, cur *fedsyncv1.State, plan Plan) *fedsyncv1.RecordOutcomeRequest {
+	return &fedsyncv1.RecordOutcomeRequest{
+		Outcome:   &fedsyncv1.Outcome{MessageId: d.GetMessageId(), StateId: d.GetId(), Status: Superseded, Version: cur.GetVersion(), Reason: "every field lost to a later write or waits for review"},
+		Conflicts: plan.Conflicts,
+	}
 }
 
 // reject records that a delta will never be applied, with why.
@@ -205,18 +226,14 @@ func (s *service) CommitStrong(ctx context.Context, req *fedsyncv1.CommitStrongR
 		return nil, apierr.New(apierr.VersionConflict, "State %s is at version %d, not %d.", d.GetId(), cur.GetVersion(), d.GetExpectedVersion()).
 			WithDetail("current_version", cur.GetVersion())
 	}
-	if cur != nil && cur.GetDataType() != d.GetDataType() {
-		return nil, apierr.New(apierr.InvalidArgument, "State %s has data_type %s, not %s.", d.GetId(), cur.GetDataType(), d.GetDataType())
+	if err := checkType(cur, d); err != nil {
+		return nil, err
 	}
 	plan, err := s.engine.Plan(cur, d, patch, ty, true)
 	if err != nil {
 		return nil, err
 	}
-	resp, err := s.store.Apply(ctx, &fedsyncv1.ApplyRequest{
-		Id: d.GetId(), DataType: d.GetDataType(), PatchFields: plan.Patch.Fields(), Fields: plan.Fields,
-		ExpectedVersion: d.GetExpectedVersion(), HasExpectedVersion: true, VectorClock: d.GetVectorClock(),
-		MessageId: d.GetMessageId(), Writer: d.GetWriter(), AdmittedAt: d.GetHlc(), Region: d.GetRegion(), Conflicts: plan.Conflicts,
-	})
+	resp, err := s.store.Apply(ctx, applyRequest(d, plan, d.GetExpectedVersion()))
 	if err != nil {
 		return nil, err
 	}

@@ -124,7 +124,7 @@ func resultOf(it *batchItem) *fedsyncv1.ApplyResult {
 	}
 	e := apierr.As(it.err)
 	r := &fedsyncv1.ApplyResult{ErrorCode: string(e.Code), ErrorMessage: e.Message}
-	if _, ok := e.Details["aborted"]; ok {
+	if it.err == errAborted {
 		r.ErrorCode = "aborted"
 	}
 	if v, ok := e.Details["current_version"].(int64); ok {

@@ -115,7 +115,7 @@ type batchItem struct {
 
 // errAborted is the result of an item skipped because an earlier item of its
 // id in the same batch did not commit.
-var errAborted = apierr.New(apierr.VersionConflict, "An earlier change of this document in the same batch did not commit; merge it again.").WithDetail("aborted", true)
+var errAborted = apierr.New(apierr.VersionConflict, "An earlier change of this document in the same batch did not commit; merge it again.")
 
 // applyBatch records outcomes and commits items in one transaction and one
 // fsync. A business error (version conflict, causal order, data type, a bad
