@@ -9,6 +9,8 @@ import (
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/fedsync/fedsync/libs/periodic"
 )
 
 // BatchHandler processes records fetched together, each partition's records in
@@ -37,23 +39,20 @@ func (c *Consumer) RunBatch(ctx context.Context, h BatchHandler, o BatchOptions)
 	if o.MaxRecords < 1 {
 		o.MaxRecords = 1
 	}
-	backoff := 100 * time.Millisecond
+	backoff := periodic.Backoff{Min: 100 * time.Millisecond, Max: 5 * time.Second}
 	for ctx.Err() == nil {
 		batch, err := c.fetchBatch(ctx, o)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
-			level.Warn(c.logger).Log("msg", "fetch failed, retrying", "err", err, "backoff", backoff)
-			select {
-			case <-ctx.Done():
+			level.Warn(c.logger).Log("msg", "fetch failed, retrying", "err", err, "backoff", backoff.Delay())
+			if !backoff.Wait(ctx) {
 				return nil
-			case <-time.After(backoff):
 			}
-			backoff = min(2*backoff, 5*time.Second)
 			continue
 		}
-		backoff = 100 * time.Millisecond
+		backoff.Reset()
 		if err := c.processBatch(ctx, h, batch); err != nil {
 			return nil // ctx ended while retrying: nothing committed
 		}
@@ -124,7 +123,7 @@ func (c *Consumer) processBatch(ctx context.Context, h BatchHandler, batch []Mes
 			attribute.Int64("messaging.kafka.message.offset", batch[0].Offset),
 		))
 	defer span.End()
-	backoff := 50 * time.Millisecond
+	backoff := periodic.Backoff{Min: 50 * time.Millisecond, Max: 5 * time.Second}
 	for attempt := 1; ; attempt++ {
 		err := h(sctx, batch)
 		if err == nil {
@@ -132,11 +131,8 @@ func (c *Consumer) processBatch(ctx context.Context, h BatchHandler, batch []Mes
 		}
 		level.Warn(c.logger).Log("msg", "batch handler failed, retrying the same records", "records", len(batch),
 			"first_partition", batch[0].Partition, "first_offset", batch[0].Offset, "attempt", attempt, "err", err)
-		select {
-		case <-ctx.Done():
+		if !backoff.Wait(ctx) {
 			return errors.Join(err, ctx.Err())
-		case <-time.After(backoff):
 		}
-		backoff = min(2*backoff, 5*time.Second)
 	}
 }

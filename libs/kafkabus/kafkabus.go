@@ -16,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/fedsync/fedsync/libs/flagenv"
+	"github.com/fedsync/fedsync/libs/periodic"
 )
 
 // Topics used by fedsync.
@@ -136,7 +137,7 @@ func EnsureTopics(ctx context.Context, c *Config, specs []TopicSpec) error {
 			ReplicationFactor: c.Replication,
 		})
 	}
-	backoff := 100 * time.Millisecond
+	backoff := periodic.Backoff{Min: 100 * time.Millisecond, Max: 2 * time.Second}
 	for {
 		resp, err := client.CreateTopics(ctx, req)
 		if err == nil {
@@ -149,12 +150,9 @@ func EnsureTopics(ctx context.Context, c *Config, specs []TopicSpec) error {
 				return nil
 			}
 		}
-		select {
-		case <-ctx.Done():
+		if !backoff.Wait(ctx) {
 			return fmt.Errorf("ensure kafka topics on %s: %w", strings.Join(c.Brokers, ","), errors.Join(err, ctx.Err()))
-		case <-time.After(backoff):
 		}
-		backoff = min(2*backoff, 2*time.Second)
 	}
 }
 

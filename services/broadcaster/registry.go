@@ -15,6 +15,7 @@ import (
 
 	"github.com/fedsync/fedsync/libs/apierr"
 	"github.com/fedsync/fedsync/libs/authtoken"
+	"github.com/fedsync/fedsync/libs/periodic"
 )
 
 // Registry holds the subscriptions created through the REST API
@@ -142,19 +143,16 @@ func (r *Registry) deliver(ctx context.Context, id string, e *registered, sub *S
 		}
 		head, rest := eventJSON(prefix, id, sub.Delta, ev)
 		body := append(append(make([]byte, 0, len(head)+len(rest)), head...), rest...)
-		backoff := 200 * time.Millisecond
+		backoff := periodic.Backoff{Min: 200 * time.Millisecond, Max: 30 * time.Second}
 		for {
 			err := r.post(ctx, e.callback, body)
 			if err == nil {
 				break
 			}
 			level.Warn(logger).Log("msg", "webhook delivery failed, retrying", "err", err)
-			select {
-			case <-ctx.Done():
+			if !backoff.Wait(ctx) {
 				return
-			case <-time.After(backoff):
 			}
-			backoff = min(2*backoff, 30*time.Second)
 		}
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/oklog/ulid/v2"
 
 	"github.com/fedsync/fedsync/libs/apierr"
+	"github.com/fedsync/fedsync/libs/periodic"
 	fedsyncv1 "github.com/fedsync/fedsync/proto/fedsync/v1"
 )
 
@@ -174,7 +175,7 @@ func (s *service) Subscribe(ctx context.Context, req SubscribeRequest) (*Subscri
 // subscriber receives the same messages a live one did.
 func (s *service) catchUp(ctx context.Context, sub *Subscription, from uint64) {
 	after := from
-	backoff := 100 * time.Millisecond
+	backoff := periodic.Backoff{Min: 100 * time.Millisecond, Max: 5 * time.Second}
 	for ctx.Err() == nil {
 		resp, err := s.log.ReadLog(ctx, after, 500)
 		if apierr.As(err).Code == apierr.CursorExpired && err != nil {
@@ -185,12 +186,9 @@ func (s *service) catchUp(ctx context.Context, sub *Subscription, from uint64) {
 			break
 		}
 		if err != nil {
-			select {
-			case <-ctx.Done():
+			if !backoff.Wait(ctx) {
 				return
-			case <-time.After(backoff):
 			}
-			backoff = min(2*backoff, 5*time.Second)
 			continue
 		}
 		for _, c := range resp.GetChanges() {

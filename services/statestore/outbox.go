@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/fedsync/fedsync/libs/kafkabus"
+	"github.com/fedsync/fedsync/libs/periodic"
 	fedsyncv1 "github.com/fedsync/fedsync/proto/fedsync/v1"
 )
 
@@ -43,7 +44,7 @@ type publisher struct {
 const publishBatch = 500
 
 func (p *publisher) run(ctx context.Context) error {
-	backoff := 100 * time.Millisecond
+	backoff := periodic.Backoff{Min: 100 * time.Millisecond, Max: 5 * time.Second}
 	defer func() {
 		if p.loaded && p.last > p.saved {
 			if err := p.store.markPublished(p.last, p.retention); err != nil {
@@ -58,15 +59,12 @@ func (p *publisher) run(ctx context.Context) error {
 			return nil
 		case err != nil:
 			level.Warn(p.logger).Log("msg", "publish committed changes", "err", err)
-			select {
-			case <-ctx.Done():
+			if !backoff.Wait(ctx) {
 				return nil
-			case <-time.After(backoff):
 			}
-			backoff = min(2*backoff, 5*time.Second)
 			continue
 		}
-		backoff = 100 * time.Millisecond
+		backoff.Reset()
 		if n == publishBatch {
 			continue
 		}
