@@ -31,6 +31,8 @@ type admission struct {
 	floor  int64
 	max    int64
 	logger log.Logger
+	// gauge, when set, shows each lag reading (message_queue_depth).
+	gauge interface{ Set(float64) }
 
 	lag   atomic.Int64 // last read lag plus what this instance admitted since
 	limit atomic.Int64
@@ -103,6 +105,9 @@ func (a *admission) poll(ctx context.Context) {
 	limit := int64(float64(a.rate.Load()) * a.window.Seconds())
 	a.limit.Store(min(max(limit, a.floor), a.max))
 	a.lag.Store(lag)
+	if a.gauge != nil {
+		a.gauge.Set(float64(lag))
+	}
 }
 
 // run polls every interval until ctx ends.

@@ -3,14 +3,12 @@ package validation
 import (
 	"context"
 	"fmt"
-	"time"
 
 	"github.com/go-kit/log"
 	"google.golang.org/grpc"
 
 	"github.com/fedsync/fedsync/libs/datatypes"
 	"github.com/fedsync/fedsync/libs/kafkabus"
-	"github.com/fedsync/fedsync/libs/periodic"
 	"github.com/fedsync/fedsync/libs/svcrun"
 	fedsyncv1 "github.com/fedsync/fedsync/proto/fedsync/v1"
 )
@@ -50,12 +48,9 @@ func Run(ctx context.Context, cfg *Config) error {
 	if cfg.AdmitWindow > 0 {
 		adm := newAdmission(kafkabus.NewLagReader(&cfg.Kafka, kafkabus.TopicDeltas, cfg.MergeGroup), cfg.AdmitWindow, cfg.AdmitFloor, cfg.AdmitMax,
 			log.With(rt.Logger, "component", "admission"))
+		adm.gauge = rt.Metrics.QueueDepth.WithLabelValues("admission:"+kafkabus.TopicDeltas, "all")
 		core.WithAdmission(adm)
 		rt.Go("admission", func(ctx context.Context) error { return adm.run(ctx, cfg.AdmitPoll) })
-		backlog := rt.Metrics.QueueDepth.WithLabelValues("admission:"+kafkabus.TopicDeltas, "all")
-		rt.Go("admission gauge", func(ctx context.Context) error {
-			return periodic.Run(ctx, time.Second, func(context.Context) { backlog.Set(float64(adm.lag.Load())) })
-		})
 	}
 	var svc Service = core
 	svc = RateLimitingMiddleware(cfg.ClientRate, cfg.ClientBurst, cfg.HubRate, cfg.HubBurst)(svc)
