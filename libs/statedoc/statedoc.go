@@ -165,20 +165,9 @@ func nextState(cur *fedsyncv1.State, req *fedsyncv1.ApplyRequest, patch Object, 
 	if len(stored) == 0 {
 		stored = []byte("{}")
 	}
-	var encoded []byte
-	var ok bool
-	if canonical {
-		encoded, ok = applyCanonical(stored, patch)
-	} else {
-		encoded, ok = ApplyEncoded(stored, patch)
-	}
-	if !ok { // not in Encode's form (written by an older version): decode it
-		value, err := DecodeObject(stored)
-		if err != nil {
-			return nil, err
-		}
-		value.Apply(patch)
-		encoded = value.Encode()
+	encoded, err := patched(stored, patch, canonical)
+	if err != nil {
+		return nil, err
 	}
 	next := &fedsyncv1.State{
 		Id:          req.GetId(),
@@ -201,6 +190,35 @@ func nextState(cur *fedsyncv1.State, req *fedsyncv1.ApplyRequest, patch Object, 
 		next.Fields[k] = meta
 	}
 	return next, nil
+}
+
+// Patched returns the stored document doc (empty: none yet) with patch applied,
+// in Encode's form: spliced without decoding doc when doc is in that form, else
+// decoded, applied and encoded.
+func Patched(doc []byte, patch Object) ([]byte, error) {
+	if len(doc) == 0 {
+		doc = []byte("{}")
+	}
+	return patched(doc, patch, false)
+}
+
+func patched(doc []byte, patch Object, canonical bool) ([]byte, error) {
+	var encoded []byte
+	var ok bool
+	if canonical {
+		encoded, ok = applyCanonical(doc, patch)
+	} else {
+		encoded, ok = ApplyEncoded(doc, patch)
+	}
+	if ok {
+		return encoded, nil
+	}
+	value, err := DecodeObject(doc) // not in Encode's form (written by an older version)
+	if err != nil {
+		return nil, err
+	}
+	value.Apply(patch)
+	return value.Encode(), nil
 }
 
 // MergeClocks returns the element-wise maximum of two vector clocks.

@@ -179,26 +179,17 @@ func protoChangePrefix(subID string) []byte {
 // applied, encoded the way statestore encodes documents (statedoc), so the
 // bytes equal the stored version's.
 func applyChange(prev, set []byte, removed []string) ([]byte, error) {
-	doc := statedoc.Object{}
-	if len(prev) > 0 {
-		var err error
-		if doc, err = statedoc.DecodeObject(prev); err != nil {
-			return nil, err
-		}
-	}
+	patch := statedoc.Object{}
 	if len(set) > 0 {
-		fields, err := statedoc.DecodeObject(set)
-		if err != nil {
+		var err error
+		if patch, err = statedoc.DecodeObject(set); err != nil {
 			return nil, err
-		}
-		for k, v := range fields {
-			doc[k] = v
 		}
 	}
 	for _, k := range removed {
-		delete(doc, k)
+		patch[k] = json.RawMessage("null")
 	}
-	return doc.Encode(), nil
+	return statedoc.Patched(prev, patch)
 }
 
 // diffDocs returns what turns document prev into cur: the fields cur sets to a

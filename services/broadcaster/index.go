@@ -55,7 +55,7 @@ func (x *subIndex) remove(sub *Subscription) {
 			x.sorted = slices.DeleteFunc(x.sorted, func(n int) bool { return n == len(p) })
 		}
 	} else if cap(*b) > 64 && last < cap(*b)/4 {
-		*b = slices.Clip(*b)
+		*b = slices.Clone(*b) // a smaller array; Clip would keep the large one
 	}
 }
 

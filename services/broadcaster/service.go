@@ -92,9 +92,6 @@ type service struct {
 	index *subIndex
 	head  uint64
 
-	// valueReads counts documents read from the log because a change left its
-	// value out and the cache did not hold the previous version.
-	valueReads atomic.Int64
 	// valueRebuilds counts documents rebuilt from the cache.
 	valueRebuilds atomic.Int64
 }
@@ -159,11 +156,12 @@ func (s *service) Subscribe(ctx context.Context, req SubscribeRequest) (*Subscri
 	if resume {
 		sub.lastSeq = from
 	}
+	// No goroutine per subscription: the end of ctx removes it. Set before the
+	// subscription is published, so remove always sees stop.
+	sub.stop = context.AfterFunc(ctx, func() { s.remove(sub) })
 	s.subs[sub.ID] = sub
 	s.index.add(sub)
 	s.mu.Unlock()
-	// No goroutine per subscription: the end of ctx removes it.
-	sub.stop = context.AfterFunc(ctx, func() { s.remove(sub) })
 	if resume {
 		go s.catchUp(ctx, sub, from)
 	}
@@ -291,6 +289,8 @@ func (s *service) Sync(ctx context.Context) error {
 		s.mu.Lock()
 		s.head = resp.GetHeadSeq()
 		s.mu.Unlock()
+		// Versions restarted with the log: cached documents are of the old one.
+		s.docs.clear()
 		return nil
 	}
 	return s.fillLocked(ctx, 1<<62)
@@ -419,7 +419,6 @@ func (s *service) wholeValue(ctx context.Context, c *fedsyncv1.Change) ([]byte, 
 			return v, nil
 		}
 	}
-	s.valueReads.Add(1)
 	rctx, cancel := context.WithTimeout(ctx, s.opts.ValueReadTimeout)
 	defer cancel()
 	resp, err := s.log.ReadLog(rctx, c.GetSeq()-1, 1)
