@@ -1,12 +1,11 @@
 package merge
 
 import (
-	"container/list"
 	"context"
-	"sync"
 	"time"
 
 	"github.com/fedsync/fedsync/libs/apierr"
+	"github.com/fedsync/fedsync/libs/bytelru"
 	"github.com/fedsync/fedsync/libs/datatypes"
 	"github.com/fedsync/fedsync/libs/statedoc"
 	fedsyncv1 "github.com/fedsync/fedsync/proto/fedsync/v1"
@@ -308,50 +307,22 @@ func (s *service) loadDocs(ctx context.Context, todo map[string][]*queued) error
 // recently, bounded by bytes (least recently used out first). It is a guess
 // checked by every commit's compare-and-set: a stale entry (another instance
 // took the partition over for a while, a strong write, a review resolution)
-// costs one retry.
+// costs one retry. A nil document records that the id does not exist.
 type docCache struct {
-	mu    sync.Mutex
-	max   int
-	size  int
-	lru   *list.List // of *cached, front = most recent
-	items map[string]*list.Element
-}
-
-type cached struct {
-	id    string
-	state *fedsyncv1.State // nil: known not to exist
-	size  int
+	cache *bytelru.Cache[*fedsyncv1.State]
 }
 
 func newDocCache(maxBytes int) *docCache {
-	return &docCache{max: maxBytes, lru: list.New(), items: map[string]*list.Element{}}
+	return &docCache{cache: bytelru.New[*fedsyncv1.State](int64(maxBytes))}
 }
 
-func (c *docCache) has(id string) bool {
-	if c == nil || c.max <= 0 {
-		return false
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	_, ok := c.items[id]
-	return ok
-}
+func (c *docCache) has(id string) bool { return c.cache.Has(id) }
 
 // get returns a copy of the cached document that the caller may change (nil
 // when the document does not exist or is not cached).
 func (c *docCache) get(id string) *fedsyncv1.State {
-	if c == nil {
-		return nil
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	e, ok := c.items[id]
-	if !ok {
-		return nil
-	}
-	c.lru.MoveToFront(e)
-	st := e.Value.(*cached).state
-	if st == nil {
+	st, ok := c.cache.Get(id)
+	if !ok || st == nil {
 		return nil
 	}
 	cp := &fedsyncv1.State{Id: st.Id, DataType: st.DataType, Value: st.Value, Version: st.Version, VectorClock: st.VectorClock,
@@ -363,42 +334,9 @@ func (c *docCache) get(id string) *fedsyncv1.State {
 }
 
 func (c *docCache) put(st *fedsyncv1.State) {
-	c.store(st.GetId(), st, len(st.GetValue())+64*len(st.GetFields())+128)
+	c.cache.Put(st.GetId(), st, int64(len(st.GetValue())+64*len(st.GetFields())+128))
 }
 
-func (c *docCache) putAbsent(id string) { c.store(id, nil, 64) }
+func (c *docCache) putAbsent(id string) { c.cache.Put(id, nil, 64) }
 
-func (c *docCache) store(id string, st *fedsyncv1.State, size int) {
-	if c == nil || c.max <= 0 || size > c.max {
-		c.forget(id)
-		return
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if e, ok := c.items[id]; ok {
-		c.size -= e.Value.(*cached).size
-		c.lru.Remove(e)
-	}
-	c.items[id] = c.lru.PushFront(&cached{id: id, state: st, size: size})
-	c.size += size
-	for c.size > c.max {
-		e := c.lru.Back()
-		old := e.Value.(*cached)
-		c.lru.Remove(e)
-		delete(c.items, old.id)
-		c.size -= old.size
-	}
-}
-
-func (c *docCache) forget(id string) {
-	if c == nil {
-		return
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if e, ok := c.items[id]; ok {
-		c.size -= e.Value.(*cached).size
-		c.lru.Remove(e)
-		delete(c.items, id)
-	}
-}
+func (c *docCache) forget(id string) { c.cache.Remove(id) }
