@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -14,6 +13,8 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/fedsync/fedsync/libs/apierr"
 )
 
 // The overload preset offers fedsync twice the load it can commit and checks
@@ -44,14 +45,10 @@ func httpRefusal(statusCode int, header http.Header, body []byte) *refusedError 
 	if statusCode != http.StatusServiceUnavailable && statusCode != http.StatusTooManyRequests {
 		return nil
 	}
-	var e struct {
-		Error struct {
-			Code    string         `json:"code"`
-			Details map[string]any `json:"details"`
-		} `json:"error"`
+	re := &refusedError{code: fmt.Sprint(statusCode), lag: -1}
+	if e, err := apierr.ReadHTTP(body); err == nil {
+		re.code, re.lag = fmt.Sprintf("%d %s", statusCode, e.Code), detailsLag(e.Details)
 	}
-	json.Unmarshal(body, &e)
-	re := &refusedError{code: fmt.Sprintf("%d %s", statusCode, e.Error.Code), lag: detailsLag(e.Error.Details)}
 	re.retryAfter, re.hasRetryAfter = parseRetryAfter(header.Get("Retry-After"), time.Now())
 	return re
 }
@@ -87,19 +84,12 @@ func grpcRefusal(st *status.Status) *refusedError {
 		return nil
 	}
 	for _, d := range st.Details() {
-		info, ok := d.(*errdetails.ErrorInfo)
-		if !ok || info.Domain != "fedsync.io" {
-			continue
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.Domain == "fedsync.io" {
+			e := apierr.FromStatus(st) // the contract error the ErrorInfo carries
+			re := &refusedError{code: "grpc " + st.Code().String() + " " + string(e.Code), lag: detailsLag(e.Details)}
+			re.retryAfter, re.hasRetryAfter = e.RetryAfter, e.RetryAfter > 0 || info.Metadata["retry_after_ms"] != ""
+			return re
 		}
-		re := &refusedError{code: "grpc " + st.Code().String() + " " + info.Reason, lag: -1}
-		if ms, err := strconv.ParseInt(info.Metadata["retry_after_ms"], 10, 64); err == nil && ms >= 0 {
-			re.retryAfter, re.hasRetryAfter = time.Duration(ms)*time.Millisecond, true
-		}
-		var details map[string]any
-		if json.Unmarshal([]byte(info.Metadata["details"]), &details) == nil {
-			re.lag = detailsLag(details)
-		}
-		return re
 	}
 	return nil
 }
