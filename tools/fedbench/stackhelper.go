@@ -13,7 +13,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"regexp"
-	"runtime/debug"
 	"strings"
 	"syscall"
 
@@ -58,10 +57,6 @@ func stackMain(args []string) error {
 	if *state == "" {
 		return errors.New("-state is required")
 	}
-	// The embedded broker and the edges collect garbage as make run's devstack
-	// does (libs/svcrun.DefaultGCPercent; not imported, to keep fedbench's
-	// dependencies small).
-	debug.SetGCPercent(100)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	edges := map[string]string{}

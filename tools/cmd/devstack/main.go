@@ -9,14 +9,12 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"sort"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/fedsync/fedsync/libs/flagenv"
-	"github.com/fedsync/fedsync/libs/svcrun"
 	"github.com/fedsync/fedsync/tools/devstack"
 )
 
@@ -28,8 +26,6 @@ func main() {
 }
 
 func run() error {
-	// The embedded broker and the edges collect garbage as the services do.
-	debug.SetGCPercent(svcrun.DefaultGCPercent)
 	fs := flag.NewFlagSet("devstack", flag.ContinueOnError)
 	bin := fs.String("bin", ".fedsync/bin", "directory of the service binaries")
 	state := fs.String("state", ".fedsync/dev", "directory for clients.json, logs, data and the embedded broker")
