@@ -152,7 +152,7 @@ func (cn *conn) Write(p []byte) (int, error) {
 
 // flush writes the queue in order, waiting at each ticket for its sync.
 func (cn *conn) flush() {
-	var bufs net.Buffers
+	var backing [][]byte // reused across writes: WriteTo consumes the Buffers it is given
 	for {
 		cn.mu.Lock()
 		if cn.err != nil || len(cn.queue) == 0 {
@@ -185,7 +185,7 @@ func (cn *conn) flush() {
 			cn.mu.Unlock()
 			continue
 		}
-		bufs = bufs[:0]
+		bufs := net.Buffers(backing[:0])
 		k, n := 0, 0
 		for ; k < len(cn.queue) && cn.queue[k].ticket == nil; k++ {
 			bufs = append(bufs, cn.queue[k].b)
@@ -196,7 +196,10 @@ func (cn *conn) flush() {
 		cn.queued -= n
 		cn.cond.Broadcast()
 		cn.mu.Unlock()
-		if _, err := bufs.WriteTo(cn.Conn); err != nil {
+		backing = bufs
+		_, err := bufs.WriteTo(cn.Conn)
+		clear(backing) // keep no written responses alive
+		if err != nil {
 			cn.fail(err)
 			cn.Close()
 		}

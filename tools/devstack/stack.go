@@ -248,6 +248,7 @@ func (s *Stack) startBroker(port int) error {
 		if s.brokerFS != nil {
 			s.brokerFS.Close()
 		}
+		s.brokerFS, s.commit = nil, nil // Stop must not close or report them again
 		return fmt.Errorf("start embedded kafka on port %d: %w", port, err)
 	}
 	return nil

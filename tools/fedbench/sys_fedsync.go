@@ -79,7 +79,7 @@ func (f *fedsyncSystem) Available() (bool, string) {
 }
 
 func (f *fedsyncSystem) Info() SystemInfo {
-	broker, durable := "embedded Kafka-protocol broker (kfake, fsync per write)", "the embedded broker fsyncs every write"
+	broker, durable := "embedded Kafka-protocol broker (kfake with devstack's group commit)", "the embedded broker acknowledges only after a syncfs that started after the write (group commit)"
 	if f.kafka != "" {
 		broker, durable = "external Kafka at "+f.kafka, "the broker's own flush settings apply"
 	}
