@@ -436,10 +436,7 @@ func (r *Report) Markdown(chart string) string {
 		if !res.Passed {
 			result = "**FAIL**"
 		}
-		step := res.Step
-		if step == "" {
-			step = "–"
-		}
+		step := res.stepLabel()
 		if r.Best != nil && r.Best[res.System] == res && !sc.Overload {
 			step += " (kept)"
 		}
@@ -461,10 +458,7 @@ func (r *Report) Markdown(chart string) string {
 		b.WriteString("| system | step | events asked | subscribers | received | delivered/s | bytes per change | received MiB/s | p50 ms | p99 ms | max ms |\n")
 		b.WriteString("|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|\n")
 		for _, res := range r.Results {
-			step := res.Step
-			if step == "" {
-				step = "–"
-			}
+			step := res.stepLabel()
 			for _, g := range res.EventGroups {
 				fmt.Fprintf(&b, "| %s | %s | %s | %d | %s | %s | %s | %.2f | %s | %s | %s |\n", res.System, step, g.Events, g.Subscribers, g.received(),
 					fmtRate(g.DeliveredPerSec), fmtRate(g.BytesPerChange), g.ReceivedMiBPerSec, fmtMs(g.Latency.P50), fmtMs(g.Latency.P99), fmtMs(g.Latency.Max))
@@ -604,10 +598,7 @@ func (r *Report) overloadMarkdown(b *strings.Builder) {
 	b.WriteString("| system | step | offered/s | attempted/s | accepted/s | committed/s | refused/s | refused in the run | all with Retry-After | largest lag reported | p99 ms | accepted ≤ committed + 5% | lost |\n")
 	b.WriteString("|---|---|---:|---:|---:|---:|---:|---:|:--:|---:|---:|:--:|---:|\n")
 	for _, res := range r.Results {
-		step := res.Step
-		if step == "" {
-			step = "–"
-		}
+		step := res.stepLabel()
 		withRA := "–"
 		if res.RefusedAll > 0 {
 			withRA = "yes"
@@ -760,4 +751,12 @@ func pctLabel(p float64) string {
 	s := fmt.Sprintf("%.4f", p)
 	s = strings.TrimRight(strings.TrimRight(s, "0"), ".")
 	return "p" + s
+}
+
+// stepLabel is the step column of a result: its step, or "–" for none.
+func (r *Result) stepLabel() string {
+	if r.Step == "" {
+		return "–"
+	}
+	return r.Step
 }
