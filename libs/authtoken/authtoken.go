@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/fedsync/fedsync/libs/apierr"
 	"github.com/fedsync/fedsync/libs/periodic"
@@ -30,6 +31,8 @@ type Claims struct {
 	Region       string   `json:"region,omitempty"`
 	// Domains are the id prefixes assigned to the client besides its own.
 	Domains []string `json:"domains,omitempty"`
+
+	kid string // the key that signed the token, set by Verify
 }
 
 // Signer signs tokens with one Ed25519 key.
@@ -98,7 +101,10 @@ func ParseJWKS(doc []byte) (map[string]ed25519.PublicKey, error) {
 type KeySource func(ctx context.Context) ([]byte, error)
 
 // Verifier checks tokens against keys from a KeySource, fetching it again (at most
-// once per MinRefresh) when a token names an unknown key.
+// once per MinRefresh) when a token names an unknown key. No lock is held across
+// a fetch: concurrent fetches share one call, and a failed fetch is not retried
+// for MinRefresh, so an unreachable authn costs one call per MinRefresh, not one
+// per token.
 type Verifier struct {
 	source     KeySource
 	issuer     string
@@ -109,15 +115,22 @@ type Verifier struct {
 	// disabling) and revoked token ids; RefreshRevocations loads them.
 	Revocations func(ctx context.Context) (disabled, revoked map[string]int64, err error)
 
-	mu        sync.Mutex
-	keys      map[string]ed25519.PublicKey
-	lastFetch time.Time
-	disabled  map[string]int64
-	revoked   map[string]int64
+	fetches singleflight.Group
+
+	mu          sync.Mutex
+	keys        map[string]ed25519.PublicKey
+	lastAttempt time.Time
+	lastErr     error
+	disabled    map[string]int64
+	revoked     map[string]int64
 	// verified caches tokens whose signature and claims checked out, so an agent
 	// presenting the same token again costs a map lookup instead of an Ed25519
-	// verification. Expiry and revocation are still checked on every use.
+	// verification. Expiry, revocation and the signing key's presence are still
+	// checked on every use.
 	verified map[string]*Claims
+	// changed is closed, and replaced, whenever revocations or keys are
+	// reloaded, waking the watchers of open streams.
+	changed chan struct{}
 }
 
 // maxVerified bounds the verified-token cache.
@@ -130,14 +143,24 @@ func (v *Verifier) cached(token string) (*Claims, bool) {
 	if !ok {
 		return nil, false
 	}
-	now := time.Now()
-	if c.ExpiresAt == nil || now.After(c.ExpiresAt.Add(v.Leeway)) || (c.NotBefore != nil && now.Before(c.NotBefore.Add(-v.Leeway))) {
+	if v.expiredAt(c, time.Now()) != "" {
 		v.mu.Lock()
 		delete(v.verified, token)
 		v.mu.Unlock()
 		return nil, false
 	}
 	return c, true
+}
+
+// expiredAt says why c is outside its validity window at now, or "".
+func (v *Verifier) expiredAt(c *Claims, now time.Time) string {
+	if c.ExpiresAt == nil || now.After(c.ExpiresAt.Add(v.Leeway)) {
+		return "it has expired"
+	}
+	if c.NotBefore != nil && now.Before(c.NotBefore.Add(-v.Leeway)) {
+		return "it is not valid yet"
+	}
+	return ""
 }
 
 func (v *Verifier) remember(token string, c *Claims) {
@@ -147,6 +170,23 @@ func (v *Verifier) remember(token string, c *Claims) {
 		v.verified = map[string]*Claims{} // a full cache starts over: tokens verify again once
 	}
 	v.verified[token] = c
+}
+
+// notifyLocked wakes every Watch; v.mu is held.
+func (v *Verifier) notifyLocked() {
+	if v.changed != nil {
+		close(v.changed)
+	}
+	v.changed = make(chan struct{})
+}
+
+func (v *Verifier) changedCh() <-chan struct{} {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.changed == nil {
+		v.changed = make(chan struct{})
+	}
+	return v.changed
 }
 
 // RefreshRevocations loads the current revocations.
@@ -160,28 +200,92 @@ func (v *Verifier) RefreshRevocations(ctx context.Context) error {
 	}
 	v.mu.Lock()
 	v.disabled, v.revoked = disabled, revoked
+	v.notifyLocked()
 	v.mu.Unlock()
 	return nil
 }
 
-// RunRevocations refreshes revocations every interval until ctx ends, so a
-// disabled client's or a revoked token's requests are refused within interval.
+// RefreshKeys fetches the key set again, so a withdrawn signing key stops
+// verifying tokens, cached ones included.
+func (v *Verifier) RefreshKeys(ctx context.Context) error {
+	_, err, _ := v.fetches.Do("jwks", func() (any, error) { return nil, v.fetchKeys(ctx) })
+	return err
+}
+
+// RunRevocations refreshes revocations and keys every interval until ctx ends, so
+// a disabled client's, a revoked token's or a withdrawn key's requests are
+// refused, and their open streams closed (Watch), within interval.
 func (v *Verifier) RunRevocations(ctx context.Context, interval time.Duration) error {
 	return periodic.Run(ctx, interval, func(ctx context.Context) {
-		_ = v.RefreshRevocations(ctx) // on failure the last known revocations stay in force
+		// On failure the last known revocations and keys stay in force.
+		_ = v.RefreshRevocations(ctx)
+		_ = v.RefreshKeys(ctx)
 	})
 }
 
-func (v *Verifier) isRevoked(c *Claims) string {
-	v.mu.Lock()
-	defer v.mu.Unlock()
+// invalidLocked says why c, verified before, is no longer valid, or "".
+func (v *Verifier) invalidLocked(c *Claims) string {
 	if at, ok := v.disabled[c.Subject]; ok && (c.IssuedAt == nil || c.IssuedAt.Unix() <= at) {
 		return "its client is disabled"
 	}
 	if _, ok := v.revoked[c.ID]; ok && c.ID != "" {
 		return "it has been revoked"
 	}
+	if c.kid != "" && v.keys != nil {
+		if _, ok := v.keys[c.kid]; !ok {
+			return "its signing key has been withdrawn"
+		}
+	}
 	return ""
+}
+
+func (v *Verifier) isRevoked(c *Claims) string {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.invalidLocked(c)
+}
+
+// Check says whether claims verified earlier are still valid now: not expired,
+// not revoked, their client not disabled and their key not withdrawn. The error
+// is unauthenticated and names the reason.
+func (v *Verifier) Check(c *Claims) error {
+	why := v.expiredAt(c, time.Now())
+	if why == "" {
+		why = v.isRevoked(c)
+	}
+	if why != "" {
+		return apierr.New(apierr.Unauthenticated, "The token is not valid: %s.", why)
+	}
+	return nil
+}
+
+// Watch returns a context derived from ctx that is cancelled when c stops being
+// valid (Check), with Check's error as its cause (context.Cause). Long-lived
+// streams run under it so that expiry, revocation, a disabled client or a
+// withdrawn key ends them within the revocation refresh interval. The cancel
+// function releases the watch.
+func (v *Verifier) Watch(ctx context.Context, c *Claims) (context.Context, context.CancelFunc) {
+	wctx, cancel := context.WithCancelCause(ctx)
+	go func() {
+		expiry := time.NewTimer(time.Hour)
+		defer expiry.Stop()
+		for {
+			if err := v.Check(c); err != nil {
+				cancel(err)
+				return
+			}
+			if c.ExpiresAt != nil {
+				expiry.Reset(time.Until(c.ExpiresAt.Add(v.Leeway)) + time.Millisecond)
+			}
+			select {
+			case <-wctx.Done():
+				return
+			case <-v.changedCh():
+			case <-expiry.C:
+			}
+		}
+	}()
+	return wctx, func() { cancel(context.Canceled) }
 }
 
 // NewVerifier returns a verifier accepting tokens of issuer for audience.
@@ -208,9 +312,10 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*Claims, error) {
 		return c, nil
 	}
 	var keyErr error
+	var kid string
 	claims := &Claims{}
 	parsed, err := jwt.ParseWithClaims(token, claims, func(t *jwt.Token) (any, error) {
-		kid, _ := t.Header["kid"].(string)
+		kid, _ = t.Header["kid"].(string)
 		key, err := v.key(ctx, kid)
 		keyErr = err
 		return key, err
@@ -231,6 +336,7 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*Claims, error) {
 	if claims.Subject == "" {
 		return nil, apierr.New(apierr.Unauthenticated, "The token is not valid: it has no subject.")
 	}
+	claims.kid = kid
 	if why := v.isRevoked(claims); why != "" {
 		return nil, apierr.New(apierr.Unauthenticated, "The token is not valid: %s.", why)
 	}
@@ -263,27 +369,58 @@ func reason(err error) string {
 var errUnknownKey = errors.New("unknown key id")
 
 func (v *Verifier) key(ctx context.Context, kid string) (ed25519.PublicKey, error) {
+	for attempt := 0; ; attempt++ {
+		v.mu.Lock()
+		k, ok := v.keys[kid]
+		recent := !v.lastAttempt.IsZero() && time.Since(v.lastAttempt) < v.MinRefresh
+		lastErr := v.lastErr
+		v.mu.Unlock()
+		switch {
+		case ok:
+			return k, nil
+		case recent && lastErr != nil:
+			return nil, lastErr // authn was unreachable moments ago: do not ask again per token
+		case recent || attempt > 0:
+			return nil, errUnknownKey
+		}
+		if err := v.RefreshKeys(ctx); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// fetchKeys loads the key set; RefreshKeys runs one at a time. Tokens cached
+// under a key that is gone are forgotten.
+func (v *Verifier) fetchKeys(ctx context.Context) error {
+	doc, err := v.source(ctx)
+	var keys map[string]ed25519.PublicKey
+	if err == nil {
+		keys, err = ParseJWKS(doc)
+	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if k, ok := v.keys[kid]; ok {
-		return k, nil
-	}
-	if v.keys != nil && time.Since(v.lastFetch) < v.MinRefresh {
-		return nil, errUnknownKey
-	}
-	doc, err := v.source(ctx)
+	v.lastAttempt = time.Now()
 	if err != nil {
-		return nil, apierr.New(apierr.Unavailable, "fetch jwks: %v", err)
+		v.lastErr = apierr.New(apierr.Unavailable, "fetch jwks: %v", err)
+		return v.lastErr
 	}
-	keys, err := ParseJWKS(doc)
-	if err != nil {
-		return nil, apierr.New(apierr.Unavailable, "%v", err)
+	v.lastErr = nil
+	removed := false
+	for kid := range v.keys {
+		if _, ok := keys[kid]; !ok {
+			removed = true
+		}
 	}
-	v.keys, v.lastFetch = keys, time.Now()
-	if k, ok := keys[kid]; ok {
-		return k, nil
+	v.keys = keys
+	if removed {
+		for tok, c := range v.verified {
+			if _, ok := keys[c.kid]; !ok {
+				delete(v.verified, tok)
+			}
+		}
+		v.notifyLocked()
 	}
-	return nil, errUnknownKey
+	return nil
 }
 
 type claimsKey struct{}

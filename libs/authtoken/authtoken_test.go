@@ -5,9 +5,11 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -163,5 +165,152 @@ func TestVerifiedTokenCacheStillChecksExpiryAndRevocation(t *testing.T) {
 	v.RefreshRevocations(context.Background())
 	if _, err := v.Verify(context.Background(), good); err == nil {
 		t.Fatal("a cached token of a disabled client was accepted")
+	}
+}
+
+// An unreachable authn is asked once per MinRefresh, not once per token, and a
+// slow key fetch does not hold up tokens whose key is known.
+func TestKeyFetchHoldsNoLockAndBacksOff(t *testing.T) {
+	pub, priv := newKey(t)
+	var fetches atomic.Int32
+	var down atomic.Bool
+	release := make(chan struct{})
+	var slow atomic.Bool
+	v := NewVerifier(func(context.Context) ([]byte, error) {
+		fetches.Add(1)
+		if slow.Load() {
+			<-release
+		}
+		if down.Load() {
+			return nil, errors.New("authn down")
+		}
+		return JWKS(map[string]ed25519.PublicKey{"k1": pub}), nil
+	}, "fedsync-authn", "fedsync")
+	v.MinRefresh = time.Hour
+	good, _ := (&Signer{KeyID: "k1", Key: priv}).Sign(claims("ai-001", time.Hour))
+	if _, err := v.Verify(context.Background(), good); err != nil {
+		t.Fatal(err)
+	}
+	// A fetch that hangs (authn stalled) must not block a known key.
+	slow.Store(true)
+	go v.RefreshKeys(context.Background())
+	for fetches.Load() < 2 {
+		time.Sleep(time.Millisecond)
+	}
+	other, _ := (&Signer{KeyID: "k1", Key: priv}).Sign(claims("ai-002", time.Hour))
+	done := make(chan error, 1)
+	go func() { _, err := v.Verify(context.Background(), other); done <- err }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Verify waited for a key fetch in progress")
+	}
+	down.Store(true)
+	close(release)
+	slow.Store(false)
+	for v.RefreshKeys(context.Background()) == nil {
+	}
+	n := fetches.Load()
+	for i := 0; i < 50; i++ {
+		tok, _ := (&Signer{KeyID: fmt.Sprintf("unknown-%d", i), Key: priv}).Sign(claims("ai-003", time.Hour))
+		if _, err := v.Verify(context.Background(), tok); apierr.As(err).Code != apierr.Unavailable {
+			t.Fatalf("unknown kid while authn is down: %v, want unavailable", err)
+		}
+	}
+	if got := fetches.Load() - n; got != 0 {
+		t.Fatalf("50 unknown kids within MinRefresh of a failed fetch made %d fetches, want 0", got)
+	}
+}
+
+// A token cached under a key that authn withdrew is refused once keys are
+// reloaded.
+func TestWithdrawnKeyEndsCachedTokens(t *testing.T) {
+	pub, priv := newKey(t)
+	keys := map[string]ed25519.PublicKey{"k1": pub}
+	var mu sync.Mutex
+	v := NewVerifier(func(context.Context) ([]byte, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return JWKS(keys), nil
+	}, "fedsync-authn", "fedsync")
+	tok, _ := (&Signer{KeyID: "k1", Key: priv}).Sign(claims("ai-001", time.Hour))
+	c, err := v.Verify(context.Background(), tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := v.Watch(context.Background(), c)
+	defer cancel()
+	mu.Lock()
+	keys = map[string]ed25519.PublicKey{}
+	mu.Unlock()
+	if err := v.RefreshKeys(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.Verify(context.Background(), tok); apierr.As(err).Code != apierr.Unauthenticated {
+		t.Fatalf("token of a withdrawn key: %v, want refused", err)
+	}
+	select {
+	case <-ctx.Done():
+		if !strings.Contains(context.Cause(ctx).Error(), "withdrawn") {
+			t.Fatalf("cause %v", context.Cause(ctx))
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the watch of a token whose key was withdrawn did not end")
+	}
+}
+
+// Watch ends a stream's context on revocation, on its client's disabling and at
+// expiry, naming the reason; a valid token's watch stays open.
+func TestWatch(t *testing.T) {
+	pub, priv := newKey(t)
+	v := NewVerifier(func(context.Context) ([]byte, error) { return JWKS(map[string]ed25519.PublicKey{"k1": pub}), nil }, "fedsync-authn", "fedsync")
+	v.Leeway = 0
+	verify := func(c *Claims) *Claims {
+		tok, _ := (&Signer{KeyID: "k1", Key: priv}).Sign(c)
+		got, err := v.Verify(context.Background(), tok)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	revokedC := claims("ai-001", time.Hour)
+	revokedC.ID = "jti-revoked"
+	disabledC := claims("ai-002", time.Hour)
+	shortC := claims("ai-003", time.Hour)
+	shortC.ExpiresAt = jwt.NewNumericDate(time.Now().Add(1500 * time.Millisecond))
+	okC := claims("ai-004", time.Hour)
+	okC.ID = "jti-ok"
+
+	watch := func(c *Claims) context.Context {
+		ctx, cancel := v.Watch(context.Background(), verify(c))
+		t.Cleanup(cancel)
+		return ctx
+	}
+	revoked, disabled, short, fine := watch(revokedC), watch(disabledC), watch(shortC), watch(okC)
+	v.Revocations = func(context.Context) (map[string]int64, map[string]int64, error) {
+		return map[string]int64{"ai-002": time.Now().Add(time.Minute).Unix()}, map[string]int64{"jti-revoked": 1}, nil
+	}
+	if err := v.RefreshRevocations(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		ctx  context.Context
+		want string
+	}{{revoked, "revoked"}, {disabled, "disabled"}, {short, "expired"}} {
+		select {
+		case <-tc.ctx.Done():
+			cause := context.Cause(tc.ctx)
+			if apierr.As(cause).Code != apierr.Unauthenticated || !strings.Contains(cause.Error(), tc.want) {
+				t.Errorf("cause %v, want unauthenticated naming %q", cause, tc.want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Errorf("watch not ended for %q", tc.want)
+		}
+	}
+	if fine.Err() != nil {
+		t.Fatalf("a valid token's watch ended: %v", context.Cause(fine))
 	}
 }

@@ -30,7 +30,7 @@ func TestGRPCSubscribeFullAndDelta(t *testing.T) {
 	iss := authtokentest.New(t)
 	lis := bufconn.Listen(1 << 20)
 	srv := grpc.NewServer(append(GRPCServerOptions(), grpc.ChainStreamInterceptor(iss.Verifier.StreamServerInterceptor()))...)
-	fedsyncv1.RegisterBroadcasterServiceServer(srv, NewGRPCServer(svc, prometheus.NewGauge(prometheus.GaugeOpts{Name: "g"})))
+	fedsyncv1.RegisterBroadcasterServiceServer(srv, NewGRPCServer(svc, iss.Verifier, prometheus.NewGauge(prometheus.GaugeOpts{Name: "g"})))
 	go srv.Serve(lis)
 	defer srv.Stop()
 	cc, err := grpc.NewClient("passthrough:///bufnet", grpc.WithTransportCredentials(insecure.NewCredentials()),

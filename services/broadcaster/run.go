@@ -61,7 +61,7 @@ func Run(ctx context.Context, cfg *Config) error {
 	return rt.Run(ctx, svcrun.Servers{
 		GRPCOptions: append(GRPCServerOptions(), grpc.ChainStreamInterceptor(verifier.StreamServerInterceptor())),
 		RegisterGRPC: func(s *grpc.Server) {
-			fedsyncv1.RegisterBroadcasterServiceServer(s, NewGRPCServer(svc, conns.WithLabelValues(cfg.Service.Region, "grpc")))
+			fedsyncv1.RegisterBroadcasterServiceServer(s, NewGRPCServer(svc, verifier, conns.WithLabelValues(cfg.Service.Region, "grpc")))
 		},
 		HTTP: NewHTTPHandler(svc, reg, eps, verifier, HTTPOptions{
 			PingInterval: cfg.PingInterval, PingTimeout: cfg.PingTimeout, Logger: rt.Logger,

@@ -154,7 +154,7 @@ func (s *service) Subscribe(ctx context.Context, req SubscribeRequest) (*Subscri
 	s.mu.Lock()
 	sub := newSubscription(ulid.Make().String(), req.Filter, req.Subscriber, delta, s.opts.Limits, req.Notify, resume, s.head)
 	if resume {
-		sub.lastSeq = from
+		sub.lastSeq, sub.Start = from, from
 	}
 	// No goroutine per subscription: the end of ctx removes it. Set before the
 	// subscription is published, so remove always sees stop.

@@ -101,6 +101,9 @@ type Subscription struct {
 	// Delta is set for events "delta": changes are delivered as the fields
 	// they set and removed instead of the whole document.
 	Delta bool
+	// Start is the log position the subscription starts after: its resume
+	// cursor until a change has been delivered.
+	Start uint64
 
 	limits Limits
 	// ready is signalled (without blocking) when an event is queued or the
@@ -134,7 +137,7 @@ type Subscription struct {
 
 func newSubscription(id string, f Filter, subscriber string, delta bool, limits Limits, n *Notifier, catchingUp bool, lastSeq uint64) *Subscription {
 	s := &Subscription{ID: id, Filter: f, Subscriber: subscriber, Delta: delta, limits: limits, notifier: n,
-		done: make(chan struct{}), catchingUp: catchingUp, lastSeq: lastSeq}
+		done: make(chan struct{}), catchingUp: catchingUp, lastSeq: lastSeq, Start: lastSeq}
 	if n == nil {
 		s.ready = make(chan struct{}, 1)
 	}

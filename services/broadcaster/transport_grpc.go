@@ -1,6 +1,9 @@
 package broadcaster
 
 import (
+	"context"
+	"errors"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/encoding"
@@ -15,14 +18,17 @@ import (
 type grpcServer struct {
 	fedsyncv1.UnimplementedBroadcasterServiceServer
 	svc         Service
+	verifier    *authtoken.Verifier
 	connections prometheus.Gauge
 }
 
 // NewGRPCServer serves fedsync.v1.BroadcasterService; callers are authenticated
-// by the server's token interceptor. Serve it with GRPCServerOptions, so change
-// messages go out as encoded once for all subscribers.
-func NewGRPCServer(svc Service, connections prometheus.Gauge) fedsyncv1.BroadcasterServiceServer {
-	return &grpcServer{svc: svc, connections: connections}
+// by the server's token interceptor, and a stream ends with UNAUTHENTICATED
+// when its token expires or is revoked (v.Watch). Serve it with
+// GRPCServerOptions, so change messages go out as encoded once for all
+// subscribers.
+func NewGRPCServer(svc Service, v *authtoken.Verifier, connections prometheus.Gauge) fedsyncv1.BroadcasterServiceServer {
+	return &grpcServer{svc: svc, verifier: v, connections: connections}
 }
 
 // GRPCServerOptions are the server options the broadcaster's gRPC server needs:
@@ -51,11 +57,12 @@ func (c sharedCodec) Marshal(v any) (mem.BufferSlice, error) {
 }
 
 func (s *grpcServer) Subscribe(req *fedsyncv1.SubscribeRequest, stream fedsyncv1.BroadcasterService_SubscribeServer) error {
-	ctx := stream.Context()
-	claims, ok := authtoken.FromContext(ctx)
+	claims, ok := authtoken.FromContext(stream.Context())
 	if !ok {
 		return apierr.New(apierr.Unauthenticated, "A bearer token is required.")
 	}
+	ctx, cancel := s.verifier.Watch(stream.Context(), claims)
+	defer cancel()
 	s.connections.Inc()
 	defer s.connections.Dec()
 	sub, err := s.svc.Subscribe(ctx, SubscribeRequest{
@@ -66,9 +73,12 @@ func (s *grpcServer) Subscribe(req *fedsyncv1.SubscribeRequest, stream fedsyncv1
 		return err
 	}
 	defer s.svc.Unsubscribe(sub.ID)
+	// sent is the position of the last change sent: the cursor reported when
+	// the subscription ends, so resuming there skips nothing.
+	sent := sub.Start
 	cursor := req.GetFromCursor()
 	if cursor == "" {
-		cursor = FormatCursor(sub.Cursor())
+		cursor = FormatCursor(sent)
 	}
 	if err := stream.Send(&fedsyncv1.SubscribeResponse{Type: "subscribed", SubscriptionId: sub.ID, Cursor: cursor}); err != nil {
 		return err
@@ -78,10 +88,14 @@ func (s *grpcServer) Subscribe(req *fedsyncv1.SubscribeRequest, stream fedsyncv1
 		ev, ok := sub.Next(ctx)
 		if !ok {
 			if ctx.Err() != nil {
+				var authErr *apierr.Error
+				if errors.As(context.Cause(ctx), &authErr) {
+					return authErr.WithDetail("cursor", FormatCursor(sent))
+				}
 				return nil
 			}
 			if err := sub.Err(); err != nil {
-				return apierr.New(apierr.Unavailable, "%v (cursor %s)", err, FormatCursor(sub.Cursor()))
+				return apierr.New(apierr.Unavailable, "%v (cursor %s)", err, FormatCursor(sent)).WithDetail("cursor", FormatCursor(sent))
 			}
 			return nil
 		}
@@ -92,6 +106,9 @@ func (s *grpcServer) Subscribe(req *fedsyncv1.SubscribeRequest, stream fedsyncv1
 		}
 		if err != nil {
 			return err
+		}
+		if ev.Change != nil {
+			sent = ev.Change.GetSeq()
 		}
 	}
 }

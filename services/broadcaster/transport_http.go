@@ -3,6 +3,7 @@ package broadcaster
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"sync"
@@ -33,7 +34,7 @@ type HTTPOptions struct {
 func NewHTTPHandler(svc Service, reg *Registry, e Endpoints, v *authtoken.Verifier, o HTTPOptions) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /stream", func(w http.ResponseWriter, r *http.Request) {
-		serveStream(w, r, svc, reg, o)
+		serveStream(w, r, svc, reg, v, o)
 	})
 	mux.HandleFunc("POST /api/v1/sync/subscribe", func(w http.ResponseWriter, r *http.Request) {
 		var req CreateRequest
@@ -71,7 +72,11 @@ func NewHTTPHandler(svc Service, reg *Registry, e Endpoints, v *authtoken.Verifi
 // number of subscriptions: the reader of client messages (this one), the
 // writer and the pinger. The connection's subscriptions share one Notifier; the
 // writer serves the ones that have events.
-func serveStream(w http.ResponseWriter, r *http.Request, svc Service, reg *Registry, o HTTPOptions) {
+//
+// The connection lives as long as its token is valid: expiry, revocation, a
+// disabled client or a withdrawn key closes it with 1008 (policy violation)
+// and the reason, within the verifier's revocation refresh.
+func serveStream(w http.ResponseWriter, r *http.Request, svc Service, reg *Registry, v *authtoken.Verifier, o HTTPOptions) {
 	claims, _ := authtoken.FromContext(r.Context())
 	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
 	if err != nil {
@@ -87,14 +92,25 @@ func serveStream(w http.ResponseWriter, r *http.Request, svc Service, reg *Regis
 	var closeOnce sync.Once
 	closeWith := func(code websocket.StatusCode, reason string) {
 		closeOnce.Do(func() {
-			cancel()
 			go func() {
 				time.Sleep(2 * time.Second)
 				conn.CloseNow()
 			}()
+			// The close frame goes out before ctx ends: ending a read's
+			// context drops the connection without one.
 			conn.Close(code, reason)
+			cancel()
 		})
 	}
+	watch, unwatch := v.Watch(ctx, claims)
+	defer unwatch()
+	context.AfterFunc(watch, func() {
+		var authErr *apierr.Error
+		if errors.As(context.Cause(watch), &authErr) && authErr.Code == apierr.Unauthenticated {
+			level.Info(logger).Log("msg", "closing websocket: token no longer valid", "reason", authErr.Message)
+			closeWith(websocket.StatusPolicyViolation, authErr.Message)
+		}
+	})
 	sw := &streamWriter{conn: conn, ctx: ctx, closeWith: closeWith,
 		notify: NewNotifier(), ctrl: make(chan streamControl, 64), subs: map[string]*attachedSub{}}
 	send := func(c streamControl) bool {
@@ -166,7 +182,7 @@ func serveStream(w http.ResponseWriter, r *http.Request, svc Service, reg *Regis
 			subs[sub.ID] = sub
 			cursor := req.FromCursor
 			if cursor == "" {
-				cursor = FormatCursor(sub.Cursor())
+				cursor = FormatCursor(sub.Start)
 			}
 			// The writer sends "subscribed" before any change of sub.
 			send(streamControl{msg: subscribedMessage{Type: "subscribed", SubscriptionID: sub.ID, Cursor: cursor}, attach: sub})
@@ -195,6 +211,9 @@ type streamControl struct {
 type attachedSub struct {
 	sub    *Subscription
 	prefix []byte // jsonChangePrefix(sub.ID)
+	// sent is the log position of the last change written to the client: the
+	// cursor it resumes from, reported when the subscription ends.
+	sent uint64
 }
 
 // streamWriter is the only goroutine that writes data frames to a connection.
@@ -228,7 +247,7 @@ func (w *streamWriter) run() {
 				return
 			}
 			if c.attach != nil {
-				w.subs[c.attach.ID] = &attachedSub{sub: c.attach, prefix: jsonChangePrefix(c.attach.ID)}
+				w.subs[c.attach.ID] = &attachedSub{sub: c.attach, prefix: jsonChangePrefix(c.attach.ID), sent: c.attach.Start}
 				// It may have been listed ready before it was attached.
 				w.notify.Requeue(c.attach)
 			}
@@ -278,7 +297,7 @@ func (w *streamWriter) drain() bool {
 		}
 		delete(w.subs, sub.ID)
 		if err := sub.Err(); err != nil {
-			w.writeJSON(newErrorMessage(apierr.New(apierr.Unavailable, "%v", err), FormatCursor(sub.Cursor())))
+			w.writeJSON(newErrorMessage(apierr.New(apierr.Unavailable, "%v", err), FormatCursor(a.sent)))
 			w.closeWith(websocket.StatusTryAgainLater, "subscriber too slow")
 			return false
 		}
@@ -296,6 +315,9 @@ func (w *streamWriter) writeEvents(a *attachedSub) bool {
 		head, body := eventJSON(a.prefix, a.sub.ID, a.sub.Delta, ev)
 		if !w.write(head, body) {
 			return false
+		}
+		if ev.Change != nil {
+			a.sent = ev.Change.GetSeq()
 		}
 	}
 	return true

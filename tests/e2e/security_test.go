@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/url"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
 	"github.com/golang-jwt/jwt/v5"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -202,10 +204,28 @@ func TestSecuritySuite(t *testing.T) {
 		if st, b := victim.push(`{"id":"ai-004:x","data_type":"note","patch":{}}`); st != 202 {
 			t.Fatalf("before disabling: %d %v", st, b)
 		}
+		open, _ := victim.subscribe(map[string]any{"id_prefix": "shared-"})
 		if st, _, _ := admin.do("POST", "/api/v1/admin/clients/ai-004/disable", nil, admin.token); st != 200 {
 			t.Fatalf("disable: %d", st)
 		}
+		disabledAt := time.Now()
 		waitStatus(t, victim, `{"id":"ai-004:x","data_type":"note","patch":{}}`, 401)
+		// Its open stream is closed too, with the reason (F2).
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		for {
+			var m map[string]any
+			err := readJSONCtx(ctx, open, &m)
+			if err == nil {
+				continue // changes of other agents' writes, before the close
+			}
+			var ce websocket.CloseError
+			if !errors.As(err, &ce) || ce.Code != websocket.StatusPolicyViolation || !strings.Contains(ce.Reason, "disabled") {
+				t.Fatalf("the disabled client's open stream ended with %v, want close 1008 naming the reason", err)
+			}
+			t.Logf("open stream closed %s after the disable: %s", time.Since(disabledAt).Round(time.Millisecond), ce.Reason)
+			break
+		}
 	})
 
 	t.Run("gRPC without a federation certificate", func(t *testing.T) {
