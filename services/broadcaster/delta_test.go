@@ -475,3 +475,43 @@ func TestFullChangeMessageKeepsItsShape(t *testing.T) {
 		}
 	}
 }
+
+// TestChangeOmittedIsReadFromTheLog: a change too large for a record even
+// without its document arrives with neither (change_omitted); full and delta
+// subscribers both get it whole from the log. When the log cannot be read
+// either, both kinds end with their cursor instead of receiving an empty change.
+func TestChangeOmittedIsReadFromTheLog(t *testing.T) {
+	lg := &memLog{}
+	svc := NewService(lg, Options{ValueReadTimeout: time.Second})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	full, _ := svc.Subscribe(ctx, SubscribeRequest{})
+	delta, _ := svc.Subscribe(ctx, SubscribeRequest{Events: EventsDelta})
+	omit := func(c *fedsyncv1.Change) *fedsyncv1.Change {
+		c.State.Value, c.ValueOmitted, c.Set, c.Removed, c.ChangeOmitted = nil, true, nil, nil, true
+		return c
+	}
+	_, c1 := lg.commit(t, "doc", `{"a":1,"b":2}`, nil, true)
+	svc.Publish(ctx, omit(c1))
+	if ev := next(t, full); !strings.Contains(string(ev.frame.json(false)), `"value":{"a":1,"b":2}`) {
+		t.Fatalf("full subscriber got %s", ev.frame.json(false))
+	}
+	if ev := next(t, delta); !strings.Contains(string(ev.frame.json(true)), `"set":{"a":1,"b":2}`) {
+		t.Fatalf("delta subscriber got %s", ev.frame.json(true))
+	}
+	lg.mu.Lock()
+	lg.fail = apierr.New(apierr.Unavailable, "statestore down")
+	lg.mu.Unlock()
+	_, c2 := lg.commit(t, "doc", `{"c":3}`, nil, true)
+	svc.Publish(ctx, omit(c2))
+	for _, sub := range []*Subscription{full, delta} {
+		select {
+		case <-sub.Done():
+		case <-time.After(5 * time.Second):
+			t.Fatal("subscriber not ended")
+		}
+		if !errors.Is(sub.Err(), ErrValueUnavailable) || sub.Cursor() != 1 {
+			t.Fatalf("ended with %v at cursor %d", sub.Err(), sub.Cursor())
+		}
+	}
+}

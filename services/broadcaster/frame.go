@@ -24,6 +24,10 @@ type frame struct {
 	// it could not be had (value left out of the record and not readable).
 	value    []byte
 	valueErr error
+	// changeErr is set when not even the change could be had (a
+	// change_omitted record whose log entry could not be read): valueErr
+	// then ends delta subscriptions too.
+	changeErr bool
 	// set and removed are the delta, for delta subscriptions.
 	set     []byte
 	removed []string

@@ -381,6 +381,19 @@ func (s *service) fanOut(ctx context.Context, cs []*fedsyncv1.Change) {
 // subscription follows.
 func (s *service) newFrame(ctx context.Context, c *fedsyncv1.Change, full, delta, live bool) *frame {
 	f := &frame{change: c}
+	if c.GetChangeOmitted() {
+		// Too large for a record even without its document: the change
+		// itself comes from the log.
+		whole, err := s.logChange(ctx, c)
+		if err != nil {
+			f.valueErr, f.changeErr = err, true
+			if live {
+				s.docs.drop(c.GetState().GetId())
+			}
+			return f
+		}
+		c, f.change = whole, whole
+	}
 	st := c.GetState()
 	if delta {
 		// Before the cache moves on: a change without set and removed is
@@ -419,6 +432,16 @@ func (s *service) wholeValue(ctx context.Context, c *fedsyncv1.Change) ([]byte, 
 			return v, nil
 		}
 	}
+	got, err := s.logChange(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	return got.GetState().GetValue(), nil
+}
+
+// logChange reads c whole (document, set and removed) from the commit log,
+// which keeps whole changes (ReadLog after seq-1 returns the change at seq).
+func (s *service) logChange(ctx context.Context, c *fedsyncv1.Change) (*fedsyncv1.Change, error) {
 	rctx, cancel := context.WithTimeout(ctx, s.opts.ValueReadTimeout)
 	defer cancel()
 	resp, err := s.log.ReadLog(rctx, c.GetSeq()-1, 1)
@@ -429,10 +452,10 @@ func (s *service) wholeValue(ctx context.Context, c *fedsyncv1.Change) ([]byte, 
 		return nil, ErrValueUnavailable
 	}
 	got := resp.GetChanges()[0]
-	if got.GetSeq() != c.GetSeq() || got.GetValueOmitted() || got.GetState().GetId() != st.GetId() {
+	if got.GetSeq() != c.GetSeq() || got.GetValueOmitted() || got.GetState().GetId() != c.GetState().GetId() {
 		return nil, ErrValueUnavailable
 	}
-	return got.GetState().GetValue(), nil
+	return got, nil
 }
 
 // deltaOf returns what c set and removed. A change committed before statestore

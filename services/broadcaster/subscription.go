@@ -297,7 +297,7 @@ func (s *Subscription) offer(f *frame) bool {
 	if s.closed {
 		return false
 	}
-	if !s.Delta && f.valueErr != nil {
+	if (!s.Delta || f.changeErr) && f.valueErr != nil {
 		// The whole document could not be had: end, so that the subscriber
 		// resumes from its cursor (the replay reads whole documents).
 		s.endLocked(f.valueErr)

@@ -5,9 +5,15 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/go-kit/log"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/fedsync/fedsync/libs/apierr"
+	"github.com/fedsync/fedsync/libs/kafkabus"
+	"github.com/fedsync/fedsync/libs/kafkatest"
 	fedsyncv1 "github.com/fedsync/fedsync/proto/fedsync/v1"
 )
 
@@ -113,7 +119,7 @@ func TestPublishedChangeOfLargeDocumentCarriesOnlyWhatChanged(t *testing.T) {
 		t.Fatal(len(entries), err)
 	}
 	last := entries[2]
-	raw, err := withoutValue(last.msg)
+	raw, err := withoutValue(last.msg, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,5 +140,86 @@ func TestPublishedChangeOfLargeDocumentCarriesOnlyWhatChanged(t *testing.T) {
 	page, err := s.ReadLog(context.Background(), &fedsyncv1.ReadLogRequest{AfterSeq: 2, Limit: 1})
 	if err != nil || len(page.Changes) != 1 || len(page.Changes[0].State.Value) < 1<<20 {
 		t.Fatalf("ReadLog must return the whole document: %v", err)
+	}
+}
+
+// TestDocumentSizeLimit: a change that would make a document larger than the
+// limit is refused with too_large naming the limit, and the document stays at
+// its last version; other documents in the same batch commit.
+func TestDocumentSizeLimit(t *testing.T) {
+	s, st := newTestService(t, t.TempDir())
+	st.maxDoc = 1 << 20
+	half := strings.Repeat("x", 600<<10)
+	apply(t, s, &fedsyncv1.ApplyRequest{Id: "grow", DataType: "note", Patch: []byte(`{"a":"` + half + `"}`), MessageId: "g1"})
+	resp, err := s.ApplyBatch(context.Background(), &fedsyncv1.ApplyBatchRequest{Items: []*fedsyncv1.ApplyRequest{
+		{Id: "grow", DataType: "note", Patch: []byte(`{"b":"` + half + `"}`), MessageId: "g2"},
+		{Id: "other", DataType: "note", Patch: []byte(`{"c":1}`), MessageId: "o1"},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r0, r1 := resp.Results[0], resp.Results[1]
+	if r0.GetVersion() != 0 || !strings.Contains(r0.GetErrorMessage(), "limit is 1048576 bytes") || r0.GetErrorCode() != string(apierr.TooLarge) {
+		t.Fatalf("oversized result %v", r0)
+	}
+	if r1.GetVersion() != 1 {
+		t.Fatalf("the other document did not commit: %v", r1)
+	}
+	doc, err := st.get("grow")
+	if err != nil || doc.Version != 1 {
+		t.Fatalf("grow at %v, %v; want version 1", doc.GetVersion(), err)
+	}
+	if _, err := s.Apply(context.Background(), &fedsyncv1.ApplyRequest{Id: "grow", DataType: "note", Patch: []byte(`{"b":"` + half + `"}`)}); apierr.As(err).Code != apierr.TooLarge || apierr.As(err).Details["limit"] != 1<<20 {
+		t.Fatalf("single apply over the limit: %v", err)
+	}
+}
+
+// TestOutboxNeverJamsOnOneChange: a change too large for a Kafka record even
+// without its document (statestore called directly with a 1.2 MiB patch) goes
+// out without its fields (change_omitted), and the changes after it follow.
+func TestOutboxNeverJamsOnOneChange(t *testing.T) {
+	cfg := &kafkabus.Config{Brokers: kafkatest.Brokers(t), Partitions: 1, Replication: 1, BatchTimeout: 2 * time.Millisecond}
+	topic := fmt.Sprintf("test.committed.big.%d", time.Now().UnixNano())
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := kafkabus.EnsureTopics(ctx, cfg, []kafkabus.TopicSpec{{Name: topic, Partitions: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	producer := kafkabus.NewProducer(cfg, topic)
+	defer producer.Close()
+	s, st := newTestService(t, t.TempDir())
+	huge := strings.Repeat("y", 1200<<10)
+	apply(t, s, &fedsyncv1.ApplyRequest{Id: "huge", DataType: "note", Patch: []byte(`{"a":"` + huge + `"}`), MessageId: "h1"})
+	apply(t, s, &fedsyncv1.ApplyRequest{Id: "small", DataType: "note", Patch: []byte(`{"b":1}`), MessageId: "s1"})
+	pub := &publisher{store: st, producer: producer, retention: 1000, wholeMax: 256 << 10, maxRecord: 900 << 10,
+		logger: log.NewNopLogger(), pending: prometheus.NewGauge(prometheus.GaugeOpts{Name: "x"})}
+	if n, err := pub.publishOnce(ctx); err != nil || n != 2 {
+		t.Fatalf("published %d, %v; want both changes", n, err)
+	}
+	c := kafkabus.NewConsumer(cfg, topic, "g-"+topic, kafkabus.StartEarliest, log.NewNopLogger())
+	defer c.Close()
+	var got []*fedsyncv1.Change
+	cctx, ccancel := context.WithCancel(ctx)
+	c.Run(cctx, func(_ context.Context, m kafkabus.Message) error {
+		env := &fedsyncv1.SyncMessage{}
+		if err := proto.Unmarshal(m.Value, env); err != nil {
+			t.Fatal(err)
+		}
+		if len(m.Value) > 900<<10 {
+			t.Errorf("record of %d bytes", len(m.Value))
+		}
+		ch, _ := decodeChange(env)
+		got = append(got, ch)
+		if len(got) == 2 {
+			ccancel()
+		}
+		return nil
+	})
+	if len(got) != 2 || !got[0].ChangeOmitted || !got[0].ValueOmitted || len(got[0].Set) != 0 || got[0].Seq != 1 || got[1].ChangeOmitted || string(got[1].State.Value) != `{"b":1}` {
+		t.Fatalf("published %v", got)
+	}
+	page, err := s.ReadLog(ctx, &fedsyncv1.ReadLogRequest{AfterSeq: 0, Limit: 1})
+	if err != nil || len(page.Changes) != 1 || len(page.Changes[0].Set) < 1200<<10 {
+		t.Fatalf("ReadLog must return the whole change: %v", err)
 	}
 }

@@ -23,6 +23,13 @@ type Config struct {
 	// PublishWholeMax is the largest document a change on fedsync.committed
 	// carries whole; larger ones carry only what changed (value_omitted).
 	PublishWholeMax int
+	// MaxDocBytes is the largest document (bytes of its JSON value) a commit
+	// may produce; a change that would exceed it is refused with too_large.
+	MaxDocBytes int
+	// PublishMaxRecord is the largest record put on fedsync.committed; a
+	// change larger even without its document goes out without set and
+	// removed too (change_omitted) and consumers read it from the log.
+	PublishMaxRecord int
 	// MaxBatchDelay is the longest a commit waits to share its transaction and
 	// fsync with concurrent commits.
 	MaxBatchDelay time.Duration
@@ -37,6 +44,8 @@ func ParseConfig(fs *flag.FlagSet, args []string) (*Config, error) {
 	fs.IntVar(&c.MaxQueryLimit, "max-query-limit", 1000, "largest page a query returns")
 	fs.DurationVar(&c.DedupRetention, "dedup-retention", 7*24*time.Hour, "how long applied message ids and outcomes are kept; at least the Kafka topics' retention")
 	fs.IntVar(&c.PublishWholeMax, "publish.whole-max", 256<<10, "largest document (bytes) a change on fedsync.committed carries whole; larger ones carry only the fields set and removed")
+	fs.IntVar(&c.MaxDocBytes, "doc.max-bytes", DefaultMaxDocBytes, "largest document (bytes of its JSON value) a commit may produce; larger results are refused with 413 too_large")
+	fs.IntVar(&c.PublishMaxRecord, "publish.max-record", 900<<10, "largest record (bytes) put on fedsync.committed; a larger change goes out without its fields (change_omitted) and is read from the log")
 	fs.DurationVar(&c.MaxBatchDelay, "commit.max-delay", 2*time.Millisecond, "longest a commit waits to share one transaction and fsync with concurrent commits")
 	return c, svcrun.Parse(fs, args, c.Validate)
 }
@@ -54,6 +63,12 @@ func (c *Config) Validate() error {
 	}
 	if c.PublishWholeMax < 1024 || c.PublishWholeMax > 900<<10 {
 		return errors.New("publish.whole-max: must be between 1 KiB and 900 KiB (Kafka's default record limit is 1 MiB)")
+	}
+	if c.MaxDocBytes < 1024 {
+		return errors.New("doc.max-bytes: must be at least 1 KiB")
+	}
+	if c.PublishMaxRecord < 4096 || c.PublishMaxRecord < c.PublishWholeMax {
+		return errors.New("publish.max-record: must be at least 4 KiB and at least publish.whole-max")
 	}
 	if c.MaxBatchDelay < 0 || c.MaxBatchDelay > 100*time.Millisecond {
 		return errors.New("commit.max-delay: must be between 0 and 100ms")

@@ -28,6 +28,9 @@ type publisher struct {
 	retention uint64
 	// wholeMax is the largest stored entry published whole.
 	wholeMax int
+	// maxRecord is the largest record published; a change larger even
+	// without its document goes out without its fields (change_omitted).
+	maxRecord int
 	logger   log.Logger
 	pending  prometheus.Gauge
 	// saveEvery is how often the published position is written to the
@@ -113,8 +116,15 @@ func (p *publisher) publishOnce(ctx context.Context) (int, error) {
 		raw := e.raw
 		if len(raw) > p.wholeMax {
 			var err error
-			if raw, err = withoutValue(e.msg); err != nil {
+			if raw, err = withoutValue(e.msg, false); err != nil {
 				return 0, err
+			}
+			if p.maxRecord > 0 && len(raw) > p.maxRecord {
+				// No change may jam the topic: what is too large even
+				// alone is announced, and read from the log.
+				if raw, err = withoutValue(e.msg, true); err != nil {
+					return 0, err
+				}
 			}
 		}
 		records = append(records, kafkabus.Record{Key: []byte(id), Value: raw})
@@ -138,13 +148,17 @@ func (p *publisher) publishOnce(ctx context.Context) (int, error) {
 
 // withoutValue re-encodes a log entry with its document's value and field
 // provenance left out: what the change set and removed is enough for consumers,
-// and the whole document can be read from the log (ReadLog).
-func withoutValue(m *fedsyncv1.SyncMessage) ([]byte, error) {
+// and the whole document can be read from the log (ReadLog). With change set,
+// set and removed are left out too (change_omitted).
+func withoutValue(m *fedsyncv1.SyncMessage, change bool) ([]byte, error) {
 	ch, err := decodeChange(m)
 	if err != nil {
 		return nil, err
 	}
 	ch.State.Value, ch.State.Fields, ch.ValueOmitted = nil, nil, true
+	if change {
+		ch.Set, ch.Removed, ch.ChangeOmitted = nil, nil, true
+	}
 	payload, err := proto.Marshal(ch)
 	if err != nil {
 		return nil, err

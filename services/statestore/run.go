@@ -26,6 +26,7 @@ func Run(ctx context.Context, cfg *Config) error {
 		return err
 	}
 	st.db.MaxBatchDelay = cfg.MaxBatchDelay
+	st.maxDoc = cfg.MaxDocBytes
 	rt.OnClose(func() { st.close() })
 	if err := kafkabus.EnsureAll(ctx, &cfg.Kafka); err != nil {
 		return err
@@ -39,7 +40,7 @@ func Run(ctx context.Context, cfg *Config) error {
 	svc = InstrumentingMiddleware(rt.Metrics.Registry, rt.Audit)(svc)
 	eps := MakeEndpoints(svc, rt.Instrument)
 	pub := &publisher{
-		store: st, producer: producer, conflicts: conflicts, wake: core.committed, retention: cfg.LogRetention, wholeMax: cfg.PublishWholeMax, saveEvery: time.Second,
+		store: st, producer: producer, conflicts: conflicts, wake: core.committed, retention: cfg.LogRetention, wholeMax: cfg.PublishWholeMax, maxRecord: cfg.PublishMaxRecord, saveEvery: time.Second,
 		logger:  log.With(rt.Logger, "component", "outbox"),
 		pending: rt.Metrics.QueueDepth.WithLabelValues("outbox:"+kafkabus.TopicCommitted, "all"),
 	}

@@ -40,7 +40,13 @@ var allBuckets = [][]byte{bucketDocs, bucketApplied, bucketLog, bucketMeta, buck
 type store struct {
 	db  *bolt.DB
 	now func() time.Time
+	// maxDoc is the largest document a commit may produce (bytes of its
+	// value); 0 means no limit.
+	maxDoc int
 }
+
+// DefaultMaxDocBytes is the default document size limit (-doc.max-bytes).
+const DefaultMaxDocBytes = 4 << 20
 
 func openStore(dir string) (*store, error) {
 	path := filepath.Join(dir, "statestore.db")
@@ -64,7 +70,7 @@ func openStore(dir string) (*store, error) {
 	// at most 2 ms for company (bbolt's default 10 ms puts a floor under every
 	// write's latency).
 	db.MaxBatchDelay = 2 * time.Millisecond
-	return &store{db: db, now: time.Now}, nil
+	return &store{db: db, now: time.Now, maxDoc: DefaultMaxDocBytes}, nil
 }
 
 func (s *store) close() error { return s.db.Close() }
@@ -215,6 +221,10 @@ func (s *store) applyTx(tx *bolt.Tx, req *fedsyncv1.ApplyRequest, patch statedoc
 		return commit{}, apierr.New(apierr.InvalidArgument, "Field patch of %s: %v.", req.GetId(), err)
 	}
 	next := nc.State
+	if s.maxDoc > 0 && len(next.GetValue()) > s.maxDoc {
+		return commit{}, apierr.New(apierr.TooLarge, "State %s would be %d bytes after this change; the limit is %d bytes.", req.GetId(), len(next.GetValue()), s.maxDoc).
+			WithDetail("limit", s.maxDoc).WithDetail("size", len(next.GetValue()))
+	}
 	// From here on only writes: an error is the disk's, and fails the transaction.
 	if err := advanceCausal(tx, req.GetCausalAgent(), req.GetCausalCounter()); err != nil {
 		return commit{}, err

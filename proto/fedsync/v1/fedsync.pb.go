@@ -606,7 +606,11 @@ type Change struct {
 	// large to carry whole): state keeps every other field, and a consumer that
 	// needs the whole document applies set and removed to the previous version,
 	// or reads it from statestore's log (ReadLog returns whole documents).
-	ValueOmitted  bool `protobuf:"varint,8,opt,name=value_omitted,json=valueOmitted,proto3" json:"value_omitted,omitempty"`
+	ValueOmitted bool `protobuf:"varint,8,opt,name=value_omitted,json=valueOmitted,proto3" json:"value_omitted,omitempty"`
+	// True when set and removed are left out too (value_omitted is then set):
+	// the change alone was too large for a record. A consumer reads it from
+	// statestore's log (ReadLog after seq-1).
+	ChangeOmitted bool `protobuf:"varint,9,opt,name=change_omitted,json=changeOmitted,proto3" json:"change_omitted,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -693,6 +697,13 @@ func (x *Change) GetRemoved() []string {
 func (x *Change) GetValueOmitted() bool {
 	if x != nil {
 		return x.ValueOmitted
+	}
+	return false
+}
+
+func (x *Change) GetChangeOmitted() bool {
+	if x != nil {
+		return x.ChangeOmitted
 	}
 	return false
 }
@@ -3802,7 +3813,7 @@ const file_fedsync_v1_fedsync_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\x1aP\n" +
 	"\vFieldsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12+\n" +
-	"\x05value\x18\x02 \x01(\v2\x15.fedsync.v1.FieldMetaR\x05value:\x028\x01\"\xec\x01\n" +
+	"\x05value\x18\x02 \x01(\v2\x15.fedsync.v1.FieldMetaR\x05value:\x028\x01\"\x93\x02\n" +
 	"\x06Change\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12'\n" +
 	"\x05state\x18\x02 \x01(\v2\x11.fedsync.v1.StateR\x05state\x12\x1d\n" +
@@ -3813,7 +3824,8 @@ const file_fedsync_v1_fedsync_proto_rawDesc = "" +
 	"\x06region\x18\x05 \x01(\tR\x06region\x12\x10\n" +
 	"\x03set\x18\x06 \x01(\fR\x03set\x12\x18\n" +
 	"\aremoved\x18\a \x03(\tR\aremoved\x12#\n" +
-	"\rvalue_omitted\x18\b \x01(\bR\fvalueOmitted\"W\n" +
+	"\rvalue_omitted\x18\b \x01(\bR\fvalueOmitted\x12%\n" +
+	"\x0echange_omitted\x18\t \x01(\bR\rchangeOmitted\"W\n" +
 	"\tHeartbeat\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x16\n" +
 	"\x06region\x18\x02 \x01(\tR\x06region\x12\x17\n" +

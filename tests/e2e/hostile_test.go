@@ -1,0 +1,54 @@
+package e2e
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fedsync/fedsync/tools/devstack"
+)
+
+// TestHostileInputs runs the cases of the hostile-input campaign (issue 13)
+// through the real edge of a running mesh and asserts the answer each must
+// get; docs/security.md lists them.
+func TestHostileInputs(t *testing.T) {
+	s := startStackWith(t, t.TempDir(), func(o *devstack.Options) { o.RevocationRefresh = 200 * time.Millisecond })
+	a := newAgent(t, s, "ai-001", "na")
+	b := newAgent(t, s, "ai-002", "na")
+
+	t.Run("a document growing past the size limit", func(t *testing.T) {
+		// 900 KB per write, under the 1 MiB body limit: the fifth passes 4 MiB.
+		sub, _ := b.subscribe(map[string]any{"id_prefix": "shared-"})
+		chunk := strings.Repeat("z", 900_000)
+		var last map[string]any
+		status := 0
+		for i := 0; i < 6 && status != 413; i++ {
+			status, last = a.push(fmt.Sprintf(`{"id":"shared-grow","data_type":"note","consistency":"strong","expected_version":%d,"patch":{"f%d":"%s"}}`, i, i, chunk))
+			if status != 200 && status != 413 {
+				t.Fatalf("write %d: %d %v", i, status, last)
+			}
+		}
+		e, _ := last["error"].(map[string]any)
+		details, _ := e["details"].(map[string]any)
+		if status != 413 || e["code"] != "too_large" || details["limit"] != float64(4<<20) {
+			t.Fatalf("a write past the limit got %d %v, want 413 too_large with details.limit", status, last)
+		}
+		// Delivery goes on for everyone: a small change after the large ones
+		// reaches the subscriber, after the large changes, whole.
+		if st, body := a.push(`{"id":"shared-after","data_type":"note","patch":{"ok":1}}`); st != 202 {
+			t.Fatalf("small write: %d %v", st, body)
+		}
+		deadline := time.Now().Add(20 * time.Second)
+		for time.Now().Before(deadline) {
+			m := sub.next(20 * time.Second)
+			if m["type"] == "change" && m["id"] == "shared-after" {
+				return
+			}
+			if m["type"] != "change" {
+				t.Fatalf("subscriber got %v", m)
+			}
+		}
+		t.Fatal("the change after the large ones did not arrive")
+	})
+}
