@@ -31,8 +31,8 @@ type publisher struct {
 	// maxRecord is the largest record published; a change larger even
 	// without its document goes out without its fields (change_omitted).
 	maxRecord int
-	logger   log.Logger
-	pending  prometheus.Gauge
+	logger    log.Logger
+	pending   prometheus.Gauge
 	// saveEvery is how often the published position is written to the
 	// database (0: after every publish). Between writes it is kept in memory:
 	// a crash republishes at most that much, and consumers drop repeats by seq.
