@@ -58,6 +58,10 @@ type Error struct {
 	Message    string
 	Details    map[string]any
 	RetryAfter time.Duration
+	// HTTPStatus, when set, is the HTTP status instead of the code's own: a
+	// more precise status for the same contract code (415 for a body that is
+	// not JSON, still invalid_argument).
+	HTTPStatus int
 }
 
 func (e *Error) Error() string { return string(e.Code) + ": " + e.Message }
@@ -113,6 +117,12 @@ type bodyError struct {
 	Details map[string]any `json:"details,omitempty"`
 }
 
+// WithHTTPStatus answers e over HTTP with status instead of its code's.
+func (e *Error) WithHTTPStatus(status int) *Error {
+	e.HTTPStatus = status
+	return e
+}
+
 // WriteHTTP writes err as the contract's JSON error body with its status.
 func WriteHTTP(w http.ResponseWriter, err error) {
 	e := As(err)
@@ -122,7 +132,11 @@ func WriteHTTP(w http.ResponseWriter, err error) {
 		w.Header().Set("Retry-After", "1")
 	}
 	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(HTTPStatus(e.Code))
+	st := HTTPStatus(e.Code)
+	if e.HTTPStatus != 0 {
+		st = e.HTTPStatus
+	}
+	w.WriteHeader(st)
 	_ = json.NewEncoder(w).Encode(body{Error: bodyError{Code: e.Code, Message: e.Message, Details: e.Details}})
 }
 

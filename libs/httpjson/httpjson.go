@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
 	"reflect"
 	"strings"
@@ -23,7 +24,15 @@ const DefaultMaxBody = 1 << 20
 // Decode reads r's body, at most maxBytes, into dst. Unknown fields are
 // rejected so that a misspelled field is reported instead of silently ignored.
 // The writer is not used; it keeps the signature of handlers' other helpers.
+//
+// A body declared as something other than JSON (Content-Type other than
+// application/json or application/*+json, or a charset other than UTF-8) is
+// 415 with code invalid_argument; a body without a Content-Type is read as
+// JSON.
 func Decode(_ http.ResponseWriter, r *http.Request, maxBytes int64, dst any) error {
+	if err := CheckContentType(r); err != nil {
+		return err
+	}
 	if r.ContentLength > maxBytes {
 		return apierr.New(apierr.TooLarge, "The request body is %d bytes; the limit is %d bytes.", r.ContentLength, maxBytes)
 	}
@@ -35,6 +44,23 @@ func Decode(_ http.ResponseWriter, r *http.Request, maxBytes int64, dst any) err
 		return apierr.New(apierr.InvalidArgument, "The request body could not be read: %v.", err)
 	}
 	return Unmarshal(body, dst)
+}
+
+// CheckContentType refuses a request body declared as something other than
+// JSON with 415 (code invalid_argument, details.reason unsupported_media_type).
+func CheckContentType(r *http.Request) error {
+	ct := r.Header.Get("Content-Type")
+	if ct == "" {
+		return nil
+	}
+	mt, params, err := mime.ParseMediaType(ct)
+	if err == nil && (mt == "application/json" || (strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json"))) {
+		if cs, ok := params["charset"]; !ok || strings.EqualFold(cs, "utf-8") {
+			return nil
+		}
+	}
+	return apierr.New(apierr.InvalidArgument, "The request body must be JSON (Content-Type: application/json), not %q.", ct).
+		WithDetail("reason", "unsupported_media_type").WithHTTPStatus(http.StatusUnsupportedMediaType)
 }
 
 // Unmarshal decodes one JSON value strictly, with errors that name the field:

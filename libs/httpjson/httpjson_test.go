@@ -69,3 +69,38 @@ func TestUnmarshalRefusesInvalidUTF8AndCaseFoldedNames(t *testing.T) {
 		t.Fatalf("valid body: %v %q", err, b.Note)
 	}
 }
+
+func TestContentTypeMustBeJSON(t *testing.T) {
+	for ct, want := range map[string]int{
+		"":                                  0,
+		"application/json":                  0,
+		"application/json; charset=utf-8":   0,
+		"application/json; charset=UTF-8":   0,
+		"application/merge-patch+json":      0,
+		"text/plain":                        415,
+		"application/x-www-form-urlencoded": 415,
+		"application/json; charset=latin1":  415,
+		"multipart/form-data; boundary=x":   415,
+		"application/json;;;=":              415,
+	} {
+		r := httptest.NewRequest("POST", "/", strings.NewReader(`{"a":1}`))
+		if ct != "" {
+			r.Header.Set("Content-Type", ct)
+		}
+		var dst struct {
+			A int `json:"a"`
+		}
+		err := Decode(nil, r, 1<<10, &dst)
+		got := 0
+		if err != nil {
+			e := apierr.As(err)
+			got = e.HTTPStatus
+			if e.Code != apierr.InvalidArgument || e.Details["reason"] != "unsupported_media_type" {
+				t.Errorf("%q: %v", ct, err)
+			}
+		}
+		if got != want {
+			t.Errorf("Content-Type %q: status %d, want %d (%v)", ct, got, want, err)
+		}
+	}
+}

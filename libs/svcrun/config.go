@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/fedsync/fedsync/libs/discovery"
+	"github.com/fedsync/fedsync/libs/guard"
 	"github.com/fedsync/fedsync/libs/mtls"
 	"github.com/fedsync/fedsync/libs/telemetry"
 )
@@ -44,6 +45,8 @@ type Config struct {
 	GCPercent int
 	// HTTPTLSCert and HTTPTLSKey make the HTTP server (the public edge) serve TLS.
 	HTTPTLSCert, HTTPTLSKey string
+	// HTTP bounds what one client may hold of the HTTP server.
+	HTTP guard.Limits
 }
 
 // The -gc-percent flag: Measured with fedbench steady (same runs, two each),
@@ -74,6 +77,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet, name, grpcAddr, httpAddr string
 	c.Discovery.RegisterFlags(fs)
 	c.Telemetry.RegisterFlags(fs)
 	c.TLS.RegisterFlags(fs)
+	c.HTTP.RegisterFlags(fs)
 	fs.StringVar(&c.HTTPTLSCert, "http.tls-cert", "", "PEM certificate for serving HTTPS on -http-addr (with -http.tls-key)")
 	fs.StringVar(&c.HTTPTLSKey, "http.tls-key", "", "PEM private key for serving HTTPS on -http-addr")
 }
@@ -98,6 +102,9 @@ func (c *Config) Validate() error {
 	}
 	if (c.HTTPTLSCert == "") != (c.HTTPTLSKey == "") {
 		return errors.New("http.tls-cert and http.tls-key: give both or neither")
+	}
+	if err := c.HTTP.Validate(); err != nil {
+		return err
 	}
 	if err := c.TLS.Validate(); err != nil {
 		return err

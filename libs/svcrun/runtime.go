@@ -15,7 +15,6 @@ import (
 	"runtime/debug"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/go-kit/kit/endpoint"
 	"github.com/go-kit/log"
@@ -36,6 +35,7 @@ import (
 	"github.com/fedsync/fedsync/libs/discovery"
 	"github.com/fedsync/fedsync/libs/endpoints"
 	"github.com/fedsync/fedsync/libs/flagenv"
+	"github.com/fedsync/fedsync/libs/guard"
 	"github.com/fedsync/fedsync/libs/mtls"
 	"github.com/fedsync/fedsync/libs/telemetry"
 	fedsyncv1 "github.com/fedsync/fedsync/proto/fedsync/v1"
@@ -91,6 +91,9 @@ type Runtime struct {
 	Audit *audit.Log
 	// Identity is the instance's mutual-TLS identity; nil when TLS is off.
 	Identity *mtls.Identity
+	// Guard counts recovered panics and reports configured limits
+	// (fedsync_limit); services add their own limits to it.
+	Guard *guard.Metrics
 
 	stopTracing func(context.Context) error
 	auditWorker func(context.Context) error
@@ -134,6 +137,8 @@ func New(ctx context.Context, cfg *Config) (*Runtime, error) {
 		Cfg: cfg, Logger: logger, Metrics: telemetry.NewMetrics(cfg.Name), Discovery: d,
 		Health: health.NewServer(), stopTracing: stopTracing, peers: map[string]*discovery.Peer{},
 	}
+	rt.Guard = guard.NewMetrics(rt.Metrics.Registry)
+	rt.Guard.Report(cfg.HTTP)
 	if cfg.TLS.Enabled() {
 		if rt.Identity, err = mtls.Load(cfg.TLS); err != nil {
 			return nil, err
@@ -309,6 +314,9 @@ func (r *Runtime) Run(ctx context.Context, s Servers) error {
 		}
 	}
 	opts := telemetry.GRPCServerOptions()
+	unaryRecover, streamRecover := guard.GRPCRecovery(r.Guard, logger)
+	// Recovery first: it also catches a panic in the interceptors after it.
+	opts = append(opts, grpc.ChainUnaryInterceptor(unaryRecover), grpc.ChainStreamInterceptor(streamRecover))
 	if r.Identity != nil {
 		opts = append(opts, grpc.Creds(r.Identity.ServerCredentials()))
 	}
@@ -351,7 +359,7 @@ func (r *Runtime) Run(ctx context.Context, s Servers) error {
 			mux.Handle("/", s.HTTP)
 		}
 	}
-	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	hs := r.Cfg.HTTP.Server(mux, r.Guard, logger)
 
 	reg, err := r.Discovery.Registrar(discovery.ServiceInfo{
 		TLS: r.Identity != nil, HealthAddr: r.Cfg.HealthAddr,

@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"bufio"
 	"fmt"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -50,5 +52,27 @@ func TestHostileInputs(t *testing.T) {
 			}
 		}
 		t.Fatal("the change after the large ones did not arrive")
+	})
+
+	t.Run("framing and media type at the edge", func(t *testing.T) {
+		addr := strings.TrimPrefix(a.edge, "http://")
+		auth := "Authorization: Bearer " + a.token + "\r\n"
+		for _, c := range []struct{ name, req, want string }{
+			{"declared Content-Length of 1e14", "POST /api/v1/sync/state HTTP/1.1\r\nHost: x\r\n" + auth + "Content-Type: application/json\r\nContent-Length: 100000000000000\r\n\r\n", "413"},
+			{"malformed chunk", "POST /api/v1/sync/state HTTP/1.1\r\nHost: x\r\n" + auth + "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n", "400"},
+			{"text/plain body", "POST /api/v1/sync/state HTTP/1.1\r\nHost: x\r\n" + auth + "Content-Type: text/plain\r\nContent-Length: 2\r\n\r\n{}", "415"},
+		} {
+			conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			conn.SetDeadline(time.Now().Add(5 * time.Second))
+			conn.Write([]byte(c.req))
+			line, err := bufio.NewReader(conn).ReadString('\n')
+			conn.Close()
+			if !strings.Contains(line, " "+c.want+" ") {
+				t.Errorf("%s: %q %v, want %s at once", c.name, line, err, c.want)
+			}
+		}
 	})
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/fedsync/fedsync/libs/apierr"
+	"github.com/fedsync/fedsync/libs/guard"
 	"github.com/fedsync/fedsync/libs/httpjson"
 )
 
@@ -16,7 +17,11 @@ type Routes struct {
 }
 
 // NewEdge returns the path router of one region: the same routing the Kubernetes
-// Ingress does, by path only.
+// Ingress does, by path only. It refuses a body over the contract's 1 MiB
+// before forwarding anything (a declared Content-Length of 1e14 is 413 at
+// once), and answers a body that breaks on the way (bad chunked framing, too
+// slow) with 400, not as an unreachable service. Serve it with
+// guard.Limits.Server for the header, body and idle timeouts.
 func NewEdge(r Routes) http.Handler {
 	// One pool of kept-alive connections to the services. Go's default keeps
 	// only 2 idle connections per service, so under concurrent load almost
@@ -30,6 +35,11 @@ func NewEdge(r Routes) http.Handler {
 		p := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: addr})
 		p.Transport = transport
 		p.ErrorHandler = func(w http.ResponseWriter, r *http.Request, err error) {
+			if e := guard.BodyError(r); e != nil {
+				w.Header().Set("Connection", "close")
+				apierr.WriteHTTP(w, e)
+				return
+			}
 			if r.Context().Err() != nil {
 				return // the client went away
 			}
@@ -56,5 +66,5 @@ func NewEdge(r Routes) http.Handler {
 	mux.Handle("/api/v1/sync/unsubscribe", bcast)
 	mux.Handle("/api/v1/sync/health", health)
 	mux.HandleFunc("/", httpjson.NotFound)
-	return mux
+	return guard.LimitBody(mux, httpjson.DefaultMaxBody)
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/fedsync/fedsync/libs/groupsync"
+	"github.com/fedsync/fedsync/libs/guard"
 	"github.com/fedsync/fedsync/libs/mtls"
 )
 
@@ -208,7 +209,7 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 			s.Stop()
 			return nil, fmt.Errorf("edge %s: %w", region, err)
 		}
-		srv := &http.Server{Handler: NewEdge(routes), ReadHeaderTimeout: 10 * time.Second}
+		srv := guard.Defaults.Server(NewEdge(routes), nil, nil)
 		go srv.Serve(lis)
 		s.edges = append(s.edges, srv)
 		s.progress("edge %s: http://%s", region, lis.Addr())
