@@ -5,6 +5,7 @@ import (
 	"flag"
 	"time"
 
+	"github.com/fedsync/fedsync/libs/flagenv"
 	"github.com/fedsync/fedsync/libs/kafkabus"
 	"github.com/fedsync/fedsync/libs/svcrun"
 )
@@ -34,6 +35,14 @@ type Config struct {
 	// SyncInterval is how often the hub checks the commit log for changes Kafka
 	// has not delivered.
 	SyncInterval time.Duration
+	// SubscriptionsPerSocket, SubscriptionsPerClient and
+	// RegistrationsPerClient bound what one client may hold of the hub.
+	SubscriptionsPerSocket int
+	SubscriptionsPerClient int
+	RegistrationsPerClient int
+	// AllowedOrigins are the browser origins, besides the edge's own host,
+	// that may open a WebSocket stream.
+	AllowedOrigins flagenv.StringList
 }
 
 // ParseConfig reads the configuration from flags and FEDSYNC_* variables.
@@ -50,6 +59,10 @@ func ParseConfig(fs *flag.FlagSet, args []string) (*Config, error) {
 	fs.DurationVar(&c.PingInterval, "ping-interval", 20*time.Second, "WebSocket ping interval")
 	fs.DurationVar(&c.PingTimeout, "ping-timeout", 20*time.Second, "WebSocket pong deadline")
 	fs.DurationVar(&c.SyncInterval, "sync-interval", time.Second, "interval of the anti-entropy check against the commit log")
+	fs.IntVar(&c.SubscriptionsPerSocket, "limits.subscriptions-per-socket", 1000, "most subscriptions open on one WebSocket connection")
+	fs.IntVar(&c.SubscriptionsPerClient, "limits.subscriptions-per-client", 5000, "most subscriptions one client may have open on this hub (sockets, gRPC streams and webhooks together)")
+	fs.IntVar(&c.RegistrationsPerClient, "limits.registrations-per-client", 100, "most subscriptions (webhooks and named filters) one client may register with POST /api/v1/sync/subscribe")
+	fs.Var(&c.AllowedOrigins, "ws.allowed-origins", "comma-separated browser origins (host patterns such as *.example.com) allowed to open /stream besides the edge's own host; requests without Origin are not affected")
 	return c, svcrun.Parse(fs, args, c.Validate)
 }
 
@@ -68,6 +81,8 @@ func (c *Config) Validate() error {
 		return errors.New("batch.max-bytes: must not be negative")
 	case c.Batch.Linger < 0 || c.Batch.Linger > time.Second:
 		return errors.New("batch.linger: must be between 0 and 1s")
+	case c.SubscriptionsPerSocket < 1 || c.SubscriptionsPerClient < 1 || c.RegistrationsPerClient < 1:
+		return errors.New("limits.subscriptions-per-socket, limits.subscriptions-per-client and limits.registrations-per-client: must be at least 1")
 	case c.SyncInterval < 10*time.Millisecond:
 		return errors.New("sync-interval: must be at least 10ms")
 	case c.PingInterval <= 0 || c.PingTimeout <= 0:

@@ -41,6 +41,8 @@ type errorDetail struct {
 	Code    apierr.Code `json:"code"`
 	Message string      `json:"message"`
 	Cursor  string      `json:"cursor,omitempty"`
+	// Details are the error's details, as in REST error bodies.
+	Details map[string]any `json:"details,omitempty"`
 }
 
 // eventJSON renders an event of subscription subID (of the given form) as its
@@ -57,5 +59,5 @@ func eventJSON(prefix []byte, subID string, delta bool, ev Event) (head, body []
 
 func newErrorMessage(err error, cursor string) errorMessage {
 	e := apierr.As(err)
-	return errorMessage{Type: "error", Error: errorDetail{Code: e.Code, Message: e.Message, Cursor: cursor}}
+	return errorMessage{Type: "error", Error: errorDetail{Code: e.Code, Message: e.Message, Cursor: cursor, Details: e.Details}}
 }

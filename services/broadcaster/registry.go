@@ -27,6 +27,10 @@ type Registry struct {
 	client *http.Client
 	logger log.Logger
 
+	// MaxPerClient bounds one client's registrations, webhooks and named
+	// filters together (0: no bound).
+	MaxPerClient int
+
 	mu      sync.Mutex
 	entries map[string]*registered
 }
@@ -81,6 +85,10 @@ func (r *Registry) Create(_ context.Context, req CreateRequest) (CreateResponse,
 	} else if _, err := ParseCursor(cursor); err != nil {
 		return CreateResponse{}, err
 	}
+	if r.MaxPerClient > 0 && r.count(req.Owner) >= r.MaxPerClient {
+		return CreateResponse{}, apierr.New(apierr.RateLimited, "Client %s already has %d registered subscriptions, the limit; delete one first.", req.Owner, r.MaxPerClient).
+			WithDetail("limit", r.MaxPerClient).WithDetail("reason", "registrations_per_client")
+	}
 	id := ulid.Make().String()
 	e := &registered{owner: req.Owner, filter: Filter{IDPrefix: req.IDPrefix, DataTypes: req.DataTypes, Reader: req.Reader}, cursor: cursor, events: req.Events, callback: req.CallbackURL}
 	if e.callback != "" {
@@ -97,6 +105,18 @@ func (r *Registry) Create(_ context.Context, req CreateRequest) (CreateResponse,
 	r.entries[id] = e
 	r.mu.Unlock()
 	return CreateResponse{SubscriptionID: id, Cursor: cursor}, nil
+}
+
+func (r *Registry) count(owner string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, e := range r.entries {
+		if e.owner == owner {
+			n++
+		}
+	}
+	return n
 }
 
 // Lookup returns the filter, cursor and events option of a registered

@@ -35,10 +35,16 @@ func Run(ctx context.Context, cfg *Config) error {
 	opts := DefaultOptions()
 	opts.Limits = Limits{Changes: cfg.SubscriberBuffer, Bytes: cfg.SubscriberBufferBytes}
 	opts.DocCacheBytes = cfg.DocCacheBytes
+	opts.MaxPerClient = cfg.SubscriptionsPerClient
+	for name, v := range map[string]int{"subscriptions_per_socket": cfg.SubscriptionsPerSocket,
+		"subscriptions_per_client": cfg.SubscriptionsPerClient, "registrations_per_client": cfg.RegistrationsPerClient} {
+		rt.Guard.Limit.WithLabelValues(name).Set(float64(v))
+	}
 	core := NewService(commitLog, opts)
 	var svc Service = core
 	svc = InstrumentingMiddleware(rt.Metrics.NewSyncLatency(), cfg.Service.Region)(svc)
 	reg := NewRegistry(svc, log.With(rt.Logger, "component", "webhooks"))
+	reg.MaxPerClient = cfg.RegistrationsPerClient
 	eps := MakeEndpoints(reg, rt.Instrument)
 	conns := rt.Metrics.NewActiveConnections()
 
@@ -65,7 +71,8 @@ func Run(ctx context.Context, cfg *Config) error {
 		},
 		HTTP: NewHTTPHandler(svc, reg, eps, verifier, HTTPOptions{
 			PingInterval: cfg.PingInterval, PingTimeout: cfg.PingTimeout, Logger: rt.Logger,
-			Connections: conns.WithLabelValues(cfg.Service.Region, "websocket"),
+			Connections:  conns.WithLabelValues(cfg.Service.Region, "websocket"),
+			MaxPerSocket: cfg.SubscriptionsPerSocket, OriginPatterns: cfg.AllowedOrigins,
 		}),
 	})
 }

@@ -67,6 +67,9 @@ type Options struct {
 	DocCacheBytes int64
 	// ValueReadTimeout bounds a read of a left-out document from the log.
 	ValueReadTimeout time.Duration
+	// MaxPerClient bounds the open subscriptions of one client, over all its
+	// sockets, streams and webhooks (0: no bound).
+	MaxPerClient int
 }
 
 // DefaultOptions are the hub's defaults (the flags' defaults).
@@ -91,6 +94,8 @@ type service struct {
 	subs  map[string]*Subscription
 	index *subIndex
 	head  uint64
+	// perClient counts open subscriptions by subscriber (under mu).
+	perClient map[string]int
 
 	// valueRebuilds counts documents rebuilt from the cache.
 	valueRebuilds atomic.Int64
@@ -152,6 +157,15 @@ func (s *service) Subscribe(ctx context.Context, req SubscribeRequest) (*Subscri
 		}
 	}
 	s.mu.Lock()
+	if max := s.opts.MaxPerClient; max > 0 && s.perClient[req.Subscriber] >= max {
+		s.mu.Unlock()
+		return nil, apierr.New(apierr.RateLimited, "Client %s already has %d open subscriptions, the limit; close one first.", req.Subscriber, max).
+			WithDetail("limit", max).WithDetail("reason", "subscriptions_per_client")
+	}
+	if s.perClient == nil {
+		s.perClient = map[string]int{}
+	}
+	s.perClient[req.Subscriber]++
 	sub := newSubscription(ulid.Make().String(), req.Filter, req.Subscriber, delta, s.opts.Limits, req.Notify, resume, s.head)
 	if resume {
 		sub.lastSeq, sub.Start = from, from
@@ -216,6 +230,9 @@ func (s *service) remove(sub *Subscription) {
 	if s.subs[sub.ID] == sub {
 		delete(s.subs, sub.ID)
 		s.index.remove(sub)
+		if s.perClient[sub.Subscriber]--; s.perClient[sub.Subscriber] <= 0 {
+			delete(s.perClient, sub.Subscriber)
+		}
 	}
 	s.mu.Unlock()
 	if sub.stop != nil {

@@ -6,6 +6,9 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/url"
+	"path"
+	"strings"
 	"sync"
 	"time"
 
@@ -27,6 +30,14 @@ type HTTPOptions struct {
 	Logger       log.Logger
 	// Connections counts open WebSocket connections.
 	Connections prometheus.Gauge
+	// MaxPerSocket bounds the subscriptions open on one connection (0: no
+	// bound).
+	MaxPerSocket int
+	// OriginPatterns are the browser origins (host patterns, path.Match
+	// syntax, e.g. "*.example.com") allowed to open a stream besides the
+	// edge's own host. Clients that send no Origin (agents, not browsers)
+	// are not affected.
+	OriginPatterns []string
 }
 
 // NewHTTPHandler serves GET /stream (WebSocket), POST /api/v1/sync/subscribe and
@@ -78,6 +89,11 @@ func NewHTTPHandler(svc Service, reg *Registry, e Endpoints, v *authtoken.Verifi
 // and the reason, within the verifier's revocation refresh.
 func serveStream(w http.ResponseWriter, r *http.Request, svc Service, reg *Registry, v *authtoken.Verifier, o HTTPOptions) {
 	claims, _ := authtoken.FromContext(r.Context())
+	if err := checkOrigin(r, o.OriginPatterns); err != nil {
+		apierr.WriteHTTP(w, err)
+		return
+	}
+	// The origin is checked above, with the contract's error.
 	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
 	if err != nil {
 		return
@@ -157,6 +173,11 @@ func serveStream(w http.ResponseWriter, r *http.Request, svc Service, reg *Regis
 		}
 		switch m.Type {
 		case "subscribe":
+			if o.MaxPerSocket > 0 && len(subs) >= o.MaxPerSocket {
+				send(streamControl{msg: newErrorMessage(apierr.New(apierr.RateLimited, "This connection already has %d subscriptions, the limit; unsubscribe one or open another connection.", o.MaxPerSocket).
+					WithDetail("limit", o.MaxPerSocket).WithDetail("reason", "subscriptions_per_socket"), "")})
+				continue
+			}
 			req := SubscribeRequest{Filter: Filter{IDPrefix: m.IDPrefix, DataTypes: m.DataTypes, Reader: claims}, FromCursor: m.FromCursor,
 				Subscriber: claims.Subject, Events: m.Events, Notify: sw.notify}
 			if m.SubscriptionID != "" {
@@ -198,6 +219,29 @@ func serveStream(w http.ResponseWriter, r *http.Request, svc Service, reg *Regis
 			send(streamControl{msg: newErrorMessage(apierr.New(apierr.InvalidArgument, "Field type must be subscribe or unsubscribe, not %q.", m.Type), "")})
 		}
 	}
+}
+
+// checkOrigin refuses a browser's handshake from an origin other than the
+// host it connects to or one of patterns (cross-site WebSocket hijacking: a
+// page elsewhere riding on a logged-in browser).
+func checkOrigin(r *http.Request, patterns []string) error {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return nil
+	}
+	u, err := url.Parse(origin)
+	if err == nil && u.Host != "" {
+		if strings.EqualFold(u.Host, r.Host) {
+			return nil
+		}
+		for _, p := range patterns {
+			if ok, _ := path.Match(strings.ToLower(p), strings.ToLower(u.Host)); ok {
+				return nil
+			}
+		}
+	}
+	return apierr.New(apierr.PermissionDenied, "Origin %q may not open a stream here; allowed are this host and -ws.allowed-origins.", origin).
+		WithDetail("reason", "origin_not_allowed")
 }
 
 // streamControl is a message from a connection's reader to its writer: a JSON
