@@ -30,7 +30,7 @@ func ParseConfig(fs *flag.FlagSet, args []string) (*Config, error) {
 	c := &Config{}
 	c.Service.RegisterFlags(fs, "healthmonitor", "127.0.0.1:19106", "127.0.0.1:19206")
 	c.Kafka.RegisterFlags(fs)
-	c.Watch = flagenv.StringList{"authn", "validation", "merge", "statestore", "broadcaster"}
+	c.Watch = flagenv.StringList{"authn", "validation", "merge", "statestore", "broadcaster", "healthmonitor"}
 	fs.Var(&c.Watch, "watch", "comma-separated services to probe")
 	fs.DurationVar(&c.ProbeInterval, "probe-interval", 5*time.Second, "interval between probes of an instance")
 	fs.IntVar(&c.FailureThreshold, "failure-threshold", 3, "consecutive failed probes that mark an instance down")

@@ -16,6 +16,9 @@ type Config struct {
 	Kafka   kafkabus.Config
 	// MaxBody is the largest accepted request body.
 	MaxBody int64
+	// HeartbeatEvery is the shortest interval between two admitted
+	// heartbeats of one agent.
+	HeartbeatEvery time.Duration
 	// ProduceTimeout bounds the wait for Kafka's acknowledgement.
 	ProduceTimeout time.Duration
 	// StrongTimeout bounds a strong write (seed 3.1: 10 s).
@@ -46,6 +49,7 @@ func ParseConfig(fs *flag.FlagSet, args []string) (*Config, error) {
 	c.Service.RegisterFlags(fs, "validation", "127.0.0.1:19102", "127.0.0.1:19202")
 	c.Kafka.RegisterFlags(fs)
 	fs.Int64Var(&c.MaxBody, "max-body", httpjson.DefaultMaxBody, "largest request body in bytes (larger gets 413)")
+	fs.DurationVar(&c.HeartbeatEvery, "heartbeat.min-interval", time.Second, "shortest interval between two heartbeats of one agent; sooner ones get 429 rate_limited with Retry-After (0: no limit)")
 	fs.DurationVar(&c.ProduceTimeout, "produce-timeout", 10*time.Second, "longest wait for Kafka to acknowledge a delta")
 	fs.DurationVar(&c.StrongTimeout, "strong-timeout", 10*time.Second, "longest a strong write may take before 503")
 	fs.StringVar(&c.DataTypes, "datatypes", "config/datatypes.yaml", "data-type registry file (reloaded when it changes)")

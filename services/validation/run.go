@@ -44,6 +44,8 @@ func Run(ctx context.Context, cfg *Config) error {
 	}
 	core := NewService(types, deltas, heartbeats, mergeClient{peer: mergePeer}, cfg.Service.Region, cfg.ProduceTimeout, cfg.StrongTimeout).
 		WithControl(controlClient{peer: storePeer})
+	core.beats.every = cfg.HeartbeatEvery
+	rt.Guard.Limit.WithLabelValues("heartbeat_min_interval_seconds").Set(cfg.HeartbeatEvery.Seconds())
 	rt.Go("control state", func(ctx context.Context) error { return core.control.run(ctx, cfg.ControlPoll) })
 	if cfg.AdmitWindow > 0 {
 		adm := newAdmission(kafkabus.NewLagReader(&cfg.Kafka, kafkabus.TopicDeltas, cfg.MergeGroup), cfg.AdmitWindow, cfg.AdmitFloor, cfg.AdmitMax,

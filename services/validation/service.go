@@ -64,6 +64,8 @@ type service struct {
 	strongTimeout  time.Duration
 	admission      *admission
 	inflight       inflight
+	// beats limits heartbeats per agent.
+	beats beatLimiter
 }
 
 // NewService returns validation's logic.
@@ -226,6 +228,10 @@ func (s *service) Heartbeat(ctx context.Context, _ *fedsyncv1.HeartbeatRequest) 
 	claims, ok := authtoken.FromContext(ctx)
 	if !ok {
 		return nil, apierr.New(apierr.Unauthenticated, "A bearer token is required.")
+	}
+	if wait := s.beats.allow(claims.Subject, time.Now()); wait > 0 {
+		return nil, apierr.New(apierr.RateLimited, "Agent %s sent a heartbeat less than %s ago; one per %s is enough.", claims.Subject, s.beats.every, s.beats.every).
+			WithDetail("reason", "heartbeat_rate").WithDetail("min_interval_ms", s.beats.every.Milliseconds()).WithRetryAfter(wait)
 	}
 	hb, _ := proto.Marshal(&fedsyncv1.Heartbeat{AgentId: claims.Subject, Region: s.region, SentAt: time.Now().UnixNano()})
 	env, _ := proto.Marshal(&fedsyncv1.SyncMessage{

@@ -280,3 +280,40 @@ func TestCheckRefusesInvalidUTF8FromGRPC(t *testing.T) {
 		t.Fatalf("invalid UTF-8 patch: %v", err)
 	}
 }
+
+// TestHeartbeatRateLimit: one heartbeat per agent per interval reaches the
+// topic; sooner ones are 429 with Retry-After and publish nothing; another
+// agent is not affected.
+func TestHeartbeatRateLimit(t *testing.T) {
+	iss := authtokentest.New(t)
+	beats := &memLog{}
+	svc := NewService(testTypes(t), &memLog{}, beats, &fakeMerge{}, "na", time.Second, time.Second)
+	svc.beats.every = time.Hour
+	eps := MakeEndpoints(svc, func(string) endpoint.Middleware { return func(e endpoint.Endpoint) endpoint.Endpoint { return e } })
+	srv := httptest.NewServer(NewHTTPHandler(eps, iss.Verifier, 1<<20))
+	defer srv.Close()
+	beat := func(agent string) *http.Response {
+		req, _ := http.NewRequest("POST", srv.URL+"/api/v1/sync/heartbeat", nil)
+		req.Header.Set("Authorization", "Bearer "+iss.Token(t, agent, "L2"))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	if r := beat("ai-001"); r.StatusCode != 204 {
+		t.Fatalf("first heartbeat: %d", r.StatusCode)
+	}
+	for i := 0; i < 100; i++ {
+		if r := beat("ai-001"); r.StatusCode != 429 || r.Header.Get("Retry-After") == "" {
+			t.Fatalf("flooded heartbeat %d: %d", i, r.StatusCode)
+		}
+	}
+	if r := beat("ai-002"); r.StatusCode != 204 {
+		t.Fatalf("another agent: %d", r.StatusCode)
+	}
+	if n := len(beats.records); n != 2 {
+		t.Fatalf("%d heartbeats published, want 2", n)
+	}
+}

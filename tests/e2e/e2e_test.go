@@ -52,8 +52,11 @@ func TestDeltaReachesOtherAgentAndGet(t *testing.T) {
 		}
 	}
 	services, _ := health["services"].(map[string]any)
-	if health["status"] != "healthy" || len(services) != 5 {
+	if health["status"] != "healthy" || len(services) != 6 {
 		t.Fatalf("health: %v", health)
+	}
+	if hm, _ := services["healthmonitor"].(map[string]any); hm["healthy_instances"] != float64(1) {
+		t.Fatalf("healthmonitor lists itself: %v", hm)
 	}
 	if v, _ := services["validation"].(map[string]any); v["instances"] != float64(2) {
 		t.Fatalf("validation instances: %v", v)
