@@ -19,6 +19,12 @@ type Config struct {
 	BcryptCost int
 	// KeyRotation is how often the signing key rotates (seed 6.1: quarterly).
 	KeyRotation time.Duration
+	// Token endpoint throttling (see throttle).
+	FreeFailuresAddr, FreeFailuresID int
+	MaxDelay                         time.Duration
+	AddrRate                         float64
+	AddrBurst                        int
+	ProxyHops                        int
 }
 
 // ParseConfig reads the configuration from flags and FEDSYNC_* variables.
@@ -30,6 +36,12 @@ func ParseConfig(fs *flag.FlagSet, args []string) (*Config, error) {
 	fs.StringVar(&c.FederationID, "federation-id", "superstructure-1", "federation_id claim of issued tokens")
 	fs.IntVar(&c.BcryptCost, "bcrypt-cost", 10, "bcrypt work factor of stored client secrets (4..31)")
 	fs.DurationVar(&c.KeyRotation, "key-rotation", 90*24*time.Hour, "interval of automatic signing-key rotation")
+	fs.IntVar(&c.FreeFailuresAddr, "token.free-failures-addr", 10, "failed credential checks from one address before each further attempt waits a doubling delay")
+	fs.IntVar(&c.FreeFailuresID, "token.free-failures-client", 5, "failed credential checks for one client id (from addresses it never succeeded from) before each further attempt waits a doubling delay")
+	fs.DurationVar(&c.MaxDelay, "token.max-delay", 5*time.Minute, "longest delay imposed after repeated failures")
+	fs.Float64Var(&c.AddrRate, "token.rate", 10, "credential checks per second one address may make (0: no limit)")
+	fs.IntVar(&c.AddrBurst, "token.burst", 100, "burst of credential checks one address may make")
+	fs.IntVar(&c.ProxyHops, "trusted-proxy-hops", 1, "proxies in front of authn that append to X-Forwarded-For (the edge or Ingress: 1); 0 takes the connection's address")
 	return c, svcrun.Parse(fs, args, c.Validate)
 }
 
@@ -46,6 +58,8 @@ func (c *Config) Validate() error {
 		return errors.New("bcrypt-cost: must be between 4 and 31")
 	case c.KeyRotation < time.Hour:
 		return errors.New("key-rotation: must be at least 1h")
+	case c.FreeFailuresAddr < 1 || c.FreeFailuresID < 1 || c.MaxDelay < time.Second || c.AddrRate < 0 || c.AddrBurst < 1 || c.ProxyHops < 0:
+		return errors.New("token.*: free failures and burst must be at least 1, max-delay at least 1s, rate and trusted-proxy-hops not negative")
 	}
 	return c.Service.Validate()
 }

@@ -42,10 +42,16 @@ func Run(ctx context.Context, cfg *Config) error {
 	svc = InstrumentingMiddleware(rt.Metrics.Registry)(svc)
 	svc = AuditingMiddleware(rt.Audit)(svc)
 	eps := MakeEndpoints(svc, rt.Instrument)
+	th := newThrottle()
+	th.FreeAddr, th.FreeID, th.Max, th.Rate, th.Burst = cfg.FreeFailuresAddr, cfg.FreeFailuresID, cfg.MaxDelay, cfg.AddrRate, float64(cfg.AddrBurst)
+	for name, v := range map[string]float64{"token_free_failures_addr": float64(th.FreeAddr), "token_free_failures_client": float64(th.FreeID),
+		"token_max_delay_seconds": th.Max.Seconds(), "token_rate_per_addr": th.Rate, "token_burst_per_addr": th.Burst} {
+		rt.Guard.Limit.WithLabelValues(name).Set(v)
+	}
 	rt.Go("key rotation", func(ctx context.Context) error { return rotateKeys(ctx, rt, st, cfg) })
 	return rt.Run(ctx, svcrun.Servers{
 		RegisterGRPC: func(s *grpc.Server) { fedsyncv1.RegisterAuthnServiceServer(s, NewGRPCServer(eps)) },
-		HTTP:         NewHTTPHandler(eps, core.verifier),
+		HTTP:         NewHTTPHandler(eps, core.verifier, HTTPOptions{Throttle: th, ProxyHops: cfg.ProxyHops}),
 	})
 }
 

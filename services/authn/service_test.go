@@ -56,7 +56,7 @@ func newFixture(t testing.TB) *fixture {
 	cfg := &Config{Service: svcrun.Config{Issuer: "fedsync-authn", Audience: "fedsync"}, TokenTTL: time.Hour, FederationID: "fed-1"}
 	svc := newService(st, cfg)
 	eps := MakeEndpoints(svc, func(string) endpoint.Middleware { return func(e endpoint.Endpoint) endpoint.Endpoint { return e } })
-	srv := httptest.NewServer(NewHTTPHandler(eps, svc.verifier))
+	srv := httptest.NewServer(NewHTTPHandler(eps, svc.verifier, HTTPOptions{}))
 	t.Cleanup(srv.Close)
 	return &fixture{srv: srv, svc: svc, st: st}
 }

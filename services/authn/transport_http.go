@@ -1,7 +1,11 @@
 package authn
 
 import (
+	"net"
 	"net/http"
+	"strconv"
+	"strings"
+	"time"
 
 	"github.com/fedsync/fedsync/libs/apierr"
 	"github.com/fedsync/fedsync/libs/authtoken"
@@ -42,10 +46,67 @@ func clientCredentials(r *http.Request) (string, string) {
 	return r.PostForm.Get("client_id"), r.PostForm.Get("client_secret")
 }
 
+// HTTPOptions tune the HTTP transport.
+type HTTPOptions struct {
+	// Throttle slows down credential guessing; nil turns it off.
+	Throttle *throttle
+	// ProxyHops is how many proxies in front of authn append to
+	// X-Forwarded-For (the edge: 1); the client's address is the entry that
+	// many from the end, which a client cannot forge. 0 uses the peer address.
+	ProxyHops int
+}
+
+// sourceAddr is the client's address as the nearest trusted proxy saw it.
+func sourceAddr(r *http.Request, hops int) string {
+	if hops > 0 {
+		var parts []string
+		for _, h := range r.Header.Values("X-Forwarded-For") {
+			for _, p := range strings.Split(h, ",") {
+				if p = strings.TrimSpace(p); p != "" {
+					parts = append(parts, p)
+				}
+			}
+		}
+		if len(parts) >= hops {
+			return parts[len(parts)-hops]
+		}
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// throttled answers 429 when the attempt must wait; it reports whether it did.
+func (o HTTPOptions) throttled(w http.ResponseWriter, addr, id string) bool {
+	if o.Throttle == nil {
+		return false
+	}
+	wait := o.Throttle.wait(addr, id, time.Now())
+	if wait <= 0 {
+		return false
+	}
+	w.Header().Set("Retry-After", strconv.Itoa(int((wait+time.Second-1)/time.Second)))
+	writeOAuthError(w, http.StatusTooManyRequests, "rate_limited", "Too many attempts from this address or for this client; retry after the Retry-After delay.")
+	return true
+}
+
+func (o HTTPOptions) settled(addr, id string, ok bool) {
+	switch {
+	case o.Throttle == nil:
+	case ok:
+		o.Throttle.succeeded(addr, id, time.Now())
+	default:
+		o.Throttle.failed(addr, id, time.Now())
+	}
+}
+
 // NewHTTPHandler serves POST /oauth2/token (RFC 6749 4.4, credentials in the form
 // or HTTP Basic), POST /oauth2/revoke (RFC 7009), GET /.well-known/jwks.json, and
-// the administration API under /api/v1/admin/ (level L4).
-func NewHTTPHandler(e Endpoints, v *authtoken.Verifier) http.Handler {
+// the administration API under /api/v1/admin/ (level L4). Both credential
+// endpoints are throttled per source address and per client id (o.Throttle).
+func NewHTTPHandler(e Endpoints, v *authtoken.Verifier, o HTTPOptions) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /oauth2/revoke", func(w http.ResponseWriter, r *http.Request) {
 		r.Body = http.MaxBytesReader(w, r.Body, maxTokenForm)
@@ -54,7 +115,12 @@ func NewHTTPHandler(e Endpoints, v *authtoken.Verifier) http.Handler {
 			return
 		}
 		id, secret := clientCredentials(r)
+		addr := sourceAddr(r, o.ProxyHops)
+		if o.throttled(w, addr, id) {
+			return
+		}
 		_, err := endpoints.Call[struct{}](r.Context(), e.Revoke, RevokeRequest{ClientID: id, ClientSecret: secret, Token: r.PostForm.Get("token")})
+		o.settled(addr, id, err == nil || apierr.As(err).Code != apierr.Unauthenticated)
 		if err != nil {
 			writeOAuthError(w, http.StatusUnauthorized, "invalid_client", "")
 			return
@@ -82,7 +148,12 @@ func NewHTTPHandler(e Endpoints, v *authtoken.Verifier) http.Handler {
 			writeOAuthError(w, http.StatusUnauthorized, "invalid_client", "Client credentials are required, in the form or HTTP Basic.")
 			return
 		}
+		addr := sourceAddr(r, o.ProxyHops)
+		if o.throttled(w, addr, id) {
+			return
+		}
 		resp, err := endpoints.Call[*fedsyncv1.IssueTokenResponse](r.Context(), e.IssueToken, &fedsyncv1.IssueTokenRequest{ClientId: id, ClientSecret: secret})
+		o.settled(addr, id, err == nil || apierr.As(err).Code != apierr.Unauthenticated)
 		if err != nil {
 			if apierr.As(err).Code == apierr.Unauthenticated {
 				writeOAuthError(w, http.StatusUnauthorized, "invalid_client", "")

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -21,22 +22,34 @@ import (
 // Token gets an access token for a client from an edge.
 func Token(ctx context.Context, edge string, c Client) (string, error) {
 	form := url.Values{"grant_type": {"client_credentials"}, "client_id": {c.ClientID}, "client_secret": {c.ClientSecret}}
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, edge+"/oauth2/token", strings.NewReader(form.Encode()))
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return "", err
+	for {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, edge+"/oauth2/token", strings.NewReader(form.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return "", err
+		}
+		var body struct {
+			AccessToken string `json:"access_token"`
+			Error       string `json:"error"`
+		}
+		json.NewDecoder(resp.Body).Decode(&body)
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusTooManyRequests {
+			// Many agents on one machine share an address: wait as told.
+			wait, _ := strconv.Atoi(resp.Header.Get("Retry-After"))
+			select {
+			case <-ctx.Done():
+				return "", ctx.Err()
+			case <-time.After(time.Duration(max(wait, 1)) * time.Second):
+			}
+			continue
+		}
+		if resp.StatusCode != http.StatusOK {
+			return "", fmt.Errorf("token for %s: %s %s", c.ClientID, resp.Status, body.Error)
+		}
+		return body.AccessToken, nil
 	}
-	defer resp.Body.Close()
-	var body struct {
-		AccessToken string `json:"access_token"`
-		Error       string `json:"error"`
-	}
-	json.NewDecoder(resp.Body).Decode(&body)
-	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("token for %s: %s %s", c.ClientID, resp.Status, body.Error)
-	}
-	return body.AccessToken, nil
 }
 
 // Stats are the simulated federation's counters.
