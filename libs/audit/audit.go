@@ -4,10 +4,13 @@
 // the chain, and Verify names the first bad one. A head file holds the last
 // sequence number and hash, so cutting records off the end is detected too.
 //
-// Writing never blocks the data path for long: records go through a buffer to a
-// writer goroutine that appends and fsyncs in batches. When the buffer stays full
-// (the disk is stuck), a record waits at most MaxWait and is then dropped — never
-// silently: the drop is logged with the record and counted.
+// Records go through a buffer to a writer goroutine that appends and fsyncs in
+// batches. When the buffer is full (the disk is stuck), Record waits for room:
+// no record is dropped while its caller waits. Only when the caller's context
+// ends first is the record dropped, and never silently: the drop is logged with
+// the record and counted. A batch is chained only once it is on disk: a failed
+// write is cut off the file and retried, so the chain never breaks, and the head
+// file is replaced atomically and fsynced.
 package audit
 
 import (
@@ -64,18 +67,19 @@ type Log struct {
 	path, headPath    string
 	service, instance string
 	logger            log.Logger
-	// MaxWait bounds how long Record waits for room in a full buffer.
-	MaxWait time.Duration
 
 	ch      chan Record
 	done    chan struct{}
 	dropped atomic.Int64
 	written atomic.Int64
 
-	mu   sync.Mutex // guards seq and prev (writer goroutine only, plus Open)
+	mu   sync.Mutex // guards seq, prev, size and retry (writer goroutine only, plus Open)
 	seq  uint64
 	prev string
 	f    *os.File
+	size int64 // bytes of whole records in the file
+	// retry holds records whose write failed; they go first next time.
+	retry []Record
 }
 
 // Open opens (creating) the audit log at path and reads where its chain ends.
@@ -84,7 +88,7 @@ func Open(path, service, instance string, logger log.Logger) (*Log, error) {
 		return nil, err
 	}
 	l := &Log{path: path, headPath: path + ".head", service: service, instance: instance, logger: logger,
-		MaxWait: 100 * time.Millisecond, ch: make(chan Record, 10000), done: make(chan struct{})}
+		ch: make(chan Record, 10000), done: make(chan struct{})}
 	if f, err := os.Open(path); err == nil {
 		sc := bufio.NewScanner(f)
 		sc.Buffer(make([]byte, 1<<20), 1<<20)
@@ -100,7 +104,12 @@ func Open(path, service, instance string, logger log.Logger) (*Log, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open audit log: %w", err)
 	}
-	l.f = f
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	l.f, l.size = f, st.Size()
 	return l, nil
 }
 
@@ -120,13 +129,12 @@ func (l *Log) Record(ctx context.Context, r Record) {
 		return
 	default:
 	}
-	t := time.NewTimer(l.MaxWait)
-	defer t.Stop()
+	// Full: the disk is behind. Wait for room as long as the caller does.
 	select {
 	case l.ch <- r:
-	case <-t.C:
+	case <-ctx.Done():
 		l.dropped.Add(1)
-		level.Error(l.logger).Log("msg", "audit record dropped: the audit log is not keeping up", "actor", r.Actor, "action", r.Action, "data", r.Data, "result", r.Result, "dropped_total", l.dropped.Load())
+		level.Error(l.logger).Log("msg", "audit record dropped: the audit log did not keep up before the request ended", "actor", r.Actor, "action", r.Action, "data", r.Data, "result", r.Result, "dropped_total", l.dropped.Load())
 	}
 }
 
@@ -144,7 +152,13 @@ func (l *Log) Run(ctx context.Context) error {
 		select {
 		case r := <-l.ch:
 			if err := l.writeBatch(r); err != nil {
-				level.Error(l.logger).Log("msg", "write audit log", "err", err)
+				// Kept for the next batch; wait a moment before trying the
+				// disk again.
+				level.Error(l.logger).Log("msg", "write audit log; the records are kept and retried", "err", err, "pending", len(l.retry))
+				select {
+				case <-time.After(100 * time.Millisecond):
+				case <-ctx.Done():
+				}
 			}
 		case <-ctx.Done():
 			for {
@@ -161,22 +175,29 @@ func (l *Log) Run(ctx context.Context) error {
 	}
 }
 
-// writeBatch appends first and whatever else is queued, then fsyncs and updates
-// the head file.
+// writeBatch appends the records kept from a failed write, first and whatever
+// else is queued, then fsyncs and updates the head file. The chain advances
+// only when the batch is on disk; on failure the partial write is cut off and
+// the batch kept for the next call.
 func (l *Log) writeBatch(first Record) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	batch := append(l.retry, first)
+	l.retry = nil
+	seq, prev := l.seq, l.prev
 	var buf []byte
 	add := func(r Record) {
-		l.seq++
-		r.Seq, r.Prev = l.seq, l.prev
+		seq++
+		r.Seq, r.Prev = seq, prev
 		r.Hash = digest(r)
-		l.prev = r.Hash
+		prev = r.Hash
 		b, _ := json.Marshal(r)
 		buf = append(append(buf, b...), '\n')
 	}
-	add(first)
-	n := 1
+	for _, r := range batch {
+		add(r)
+	}
+	n := len(batch)
 	// Linger up to 20 ms for company: one fsync then covers a burst of
 	// records instead of one each.
 	linger := time.NewTimer(20 * time.Millisecond)
@@ -185,25 +206,70 @@ collect:
 	for n < 1000 {
 		select {
 		case r := <-l.ch:
+			batch = append(batch, r)
 			add(r)
 			n++
 		case <-linger.C:
 			break collect
 		}
 	}
-	if _, err := l.f.Write(buf); err != nil {
+	if err := l.appendSynced(buf); err != nil {
+		l.retry = batch
 		return err
 	}
-	if err := l.f.Sync(); err != nil {
-		return err
-	}
+	l.seq, l.prev = seq, prev
 	l.written.Add(int64(n))
-	hb, _ := json.Marshal(head{Seq: l.seq, Hash: l.prev})
-	tmp := l.headPath + ".tmp"
-	if err := os.WriteFile(tmp, hb, 0o640); err != nil {
+	return writeFileSynced(l.headPath, mustJSON(head{Seq: seq, Hash: prev}))
+}
+
+// appendSynced appends buf and fsyncs; on failure it cuts the file back to
+// its last whole record, so a retry starts clean.
+func (l *Log) appendSynced(buf []byte) error {
+	_, err := l.f.Write(buf)
+	if err == nil {
+		err = l.f.Sync()
+	}
+	if err != nil {
+		if terr := l.f.Truncate(l.size); terr != nil {
+			return fmt.Errorf("%w (and cutting the partial write failed: %v)", err, terr)
+		}
 		return err
 	}
-	return os.Rename(tmp, l.headPath)
+	l.size += int64(len(buf))
+	return nil
+}
+
+// writeFileSynced replaces path atomically: a synced temporary file renamed
+// over it, then the directory synced so the rename survives a crash.
+func writeFileSynced(path string, data []byte) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o640)
+	if err != nil {
+		return err
+	}
+	if _, err = f.Write(data); err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	d, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+func mustJSON(v any) []byte {
+	b, _ := json.Marshal(v)
+	return b
 }
 
 // BadRecord names the first record that breaks the chain.

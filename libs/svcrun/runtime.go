@@ -323,6 +323,12 @@ func (r *Runtime) Run(ctx context.Context, s Servers) error {
 	if r.Audit != nil {
 		opts = append(opts, r.auditGRPC()...)
 	}
+	if r.Identity != nil {
+		// Which service may call which method (mtls.Policy); refusals are
+		// audited by the interceptor above.
+		authzUnary, authzStream := mtls.Authorize(mtls.Policy)
+		opts = append(opts, grpc.ChainUnaryInterceptor(authzUnary), grpc.ChainStreamInterceptor(authzStream))
+	}
 	opts = append(opts, s.GRPCOptions...)
 	gs := grpc.NewServer(opts...)
 	healthpb.RegisterHealthServer(gs, r.Health)

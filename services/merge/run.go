@@ -80,7 +80,7 @@ func Run(ctx context.Context, cfg *Config) error {
 		return kafkabus.ReportLag(ctx, gaugeFunc(func(v float64) { lag.Set(v); causalDepth.Set(float64(queue.Len())) }), consumers...)
 	})
 	return rt.Run(ctx, svcrun.Servers{
-		RegisterGRPC: func(s *grpc.Server) { fedsyncv1.RegisterMergeServiceServer(s, NewGRPCServer(eps)) },
+		RegisterGRPC: func(s *grpc.Server) { fedsyncv1.RegisterMergeServiceServer(s, NewGRPCServer(eps, verifier)) },
 		HTTP:         NewHTTPHandler(eps, verifier),
 	})
 }

@@ -2,12 +2,21 @@ package e2e
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/fedsync/fedsync/libs/mtls"
+	fedsyncv1 "github.com/fedsync/fedsync/proto/fedsync/v1"
 	"github.com/fedsync/fedsync/tools/devstack"
 )
 
@@ -73,6 +82,46 @@ func TestHostileInputs(t *testing.T) {
 			if !strings.Contains(line, " "+c.want+" ") {
 				t.Errorf("%s: %q %v, want %s at once", c.name, line, err, c.want)
 			}
+		}
+	})
+
+	t.Run("a service certificate calling a method it has no business with", func(t *testing.T) {
+		idCfg, err := s.ClientIdentity("broadcaster")
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, err := mtls.Load(idCfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cc, err := grpc.NewClient(s.GRPCAddr("statestore"), grpc.WithTransportCredentials(id.ClientCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cc.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		store := fedsyncv1.NewStateStoreServiceClient(cc)
+		if _, err := store.Apply(ctx, &fedsyncv1.ApplyRequest{Id: "shared-x", DataType: "note", Patch: []byte(`{"owned":1}`)}); status.Code(err) != codes.PermissionDenied {
+			t.Fatalf("broadcaster certificate calling statestore Apply: %v, want PERMISSION_DENIED", err)
+		}
+		if _, err := store.SetControl(ctx, &fedsyncv1.SetControlRequest{}); status.Code(err) != codes.PermissionDenied {
+			t.Fatalf("broadcaster certificate calling SetControl: %v", err)
+		}
+		if _, err := store.ReadLog(ctx, &fedsyncv1.ReadLogRequest{Limit: 1}); err != nil {
+			t.Fatalf("broadcaster certificate reading the log: %v", err)
+		}
+		// The refusal is in statestore's audit log, naming the service.
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			raw, _ := os.ReadFile(filepath.Join(s.DataDir("statestore"), "audit.log"))
+			if strings.Contains(string(raw), "service:broadcaster") && strings.Contains(string(raw), "StateStoreService/Apply") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the denial is not in statestore's audit log")
+			}
+			time.Sleep(100 * time.Millisecond)
 		}
 	})
 }
