@@ -50,7 +50,7 @@ var Policy = map[string][]string{
 	"/fedsync.v1.StateStoreService/Get":           {Anyone},
 	"/fedsync.v1.StateStoreService/Query":         {Anyone},
 	// the agents' subscriptions and the health API.
-	"/fedsync.v1.BroadcasterService/Subscribe":  {Anyone},
+	"/fedsync.v1.BroadcasterService/Subscribe":   {Anyone},
 	"/fedsync.v1.HealthMonitorService/GetHealth": {Anyone},
 	"/grpc.health.v1.Health/Check":               {Anyone},
 	"/grpc.health.v1.Health/Watch":               {Anyone},

@@ -60,8 +60,14 @@ func TestAuthorizePerMethod(t *testing.T) {
 		{"agent ApplyBatch", func() error { _, err := agentStore.ApplyBatch(ctx, &fedsyncv1.ApplyBatchRequest{}); return err }, codes.PermissionDenied},
 		{"agent Get", func() error { _, err := agentStore.Get(ctx, &fedsyncv1.GetRequest{}); return err }, codes.Unimplemented},
 		{"agent CommitStrong", func() error { _, err := agentMerge.CommitStrong(ctx, &fedsyncv1.CommitStrongRequest{}); return err }, codes.PermissionDenied},
-		{"agent ResolveConflict", func() error { _, err := agentMerge.ResolveConflict(ctx, &fedsyncv1.ResolveConflictRequest{}); return err }, codes.Unimplemented},
-		{"validation CommitStrong", func() error { _, err := validationMerge.CommitStrong(ctx, &fedsyncv1.CommitStrongRequest{}); return err }, codes.Unimplemented},
+		{"agent ResolveConflict", func() error {
+			_, err := agentMerge.ResolveConflict(ctx, &fedsyncv1.ResolveConflictRequest{})
+			return err
+		}, codes.Unimplemented},
+		{"validation CommitStrong", func() error {
+			_, err := validationMerge.CommitStrong(ctx, &fedsyncv1.CommitStrongRequest{})
+			return err
+		}, codes.Unimplemented},
 	} {
 		if got := status.Code(c.call()); got != c.want {
 			t.Errorf("%s: %s, want %s", c.name, got, c.want)
