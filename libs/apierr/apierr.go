@@ -214,6 +214,29 @@ func FromStatus(s *status.Status) *Error {
 	return &Error{Code: code, Message: s.Message()}
 }
 
+// IsAvailability reports whether err says a peer could not be reached or did
+// not answer in time (a transport failure, UNAVAILABLE, DEADLINE_EXCEEDED):
+// the only failures a circuit breaker counts. An INTERNAL answer is a failure
+// of that one request (a bug, a poison input), not of the peer.
+func IsAvailability(err error) bool {
+	if err == nil {
+		return false
+	}
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Code == Unavailable
+	}
+	s, ok := status.FromError(err)
+	if !ok {
+		return true
+	}
+	switch s.Code() {
+	case codes.Unavailable, codes.DeadlineExceeded:
+		return true
+	}
+	return false
+}
+
 // IsInfrastructure reports whether err is a failure of the infrastructure (a peer
 // down, overloaded or broken) rather than an answer about the request. Only these
 // count against circuit breakers and are retried on another instance.

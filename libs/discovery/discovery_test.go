@@ -96,6 +96,41 @@ func TestBusinessErrorsDoNotTripBreaker(t *testing.T) {
 	}
 }
 
+// TestInternalErrorsDoNotTripBreaker: INTERNAL is one request failing (a
+// panic recovered, a poison input), not the peer: it is passed back and the
+// breaker stays closed for the requests that work.
+func TestInternalErrorsDoNotTripBreaker(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := grpc.NewServer(grpc.UnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		if req.(*healthpb.HealthCheckRequest).GetService() == "poison" {
+			return nil, status.Error(codes.Internal, "handler failed")
+		}
+		return h(ctx, req)
+	}))
+	h := health.NewServer()
+	h.SetServingStatus("x", healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(s, h)
+	go s.Serve(lis)
+	defer s.Stop()
+	d, _ := New(Config{Mode: ModeStatic, Peers: PeerMap{"x": {lis.Addr().String()}}}, log.NewNopLogger())
+	p, _ := d.NewPeer("x", PeerOptions{Attempts: 1, Timeout: 5 * time.Second, BreakerFailures: 2, BreakerOpen: time.Minute})
+	defer p.Close()
+	for i := 0; i < 5; i++ {
+		_, err := Invoke(context.Background(), p, func(ctx context.Context, cc grpc.ClientConnInterface) (*healthpb.HealthCheckResponse, error) {
+			return healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{Service: "poison"})
+		})
+		if status.Code(err) != codes.Internal {
+			t.Fatalf("call %d: want INTERNAL passed through, got %v", i, err)
+		}
+	}
+	if st, err := check(context.Background(), p); err != nil || st != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("breaker tripped by INTERNAL answers: %v %v", st, err)
+	}
+}
+
 func TestBreakerOpensAfterConsecutiveFailures(t *testing.T) {
 	d, _ := New(Config{Mode: ModeStatic, Peers: PeerMap{"x": {"127.0.0.1:1"}}}, log.NewNopLogger())
 	p, _ := d.NewPeer("x", PeerOptions{Attempts: 1, Timeout: 2 * time.Second, AttemptTimeout: 100 * time.Millisecond, BreakerFailures: 3, BreakerOpen: time.Minute})

@@ -107,7 +107,10 @@ func (d *Discovery) NewPeer(service string, opts PeerOptions) (*Peer, error) {
 				defer cancel()
 			}
 			resp, err := req.(Invocation)(ctx, cc)
-			if err != nil && !apierr.IsInfrastructure(err) {
+			// Only availability failures count against the breaker and are
+			// retried elsewhere; any other error (INTERNAL included: one
+			// request failed, not the peer) is the peer's answer.
+			if err != nil && !apierr.IsAvailability(err) {
 				return answer{err: err}, nil
 			}
 			if err != nil {

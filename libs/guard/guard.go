@@ -9,9 +9,11 @@ import (
 	"flag"
 	"fmt"
 	"net/http"
+	"net/url"
 	"runtime/debug"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
@@ -102,10 +104,15 @@ func IsUpgrade(r *http.Request) bool {
 	return r.Header.Get("Upgrade") != "" && strings.Contains(strings.ToLower(r.Header.Get("Connection")), "upgrade")
 }
 
-// Middleware sets the body deadline of each request and recovers a panicking
-// handler with 500 internal.
+// Middleware sets the body deadline of each request, refuses a path or query
+// that is not valid UTF-8 once decoded (400), and recovers a panicking handler
+// with 500 internal.
 func (l Limits) Middleware(next http.Handler, m *Metrics, logger log.Logger) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := checkURL(r); err != nil {
+			apierr.WriteHTTP(w, err)
+			return
+		}
 		if !IsUpgrade(r) && l.Body > 0 {
 			// A slow body ends with a read error, answered 400 or 408 by the
 			// handler reading it; the connection is then closed.
@@ -127,6 +134,28 @@ func (l Limits) Middleware(next http.Handler, m *Metrics, logger log.Logger) htt
 		}()
 		next.ServeHTTP(w, r)
 	})
+}
+
+// checkURL refuses a request whose decoded path or query parameters are not
+// valid UTF-8: an id or prefix must never be stored or matched as raw bytes.
+func checkURL(r *http.Request) error {
+	bad := !utf8.ValidString(r.URL.Path)
+	if !bad && r.URL.RawQuery != "" {
+		q, err := url.ParseQuery(r.URL.RawQuery)
+		if err != nil {
+			return apierr.New(apierr.InvalidArgument, "The query string is malformed: %v.", err)
+		}
+		for k, vs := range q {
+			bad = bad || !utf8.ValidString(k)
+			for _, v := range vs {
+				bad = bad || !utf8.ValidString(v)
+			}
+		}
+	}
+	if bad {
+		return apierr.New(apierr.InvalidArgument, "The request path or query is not valid UTF-8.").WithDetail("reason", "invalid_utf8")
+	}
+	return nil
 }
 
 // GRPCRecovery returns interceptors that turn a panicking gRPC handler into

@@ -126,6 +126,27 @@ func TestPanicsAreRecovered(t *testing.T) {
 	}
 }
 
+func TestInvalidUTF8InURL(t *testing.T) {
+	addr, _ := serve(t, Defaults, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(204) }))
+	for path, want := range map[string]int{
+		"/api/v1/sync/state/ai-001:ok":            204,
+		"/api/v1/sync/state/ai-001:%C3%A9t%C3%A9": 204,
+		"/api/v1/sync/state/ai-001:%FF":           400,
+		"/stream?id_prefix=%FE":                   400,
+		"/stream?%FF=1":                           400,
+		"/stream?a=%zz":                           400,
+	} {
+		resp, err := http.Get("http://" + addr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("%s: %d, want %d", path, resp.StatusCode, want)
+		}
+	}
+}
+
 func TestLimitBody(t *testing.T) {
 	// A backend that echoes the body, behind LimitBody as the edge's proxy
 	// would be: the body error decides the answer.

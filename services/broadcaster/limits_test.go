@@ -111,3 +111,45 @@ func TestSocketLimitAndOrigin(t *testing.T) {
 		}
 	}
 }
+
+// TestSocketMessagesAreStrict: a client message with invalid UTF-8, a
+// case-folded or an unknown field is refused with invalid_argument naming the
+// problem, and the connection stays usable.
+func TestSocketMessagesAreStrict(t *testing.T) {
+	iss := authtokentest.New(t)
+	svc := NewService(&memLog{}, limits(64))
+	reg := NewRegistry(svc, log.NewNopLogger())
+	eps := MakeEndpoints(reg, func(string) endpoint.Middleware { return func(e endpoint.Endpoint) endpoint.Endpoint { return e } })
+	srv := httptest.NewServer(NewHTTPHandler(svc, reg, eps, iss.Verifier, HTTPOptions{
+		PingInterval: time.Minute, PingTimeout: time.Second, Logger: log.NewNopLogger(), Connections: prometheus.NewGauge(prometheus.GaugeOpts{Name: "c"}),
+	}))
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http")+"/stream?access_token="+iss.Token(t, "ai-001", "L2"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.CloseNow()
+	for _, raw := range [][]byte{
+		[]byte("{\"type\":\"subscribe\",\"id_prefix\":\"shared-\xff\"}"),
+		[]byte(`{"type":"subscribe","ID_Prefix":"shared-"}`),
+		[]byte(`{"type":"subscribe","id_prefx":"shared-"}`),
+	} {
+		if err := conn.Write(ctx, websocket.MessageText, raw); err != nil {
+			t.Fatal(err)
+		}
+		var m map[string]any
+		if err := wsjson.Read(ctx, conn, &m); err != nil {
+			t.Fatal(err)
+		}
+		if e, _ := m["error"].(map[string]any); m["type"] != "error" || e["code"] != "invalid_argument" {
+			t.Fatalf("%q answered %v", raw, m)
+		}
+	}
+	wsjson.Write(ctx, conn, map[string]any{"type": "subscribe", "id_prefix": "shared-"})
+	var m map[string]any
+	if err := wsjson.Read(ctx, conn, &m); err != nil || m["type"] != "subscribed" {
+		t.Fatalf("after the refusals: %v %v", m, err)
+	}
+}

@@ -166,9 +166,11 @@ func serveStream(w http.ResponseWriter, r *http.Request, svc Service, reg *Regis
 			closeWith(websocket.StatusNormalClosure, "")
 			return
 		}
+		// As strict as REST bodies: valid UTF-8, exact field names, no
+		// unknown fields, each refusal naming what is wrong.
 		var m clientMessage
-		if err := json.Unmarshal(data, &m); err != nil {
-			send(streamControl{msg: newErrorMessage(apierr.New(apierr.InvalidArgument, "The message is not valid JSON."), "")})
+		if err := httpjson.Unmarshal(data, &m); err != nil {
+			send(streamControl{msg: newErrorMessage(err, "")})
 			continue
 		}
 		switch m.Type {
