@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
@@ -53,7 +54,7 @@ func (c *Consumer) RunBatch(ctx context.Context, h BatchHandler, o BatchOptions)
 			continue
 		}
 		backoff.Reset()
-		if err := c.processBatch(ctx, h, batch); err != nil {
+		if err := processBatch(ctx, c.logger, h, batch); err != nil {
 			return nil // ctx ended while retrying: nothing committed
 		}
 		if err := c.r.CommitMessages(ctx, batch...); err != nil && ctx.Err() == nil {
@@ -100,7 +101,7 @@ func (c *Consumer) fetchBatch(ctx context.Context, o BatchOptions) ([]Message, e
 
 // processBatch runs h on batch in one consumer span, retrying until it succeeds
 // or ctx ends.
-func (c *Consumer) processBatch(ctx context.Context, h BatchHandler, batch []Message) error {
+func processBatch(ctx context.Context, logger log.Logger, h BatchHandler, batch []Message) error {
 	tracer := otel.Tracer("github.com/fedsync/fedsync/libs/kafkabus")
 	if len(batch) == 1 {
 		// One record continues its writer's trace.
@@ -129,7 +130,7 @@ func (c *Consumer) processBatch(ctx context.Context, h BatchHandler, batch []Mes
 		if err == nil {
 			return nil
 		}
-		level.Warn(c.logger).Log("msg", "batch handler failed, retrying the same records", "records", len(batch),
+		level.Warn(logger).Log("msg", "batch handler failed, retrying the same records", "records", len(batch),
 			"first_partition", batch[0].Partition, "first_offset", batch[0].Offset, "attempt", attempt, "err", err)
 		if !backoff.Wait(ctx) {
 			return errors.Join(err, ctx.Err())

@@ -67,12 +67,15 @@ func (c *Consumer) Run(ctx context.Context, h Handler) error {
 // Lag returns how many records of the assigned partitions are not read yet.
 func (c *Consumer) Lag() int64 { return c.r.Stats().Lag }
 
+// Lagger is a consumer that knows how far behind it is.
+type Lagger interface{ Lag() int64 }
+
 // Close leaves the group.
 func (c *Consumer) Close() error { return c.r.Close() }
 
 // ReportLag sets gauge to the consumers' total lag every second until ctx ends:
 // the seed's message_queue_depth of a topic.
-func ReportLag(ctx context.Context, gauge interface{ Set(float64) }, consumers ...*Consumer) error {
+func ReportLag(ctx context.Context, gauge interface{ Set(float64) }, consumers ...Lagger) error {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {

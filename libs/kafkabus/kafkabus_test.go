@@ -4,11 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/go-kit/log"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/propagation"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -287,5 +291,92 @@ func TestLagReaderCountsUncommittedRecords(t *testing.T) {
 	c.Close()
 	if lag != 0 || err != nil {
 		t.Fatalf("lag after consuming = %d, %v", lag, err)
+	}
+}
+
+// TestTailerReadsEveryPartitionWithoutAGroup: a tailer started on a topic gets
+// every record produced afterwards, from every partition, each partition's in
+// order, and creates no consumer group in the broker.
+func TestTailerReadsEveryPartitionWithoutAGroup(t *testing.T) {
+	cfg := testConfig(t)
+	topic := uniqueTopic(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := EnsureTopics(ctx, cfg, []TopicSpec{{Name: topic, Partitions: 3}}); err != nil {
+		t.Fatal(err)
+	}
+	tl, err := NewTailer(cfg, topic, log.NewNopLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tl.Close()
+	got := make(chan Message, 100)
+	rctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tl.RunBatch(rctx, func(_ context.Context, ms []Message) error {
+			for _, m := range ms {
+				got <- m
+			}
+			return nil
+		}, BatchOptions{MaxRecords: 16})
+	}()
+	p := NewProducer(cfg, topic)
+	defer p.Close()
+	// The tailer starts at the end once it has looked the partitions up:
+	// produce a marker until it arrives, then the records that count.
+	for marker := false; !marker; {
+		if err := p.Publish(ctx, Record{Key: []byte("marker"), Value: []byte("m")}); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-got:
+			marker = true
+		case <-time.After(300 * time.Millisecond):
+		}
+	}
+	for len(got) > 0 {
+		<-got
+	}
+	const n = 60
+	for i := 0; i < n; i++ {
+		if err := p.Publish(ctx, Record{Key: []byte(fmt.Sprintf("k%d", i%7)), Value: []byte(fmt.Sprint(i))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	last := map[string]int{}
+	parts := map[int]bool{}
+	for i := 0; i < n; i++ {
+		select {
+		case m := <-got:
+			v, _ := strconv.Atoi(string(m.Value))
+			if prev, ok := last[string(m.Key)]; ok && v <= prev {
+				t.Fatalf("key %s: %d after %d", m.Key, v, prev)
+			}
+			last[string(m.Key)] = v
+			parts[m.Partition] = true
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%d of %d records arrived", i, n)
+		}
+	}
+	if len(parts) < 2 {
+		t.Fatalf("records came from partitions %v only", parts)
+	}
+	stop()
+	<-done
+	cl, err := kgo.NewClient(kgo.SeedBrokers(cfg.Brokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	resp, err := kmsg.NewPtrListGroupsRequest().RequestWith(ctx, cl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range resp.Groups {
+		if strings.Contains(g.Group, topic) {
+			t.Fatalf("the tailer left group %s", g.Group)
+		}
 	}
 }

@@ -57,7 +57,13 @@ func Run(ctx context.Context, cfg *Config) error {
 			}
 		})
 	})
-	consumer := kafkabus.NewConsumer(&cfg.Kafka, kafkabus.TopicCommitted, "fedsync-broadcaster-"+cfg.Service.Instance, kafkabus.StartLatest, rt.Logger)
+	// Every hub fans out every change and fills gaps from the commit log, so
+	// it tails the topic without a consumer group (none is orphaned by a
+	// rollout, and no offsets are committed that nobody reads).
+	consumer, err := kafkabus.NewTailer(&cfg.Kafka, kafkabus.TopicCommitted, rt.Logger)
+	if err != nil {
+		return err
+	}
 	rt.OnClose(func() { consumer.Close() })
 	rt.Go("committed consumer", func(ctx context.Context) error {
 		return consumer.RunBatch(ctx, kafkaHandler(svc, rt.Logger), cfg.Batch)

@@ -39,7 +39,12 @@ func Run(ctx context.Context, cfg *Config) error {
 	}
 	rt.Go("prober", p.run)
 	ag := newAgents(cfg.AgentTimeout, log.With(rt.Logger, "component", "agents"), alert)
-	hb := kafkabus.NewConsumer(&cfg.Kafka, kafkabus.TopicHeartbeats, "fedsync-healthmonitor-"+cfg.Service.Instance, kafkabus.StartLatest, rt.Logger)
+	// Every replica needs every heartbeat and none resumes from Kafka: a
+	// tailer, no consumer group (so none is orphaned by a rollout).
+	hb, err := kafkabus.NewTailer(&cfg.Kafka, kafkabus.TopicHeartbeats, rt.Logger)
+	if err != nil {
+		return err
+	}
 	rt.OnClose(func() { hb.Close() })
 	rt.Go("heartbeats consumer", func(ctx context.Context) error { return hb.Run(ctx, ag.handler()) })
 

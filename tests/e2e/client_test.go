@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -60,6 +61,21 @@ func (a *agent) do(method, path string, body []byte, token string) (int, map[str
 func (a *agent) push(body string) (int, map[string]any) {
 	status, out, _ := a.do("POST", "/api/v1/sync/state", []byte(body), a.token)
 	return status, out
+}
+
+// pushPatiently is push as a well-behaved agent does it: a 503 (back-pressure:
+// nothing was accepted) is sent again after its Retry-After, for up to 30 s.
+func (a *agent) pushPatiently(body string) (int, map[string]any) {
+	a.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		status, out, h := a.do("POST", "/api/v1/sync/state", []byte(body), a.token)
+		if status != http.StatusServiceUnavailable || time.Now().After(deadline) {
+			return status, out
+		}
+		wait, _ := strconv.Atoi(h.Get("Retry-After"))
+		time.Sleep(time.Duration(max(wait, 1)) * time.Second)
+	}
 }
 
 func (a *agent) get(id string) (int, map[string]any) {

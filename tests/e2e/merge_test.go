@@ -64,19 +64,19 @@ func TestConcurrentWritersConvergeInEveryMode(t *testing.T) {
 				// eventual: everyone writes the same two documents
 				id := fmt.Sprintf("shared-note-%d", n%2)
 				addID(id)
-				if st, b := ag.push(fmt.Sprintf(`{"id":%q,"data_type":"note","patch":{"last":%q,"w%d":%d}}`, id, me, i, n)); st != 202 {
+				if st, b := ag.pushPatiently(fmt.Sprintf(`{"id":%q,"data_type":"note","patch":{"last":%q,"w%d":%d}}`, id, me, i, n)); st != 202 {
 					t.Errorf("eventual: %d %v", st, b)
 				}
 				// eventual with resolvers: a shared knowledge graph
 				addID("shared-kg")
-				if st, b := ag.push(fmt.Sprintf(`{"id":"shared-kg","data_type":"knowledge_graph","patch":{"entities":["e%d"],"observations":1,"confidence":%v}}`, i, float64(n)/12)); st != 202 {
+				if st, b := ag.pushPatiently(fmt.Sprintf(`{"id":"shared-kg","data_type":"knowledge_graph","patch":{"entities":["e%d"],"observations":1,"confidence":%v}}`, i, float64(n)/12)); st != 202 {
 					t.Errorf("kg: %d %v", st, b)
 				}
 				// causal: a chain per writer, on shared documents
 				counter++
 				bid := fmt.Sprintf("shared-belief-%d", n%3)
 				addID(bid)
-				if st, b := ag.push(fmt.Sprintf(`{"id":%q,"data_type":"belief","patch":{"statement":"%s says %d","evidence":["%s-%d"]},"vector_clock":{%q:%d}}`, bid, me, n, me, n, me, counter)); st != 202 {
+				if st, b := ag.pushPatiently(fmt.Sprintf(`{"id":%q,"data_type":"belief","patch":{"statement":"%s says %d","evidence":["%s-%d"]},"vector_clock":{%q:%d}}`, bid, me, n, me, n, me, counter)); st != 202 {
 					t.Errorf("causal: %d %v", st, b)
 				}
 			}
