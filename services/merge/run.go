@@ -68,7 +68,7 @@ func Run(ctx context.Context, cfg *Config) error {
 	}, []string{"reason"})
 	rt.Metrics.Registry.MustRegister(deadLettered)
 	handler := batchHandler(eps, core, dlq, cfg.DLQAfter, logger, func(reason string) { deadLettered.WithLabelValues(reason).Inc() })
-	consumers := make([]*kafkabus.Consumer, cfg.Consumers)
+	consumers := make([]kafkabus.Lagger, cfg.Consumers)
 	for i := range consumers {
 		c := kafkabus.NewConsumer(&cfg.Kafka, kafkabus.TopicDeltas, cfg.Group, kafkabus.StartEarliest, logger)
 		consumers[i] = c
