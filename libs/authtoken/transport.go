@@ -3,6 +3,7 @@ package authtoken
 import (
 	"context"
 	"net/http"
+	"slices"
 	"strings"
 
 	"google.golang.org/grpc"
@@ -85,10 +86,12 @@ func (v *Verifier) fromMetadata(ctx context.Context) (context.Context, error) {
 // Consul call without a token.
 func isHealth(method string) bool { return strings.HasPrefix(method, "/grpc.health.v1.Health/") }
 
-// UnaryServerInterceptor authenticates unary RPCs other than health checks.
-func (v *Verifier) UnaryServerInterceptor() grpc.UnaryServerInterceptor {
+// UnaryServerInterceptor authenticates unary RPCs other than health checks
+// and the service-internal methods listed in internal (which carry no agent
+// token; mtls.Policy says which services may call them).
+func (v *Verifier) UnaryServerInterceptor(internal ...string) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-		if isHealth(info.FullMethod) {
+		if isHealth(info.FullMethod) || slices.Contains(internal, info.FullMethod) {
 			return h(ctx, req)
 		}
 		ctx, err := v.fromMetadata(ctx)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"time"
 
 	"github.com/go-kit/kit/circuitbreaker"
@@ -53,6 +54,7 @@ type Peer struct {
 	instancer sd.Instancer
 	endpoints *sd.DefaultEndpointer
 	call      endpoint.Endpoint
+	dialOpts  []grpc.DialOption
 }
 
 // Invocation is one call to make on whichever instance the balancer picks.
@@ -130,7 +132,51 @@ func (d *Discovery) NewPeer(service string, opts PeerOptions) (*Peer, error) {
 		time.Sleep(time.Duration(n) * 50 * time.Millisecond)
 		return true, nil
 	})
-	return &Peer{name: service, instancer: inst, endpoints: endpointer, call: retry}, nil
+	return &Peer{name: service, instancer: inst, endpoints: endpointer, call: retry, dialOpts: dialOpts}, nil
+}
+
+// Each runs inv once on every current instance of the peer, concurrently, on
+// connections of its own (no balancing, retries or breakers: the caller wants
+// each instance's own answer). It returns the instances and the error of each
+// that failed.
+func (p *Peer) Each(ctx context.Context, inv Invocation) ([]string, map[string]error) {
+	ch := make(chan sd.Event, 1)
+	p.instancer.Register(ch)
+	var ev sd.Event
+	select {
+	case ev = <-ch:
+	case <-ctx.Done():
+		ev.Err = ctx.Err()
+	}
+	p.instancer.Deregister(ch)
+	if ev.Err != nil {
+		return nil, map[string]error{p.name: ev.Err}
+	}
+	var mu sync.Mutex
+	failed := map[string]error{}
+	var wg sync.WaitGroup
+	for _, addr := range ev.Instances {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := func() error {
+				cc, err := grpc.NewClient(addr, p.dialOpts...)
+				if err != nil {
+					return err
+				}
+				defer cc.Close()
+				_, err = inv(ctx, cc)
+				return err
+			}()
+			if err != nil {
+				mu.Lock()
+				failed[addr] = err
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return ev.Instances, failed
 }
 
 // Call runs inv on an instance of the peer. Errors the peer answered with come back

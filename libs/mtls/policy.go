@@ -30,6 +30,8 @@ var Policy = map[string][]string{
 	// validation: the agents' write API.
 	"/fedsync.v1.ValidationService/PushState": {Anyone},
 	"/fedsync.v1.ValidationService/Heartbeat": {Anyone},
+	// a validation instance that pauses writes applies it on the others.
+	"/fedsync.v1.ValidationService/SyncControl": {"validation"},
 	// merge: strong writes come through validation; resolving a conflict is
 	// an L3 act checked against the caller's token.
 	"/fedsync.v1.MergeService/CommitStrong":    {"validation"},

@@ -2,6 +2,7 @@ package validation
 
 import (
 	"context"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -23,6 +24,10 @@ type ControlStore interface {
 type control struct {
 	store  ControlStore
 	paused atomic.Bool
+	// gate is held (read) by each write from its pause check to its answer;
+	// apply takes it (write) after a change, so it returns only when no
+	// write admitted under the previous state is still in flight.
+	gate sync.RWMutex
 }
 
 func (c *control) refresh(ctx context.Context) error {
@@ -30,8 +35,18 @@ func (c *control) refresh(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	c.paused.Store(st.GetPaused())
+	c.apply(st.GetPaused())
 	return nil
+}
+
+// apply sets the pause state; while paused it returns only once every write
+// that passed the check before has answered.
+func (c *control) apply(paused bool) {
+	c.paused.Store(paused)
+	if paused {
+		c.gate.Lock()
+		c.gate.Unlock() //nolint:staticcheck // a barrier, not a critical section
+	}
 }
 
 // run follows the shared state every interval until ctx ends.

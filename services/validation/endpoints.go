@@ -11,7 +11,8 @@ type Endpoints struct {
 	PushState  endpoint.Endpoint
 	Heartbeat  endpoint.Endpoint
 	SetPaused  endpoint.Endpoint
-	GetControl endpoint.Endpoint
+	GetControl  endpoint.Endpoint
+	SyncControl endpoint.Endpoint
 }
 
 // MakeEndpoints wraps every method of svc in mw(method name).
@@ -20,6 +21,7 @@ func MakeEndpoints(svc Service, mw func(method string) endpoint.Middleware) Endp
 		PushState:  mw("PushState")(endpoints.Make(svc.PushState)),
 		Heartbeat:  mw("Heartbeat")(endpoints.Make(svc.Heartbeat)),
 		SetPaused:  mw("SetPaused")(endpoints.Make(svc.SetPaused)),
-		GetControl: mw("GetControl")(endpoints.Make(svc.GetControl)),
+		GetControl:  mw("GetControl")(endpoints.Make(svc.GetControl)),
+		SyncControl: mw("SyncControl")(endpoints.Make(svc.SyncControl)),
 	}
 }

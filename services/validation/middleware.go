@@ -106,7 +106,7 @@ func AuditingMiddleware(l *audit.Log) Middleware {
 	return func(next Service) Service { return &auditing{Service: next, log: l} }
 }
 
-func (m *auditing) SetPaused(ctx context.Context, req SetPausedRequest) (*fedsyncv1.ControlState, error) {
+func (m *auditing) SetPaused(ctx context.Context, req SetPausedRequest) (*PauseResult, error) {
 	st, err := m.Service.SetPaused(ctx, req)
 	action, result := "admin.control.resume", "success"
 	if req.Paused {

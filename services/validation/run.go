@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/go-kit/log"
+	"github.com/go-kit/log/level"
 	"google.golang.org/grpc"
 
 	"github.com/fedsync/fedsync/libs/datatypes"
@@ -54,6 +55,15 @@ func Run(ctx context.Context, cfg *Config) error {
 		core.WithAdmission(adm)
 		rt.Go("admission", func(ctx context.Context) error { return adm.run(ctx, cfg.AdmitPoll) })
 	}
+	if self, err := rt.Peer("validation"); err == nil {
+		core.WithFanout(func(ctx context.Context) ([]string, map[string]error) {
+			return self.Each(ctx, func(ctx context.Context, cc grpc.ClientConnInterface) (any, error) {
+				return fedsyncv1.NewValidationServiceClient(cc).SyncControl(ctx, &fedsyncv1.SyncControlRequest{})
+			})
+		})
+	} else {
+		level.Warn(rt.Logger).Log("msg", "no discovery of the other validation instances: a pause reaches them within -control-poll", "err", err)
+	}
 	var svc Service = core
 	svc = RateLimitingMiddleware(cfg.ClientRate, cfg.ClientBurst, cfg.HubRate, cfg.HubBurst)(svc)
 	svc = InstrumentingMiddleware(rt.Metrics.Registry)(svc)
@@ -61,7 +71,7 @@ func Run(ctx context.Context, cfg *Config) error {
 	eps := MakeEndpoints(svc, rt.Instrument)
 	return rt.Run(ctx, svcrun.Servers{
 		GRPCOptions: []grpc.ServerOption{
-			grpc.ChainUnaryInterceptor(verifier.UnaryServerInterceptor()),
+			grpc.ChainUnaryInterceptor(verifier.UnaryServerInterceptor(fedsyncv1.ValidationService_SyncControl_FullMethodName)),
 			grpc.MaxRecvMsgSize(int(cfg.MaxBody) + 4096),
 		},
 		RegisterGRPC: func(s *grpc.Server) { fedsyncv1.RegisterValidationServiceServer(s, NewGRPCServer(eps)) },

@@ -8,6 +8,7 @@ package validation
 import (
 	"context"
 	"fmt"
+	"sort"
 	"time"
 	"unicode/utf8"
 
@@ -30,9 +31,22 @@ type Service interface {
 	Heartbeat(ctx context.Context, req *fedsyncv1.HeartbeatRequest) (*fedsyncv1.HeartbeatResponse, error)
 	// SetPaused pauses or resumes writes federation-wide (seed 9.2); callers
 	// check the L4 level.
-	SetPaused(ctx context.Context, req SetPausedRequest) (*fedsyncv1.ControlState, error)
+	SetPaused(ctx context.Context, req SetPausedRequest) (*PauseResult, error)
+	// SyncControl loads the operating state now and returns it once no write
+	// admitted under the previous state is in flight (service-internal).
+	SyncControl(ctx context.Context, req *fedsyncv1.SyncControlRequest) (*fedsyncv1.SyncControlResponse, error)
 	// GetControl returns the federation's operating state.
 	GetControl(ctx context.Context, _ struct{}) (*fedsyncv1.ControlState, error)
+}
+
+// PauseResult is the new operating state and how far it has reached: the
+// validation instances that applied it before the call returned, and those
+// that did not answer (they apply it within -control-poll once they reach
+// statestore).
+type PauseResult struct {
+	State       *fedsyncv1.ControlState
+	Instances   int
+	Unconfirmed []string
 }
 
 // SetPausedRequest pauses (Paused true) or resumes writes.
@@ -66,6 +80,9 @@ type service struct {
 	inflight       inflight
 	// beats limits heartbeats per agent.
 	beats beatLimiter
+	// fanout applies a pause on every validation instance (nil: this one
+	// only; the others follow within the poll interval).
+	fanout func(ctx context.Context) ([]string, map[string]error)
 }
 
 // NewService returns validation's logic.
@@ -163,6 +180,10 @@ func (s *service) PushState(ctx context.Context, req *fedsyncv1.PushStateRequest
 	if !ok {
 		return nil, apierr.New(apierr.Unauthenticated, "A bearer token is required.")
 	}
+	// Held until the write is answered, so a pause waits for the writes it
+	// did not stop (SyncControl).
+	s.control.gate.RLock()
+	defer s.control.gate.RUnlock()
 	if s.control.paused.Load() {
 		return nil, apierr.New(apierr.Unavailable, "Writes are paused for maintenance; reads and subscriptions keep working. Retry later.").WithRetryAfter(30 * time.Second)
 	}
@@ -259,13 +280,42 @@ func (s *service) WithControl(store ControlStore) *service {
 	return s
 }
 
-func (s *service) SetPaused(ctx context.Context, req SetPausedRequest) (*fedsyncv1.ControlState, error) {
+func (s *service) SetPaused(ctx context.Context, req SetPausedRequest) (*PauseResult, error) {
 	st, err := s.control.store.SetControl(ctx, &fedsyncv1.ControlState{Paused: req.Paused, By: req.By, Reason: req.Reason, At: time.Now().UnixNano()})
 	if err != nil {
 		return nil, err
 	}
-	s.control.paused.Store(st.GetPaused()) // this instance at once; the others within the poll interval
-	return st, nil
+	s.control.apply(st.GetPaused())
+	res := &PauseResult{State: st, Instances: 1}
+	if s.fanout != nil {
+		// Every validation instance, in every region, applies it before
+		// the call returns.
+		fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		instances, failed := s.fanout(fctx)
+		res.Instances = len(instances)
+		for addr := range failed {
+			res.Unconfirmed = append(res.Unconfirmed, addr)
+		}
+		sort.Strings(res.Unconfirmed)
+	}
+	return res, nil
+}
+
+func (s *service) SyncControl(ctx context.Context, _ *fedsyncv1.SyncControlRequest) (*fedsyncv1.SyncControlResponse, error) {
+	st, err := s.control.store.GetControl(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s.control.apply(st.GetPaused())
+	return &fedsyncv1.SyncControlResponse{State: st}, nil
+}
+
+// WithFanout makes SetPaused apply the new state on every validation
+// instance (fn calls SyncControl on each) before it returns.
+func (s *service) WithFanout(fn func(ctx context.Context) ([]string, map[string]error)) *service {
+	s.fanout = fn
+	return s
 }
 
 func (s *service) GetControl(ctx context.Context, _ struct{}) (*fedsyncv1.ControlState, error) {

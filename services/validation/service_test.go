@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/fedsync/fedsync/libs/apierr"
+	"github.com/fedsync/fedsync/libs/authtoken"
 	"github.com/fedsync/fedsync/libs/authtoken/authtokentest"
 	"github.com/fedsync/fedsync/libs/datatypes"
 	"github.com/fedsync/fedsync/libs/kafkabus"
@@ -316,4 +317,55 @@ func TestHeartbeatRateLimit(t *testing.T) {
 	if n := len(beats.records); n != 2 {
 		t.Fatalf("%d heartbeats published, want 2", n)
 	}
+}
+
+// TestPauseReachesEveryInstanceBeforeItReturns: instance A pauses; its call
+// returns only after instance B (another region, same shared state) applied
+// the pause and its write in flight answered, and B refuses the next write
+// at once, not after its next poll.
+func TestPauseReachesEveryInstanceBeforeItReturns(t *testing.T) {
+	iss := authtokentest.New(t)
+	shared := &memControl{}
+	slow := &slowLog{delay: 300 * time.Millisecond}
+	b := NewService(testTypes(t), slow, &memLog{}, &fakeMerge{}, "eu", time.Second, time.Second).WithControl(shared)
+	a := NewService(testTypes(t), &memLog{}, &memLog{}, &fakeMerge{}, "na", time.Second, time.Second).WithControl(shared).
+		WithFanout(func(ctx context.Context) ([]string, map[string]error) {
+			_, err := b.SyncControl(ctx, &fedsyncv1.SyncControlRequest{})
+			if err != nil {
+				return []string{"b"}, map[string]error{"b": err}
+			}
+			return []string{"a", "b"}, nil
+		})
+	ctx := authtoken.NewContext(context.Background(), mustClaims(t, iss, "ai-001"))
+	inflight := make(chan error, 1)
+	go func() {
+		_, err := b.PushState(ctx, &fedsyncv1.PushStateRequest{Id: "ai-001:x", DataType: "note", Patch: []byte(`{"a":1}`)})
+		inflight <- err
+	}()
+	time.Sleep(50 * time.Millisecond) // B's write is on its way to Kafka
+	res, err := a.SetPaused(context.Background(), SetPausedRequest{Paused: true, By: "admin"})
+	if err != nil || res.Instances != 2 || len(res.Unconfirmed) != 0 {
+		t.Fatalf("pause: %+v %v", res, err)
+	}
+	select {
+	case err := <-inflight:
+		if err != nil {
+			t.Fatalf("the write in flight before the pause: %v", err)
+		}
+	default:
+		t.Fatal("the pause returned while a write admitted before it was still in flight")
+	}
+	if _, err := b.PushState(ctx, &fedsyncv1.PushStateRequest{Id: "ai-001:y", DataType: "note", Patch: []byte(`{"a":1}`)}); apierr.As(err).Code != apierr.Unavailable {
+		t.Fatalf("a write on the other instance right after the pause: %v", err)
+	}
+}
+
+// mustClaims verifies a fresh token of subject (L2) and returns its claims.
+func mustClaims(t *testing.T, iss *authtokentest.Issuer, subject string) *authtoken.Claims {
+	t.Helper()
+	c, err := iss.Verifier.Verify(context.Background(), iss.Token(t, subject, "L2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }

@@ -20,6 +20,10 @@ func (s *grpcServer) PushState(ctx context.Context, req *fedsyncv1.PushStateRequ
 	return endpoints.Call[*fedsyncv1.PushStateResponse](ctx, s.e.PushState, req)
 }
 
+func (s *grpcServer) SyncControl(ctx context.Context, req *fedsyncv1.SyncControlRequest) (*fedsyncv1.SyncControlResponse, error) {
+	return endpoints.Call[*fedsyncv1.SyncControlResponse](ctx, s.e.SyncControl, req)
+}
+
 func (s *grpcServer) Heartbeat(ctx context.Context, req *fedsyncv1.HeartbeatRequest) (*fedsyncv1.HeartbeatResponse, error) {
 	return endpoints.Call[*fedsyncv1.HeartbeatResponse](ctx, s.e.Heartbeat, req)
 }

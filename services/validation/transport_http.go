@@ -89,12 +89,14 @@ func NewHTTPHandler(e Endpoints, v *authtoken.Verifier, maxBody int64) http.Hand
 					return
 				}
 			}
-			st, err := endpoints.Call[*fedsyncv1.ControlState](r.Context(), e.SetPaused, SetPausedRequest{Paused: paused, By: c.Subject, Reason: body.Reason})
+			res, err := endpoints.Call[*PauseResult](r.Context(), e.SetPaused, SetPausedRequest{Paused: paused, By: c.Subject, Reason: body.Reason})
 			if err != nil {
 				apierr.WriteHTTP(w, err)
 				return
 			}
-			httpjson.Write(w, http.StatusOK, controlView(st))
+			view := controlView(res.State)
+			view["instances"], view["unconfirmed"] = res.Instances, append([]string{}, res.Unconfirmed...)
+			httpjson.Write(w, http.StatusOK, view)
 		}
 	}
 	mux.HandleFunc("POST /api/v1/control/pause", control(true))

@@ -124,4 +124,17 @@ func TestHostileInputs(t *testing.T) {
 			time.Sleep(100 * time.Millisecond)
 		}
 	})
+
+	t.Run("a pause holds in every region when the call returns", func(t *testing.T) {
+		admin := newAgent(t, s, "admin", "na")
+		euWriter := newAgent(t, s, "ai-003", "eu")
+		st, body, _ := admin.do("POST", "/api/v1/control/pause", []byte(`{"reason":"hostile suite"}`), admin.token)
+		if st != 200 || body["paused"] != true || body["instances"] != float64(2) || len(body["unconfirmed"].([]any)) != 0 {
+			t.Fatalf("pause: %d %v", st, body)
+		}
+		defer admin.do("POST", "/api/v1/control/resume", nil, admin.token)
+		if st, b := euWriter.push(`{"id":"ai-003:after-pause","data_type":"note","patch":{"x":1}}`); st != 503 {
+			t.Fatalf("a write in region eu right after the pause returned: %d %v, want 503", st, b)
+		}
+	})
 }

@@ -1053,6 +1053,86 @@ func (x *GetJWKSResponse) GetJwks() []byte {
 	return nil
 }
 
+type SyncControlRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SyncControlRequest) Reset() {
+	*x = SyncControlRequest{}
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SyncControlRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SyncControlRequest) ProtoMessage() {}
+
+func (x *SyncControlRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SyncControlRequest.ProtoReflect.Descriptor instead.
+func (*SyncControlRequest) Descriptor() ([]byte, []int) {
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{12}
+}
+
+type SyncControlResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	State         *ControlState          `protobuf:"bytes,1,opt,name=state,proto3" json:"state,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SyncControlResponse) Reset() {
+	*x = SyncControlResponse{}
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SyncControlResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SyncControlResponse) ProtoMessage() {}
+
+func (x *SyncControlResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SyncControlResponse.ProtoReflect.Descriptor instead.
+func (*SyncControlResponse) Descriptor() ([]byte, []int) {
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *SyncControlResponse) GetState() *ControlState {
+	if x != nil {
+		return x.State
+	}
+	return nil
+}
+
 type PushStateRequest struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Id       string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -1077,7 +1157,7 @@ type PushStateRequest struct {
 
 func (x *PushStateRequest) Reset() {
 	*x = PushStateRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[12]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1089,7 +1169,7 @@ func (x *PushStateRequest) String() string {
 func (*PushStateRequest) ProtoMessage() {}
 
 func (x *PushStateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[12]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1102,7 +1182,7 @@ func (x *PushStateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushStateRequest.ProtoReflect.Descriptor instead.
 func (*PushStateRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{12}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *PushStateRequest) GetId() string {
@@ -1201,7 +1281,7 @@ type PushStateResponse struct {
 
 func (x *PushStateResponse) Reset() {
 	*x = PushStateResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[13]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1213,7 +1293,7 @@ func (x *PushStateResponse) String() string {
 func (*PushStateResponse) ProtoMessage() {}
 
 func (x *PushStateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[13]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1226,7 +1306,7 @@ func (x *PushStateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushStateResponse.ProtoReflect.Descriptor instead.
 func (*PushStateResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{13}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *PushStateResponse) GetMessageId() string {
@@ -1258,7 +1338,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[14]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1270,7 +1350,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[14]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1283,7 +1363,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{14}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{16}
 }
 
 type HeartbeatResponse struct {
@@ -1294,7 +1374,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[15]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1306,7 +1386,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[15]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1319,7 +1399,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{15}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{17}
 }
 
 type ResolveConflictRequest struct {
@@ -1336,7 +1416,7 @@ type ResolveConflictRequest struct {
 
 func (x *ResolveConflictRequest) Reset() {
 	*x = ResolveConflictRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[16]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1348,7 +1428,7 @@ func (x *ResolveConflictRequest) String() string {
 func (*ResolveConflictRequest) ProtoMessage() {}
 
 func (x *ResolveConflictRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[16]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1361,7 +1441,7 @@ func (x *ResolveConflictRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveConflictRequest.ProtoReflect.Descriptor instead.
 func (*ResolveConflictRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{16}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ResolveConflictRequest) GetId() string {
@@ -1402,7 +1482,7 @@ type ResolveConflictResponse struct {
 
 func (x *ResolveConflictResponse) Reset() {
 	*x = ResolveConflictResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[17]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1414,7 +1494,7 @@ func (x *ResolveConflictResponse) String() string {
 func (*ResolveConflictResponse) ProtoMessage() {}
 
 func (x *ResolveConflictResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[17]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1427,7 +1507,7 @@ func (x *ResolveConflictResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveConflictResponse.ProtoReflect.Descriptor instead.
 func (*ResolveConflictResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{17}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ResolveConflictResponse) GetConflict() *Conflict {
@@ -1453,7 +1533,7 @@ type CommitStrongRequest struct {
 
 func (x *CommitStrongRequest) Reset() {
 	*x = CommitStrongRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[18]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1465,7 +1545,7 @@ func (x *CommitStrongRequest) String() string {
 func (*CommitStrongRequest) ProtoMessage() {}
 
 func (x *CommitStrongRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[18]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1478,7 +1558,7 @@ func (x *CommitStrongRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitStrongRequest.ProtoReflect.Descriptor instead.
 func (*CommitStrongRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{18}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *CommitStrongRequest) GetDelta() *Delta {
@@ -1497,7 +1577,7 @@ type CommitStrongResponse struct {
 
 func (x *CommitStrongResponse) Reset() {
 	*x = CommitStrongResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[19]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1509,7 +1589,7 @@ func (x *CommitStrongResponse) String() string {
 func (*CommitStrongResponse) ProtoMessage() {}
 
 func (x *CommitStrongResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[19]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1522,7 +1602,7 @@ func (x *CommitStrongResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitStrongResponse.ProtoReflect.Descriptor instead.
 func (*CommitStrongResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{19}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *CommitStrongResponse) GetVersion() int64 {
@@ -1546,7 +1626,7 @@ type ControlState struct {
 
 func (x *ControlState) Reset() {
 	*x = ControlState{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[20]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1558,7 +1638,7 @@ func (x *ControlState) String() string {
 func (*ControlState) ProtoMessage() {}
 
 func (x *ControlState) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[20]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1571,7 +1651,7 @@ func (x *ControlState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ControlState.ProtoReflect.Descriptor instead.
 func (*ControlState) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{20}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ControlState) GetPaused() bool {
@@ -1610,7 +1690,7 @@ type GetControlRequest struct {
 
 func (x *GetControlRequest) Reset() {
 	*x = GetControlRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[21]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1622,7 +1702,7 @@ func (x *GetControlRequest) String() string {
 func (*GetControlRequest) ProtoMessage() {}
 
 func (x *GetControlRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[21]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1635,7 +1715,7 @@ func (x *GetControlRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetControlRequest.ProtoReflect.Descriptor instead.
 func (*GetControlRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{21}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{23}
 }
 
 type GetControlResponse struct {
@@ -1647,7 +1727,7 @@ type GetControlResponse struct {
 
 func (x *GetControlResponse) Reset() {
 	*x = GetControlResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[22]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1659,7 +1739,7 @@ func (x *GetControlResponse) String() string {
 func (*GetControlResponse) ProtoMessage() {}
 
 func (x *GetControlResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[22]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1672,7 +1752,7 @@ func (x *GetControlResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetControlResponse.ProtoReflect.Descriptor instead.
 func (*GetControlResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{22}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *GetControlResponse) GetState() *ControlState {
@@ -1691,7 +1771,7 @@ type SetControlRequest struct {
 
 func (x *SetControlRequest) Reset() {
 	*x = SetControlRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[23]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1703,7 +1783,7 @@ func (x *SetControlRequest) String() string {
 func (*SetControlRequest) ProtoMessage() {}
 
 func (x *SetControlRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[23]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1716,7 +1796,7 @@ func (x *SetControlRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetControlRequest.ProtoReflect.Descriptor instead.
 func (*SetControlRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{23}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *SetControlRequest) GetState() *ControlState {
@@ -1735,7 +1815,7 @@ type SetControlResponse struct {
 
 func (x *SetControlResponse) Reset() {
 	*x = SetControlResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[24]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1747,7 +1827,7 @@ func (x *SetControlResponse) String() string {
 func (*SetControlResponse) ProtoMessage() {}
 
 func (x *SetControlResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[24]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1760,7 +1840,7 @@ func (x *SetControlResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetControlResponse.ProtoReflect.Descriptor instead.
 func (*SetControlResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{24}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *SetControlResponse) GetState() *ControlState {
@@ -1801,7 +1881,7 @@ type Conflict struct {
 
 func (x *Conflict) Reset() {
 	*x = Conflict{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[25]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1813,7 +1893,7 @@ func (x *Conflict) String() string {
 func (*Conflict) ProtoMessage() {}
 
 func (x *Conflict) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[25]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1826,7 +1906,7 @@ func (x *Conflict) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Conflict.ProtoReflect.Descriptor instead.
 func (*Conflict) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{25}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Conflict) GetId() string {
@@ -1956,7 +2036,7 @@ type GetFrontierRequest struct {
 
 func (x *GetFrontierRequest) Reset() {
 	*x = GetFrontierRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[26]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1968,7 +2048,7 @@ func (x *GetFrontierRequest) String() string {
 func (*GetFrontierRequest) ProtoMessage() {}
 
 func (x *GetFrontierRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[26]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1981,7 +2061,7 @@ func (x *GetFrontierRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetFrontierRequest.ProtoReflect.Descriptor instead.
 func (*GetFrontierRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{26}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{28}
 }
 
 type GetFrontierResponse struct {
@@ -1993,7 +2073,7 @@ type GetFrontierResponse struct {
 
 func (x *GetFrontierResponse) Reset() {
 	*x = GetFrontierResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[27]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2005,7 +2085,7 @@ func (x *GetFrontierResponse) String() string {
 func (*GetFrontierResponse) ProtoMessage() {}
 
 func (x *GetFrontierResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[27]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2018,7 +2098,7 @@ func (x *GetFrontierResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetFrontierResponse.ProtoReflect.Descriptor instead.
 func (*GetFrontierResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{27}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *GetFrontierResponse) GetFrontier() map[string]int64 {
@@ -2044,7 +2124,7 @@ type Outcome struct {
 
 func (x *Outcome) Reset() {
 	*x = Outcome{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[28]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2056,7 +2136,7 @@ func (x *Outcome) String() string {
 func (*Outcome) ProtoMessage() {}
 
 func (x *Outcome) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[28]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2069,7 +2149,7 @@ func (x *Outcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Outcome.ProtoReflect.Descriptor instead.
 func (*Outcome) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{28}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Outcome) GetMessageId() string {
@@ -2127,7 +2207,7 @@ type RecordOutcomeRequest struct {
 
 func (x *RecordOutcomeRequest) Reset() {
 	*x = RecordOutcomeRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[29]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2139,7 +2219,7 @@ func (x *RecordOutcomeRequest) String() string {
 func (*RecordOutcomeRequest) ProtoMessage() {}
 
 func (x *RecordOutcomeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[29]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2152,7 +2232,7 @@ func (x *RecordOutcomeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordOutcomeRequest.ProtoReflect.Descriptor instead.
 func (*RecordOutcomeRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{29}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *RecordOutcomeRequest) GetOutcome() *Outcome {
@@ -2191,7 +2271,7 @@ type RecordOutcomeResponse struct {
 
 func (x *RecordOutcomeResponse) Reset() {
 	*x = RecordOutcomeResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[30]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2203,7 +2283,7 @@ func (x *RecordOutcomeResponse) String() string {
 func (*RecordOutcomeResponse) ProtoMessage() {}
 
 func (x *RecordOutcomeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[30]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2216,7 +2296,7 @@ func (x *RecordOutcomeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordOutcomeResponse.ProtoReflect.Descriptor instead.
 func (*RecordOutcomeResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{30}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{32}
 }
 
 type GetOutcomeRequest struct {
@@ -2228,7 +2308,7 @@ type GetOutcomeRequest struct {
 
 func (x *GetOutcomeRequest) Reset() {
 	*x = GetOutcomeRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[31]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2240,7 +2320,7 @@ func (x *GetOutcomeRequest) String() string {
 func (*GetOutcomeRequest) ProtoMessage() {}
 
 func (x *GetOutcomeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[31]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2253,7 +2333,7 @@ func (x *GetOutcomeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOutcomeRequest.ProtoReflect.Descriptor instead.
 func (*GetOutcomeRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{31}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *GetOutcomeRequest) GetMessageId() string {
@@ -2272,7 +2352,7 @@ type GetOutcomeResponse struct {
 
 func (x *GetOutcomeResponse) Reset() {
 	*x = GetOutcomeResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[32]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2284,7 +2364,7 @@ func (x *GetOutcomeResponse) String() string {
 func (*GetOutcomeResponse) ProtoMessage() {}
 
 func (x *GetOutcomeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[32]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2297,7 +2377,7 @@ func (x *GetOutcomeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOutcomeResponse.ProtoReflect.Descriptor instead.
 func (*GetOutcomeResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{32}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *GetOutcomeResponse) GetOutcome() *Outcome {
@@ -2319,7 +2399,7 @@ type ListConflictsRequest struct {
 
 func (x *ListConflictsRequest) Reset() {
 	*x = ListConflictsRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[33]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2331,7 +2411,7 @@ func (x *ListConflictsRequest) String() string {
 func (*ListConflictsRequest) ProtoMessage() {}
 
 func (x *ListConflictsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[33]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2344,7 +2424,7 @@ func (x *ListConflictsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConflictsRequest.ProtoReflect.Descriptor instead.
 func (*ListConflictsRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{33}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ListConflictsRequest) GetStatus() string {
@@ -2378,7 +2458,7 @@ type ListConflictsResponse struct {
 
 func (x *ListConflictsResponse) Reset() {
 	*x = ListConflictsResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[34]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2390,7 +2470,7 @@ func (x *ListConflictsResponse) String() string {
 func (*ListConflictsResponse) ProtoMessage() {}
 
 func (x *ListConflictsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[34]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2403,7 +2483,7 @@ func (x *ListConflictsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConflictsResponse.ProtoReflect.Descriptor instead.
 func (*ListConflictsResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{34}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ListConflictsResponse) GetConflicts() []*Conflict {
@@ -2429,7 +2509,7 @@ type GetConflictRequest struct {
 
 func (x *GetConflictRequest) Reset() {
 	*x = GetConflictRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[35]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2441,7 +2521,7 @@ func (x *GetConflictRequest) String() string {
 func (*GetConflictRequest) ProtoMessage() {}
 
 func (x *GetConflictRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[35]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2454,7 +2534,7 @@ func (x *GetConflictRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConflictRequest.ProtoReflect.Descriptor instead.
 func (*GetConflictRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{35}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *GetConflictRequest) GetId() string {
@@ -2473,7 +2553,7 @@ type GetConflictResponse struct {
 
 func (x *GetConflictResponse) Reset() {
 	*x = GetConflictResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[36]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2485,7 +2565,7 @@ func (x *GetConflictResponse) String() string {
 func (*GetConflictResponse) ProtoMessage() {}
 
 func (x *GetConflictResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[36]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2498,7 +2578,7 @@ func (x *GetConflictResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConflictResponse.ProtoReflect.Descriptor instead.
 func (*GetConflictResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{36}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *GetConflictResponse) GetConflict() *Conflict {
@@ -2540,7 +2620,7 @@ type ApplyRequest struct {
 
 func (x *ApplyRequest) Reset() {
 	*x = ApplyRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[37]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2552,7 +2632,7 @@ func (x *ApplyRequest) String() string {
 func (*ApplyRequest) ProtoMessage() {}
 
 func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[37]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2565,7 +2645,7 @@ func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyRequest.ProtoReflect.Descriptor instead.
 func (*ApplyRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{37}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ApplyRequest) GetId() string {
@@ -2692,7 +2772,7 @@ type ApplyResponse struct {
 
 func (x *ApplyResponse) Reset() {
 	*x = ApplyResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[38]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2704,7 +2784,7 @@ func (x *ApplyResponse) String() string {
 func (*ApplyResponse) ProtoMessage() {}
 
 func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[38]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2717,7 +2797,7 @@ func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyResponse.ProtoReflect.Descriptor instead.
 func (*ApplyResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{38}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ApplyResponse) GetVersion() int64 {
@@ -2753,7 +2833,7 @@ type ApplyBatchRequest struct {
 
 func (x *ApplyBatchRequest) Reset() {
 	*x = ApplyBatchRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[39]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2765,7 +2845,7 @@ func (x *ApplyBatchRequest) String() string {
 func (*ApplyBatchRequest) ProtoMessage() {}
 
 func (x *ApplyBatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[39]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2778,7 +2858,7 @@ func (x *ApplyBatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyBatchRequest.ProtoReflect.Descriptor instead.
 func (*ApplyBatchRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{39}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ApplyBatchRequest) GetItems() []*ApplyRequest {
@@ -2816,7 +2896,7 @@ type ApplyResult struct {
 
 func (x *ApplyResult) Reset() {
 	*x = ApplyResult{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[40]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2828,7 +2908,7 @@ func (x *ApplyResult) String() string {
 func (*ApplyResult) ProtoMessage() {}
 
 func (x *ApplyResult) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[40]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2841,7 +2921,7 @@ func (x *ApplyResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyResult.ProtoReflect.Descriptor instead.
 func (*ApplyResult) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{40}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ApplyResult) GetVersion() int64 {
@@ -2903,7 +2983,7 @@ type ApplyBatchResponse struct {
 
 func (x *ApplyBatchResponse) Reset() {
 	*x = ApplyBatchResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[41]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2915,7 +2995,7 @@ func (x *ApplyBatchResponse) String() string {
 func (*ApplyBatchResponse) ProtoMessage() {}
 
 func (x *ApplyBatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[41]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2928,7 +3008,7 @@ func (x *ApplyBatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyBatchResponse.ProtoReflect.Descriptor instead.
 func (*ApplyBatchResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{41}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ApplyBatchResponse) GetResults() []*ApplyResult {
@@ -2947,7 +3027,7 @@ type GetManyRequest struct {
 
 func (x *GetManyRequest) Reset() {
 	*x = GetManyRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[42]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2959,7 +3039,7 @@ func (x *GetManyRequest) String() string {
 func (*GetManyRequest) ProtoMessage() {}
 
 func (x *GetManyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[42]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2972,7 +3052,7 @@ func (x *GetManyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetManyRequest.ProtoReflect.Descriptor instead.
 func (*GetManyRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{42}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *GetManyRequest) GetIds() []string {
@@ -2991,7 +3071,7 @@ type GetManyResponse struct {
 
 func (x *GetManyResponse) Reset() {
 	*x = GetManyResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[43]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3003,7 +3083,7 @@ func (x *GetManyResponse) String() string {
 func (*GetManyResponse) ProtoMessage() {}
 
 func (x *GetManyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[43]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3016,7 +3096,7 @@ func (x *GetManyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetManyResponse.ProtoReflect.Descriptor instead.
 func (*GetManyResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{43}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *GetManyResponse) GetStates() []*State {
@@ -3035,7 +3115,7 @@ type GetRequest struct {
 
 func (x *GetRequest) Reset() {
 	*x = GetRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[44]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3047,7 +3127,7 @@ func (x *GetRequest) String() string {
 func (*GetRequest) ProtoMessage() {}
 
 func (x *GetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[44]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3060,7 +3140,7 @@ func (x *GetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequest.ProtoReflect.Descriptor instead.
 func (*GetRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{44}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *GetRequest) GetId() string {
@@ -3079,7 +3159,7 @@ type GetResponse struct {
 
 func (x *GetResponse) Reset() {
 	*x = GetResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[45]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3091,7 +3171,7 @@ func (x *GetResponse) String() string {
 func (*GetResponse) ProtoMessage() {}
 
 func (x *GetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[45]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3104,7 +3184,7 @@ func (x *GetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResponse.ProtoReflect.Descriptor instead.
 func (*GetResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{45}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *GetResponse) GetState() *State {
@@ -3126,7 +3206,7 @@ type QueryRequest struct {
 
 func (x *QueryRequest) Reset() {
 	*x = QueryRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[46]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3138,7 +3218,7 @@ func (x *QueryRequest) String() string {
 func (*QueryRequest) ProtoMessage() {}
 
 func (x *QueryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[46]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3151,7 +3231,7 @@ func (x *QueryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueryRequest.ProtoReflect.Descriptor instead.
 func (*QueryRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{46}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *QueryRequest) GetIdPrefix() string {
@@ -3192,7 +3272,7 @@ type QueryResponse struct {
 
 func (x *QueryResponse) Reset() {
 	*x = QueryResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[47]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3204,7 +3284,7 @@ func (x *QueryResponse) String() string {
 func (*QueryResponse) ProtoMessage() {}
 
 func (x *QueryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[47]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3217,7 +3297,7 @@ func (x *QueryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueryResponse.ProtoReflect.Descriptor instead.
 func (*QueryResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{47}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *QueryResponse) GetItems() []*State {
@@ -3245,7 +3325,7 @@ type ReadLogRequest struct {
 
 func (x *ReadLogRequest) Reset() {
 	*x = ReadLogRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[48]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3257,7 +3337,7 @@ func (x *ReadLogRequest) String() string {
 func (*ReadLogRequest) ProtoMessage() {}
 
 func (x *ReadLogRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[48]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3270,7 +3350,7 @@ func (x *ReadLogRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadLogRequest.ProtoReflect.Descriptor instead.
 func (*ReadLogRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{48}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ReadLogRequest) GetAfterSeq() uint64 {
@@ -3298,7 +3378,7 @@ type ReadLogResponse struct {
 
 func (x *ReadLogResponse) Reset() {
 	*x = ReadLogResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[49]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3310,7 +3390,7 @@ func (x *ReadLogResponse) String() string {
 func (*ReadLogResponse) ProtoMessage() {}
 
 func (x *ReadLogResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[49]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3323,7 +3403,7 @@ func (x *ReadLogResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadLogResponse.ProtoReflect.Descriptor instead.
 func (*ReadLogResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{49}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ReadLogResponse) GetChanges() []*Change {
@@ -3355,7 +3435,7 @@ type SubscribeRequest struct {
 
 func (x *SubscribeRequest) Reset() {
 	*x = SubscribeRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[50]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3367,7 +3447,7 @@ func (x *SubscribeRequest) String() string {
 func (*SubscribeRequest) ProtoMessage() {}
 
 func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[50]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3380,7 +3460,7 @@ func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeRequest.ProtoReflect.Descriptor instead.
 func (*SubscribeRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{50}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *SubscribeRequest) GetIdPrefix() string {
@@ -3432,7 +3512,7 @@ type SubscribeResponse struct {
 
 func (x *SubscribeResponse) Reset() {
 	*x = SubscribeResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[51]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3444,7 +3524,7 @@ func (x *SubscribeResponse) String() string {
 func (*SubscribeResponse) ProtoMessage() {}
 
 func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[51]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3457,7 +3537,7 @@ func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeResponse.ProtoReflect.Descriptor instead.
 func (*SubscribeResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{51}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *SubscribeResponse) GetType() string {
@@ -3538,7 +3618,7 @@ type GetHealthRequest struct {
 
 func (x *GetHealthRequest) Reset() {
 	*x = GetHealthRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[52]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3550,7 +3630,7 @@ func (x *GetHealthRequest) String() string {
 func (*GetHealthRequest) ProtoMessage() {}
 
 func (x *GetHealthRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[52]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3563,7 +3643,7 @@ func (x *GetHealthRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHealthRequest.ProtoReflect.Descriptor instead.
 func (*GetHealthRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{52}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{54}
 }
 
 type ServiceHealth struct {
@@ -3577,7 +3657,7 @@ type ServiceHealth struct {
 
 func (x *ServiceHealth) Reset() {
 	*x = ServiceHealth{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[53]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3589,7 +3669,7 @@ func (x *ServiceHealth) String() string {
 func (*ServiceHealth) ProtoMessage() {}
 
 func (x *ServiceHealth) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[53]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3602,7 +3682,7 @@ func (x *ServiceHealth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceHealth.ProtoReflect.Descriptor instead.
 func (*ServiceHealth) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{53}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *ServiceHealth) GetStatus() string {
@@ -3636,7 +3716,7 @@ type AgentHealth struct {
 
 func (x *AgentHealth) Reset() {
 	*x = AgentHealth{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[54]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3648,7 +3728,7 @@ func (x *AgentHealth) String() string {
 func (*AgentHealth) ProtoMessage() {}
 
 func (x *AgentHealth) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[54]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3661,7 +3741,7 @@ func (x *AgentHealth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentHealth.ProtoReflect.Descriptor instead.
 func (*AgentHealth) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{54}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *AgentHealth) GetHealthy() int32 {
@@ -3691,7 +3771,7 @@ type GetHealthResponse struct {
 
 func (x *GetHealthResponse) Reset() {
 	*x = GetHealthResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[55]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3703,7 +3783,7 @@ func (x *GetHealthResponse) String() string {
 func (*GetHealthResponse) ProtoMessage() {}
 
 func (x *GetHealthResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[55]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3716,7 +3796,7 @@ func (x *GetHealthResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHealthResponse.ProtoReflect.Descriptor instead.
 func (*GetHealthResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{55}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *GetHealthResponse) GetStatus() string {
@@ -3851,7 +3931,10 @@ const file_fedsync_v1_fedsync_proto_rawDesc = "" +
 	"expires_in\x18\x03 \x01(\x03R\texpiresIn\"\x10\n" +
 	"\x0eGetJWKSRequest\"%\n" +
 	"\x0fGetJWKSResponse\x12\x12\n" +
-	"\x04jwks\x18\x01 \x01(\fR\x04jwks\"\x91\x04\n" +
+	"\x04jwks\x18\x01 \x01(\fR\x04jwks\"\x14\n" +
+	"\x12SyncControlRequest\"E\n" +
+	"\x13SyncControlResponse\x12.\n" +
+	"\x05state\x18\x01 \x01(\v2\x18.fedsync.v1.ControlStateR\x05state\"\x91\x04\n" +
 	"\x10PushStateRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\tdata_type\x18\x02 \x01(\tR\bdataType\x12\x14\n" +
@@ -4088,10 +4171,11 @@ const file_fedsync_v1_fedsync_proto_rawDesc = "" +
 	"\n" +
 	"IssueToken\x12\x1d.fedsync.v1.IssueTokenRequest\x1a\x1e.fedsync.v1.IssueTokenResponse\x12B\n" +
 	"\aGetJWKS\x12\x1a.fedsync.v1.GetJWKSRequest\x1a\x1b.fedsync.v1.GetJWKSResponse\x12W\n" +
-	"\x0eGetRevocations\x12!.fedsync.v1.GetRevocationsRequest\x1a\".fedsync.v1.GetRevocationsResponse2\xa7\x01\n" +
+	"\x0eGetRevocations\x12!.fedsync.v1.GetRevocationsRequest\x1a\".fedsync.v1.GetRevocationsResponse2\xf7\x01\n" +
 	"\x11ValidationService\x12H\n" +
 	"\tPushState\x12\x1c.fedsync.v1.PushStateRequest\x1a\x1d.fedsync.v1.PushStateResponse\x12H\n" +
-	"\tHeartbeat\x12\x1c.fedsync.v1.HeartbeatRequest\x1a\x1d.fedsync.v1.HeartbeatResponse2\xbd\x01\n" +
+	"\tHeartbeat\x12\x1c.fedsync.v1.HeartbeatRequest\x1a\x1d.fedsync.v1.HeartbeatResponse\x12N\n" +
+	"\vSyncControl\x12\x1e.fedsync.v1.SyncControlRequest\x1a\x1f.fedsync.v1.SyncControlResponse2\xbd\x01\n" +
 	"\fMergeService\x12Q\n" +
 	"\fCommitStrong\x12\x1f.fedsync.v1.CommitStrongRequest\x1a .fedsync.v1.CommitStrongResponse\x12Z\n" +
 	"\x0fResolveConflict\x12\".fedsync.v1.ResolveConflictRequest\x1a#.fedsync.v1.ResolveConflictResponse2\xcf\a\n" +
@@ -4131,7 +4215,7 @@ func file_fedsync_v1_fedsync_proto_rawDescGZIP() []byte {
 }
 
 var file_fedsync_v1_fedsync_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_fedsync_v1_fedsync_proto_msgTypes = make([]protoimpl.MessageInfo, 70)
+var file_fedsync_v1_fedsync_proto_msgTypes = make([]protoimpl.MessageInfo, 72)
 var file_fedsync_v1_fedsync_proto_goTypes = []any{
 	(MessageType)(0),                // 0: fedsync.v1.MessageType
 	(Consistency)(0),                // 1: fedsync.v1.Consistency
@@ -4147,155 +4231,160 @@ var file_fedsync_v1_fedsync_proto_goTypes = []any{
 	(*IssueTokenResponse)(nil),      // 11: fedsync.v1.IssueTokenResponse
 	(*GetJWKSRequest)(nil),          // 12: fedsync.v1.GetJWKSRequest
 	(*GetJWKSResponse)(nil),         // 13: fedsync.v1.GetJWKSResponse
-	(*PushStateRequest)(nil),        // 14: fedsync.v1.PushStateRequest
-	(*PushStateResponse)(nil),       // 15: fedsync.v1.PushStateResponse
-	(*HeartbeatRequest)(nil),        // 16: fedsync.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),       // 17: fedsync.v1.HeartbeatResponse
-	(*ResolveConflictRequest)(nil),  // 18: fedsync.v1.ResolveConflictRequest
-	(*ResolveConflictResponse)(nil), // 19: fedsync.v1.ResolveConflictResponse
-	(*CommitStrongRequest)(nil),     // 20: fedsync.v1.CommitStrongRequest
-	(*CommitStrongResponse)(nil),    // 21: fedsync.v1.CommitStrongResponse
-	(*ControlState)(nil),            // 22: fedsync.v1.ControlState
-	(*GetControlRequest)(nil),       // 23: fedsync.v1.GetControlRequest
-	(*GetControlResponse)(nil),      // 24: fedsync.v1.GetControlResponse
-	(*SetControlRequest)(nil),       // 25: fedsync.v1.SetControlRequest
-	(*SetControlResponse)(nil),      // 26: fedsync.v1.SetControlResponse
-	(*Conflict)(nil),                // 27: fedsync.v1.Conflict
-	(*GetFrontierRequest)(nil),      // 28: fedsync.v1.GetFrontierRequest
-	(*GetFrontierResponse)(nil),     // 29: fedsync.v1.GetFrontierResponse
-	(*Outcome)(nil),                 // 30: fedsync.v1.Outcome
-	(*RecordOutcomeRequest)(nil),    // 31: fedsync.v1.RecordOutcomeRequest
-	(*RecordOutcomeResponse)(nil),   // 32: fedsync.v1.RecordOutcomeResponse
-	(*GetOutcomeRequest)(nil),       // 33: fedsync.v1.GetOutcomeRequest
-	(*GetOutcomeResponse)(nil),      // 34: fedsync.v1.GetOutcomeResponse
-	(*ListConflictsRequest)(nil),    // 35: fedsync.v1.ListConflictsRequest
-	(*ListConflictsResponse)(nil),   // 36: fedsync.v1.ListConflictsResponse
-	(*GetConflictRequest)(nil),      // 37: fedsync.v1.GetConflictRequest
-	(*GetConflictResponse)(nil),     // 38: fedsync.v1.GetConflictResponse
-	(*ApplyRequest)(nil),            // 39: fedsync.v1.ApplyRequest
-	(*ApplyResponse)(nil),           // 40: fedsync.v1.ApplyResponse
-	(*ApplyBatchRequest)(nil),       // 41: fedsync.v1.ApplyBatchRequest
-	(*ApplyResult)(nil),             // 42: fedsync.v1.ApplyResult
-	(*ApplyBatchResponse)(nil),      // 43: fedsync.v1.ApplyBatchResponse
-	(*GetManyRequest)(nil),          // 44: fedsync.v1.GetManyRequest
-	(*GetManyResponse)(nil),         // 45: fedsync.v1.GetManyResponse
-	(*GetRequest)(nil),              // 46: fedsync.v1.GetRequest
-	(*GetResponse)(nil),             // 47: fedsync.v1.GetResponse
-	(*QueryRequest)(nil),            // 48: fedsync.v1.QueryRequest
-	(*QueryResponse)(nil),           // 49: fedsync.v1.QueryResponse
-	(*ReadLogRequest)(nil),          // 50: fedsync.v1.ReadLogRequest
-	(*ReadLogResponse)(nil),         // 51: fedsync.v1.ReadLogResponse
-	(*SubscribeRequest)(nil),        // 52: fedsync.v1.SubscribeRequest
-	(*SubscribeResponse)(nil),       // 53: fedsync.v1.SubscribeResponse
-	(*GetHealthRequest)(nil),        // 54: fedsync.v1.GetHealthRequest
-	(*ServiceHealth)(nil),           // 55: fedsync.v1.ServiceHealth
-	(*AgentHealth)(nil),             // 56: fedsync.v1.AgentHealth
-	(*GetHealthResponse)(nil),       // 57: fedsync.v1.GetHealthResponse
-	nil,                             // 58: fedsync.v1.SyncMessage.MetadataEntry
-	nil,                             // 59: fedsync.v1.Delta.VectorClockEntry
-	nil,                             // 60: fedsync.v1.Delta.PatchFieldsEntry
-	nil,                             // 61: fedsync.v1.State.VectorClockEntry
-	nil,                             // 62: fedsync.v1.State.FieldsEntry
-	nil,                             // 63: fedsync.v1.GetRevocationsResponse.DisabledClientsEntry
-	nil,                             // 64: fedsync.v1.GetRevocationsResponse.RevokedTokensEntry
-	nil,                             // 65: fedsync.v1.PushStateRequest.VectorClockEntry
-	nil,                             // 66: fedsync.v1.GetFrontierResponse.FrontierEntry
-	nil,                             // 67: fedsync.v1.ApplyRequest.FieldsEntry
-	nil,                             // 68: fedsync.v1.ApplyRequest.VectorClockEntry
-	nil,                             // 69: fedsync.v1.ApplyRequest.PatchFieldsEntry
-	nil,                             // 70: fedsync.v1.GetHealthResponse.ServicesEntry
-	nil,                             // 71: fedsync.v1.GetHealthResponse.RegionsEntry
+	(*SyncControlRequest)(nil),      // 14: fedsync.v1.SyncControlRequest
+	(*SyncControlResponse)(nil),     // 15: fedsync.v1.SyncControlResponse
+	(*PushStateRequest)(nil),        // 16: fedsync.v1.PushStateRequest
+	(*PushStateResponse)(nil),       // 17: fedsync.v1.PushStateResponse
+	(*HeartbeatRequest)(nil),        // 18: fedsync.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),       // 19: fedsync.v1.HeartbeatResponse
+	(*ResolveConflictRequest)(nil),  // 20: fedsync.v1.ResolveConflictRequest
+	(*ResolveConflictResponse)(nil), // 21: fedsync.v1.ResolveConflictResponse
+	(*CommitStrongRequest)(nil),     // 22: fedsync.v1.CommitStrongRequest
+	(*CommitStrongResponse)(nil),    // 23: fedsync.v1.CommitStrongResponse
+	(*ControlState)(nil),            // 24: fedsync.v1.ControlState
+	(*GetControlRequest)(nil),       // 25: fedsync.v1.GetControlRequest
+	(*GetControlResponse)(nil),      // 26: fedsync.v1.GetControlResponse
+	(*SetControlRequest)(nil),       // 27: fedsync.v1.SetControlRequest
+	(*SetControlResponse)(nil),      // 28: fedsync.v1.SetControlResponse
+	(*Conflict)(nil),                // 29: fedsync.v1.Conflict
+	(*GetFrontierRequest)(nil),      // 30: fedsync.v1.GetFrontierRequest
+	(*GetFrontierResponse)(nil),     // 31: fedsync.v1.GetFrontierResponse
+	(*Outcome)(nil),                 // 32: fedsync.v1.Outcome
+	(*RecordOutcomeRequest)(nil),    // 33: fedsync.v1.RecordOutcomeRequest
+	(*RecordOutcomeResponse)(nil),   // 34: fedsync.v1.RecordOutcomeResponse
+	(*GetOutcomeRequest)(nil),       // 35: fedsync.v1.GetOutcomeRequest
+	(*GetOutcomeResponse)(nil),      // 36: fedsync.v1.GetOutcomeResponse
+	(*ListConflictsRequest)(nil),    // 37: fedsync.v1.ListConflictsRequest
+	(*ListConflictsResponse)(nil),   // 38: fedsync.v1.ListConflictsResponse
+	(*GetConflictRequest)(nil),      // 39: fedsync.v1.GetConflictRequest
+	(*GetConflictResponse)(nil),     // 40: fedsync.v1.GetConflictResponse
+	(*ApplyRequest)(nil),            // 41: fedsync.v1.ApplyRequest
+	(*ApplyResponse)(nil),           // 42: fedsync.v1.ApplyResponse
+	(*ApplyBatchRequest)(nil),       // 43: fedsync.v1.ApplyBatchRequest
+	(*ApplyResult)(nil),             // 44: fedsync.v1.ApplyResult
+	(*ApplyBatchResponse)(nil),      // 45: fedsync.v1.ApplyBatchResponse
+	(*GetManyRequest)(nil),          // 46: fedsync.v1.GetManyRequest
+	(*GetManyResponse)(nil),         // 47: fedsync.v1.GetManyResponse
+	(*GetRequest)(nil),              // 48: fedsync.v1.GetRequest
+	(*GetResponse)(nil),             // 49: fedsync.v1.GetResponse
+	(*QueryRequest)(nil),            // 50: fedsync.v1.QueryRequest
+	(*QueryResponse)(nil),           // 51: fedsync.v1.QueryResponse
+	(*ReadLogRequest)(nil),          // 52: fedsync.v1.ReadLogRequest
+	(*ReadLogResponse)(nil),         // 53: fedsync.v1.ReadLogResponse
+	(*SubscribeRequest)(nil),        // 54: fedsync.v1.SubscribeRequest
+	(*SubscribeResponse)(nil),       // 55: fedsync.v1.SubscribeResponse
+	(*GetHealthRequest)(nil),        // 56: fedsync.v1.GetHealthRequest
+	(*ServiceHealth)(nil),           // 57: fedsync.v1.ServiceHealth
+	(*AgentHealth)(nil),             // 58: fedsync.v1.AgentHealth
+	(*GetHealthResponse)(nil),       // 59: fedsync.v1.GetHealthResponse
+	nil,                             // 60: fedsync.v1.SyncMessage.MetadataEntry
+	nil,                             // 61: fedsync.v1.Delta.VectorClockEntry
+	nil,                             // 62: fedsync.v1.Delta.PatchFieldsEntry
+	nil,                             // 63: fedsync.v1.State.VectorClockEntry
+	nil,                             // 64: fedsync.v1.State.FieldsEntry
+	nil,                             // 65: fedsync.v1.GetRevocationsResponse.DisabledClientsEntry
+	nil,                             // 66: fedsync.v1.GetRevocationsResponse.RevokedTokensEntry
+	nil,                             // 67: fedsync.v1.PushStateRequest.VectorClockEntry
+	nil,                             // 68: fedsync.v1.GetFrontierResponse.FrontierEntry
+	nil,                             // 69: fedsync.v1.ApplyRequest.FieldsEntry
+	nil,                             // 70: fedsync.v1.ApplyRequest.VectorClockEntry
+	nil,                             // 71: fedsync.v1.ApplyRequest.PatchFieldsEntry
+	nil,                             // 72: fedsync.v1.GetHealthResponse.ServicesEntry
+	nil,                             // 73: fedsync.v1.GetHealthResponse.RegionsEntry
 }
 var file_fedsync_v1_fedsync_proto_depIdxs = []int32{
 	0,  // 0: fedsync.v1.SyncMessage.type:type_name -> fedsync.v1.MessageType
-	58, // 1: fedsync.v1.SyncMessage.metadata:type_name -> fedsync.v1.SyncMessage.MetadataEntry
+	60, // 1: fedsync.v1.SyncMessage.metadata:type_name -> fedsync.v1.SyncMessage.MetadataEntry
 	1,  // 2: fedsync.v1.Delta.consistency:type_name -> fedsync.v1.Consistency
-	59, // 3: fedsync.v1.Delta.vector_clock:type_name -> fedsync.v1.Delta.VectorClockEntry
-	60, // 4: fedsync.v1.Delta.patch_fields:type_name -> fedsync.v1.Delta.PatchFieldsEntry
-	61, // 5: fedsync.v1.State.vector_clock:type_name -> fedsync.v1.State.VectorClockEntry
-	62, // 6: fedsync.v1.State.fields:type_name -> fedsync.v1.State.FieldsEntry
+	61, // 3: fedsync.v1.Delta.vector_clock:type_name -> fedsync.v1.Delta.VectorClockEntry
+	62, // 4: fedsync.v1.Delta.patch_fields:type_name -> fedsync.v1.Delta.PatchFieldsEntry
+	63, // 5: fedsync.v1.State.vector_clock:type_name -> fedsync.v1.State.VectorClockEntry
+	64, // 6: fedsync.v1.State.fields:type_name -> fedsync.v1.State.FieldsEntry
 	5,  // 7: fedsync.v1.Change.state:type_name -> fedsync.v1.State
-	63, // 8: fedsync.v1.GetRevocationsResponse.disabled_clients:type_name -> fedsync.v1.GetRevocationsResponse.DisabledClientsEntry
-	64, // 9: fedsync.v1.GetRevocationsResponse.revoked_tokens:type_name -> fedsync.v1.GetRevocationsResponse.RevokedTokensEntry
-	65, // 10: fedsync.v1.PushStateRequest.vector_clock:type_name -> fedsync.v1.PushStateRequest.VectorClockEntry
-	27, // 11: fedsync.v1.ResolveConflictResponse.conflict:type_name -> fedsync.v1.Conflict
-	3,  // 12: fedsync.v1.CommitStrongRequest.delta:type_name -> fedsync.v1.Delta
-	22, // 13: fedsync.v1.GetControlResponse.state:type_name -> fedsync.v1.ControlState
-	22, // 14: fedsync.v1.SetControlRequest.state:type_name -> fedsync.v1.ControlState
-	22, // 15: fedsync.v1.SetControlResponse.state:type_name -> fedsync.v1.ControlState
-	66, // 16: fedsync.v1.GetFrontierResponse.frontier:type_name -> fedsync.v1.GetFrontierResponse.FrontierEntry
-	30, // 17: fedsync.v1.RecordOutcomeRequest.outcome:type_name -> fedsync.v1.Outcome
-	27, // 18: fedsync.v1.RecordOutcomeRequest.conflicts:type_name -> fedsync.v1.Conflict
-	30, // 19: fedsync.v1.GetOutcomeResponse.outcome:type_name -> fedsync.v1.Outcome
-	27, // 20: fedsync.v1.ListConflictsResponse.conflicts:type_name -> fedsync.v1.Conflict
-	27, // 21: fedsync.v1.GetConflictResponse.conflict:type_name -> fedsync.v1.Conflict
-	67, // 22: fedsync.v1.ApplyRequest.fields:type_name -> fedsync.v1.ApplyRequest.FieldsEntry
-	68, // 23: fedsync.v1.ApplyRequest.vector_clock:type_name -> fedsync.v1.ApplyRequest.VectorClockEntry
-	27, // 24: fedsync.v1.ApplyRequest.conflicts:type_name -> fedsync.v1.Conflict
-	69, // 25: fedsync.v1.ApplyRequest.patch_fields:type_name -> fedsync.v1.ApplyRequest.PatchFieldsEntry
-	39, // 26: fedsync.v1.ApplyBatchRequest.items:type_name -> fedsync.v1.ApplyRequest
-	31, // 27: fedsync.v1.ApplyBatchRequest.outcomes:type_name -> fedsync.v1.RecordOutcomeRequest
-	42, // 28: fedsync.v1.ApplyBatchResponse.results:type_name -> fedsync.v1.ApplyResult
-	5,  // 29: fedsync.v1.GetManyResponse.states:type_name -> fedsync.v1.State
-	5,  // 30: fedsync.v1.GetResponse.state:type_name -> fedsync.v1.State
-	5,  // 31: fedsync.v1.QueryResponse.items:type_name -> fedsync.v1.State
-	6,  // 32: fedsync.v1.ReadLogResponse.changes:type_name -> fedsync.v1.Change
-	70, // 33: fedsync.v1.GetHealthResponse.services:type_name -> fedsync.v1.GetHealthResponse.ServicesEntry
-	71, // 34: fedsync.v1.GetHealthResponse.regions:type_name -> fedsync.v1.GetHealthResponse.RegionsEntry
-	56, // 35: fedsync.v1.GetHealthResponse.agents:type_name -> fedsync.v1.AgentHealth
-	4,  // 36: fedsync.v1.State.FieldsEntry.value:type_name -> fedsync.v1.FieldMeta
-	4,  // 37: fedsync.v1.ApplyRequest.FieldsEntry.value:type_name -> fedsync.v1.FieldMeta
-	55, // 38: fedsync.v1.GetHealthResponse.ServicesEntry.value:type_name -> fedsync.v1.ServiceHealth
-	55, // 39: fedsync.v1.GetHealthResponse.RegionsEntry.value:type_name -> fedsync.v1.ServiceHealth
-	10, // 40: fedsync.v1.AuthnService.IssueToken:input_type -> fedsync.v1.IssueTokenRequest
-	12, // 41: fedsync.v1.AuthnService.GetJWKS:input_type -> fedsync.v1.GetJWKSRequest
-	8,  // 42: fedsync.v1.AuthnService.GetRevocations:input_type -> fedsync.v1.GetRevocationsRequest
-	14, // 43: fedsync.v1.ValidationService.PushState:input_type -> fedsync.v1.PushStateRequest
-	16, // 44: fedsync.v1.ValidationService.Heartbeat:input_type -> fedsync.v1.HeartbeatRequest
-	20, // 45: fedsync.v1.MergeService.CommitStrong:input_type -> fedsync.v1.CommitStrongRequest
-	18, // 46: fedsync.v1.MergeService.ResolveConflict:input_type -> fedsync.v1.ResolveConflictRequest
-	39, // 47: fedsync.v1.StateStoreService.Apply:input_type -> fedsync.v1.ApplyRequest
-	41, // 48: fedsync.v1.StateStoreService.ApplyBatch:input_type -> fedsync.v1.ApplyBatchRequest
-	44, // 49: fedsync.v1.StateStoreService.GetMany:input_type -> fedsync.v1.GetManyRequest
-	46, // 50: fedsync.v1.StateStoreService.Get:input_type -> fedsync.v1.GetRequest
-	48, // 51: fedsync.v1.StateStoreService.Query:input_type -> fedsync.v1.QueryRequest
-	50, // 52: fedsync.v1.StateStoreService.ReadLog:input_type -> fedsync.v1.ReadLogRequest
-	28, // 53: fedsync.v1.StateStoreService.GetFrontier:input_type -> fedsync.v1.GetFrontierRequest
-	31, // 54: fedsync.v1.StateStoreService.RecordOutcome:input_type -> fedsync.v1.RecordOutcomeRequest
-	33, // 55: fedsync.v1.StateStoreService.GetOutcome:input_type -> fedsync.v1.GetOutcomeRequest
-	35, // 56: fedsync.v1.StateStoreService.ListConflicts:input_type -> fedsync.v1.ListConflictsRequest
-	37, // 57: fedsync.v1.StateStoreService.GetConflict:input_type -> fedsync.v1.GetConflictRequest
-	23, // 58: fedsync.v1.StateStoreService.GetControl:input_type -> fedsync.v1.GetControlRequest
-	25, // 59: fedsync.v1.StateStoreService.SetControl:input_type -> fedsync.v1.SetControlRequest
-	52, // 60: fedsync.v1.BroadcasterService.Subscribe:input_type -> fedsync.v1.SubscribeRequest
-	54, // 61: fedsync.v1.HealthMonitorService.GetHealth:input_type -> fedsync.v1.GetHealthRequest
-	11, // 62: fedsync.v1.AuthnService.IssueToken:output_type -> fedsync.v1.IssueTokenResponse
-	13, // 63: fedsync.v1.AuthnService.GetJWKS:output_type -> fedsync.v1.GetJWKSResponse
-	9,  // 64: fedsync.v1.AuthnService.GetRevocations:output_type -> fedsync.v1.GetRevocationsResponse
-	15, // 65: fedsync.v1.ValidationService.PushState:output_type -> fedsync.v1.PushStateResponse
-	17, // 66: fedsync.v1.ValidationService.Heartbeat:output_type -> fedsync.v1.HeartbeatResponse
-	21, // 67: fedsync.v1.MergeService.CommitStrong:output_type -> fedsync.v1.CommitStrongResponse
-	19, // 68: fedsync.v1.MergeService.ResolveConflict:output_type -> fedsync.v1.ResolveConflictResponse
-	40, // 69: fedsync.v1.StateStoreService.Apply:output_type -> fedsync.v1.ApplyResponse
-	43, // 70: fedsync.v1.StateStoreService.ApplyBatch:output_type -> fedsync.v1.ApplyBatchResponse
-	45, // 71: fedsync.v1.StateStoreService.GetMany:output_type -> fedsync.v1.GetManyResponse
-	47, // 72: fedsync.v1.StateStoreService.Get:output_type -> fedsync.v1.GetResponse
-	49, // 73: fedsync.v1.StateStoreService.Query:output_type -> fedsync.v1.QueryResponse
-	51, // 74: fedsync.v1.StateStoreService.ReadLog:output_type -> fedsync.v1.ReadLogResponse
-	29, // 75: fedsync.v1.StateStoreService.GetFrontier:output_type -> fedsync.v1.GetFrontierResponse
-	32, // 76: fedsync.v1.StateStoreService.RecordOutcome:output_type -> fedsync.v1.RecordOutcomeResponse
-	34, // 77: fedsync.v1.StateStoreService.GetOutcome:output_type -> fedsync.v1.GetOutcomeResponse
-	36, // 78: fedsync.v1.StateStoreService.ListConflicts:output_type -> fedsync.v1.ListConflictsResponse
-	38, // 79: fedsync.v1.StateStoreService.GetConflict:output_type -> fedsync.v1.GetConflictResponse
-	24, // 80: fedsync.v1.StateStoreService.GetControl:output_type -> fedsync.v1.GetControlResponse
-	26, // 81: fedsync.v1.StateStoreService.SetControl:output_type -> fedsync.v1.SetControlResponse
-	53, // 82: fedsync.v1.BroadcasterService.Subscribe:output_type -> fedsync.v1.SubscribeResponse
-	57, // 83: fedsync.v1.HealthMonitorService.GetHealth:output_type -> fedsync.v1.GetHealthResponse
-	62, // [62:84] is the sub-list for method output_type
-	40, // [40:62] is the sub-list for method input_type
-	40, // [40:40] is the sub-list for extension type_name
-	40, // [40:40] is the sub-list for extension extendee
-	0,  // [0:40] is the sub-list for field type_name
+	65, // 8: fedsync.v1.GetRevocationsResponse.disabled_clients:type_name -> fedsync.v1.GetRevocationsResponse.DisabledClientsEntry
+	66, // 9: fedsync.v1.GetRevocationsResponse.revoked_tokens:type_name -> fedsync.v1.GetRevocationsResponse.RevokedTokensEntry
+	24, // 10: fedsync.v1.SyncControlResponse.state:type_name -> fedsync.v1.ControlState
+	67, // 11: fedsync.v1.PushStateRequest.vector_clock:type_name -> fedsync.v1.PushStateRequest.VectorClockEntry
+	29, // 12: fedsync.v1.ResolveConflictResponse.conflict:type_name -> fedsync.v1.Conflict
+	3,  // 13: fedsync.v1.CommitStrongRequest.delta:type_name -> fedsync.v1.Delta
+	24, // 14: fedsync.v1.GetControlResponse.state:type_name -> fedsync.v1.ControlState
+	24, // 15: fedsync.v1.SetControlRequest.state:type_name -> fedsync.v1.ControlState
+	24, // 16: fedsync.v1.SetControlResponse.state:type_name -> fedsync.v1.ControlState
+	68, // 17: fedsync.v1.GetFrontierResponse.frontier:type_name -> fedsync.v1.GetFrontierResponse.FrontierEntry
+	32, // 18: fedsync.v1.RecordOutcomeRequest.outcome:type_name -> fedsync.v1.Outcome
+	29, // 19: fedsync.v1.RecordOutcomeRequest.conflicts:type_name -> fedsync.v1.Conflict
+	32, // 20: fedsync.v1.GetOutcomeResponse.outcome:type_name -> fedsync.v1.Outcome
+	29, // 21: fedsync.v1.ListConflictsResponse.conflicts:type_name -> fedsync.v1.Conflict
+	29, // 22: fedsync.v1.GetConflictResponse.conflict:type_name -> fedsync.v1.Conflict
+	69, // 23: fedsync.v1.ApplyRequest.fields:type_name -> fedsync.v1.ApplyRequest.FieldsEntry
+	70, // 24: fedsync.v1.ApplyRequest.vector_clock:type_name -> fedsync.v1.ApplyRequest.VectorClockEntry
+	29, // 25: fedsync.v1.ApplyRequest.conflicts:type_name -> fedsync.v1.Conflict
+	71, // 26: fedsync.v1.ApplyRequest.patch_fields:type_name -> fedsync.v1.ApplyRequest.PatchFieldsEntry
+	41, // 27: fedsync.v1.ApplyBatchRequest.items:type_name -> fedsync.v1.ApplyRequest
+	33, // 28: fedsync.v1.ApplyBatchRequest.outcomes:type_name -> fedsync.v1.RecordOutcomeRequest
+	44, // 29: fedsync.v1.ApplyBatchResponse.results:type_name -> fedsync.v1.ApplyResult
+	5,  // 30: fedsync.v1.GetManyResponse.states:type_name -> fedsync.v1.State
+	5,  // 31: fedsync.v1.GetResponse.state:type_name -> fedsync.v1.State
+	5,  // 32: fedsync.v1.QueryResponse.items:type_name -> fedsync.v1.State
+	6,  // 33: fedsync.v1.ReadLogResponse.changes:type_name -> fedsync.v1.Change
+	72, // 34: fedsync.v1.GetHealthResponse.services:type_name -> fedsync.v1.GetHealthResponse.ServicesEntry
+	73, // 35: fedsync.v1.GetHealthResponse.regions:type_name -> fedsync.v1.GetHealthResponse.RegionsEntry
+	58, // 36: fedsync.v1.GetHealthResponse.agents:type_name -> fedsync.v1.AgentHealth
+	4,  // 37: fedsync.v1.State.FieldsEntry.value:type_name -> fedsync.v1.FieldMeta
+	4,  // 38: fedsync.v1.ApplyRequest.FieldsEntry.value:type_name -> fedsync.v1.FieldMeta
+	57, // 39: fedsync.v1.GetHealthResponse.ServicesEntry.value:type_name -> fedsync.v1.ServiceHealth
+	57, // 40: fedsync.v1.GetHealthResponse.RegionsEntry.value:type_name -> fedsync.v1.ServiceHealth
+	10, // 41: fedsync.v1.AuthnService.IssueToken:input_type -> fedsync.v1.IssueTokenRequest
+	12, // 42: fedsync.v1.AuthnService.GetJWKS:input_type -> fedsync.v1.GetJWKSRequest
+	8,  // 43: fedsync.v1.AuthnService.GetRevocations:input_type -> fedsync.v1.GetRevocationsRequest
+	16, // 44: fedsync.v1.ValidationService.PushState:input_type -> fedsync.v1.PushStateRequest
+	18, // 45: fedsync.v1.ValidationService.Heartbeat:input_type -> fedsync.v1.HeartbeatRequest
+	14, // 46: fedsync.v1.ValidationService.SyncControl:input_type -> fedsync.v1.SyncControlRequest
+	22, // 47: fedsync.v1.MergeService.CommitStrong:input_type -> fedsync.v1.CommitStrongRequest
+	20, // 48: fedsync.v1.MergeService.ResolveConflict:input_type -> fedsync.v1.ResolveConflictRequest
+	41, // 49: fedsync.v1.StateStoreService.Apply:input_type -> fedsync.v1.ApplyRequest
+	43, // 50: fedsync.v1.StateStoreService.ApplyBatch:input_type -> fedsync.v1.ApplyBatchRequest
+	46, // 51: fedsync.v1.StateStoreService.GetMany:input_type -> fedsync.v1.GetManyRequest
+	48, // 52: fedsync.v1.StateStoreService.Get:input_type -> fedsync.v1.GetRequest
+	50, // 53: fedsync.v1.StateStoreService.Query:input_type -> fedsync.v1.QueryRequest
+	52, // 54: fedsync.v1.StateStoreService.ReadLog:input_type -> fedsync.v1.ReadLogRequest
+	30, // 55: fedsync.v1.StateStoreService.GetFrontier:input_type -> fedsync.v1.GetFrontierRequest
+	33, // 56: fedsync.v1.StateStoreService.RecordOutcome:input_type -> fedsync.v1.RecordOutcomeRequest
+	35, // 57: fedsync.v1.StateStoreService.GetOutcome:input_type -> fedsync.v1.GetOutcomeRequest
+	37, // 58: fedsync.v1.StateStoreService.ListConflicts:input_type -> fedsync.v1.ListConflictsRequest
+	39, // 59: fedsync.v1.StateStoreService.GetConflict:input_type -> fedsync.v1.GetConflictRequest
+	25, // 60: fedsync.v1.StateStoreService.GetControl:input_type -> fedsync.v1.GetControlRequest
+	27, // 61: fedsync.v1.StateStoreService.SetControl:input_type -> fedsync.v1.SetControlRequest
+	54, // 62: fedsync.v1.BroadcasterService.Subscribe:input_type -> fedsync.v1.SubscribeRequest
+	56, // 63: fedsync.v1.HealthMonitorService.GetHealth:input_type -> fedsync.v1.GetHealthRequest
+	11, // 64: fedsync.v1.AuthnService.IssueToken:output_type -> fedsync.v1.IssueTokenResponse
+	13, // 65: fedsync.v1.AuthnService.GetJWKS:output_type -> fedsync.v1.GetJWKSResponse
+	9,  // 66: fedsync.v1.AuthnService.GetRevocations:output_type -> fedsync.v1.GetRevocationsResponse
+	17, // 67: fedsync.v1.ValidationService.PushState:output_type -> fedsync.v1.PushStateResponse
+	19, // 68: fedsync.v1.ValidationService.Heartbeat:output_type -> fedsync.v1.HeartbeatResponse
+	15, // 69: fedsync.v1.ValidationService.SyncControl:output_type -> fedsync.v1.SyncControlResponse
+	23, // 70: fedsync.v1.MergeService.CommitStrong:output_type -> fedsync.v1.CommitStrongResponse
+	21, // 71: fedsync.v1.MergeService.ResolveConflict:output_type -> fedsync.v1.ResolveConflictResponse
+	42, // 72: fedsync.v1.StateStoreService.Apply:output_type -> fedsync.v1.ApplyResponse
+	45, // 73: fedsync.v1.StateStoreService.ApplyBatch:output_type -> fedsync.v1.ApplyBatchResponse
+	47, // 74: fedsync.v1.StateStoreService.GetMany:output_type -> fedsync.v1.GetManyResponse
+	49, // 75: fedsync.v1.StateStoreService.Get:output_type -> fedsync.v1.GetResponse
+	51, // 76: fedsync.v1.StateStoreService.Query:output_type -> fedsync.v1.QueryResponse
+	53, // 77: fedsync.v1.StateStoreService.ReadLog:output_type -> fedsync.v1.ReadLogResponse
+	31, // 78: fedsync.v1.StateStoreService.GetFrontier:output_type -> fedsync.v1.GetFrontierResponse
+	34, // 79: fedsync.v1.StateStoreService.RecordOutcome:output_type -> fedsync.v1.RecordOutcomeResponse
+	36, // 80: fedsync.v1.StateStoreService.GetOutcome:output_type -> fedsync.v1.GetOutcomeResponse
+	38, // 81: fedsync.v1.StateStoreService.ListConflicts:output_type -> fedsync.v1.ListConflictsResponse
+	40, // 82: fedsync.v1.StateStoreService.GetConflict:output_type -> fedsync.v1.GetConflictResponse
+	26, // 83: fedsync.v1.StateStoreService.GetControl:output_type -> fedsync.v1.GetControlResponse
+	28, // 84: fedsync.v1.StateStoreService.SetControl:output_type -> fedsync.v1.SetControlResponse
+	55, // 85: fedsync.v1.BroadcasterService.Subscribe:output_type -> fedsync.v1.SubscribeResponse
+	59, // 86: fedsync.v1.HealthMonitorService.GetHealth:output_type -> fedsync.v1.GetHealthResponse
+	64, // [64:87] is the sub-list for method output_type
+	41, // [41:64] is the sub-list for method input_type
+	41, // [41:41] is the sub-list for extension type_name
+	41, // [41:41] is the sub-list for extension extendee
+	0,  // [0:41] is the sub-list for field type_name
 }
 
 func init() { file_fedsync_v1_fedsync_proto_init() }
@@ -4309,7 +4398,7 @@ func file_fedsync_v1_fedsync_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fedsync_v1_fedsync_proto_rawDesc), len(file_fedsync_v1_fedsync_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   70,
+			NumMessages:   72,
 			NumExtensions: 0,
 			NumServices:   6,
 		},

@@ -210,8 +210,9 @@ var AuthnService_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	ValidationService_PushState_FullMethodName = "/fedsync.v1.ValidationService/PushState"
-	ValidationService_Heartbeat_FullMethodName = "/fedsync.v1.ValidationService/Heartbeat"
+	ValidationService_PushState_FullMethodName   = "/fedsync.v1.ValidationService/PushState"
+	ValidationService_Heartbeat_FullMethodName   = "/fedsync.v1.ValidationService/Heartbeat"
+	ValidationService_SyncControl_FullMethodName = "/fedsync.v1.ValidationService/SyncControl"
 )
 
 // ValidationServiceClient is the client API for ValidationService service.
@@ -222,6 +223,12 @@ type ValidationServiceClient interface {
 	PushState(ctx context.Context, in *PushStateRequest, opts ...grpc.CallOption) (*PushStateResponse, error)
 	// Heartbeat records that the calling agent is alive.
 	Heartbeat(ctx context.Context, in *HeartbeatRequest, opts ...grpc.CallOption) (*HeartbeatResponse, error)
+	// SyncControl makes the instance load the operating state (pause) from
+	// statestore now, and answers once no write it admitted under the previous
+	// state is still in flight. The instance that changes the state calls it on
+	// every validation instance before answering, so a pause is in force in
+	// every region when the pause call returns. Service-internal.
+	SyncControl(ctx context.Context, in *SyncControlRequest, opts ...grpc.CallOption) (*SyncControlResponse, error)
 }
 
 type validationServiceClient struct {
@@ -252,6 +259,16 @@ func (c *validationServiceClient) Heartbeat(ctx context.Context, in *HeartbeatRe
 	return out, nil
 }
 
+func (c *validationServiceClient) SyncControl(ctx context.Context, in *SyncControlRequest, opts ...grpc.CallOption) (*SyncControlResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SyncControlResponse)
+	err := c.cc.Invoke(ctx, ValidationService_SyncControl_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ValidationServiceServer is the server API for ValidationService service.
 // All implementations must embed UnimplementedValidationServiceServer
 // for forward compatibility.
@@ -260,6 +277,12 @@ type ValidationServiceServer interface {
 	PushState(context.Context, *PushStateRequest) (*PushStateResponse, error)
 	// Heartbeat records that the calling agent is alive.
 	Heartbeat(context.Context, *HeartbeatRequest) (*HeartbeatResponse, error)
+	// SyncControl makes the instance load the operating state (pause) from
+	// statestore now, and answers once no write it admitted under the previous
+	// state is still in flight. The instance that changes the state calls it on
+	// every validation instance before answering, so a pause is in force in
+	// every region when the pause call returns. Service-internal.
+	SyncControl(context.Context, *SyncControlRequest) (*SyncControlResponse, error)
 	mustEmbedUnimplementedValidationServiceServer()
 }
 
@@ -275,6 +298,9 @@ func (UnimplementedValidationServiceServer) PushState(context.Context, *PushStat
 }
 func (UnimplementedValidationServiceServer) Heartbeat(context.Context, *HeartbeatRequest) (*HeartbeatResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Heartbeat not implemented")
+}
+func (UnimplementedValidationServiceServer) SyncControl(context.Context, *SyncControlRequest) (*SyncControlResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SyncControl not implemented")
 }
 func (UnimplementedValidationServiceServer) mustEmbedUnimplementedValidationServiceServer() {}
 func (UnimplementedValidationServiceServer) testEmbeddedByValue()                           {}
@@ -333,6 +359,24 @@ func _ValidationService_Heartbeat_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ValidationService_SyncControl_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SyncControlRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ValidationServiceServer).SyncControl(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ValidationService_SyncControl_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ValidationServiceServer).SyncControl(ctx, req.(*SyncControlRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ValidationService_ServiceDesc is the grpc.ServiceDesc for ValidationService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -347,6 +391,10 @@ var ValidationService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Heartbeat",
 			Handler:    _ValidationService_Heartbeat_Handler,
+		},
+		{
+			MethodName: "SyncControl",
+			Handler:    _ValidationService_SyncControl_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
