@@ -35,8 +35,13 @@ type causalQueue struct {
 	logger  log.Logger
 	now     func() time.Time
 
+	// maxPerWriter is one writer's share of the buffer (0: no share), so
+	// one agent whose dependency never commits cannot fill it for all.
+	maxPerWriter int
+
 	mu       sync.Mutex
 	pending  map[string]*waiting // by message id
+	byWriter map[string]int      // pending deltas per writer
 	frontier map[string]int64
 	wake     chan struct{}
 	// onReject is told about each delta rejected for good.
@@ -56,7 +61,7 @@ func openCausalQueue(dir string, max int, timeout time.Duration, logger log.Logg
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
 	q := &causalQueue{db: db, max: max, timeout: timeout, logger: logger, now: time.Now,
-		pending: map[string]*waiting{}, frontier: map[string]int64{}, wake: make(chan struct{}, 1), onReject: func(string) {}}
+		pending: map[string]*waiting{}, byWriter: map[string]int{}, frontier: map[string]int64{}, wake: make(chan struct{}, 1), onReject: func(string) {}}
 	err = db.Update(func(tx *bolt.Tx) error {
 		b, err := tx.CreateBucketIfNotExists(bucketCausal)
 		if err != nil {
@@ -71,6 +76,7 @@ func openCausalQueue(dir string, max int, timeout time.Duration, logger log.Logg
 				return fmt.Errorf("decode buffered delta %s: %w", k, err)
 			}
 			q.pending[string(k)] = &waiting{d: d, since: time.Unix(0, int64(binary.BigEndian.Uint64(v[:8])))}
+			q.byWriter[d.GetWriter()]++
 			return nil
 		})
 	})
@@ -153,10 +159,14 @@ func (q *causalQueue) offer(ctx context.Context, s *service, d *fedsyncv1.Delta)
 		}
 	}
 	if err := q.add(d); err != nil {
+		var full *bufferFull
+		if !errors.As(err, &full) {
+			return nil, err // the disk: retried, not rejected
+		}
 		if rerr := s.reject(ctx, d, Ordering, err.Error()); rerr != nil {
 			return nil, rerr
 		}
-		q.onReject("buffer_full")
+		q.onReject(full.reason)
 		return &MergeResult{Outcome: Rejected}, nil
 	}
 	return &MergeResult{Outcome: Buffered}, nil
@@ -182,7 +192,13 @@ func (q *causalQueue) apply(ctx context.Context, s *service, d *fedsyncv1.Delta)
 	return res, err
 }
 
-var errBufferFull = errors.New("the causal buffer is full (10,000 deltas wait for their dependencies)")
+// bufferFull is why a causal delta found no room: the whole buffer, or its
+// writer's share of it, is taken.
+type bufferFull struct {
+	reason, msg string
+}
+
+func (e *bufferFull) Error() string { return e.msg }
 
 func (q *causalQueue) add(d *fedsyncv1.Delta) error {
 	q.mu.Lock()
@@ -191,7 +207,10 @@ func (q *causalQueue) add(d *fedsyncv1.Delta) error {
 		return nil
 	}
 	if len(q.pending) >= q.max {
-		return errBufferFull
+		return &bufferFull{reason: "buffer_full", msg: fmt.Sprintf("the causal buffer is full (%d deltas wait for their dependencies)", q.max)}
+	}
+	if w := d.GetWriter(); q.maxPerWriter > 0 && q.byWriter[w] >= q.maxPerWriter {
+		return &bufferFull{reason: "writer_share", msg: fmt.Sprintf("%s already has %d deltas waiting for their dependencies, its share of the causal buffer", w, q.maxPerWriter)}
 	}
 	raw, err := proto.Marshal(d)
 	if err != nil {
@@ -205,12 +224,18 @@ func (q *causalQueue) add(d *fedsyncv1.Delta) error {
 		return fmt.Errorf("buffer causal delta: %w", err)
 	}
 	q.pending[d.GetMessageId()] = &waiting{d: d, since: now}
+	q.byWriter[d.GetWriter()]++
 	return nil
 }
 
 func (q *causalQueue) remove(messageID string) {
 	q.mu.Lock()
-	delete(q.pending, messageID)
+	if w, ok := q.pending[messageID]; ok {
+		delete(q.pending, messageID)
+		if q.byWriter[w.d.GetWriter()]--; q.byWriter[w.d.GetWriter()] <= 0 {
+			delete(q.byWriter, w.d.GetWriter())
+		}
+	}
 	q.mu.Unlock()
 	_ = q.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketCausal).Delete([]byte(messageID)) })
 }

@@ -105,3 +105,46 @@ func TestCausalBufferIsDurableAndBounded(t *testing.T) {
 		t.Fatalf("frontier %d, waiting %d", st.frontier["ai-001"], q2.Len())
 	}
 }
+
+// TestCausalBufferShareIsPerWriter: one writer whose dependency never commits
+// fills only its share of the buffer; another writer's deltas still wait
+// there; the share is counted again after a restart and freed as deltas leave.
+func TestCausalBufferShareIsPerWriter(t *testing.T) {
+	dir := t.TempDir()
+	st := newMemStore()
+	q, _ := openCausalQueue(dir, 100, time.Minute, log.NewNopLogger())
+	q.maxPerWriter = 3
+	svc := NewService(st, testRegistry(t), NewResolvers(), q, 10)
+	ctx := context.Background()
+	rejected := 0
+	for i := int64(2); i <= 10; i++ { // counter 1 never comes
+		res, _ := svc.Merge(ctx, causalDelta("ai-001:x", "ai-001", i, map[string]int64{"ai-001": i}, `{}`))
+		if res.Outcome == Rejected {
+			rejected++
+		}
+	}
+	// The first delta past the share is rejected (which settles its counter,
+	// as every causal rejection does, so the writer's later ones go on).
+	if q.Len() != 3 || rejected < 1 {
+		t.Fatalf("flooding writer: %d waiting, %d rejected; want its share of 3 waiting and a rejection", q.Len(), rejected)
+	}
+	if res, _ := svc.Merge(ctx, causalDelta("ai-002:x", "ai-002", 20, map[string]int64{"ai-002": 2}, `{}`)); res.Outcome != Buffered {
+		t.Fatalf("another writer's delta: %+v", res)
+	}
+	q.close()
+	q2, err := openCausalQueue(dir, 100, time.Minute, log.NewNopLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q2.close()
+	q2.maxPerWriter = 3
+	if q2.byWriter["ai-001"] != 3 || q2.byWriter["ai-002"] != 1 {
+		t.Fatalf("shares after restart: %v", q2.byWriter)
+	}
+	svc2 := NewService(st, testRegistry(t), NewResolvers(), q2, 10)
+	svc2.Merge(ctx, causalDelta("ai-001:x", "ai-001", 1, map[string]int64{"ai-001": 1}, `{"v":1}`))
+	q2.drain(ctx, svc2)
+	if q2.byWriter["ai-001"] != 0 {
+		t.Fatalf("share after the dependency committed: %v", q2.byWriter)
+	}
+}

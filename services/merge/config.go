@@ -31,6 +31,8 @@ type Config struct {
 	DataTypes string
 	// CausalBuffer bounds the causal deltas waiting for dependencies (seed: 10,000).
 	CausalBuffer int
+	// CausalPerWriter is one writer's share of the causal buffer.
+	CausalPerWriter int
 	// CausalTimeout is how long a causal delta may wait before it is rejected.
 	CausalTimeout time.Duration
 	// CausalPoll is how often waiting causal deltas are checked.
@@ -57,6 +59,7 @@ func ParseConfig(fs *flag.FlagSet, args []string) (*Config, error) {
 	fs.DurationVar(&c.CausalPoll, "causal-poll", 50*time.Millisecond, "interval between checks of waiting causal deltas")
 	fs.DurationVar(&c.ReloadInterval, "datatypes-reload", 2*time.Second, "interval between checks of the registry file")
 	fs.IntVar(&c.CausalBuffer, "causal-buffer", 10000, "causal deltas that may wait for their dependencies")
+	fs.IntVar(&c.CausalPerWriter, "causal-buffer.per-writer", 1000, "causal deltas one writer may have waiting (its share of -causal-buffer); past it its deltas are rejected")
 	fs.DurationVar(&c.CausalTimeout, "causal-timeout", 30*time.Second, "longest a causal delta waits for its dependencies before it is rejected")
 	return c, svcrun.Parse(fs, args, c.Validate)
 }
@@ -86,6 +89,8 @@ func (c *Config) Validate() error {
 		return errors.New("datatypes: a registry file is required")
 	case c.CausalBuffer < 1:
 		return errors.New("causal-buffer: must be at least 1")
+	case c.CausalPerWriter < 1 || c.CausalPerWriter > c.CausalBuffer:
+		return errors.New("causal-buffer.per-writer: must be between 1 and causal-buffer")
 	case c.CausalPoll <= 0 || c.ReloadInterval <= 0:
 		return errors.New("causal-poll and datatypes-reload: must be positive")
 	case c.CausalTimeout <= 0:

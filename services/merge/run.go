@@ -42,6 +42,9 @@ func Run(ctx context.Context, cfg *Config) error {
 		return err
 	}
 	rt.OnClose(func() { queue.close() })
+	queue.maxPerWriter = cfg.CausalPerWriter
+	rt.Guard.Limit.WithLabelValues("causal_buffer").Set(float64(cfg.CausalBuffer))
+	rt.Guard.Limit.WithLabelValues("causal_buffer_per_writer").Set(float64(cfg.CausalPerWriter))
 
 	core := NewService(storeClient{peer: peer}, types, resolvers, queue, cfg.MaxCASRetries).WithDocCache(cfg.DocCache)
 	var svc Service = core
