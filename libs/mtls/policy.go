@@ -46,7 +46,7 @@ var Policy = map[string][]string{
 	"/fedsync.v1.StateStoreService/GetOutcome":    {"merge", "validation"},
 	"/fedsync.v1.StateStoreService/ListConflicts": {"merge"},
 	"/fedsync.v1.StateStoreService/GetConflict":   {"merge"},
-	"/fedsync.v1.StateStoreService/ReadLog":       {"broadcaster", "merge"},
+	"/fedsync.v1.StateStoreService/ReadLog":       {"broadcaster", "merge", "healthmonitor"},
 	"/fedsync.v1.StateStoreService/GetControl":    {"validation", "merge"},
 	"/fedsync.v1.StateStoreService/SetControl":    {"validation"},
 	"/fedsync.v1.StateStoreService/Get":           {Anyone},

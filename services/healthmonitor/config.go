@@ -23,6 +23,9 @@ type Config struct {
 	// AgentTimeout is how long an agent may miss heartbeats before it counts as
 	// unhealthy (seed 4.1: 30 s).
 	AgentTimeout time.Duration
+	// Pipeline watch (pipeline.go).
+	PipelineInterval, PipelineStall, DLQWindow time.Duration
+	MergeGroup                                 string
 }
 
 // ParseConfig reads the configuration from flags and FEDSYNC_* variables.
@@ -35,6 +38,10 @@ func ParseConfig(fs *flag.FlagSet, args []string) (*Config, error) {
 	fs.DurationVar(&c.ProbeInterval, "probe-interval", 5*time.Second, "interval between probes of an instance")
 	fs.IntVar(&c.FailureThreshold, "failure-threshold", 3, "consecutive failed probes that mark an instance down")
 	fs.DurationVar(&c.AgentTimeout, "agent-timeout", 30*time.Second, "heartbeat silence after which an agent is unhealthy")
+	fs.DurationVar(&c.PipelineInterval, "pipeline.interval", 5*time.Second, "interval between checks of the data path (merge's consumer, the outbox, the dead-letter topic); 0 turns them off")
+	fs.DurationVar(&c.PipelineStall, "pipeline.stall", 30*time.Second, "how long merge's consumer or statestore's outbox may stand still with work waiting before health is degraded")
+	fs.DurationVar(&c.DLQWindow, "pipeline.dlq-window", 5*time.Minute, "health is degraded while records reached the dead-letter topic within this window")
+	fs.StringVar(&c.MergeGroup, "pipeline.merge-group", "fedsync-merge", "merge's consumer group on fedsync.deltas")
 	return c, svcrun.Parse(fs, args, c.Validate)
 }
 
@@ -49,6 +56,8 @@ func (c *Config) Validate() error {
 		return errors.New("failure-threshold: must be at least 1")
 	case c.AgentTimeout <= 0:
 		return errors.New("agent-timeout: must be positive")
+	case c.PipelineInterval < 0 || c.PipelineStall <= 0 || c.DLQWindow <= 0:
+		return errors.New("pipeline.interval must not be negative; pipeline.stall and pipeline.dlq-window must be positive")
 	}
 	if err := c.Service.Validate(); err != nil {
 		return err

@@ -8,6 +8,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/fedsync/fedsync/libs/kafkabus"
+	"github.com/fedsync/fedsync/libs/periodic"
 	"github.com/fedsync/fedsync/libs/svcrun"
 	fedsyncv1 "github.com/fedsync/fedsync/proto/fedsync/v1"
 )
@@ -48,7 +49,24 @@ func Run(ctx context.Context, cfg *Config) error {
 	rt.OnClose(func() { hb.Close() })
 	rt.Go("heartbeats consumer", func(ctx context.Context) error { return hb.Run(ctx, ag.handler()) })
 
-	var svc Service = newService(p, ag, cfg.Watch)
+	core := newService(p, ag, cfg.Watch)
+	if cfg.PipelineInterval > 0 {
+		store, err := rt.Peer("statestore")
+		if err != nil {
+			return err
+		}
+		probe := &kafkaProbe{
+			merge:     kafkabus.NewLagReader(&cfg.Kafka, kafkabus.TopicDeltas, cfg.MergeGroup),
+			committed: kafkabus.NewLagReader(&cfg.Kafka, kafkabus.TopicCommitted, ""),
+			dlq:       kafkabus.NewLagReader(&cfg.Kafka, kafkabus.TopicDLQ, ""),
+			store:     store,
+		}
+		core.pipeline = newPipeline(probe, cfg.PipelineStall, cfg.DLQWindow, log.With(rt.Logger, "component", "pipeline"))
+		rt.Go("pipeline watch", func(ctx context.Context) error {
+			return periodic.Run(ctx, cfg.PipelineInterval, core.pipeline.check)
+		})
+	}
+	var svc Service = core
 	svc = InstrumentingMiddleware(rt.Metrics.Registry)(svc)
 	eps := MakeEndpoints(svc, rt.Instrument)
 	return rt.Run(ctx, svcrun.Servers{

@@ -24,9 +24,10 @@ const (
 )
 
 type service struct {
-	prober  *prober
-	agents  *agents
-	watched []string
+	prober   *prober
+	agents   *agents
+	watched  []string
+	pipeline *pipeline
 }
 
 func newService(p *prober, a *agents, watched []string) *service {
@@ -91,6 +92,10 @@ func (s *service) GetHealth(context.Context, *fedsyncv1.GetHealthRequest) (*feds
 	}
 	healthy, unhealthy := s.agents.counts()
 	resp.Agents = &fedsyncv1.AgentHealth{Healthy: int32(healthy), Unhealthy: int32(unhealthy)}
+	resp.Issues = s.pipeline.current()
+	if len(resp.Issues) > 0 && overall == Healthy {
+		overall = Degraded
+	}
 	resp.Status = overall
 	return resp, nil
 }

@@ -25,6 +25,21 @@ type healthBody struct {
 	Services map[string]componentHealth `json:"services"`
 	Regions  map[string]componentHealth `json:"regions"`
 	Agents   agentHealth                `json:"agents"`
+	// Issues say why the data path is degraded (see pipeline.go).
+	Issues []issue `json:"issues"`
+}
+
+type issue struct {
+	Kind    string `json:"kind"`
+	Message string `json:"message"`
+}
+
+func issues(in []*fedsyncv1.HealthIssue) []issue {
+	out := []issue{}
+	for _, i := range in {
+		out = append(out, issue{Kind: i.GetKind(), Message: i.GetMessage()})
+	}
+	return out
 }
 
 func components(m map[string]*fedsyncv1.ServiceHealth) map[string]componentHealth {
@@ -53,6 +68,7 @@ func NewHTTPHandler(e Endpoints) http.Handler {
 		httpjson.Write(w, status, healthBody{
 			Status: resp.GetStatus(), Services: components(resp.GetServices()), Regions: components(resp.GetRegions()),
 			Agents: agentHealth{Healthy: resp.GetAgents().GetHealthy(), Unhealthy: resp.GetAgents().GetUnhealthy()},
+			Issues: issues(resp.GetIssues()),
 		})
 	})
 	mux.HandleFunc("/", httpjson.NotFound)

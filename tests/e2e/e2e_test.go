@@ -58,6 +58,9 @@ func TestDeltaReachesOtherAgentAndGet(t *testing.T) {
 	if hm, _ := services["healthmonitor"].(map[string]any); hm["healthy_instances"] != float64(1) {
 		t.Fatalf("healthmonitor lists itself: %v", hm)
 	}
+	if issues, ok := health["issues"].([]any); !ok || len(issues) != 0 {
+		t.Fatalf("a healthy federation's issues: %v", health["issues"])
+	}
 	if v, _ := services["validation"].(map[string]any); v["instances"] != float64(2) {
 		t.Fatalf("validation instances: %v", v)
 	}

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"syscall"
 	"strings"
 	"testing"
 	"time"
@@ -24,6 +25,10 @@ import (
 // through the real edge of a running mesh and asserts the answer each must
 // get; docs/security.md lists them.
 func TestHostileInputs(t *testing.T) {
+	// The health monitor's pipeline watch at test speed (services read their
+	// FEDSYNC_* variables).
+	t.Setenv("FEDSYNC_PIPELINE_STALL", "2s")
+	t.Setenv("FEDSYNC_PIPELINE_INTERVAL", "250ms")
 	s := startStackWith(t, t.TempDir(), func(o *devstack.Options) { o.RevocationRefresh = 200 * time.Millisecond })
 	a := newAgent(t, s, "ai-001", "na")
 	b := newAgent(t, s, "ai-002", "na")
@@ -136,5 +141,49 @@ func TestHostileInputs(t *testing.T) {
 		if st, b := euWriter.push(`{"id":"ai-003:after-pause","data_type":"note","patch":{"x":1}}`); st != 503 {
 			t.Fatalf("a write in region eu right after the pause returned: %d %v, want 503", st, b)
 		}
+	})
+
+	t.Run("a stuck consumer makes health degraded with the reason", func(t *testing.T) {
+		health := func() (string, []any) {
+			_, h, _ := a.do("GET", "/api/v1/sync/health", nil, "")
+			issues, _ := h["issues"].([]any)
+			st, _ := h["status"].(string)
+			return st, issues
+		}
+		waitFor := func(what string, ok func(string, []any) bool) {
+			t.Helper()
+			deadline := time.Now().Add(20 * time.Second)
+			for {
+				st, issues := health()
+				if ok(st, issues) {
+					return
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("%s: health stayed %s %v", what, st, issues)
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+		}
+		waitFor("healthy before", func(st string, issues []any) bool { return st == "healthy" && len(issues) == 0 })
+		if err := s.Signal("merge", syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+		defer s.Signal("merge", syscall.SIGCONT)
+		for i := 0; i < 5; i++ {
+			if st, b := a.push(fmt.Sprintf(`{"id":"ai-001:stuck-%d","data_type":"note","patch":{"x":1}}`, i)); st != 202 {
+				t.Fatalf("push: %d %v", st, b)
+			}
+		}
+		waitFor("merge stopped", func(st string, issues []any) bool {
+			for _, i := range issues {
+				if m, _ := i.(map[string]any); m["kind"] == "consumer_stuck" && st == "degraded" {
+					t.Logf("degraded: %v", m["message"])
+					return true
+				}
+			}
+			return false
+		})
+		s.Signal("merge", syscall.SIGCONT)
+		waitFor("merge resumed", func(st string, issues []any) bool { return st == "healthy" && len(issues) == 0 })
 	})
 }

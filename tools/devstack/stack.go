@@ -442,6 +442,16 @@ func (p *proc) signal(sig syscall.Signal) {
 	}
 }
 
+// Signal sends sig to a service process (SIGSTOP and SIGCONT for a pause).
+func (s *Stack) Signal(name string, sig syscall.Signal) error {
+	p, ok := s.byName[name]
+	if !ok {
+		return fmt.Errorf("no process %s", name)
+	}
+	p.signal(sig)
+	return nil
+}
+
 // Kill sends SIGKILL to a service process and waits until it is gone.
 func (s *Stack) Kill(name string) error {
 	p, ok := s.byName[name]

@@ -3761,10 +3761,13 @@ func (x *AgentHealth) GetUnhealthy() int32 {
 type GetHealthResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// "healthy", "degraded" or "unhealthy".
-	Status        string                    `protobuf:"bytes,1,opt,name=status,proto3" json:"status,omitempty"`
-	Services      map[string]*ServiceHealth `protobuf:"bytes,2,rep,name=services,proto3" json:"services,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	Regions       map[string]*ServiceHealth `protobuf:"bytes,3,rep,name=regions,proto3" json:"regions,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	Agents        *AgentHealth              `protobuf:"bytes,4,opt,name=agents,proto3" json:"agents,omitempty"`
+	Status   string                    `protobuf:"bytes,1,opt,name=status,proto3" json:"status,omitempty"`
+	Services map[string]*ServiceHealth `protobuf:"bytes,2,rep,name=services,proto3" json:"services,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Regions  map[string]*ServiceHealth `protobuf:"bytes,3,rep,name=regions,proto3" json:"regions,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Agents   *AgentHealth              `protobuf:"bytes,4,opt,name=agents,proto3" json:"agents,omitempty"`
+	// Why the data path is degraded although every instance answers its
+	// probes: a stuck consumer, a stuck outbox, a growing dead-letter topic.
+	Issues        []*HealthIssue `protobuf:"bytes,5,rep,name=issues,proto3" json:"issues,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3825,6 +3828,66 @@ func (x *GetHealthResponse) GetAgents() *AgentHealth {
 		return x.Agents
 	}
 	return nil
+}
+
+func (x *GetHealthResponse) GetIssues() []*HealthIssue {
+	if x != nil {
+		return x.Issues
+	}
+	return nil
+}
+
+type HealthIssue struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "consumer_stuck", "outbox_stuck" or "dead_letters".
+	Kind          string `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	Message       string `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HealthIssue) Reset() {
+	*x = HealthIssue{}
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[58]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HealthIssue) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HealthIssue) ProtoMessage() {}
+
+func (x *HealthIssue) ProtoReflect() protoreflect.Message {
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[58]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HealthIssue.ProtoReflect.Descriptor instead.
+func (*HealthIssue) Descriptor() ([]byte, []int) {
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{58}
+}
+
+func (x *HealthIssue) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *HealthIssue) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
 }
 
 var File_fedsync_v1_fedsync_proto protoreflect.FileDescriptor
@@ -4143,18 +4206,22 @@ const file_fedsync_v1_fedsync_proto_rawDesc = "" +
 	"\x11healthy_instances\x18\x03 \x01(\x05R\x10healthyInstances\"E\n" +
 	"\vAgentHealth\x12\x18\n" +
 	"\ahealthy\x18\x01 \x01(\x05R\ahealthy\x12\x1c\n" +
-	"\tunhealthy\x18\x02 \x01(\x05R\tunhealthy\"\x9a\x03\n" +
+	"\tunhealthy\x18\x02 \x01(\x05R\tunhealthy\"\xcb\x03\n" +
 	"\x11GetHealthResponse\x12\x16\n" +
 	"\x06status\x18\x01 \x01(\tR\x06status\x12G\n" +
 	"\bservices\x18\x02 \x03(\v2+.fedsync.v1.GetHealthResponse.ServicesEntryR\bservices\x12D\n" +
 	"\aregions\x18\x03 \x03(\v2*.fedsync.v1.GetHealthResponse.RegionsEntryR\aregions\x12/\n" +
-	"\x06agents\x18\x04 \x01(\v2\x17.fedsync.v1.AgentHealthR\x06agents\x1aV\n" +
+	"\x06agents\x18\x04 \x01(\v2\x17.fedsync.v1.AgentHealthR\x06agents\x12/\n" +
+	"\x06issues\x18\x05 \x03(\v2\x17.fedsync.v1.HealthIssueR\x06issues\x1aV\n" +
 	"\rServicesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12/\n" +
 	"\x05value\x18\x02 \x01(\v2\x19.fedsync.v1.ServiceHealthR\x05value:\x028\x01\x1aU\n" +
 	"\fRegionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12/\n" +
-	"\x05value\x18\x02 \x01(\v2\x19.fedsync.v1.ServiceHealthR\x05value:\x028\x01*_\n" +
+	"\x05value\x18\x02 \x01(\v2\x19.fedsync.v1.ServiceHealthR\x05value:\x028\x01\";\n" +
+	"\vHealthIssue\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage*_\n" +
 	"\vMessageType\x12\x10\n" +
 	"\fSTATE_UPDATE\x10\x00\x12\t\n" +
 	"\x05QUERY\x10\x01\x12\f\n" +
@@ -4215,7 +4282,7 @@ func file_fedsync_v1_fedsync_proto_rawDescGZIP() []byte {
 }
 
 var file_fedsync_v1_fedsync_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_fedsync_v1_fedsync_proto_msgTypes = make([]protoimpl.MessageInfo, 72)
+var file_fedsync_v1_fedsync_proto_msgTypes = make([]protoimpl.MessageInfo, 73)
 var file_fedsync_v1_fedsync_proto_goTypes = []any{
 	(MessageType)(0),                // 0: fedsync.v1.MessageType
 	(Consistency)(0),                // 1: fedsync.v1.Consistency
@@ -4277,49 +4344,50 @@ var file_fedsync_v1_fedsync_proto_goTypes = []any{
 	(*ServiceHealth)(nil),           // 57: fedsync.v1.ServiceHealth
 	(*AgentHealth)(nil),             // 58: fedsync.v1.AgentHealth
 	(*GetHealthResponse)(nil),       // 59: fedsync.v1.GetHealthResponse
-	nil,                             // 60: fedsync.v1.SyncMessage.MetadataEntry
-	nil,                             // 61: fedsync.v1.Delta.VectorClockEntry
-	nil,                             // 62: fedsync.v1.Delta.PatchFieldsEntry
-	nil,                             // 63: fedsync.v1.State.VectorClockEntry
-	nil,                             // 64: fedsync.v1.State.FieldsEntry
-	nil,                             // 65: fedsync.v1.GetRevocationsResponse.DisabledClientsEntry
-	nil,                             // 66: fedsync.v1.GetRevocationsResponse.RevokedTokensEntry
-	nil,                             // 67: fedsync.v1.PushStateRequest.VectorClockEntry
-	nil,                             // 68: fedsync.v1.GetFrontierResponse.FrontierEntry
-	nil,                             // 69: fedsync.v1.ApplyRequest.FieldsEntry
-	nil,                             // 70: fedsync.v1.ApplyRequest.VectorClockEntry
-	nil,                             // 71: fedsync.v1.ApplyRequest.PatchFieldsEntry
-	nil,                             // 72: fedsync.v1.GetHealthResponse.ServicesEntry
-	nil,                             // 73: fedsync.v1.GetHealthResponse.RegionsEntry
+	(*HealthIssue)(nil),             // 60: fedsync.v1.HealthIssue
+	nil,                             // 61: fedsync.v1.SyncMessage.MetadataEntry
+	nil,                             // 62: fedsync.v1.Delta.VectorClockEntry
+	nil,                             // 63: fedsync.v1.Delta.PatchFieldsEntry
+	nil,                             // 64: fedsync.v1.State.VectorClockEntry
+	nil,                             // 65: fedsync.v1.State.FieldsEntry
+	nil,                             // 66: fedsync.v1.GetRevocationsResponse.DisabledClientsEntry
+	nil,                             // 67: fedsync.v1.GetRevocationsResponse.RevokedTokensEntry
+	nil,                             // 68: fedsync.v1.PushStateRequest.VectorClockEntry
+	nil,                             // 69: fedsync.v1.GetFrontierResponse.FrontierEntry
+	nil,                             // 70: fedsync.v1.ApplyRequest.FieldsEntry
+	nil,                             // 71: fedsync.v1.ApplyRequest.VectorClockEntry
+	nil,                             // 72: fedsync.v1.ApplyRequest.PatchFieldsEntry
+	nil,                             // 73: fedsync.v1.GetHealthResponse.ServicesEntry
+	nil,                             // 74: fedsync.v1.GetHealthResponse.RegionsEntry
 }
 var file_fedsync_v1_fedsync_proto_depIdxs = []int32{
 	0,  // 0: fedsync.v1.SyncMessage.type:type_name -> fedsync.v1.MessageType
-	60, // 1: fedsync.v1.SyncMessage.metadata:type_name -> fedsync.v1.SyncMessage.MetadataEntry
+	61, // 1: fedsync.v1.SyncMessage.metadata:type_name -> fedsync.v1.SyncMessage.MetadataEntry
 	1,  // 2: fedsync.v1.Delta.consistency:type_name -> fedsync.v1.Consistency
-	61, // 3: fedsync.v1.Delta.vector_clock:type_name -> fedsync.v1.Delta.VectorClockEntry
-	62, // 4: fedsync.v1.Delta.patch_fields:type_name -> fedsync.v1.Delta.PatchFieldsEntry
-	63, // 5: fedsync.v1.State.vector_clock:type_name -> fedsync.v1.State.VectorClockEntry
-	64, // 6: fedsync.v1.State.fields:type_name -> fedsync.v1.State.FieldsEntry
+	62, // 3: fedsync.v1.Delta.vector_clock:type_name -> fedsync.v1.Delta.VectorClockEntry
+	63, // 4: fedsync.v1.Delta.patch_fields:type_name -> fedsync.v1.Delta.PatchFieldsEntry
+	64, // 5: fedsync.v1.State.vector_clock:type_name -> fedsync.v1.State.VectorClockEntry
+	65, // 6: fedsync.v1.State.fields:type_name -> fedsync.v1.State.FieldsEntry
 	5,  // 7: fedsync.v1.Change.state:type_name -> fedsync.v1.State
-	65, // 8: fedsync.v1.GetRevocationsResponse.disabled_clients:type_name -> fedsync.v1.GetRevocationsResponse.DisabledClientsEntry
-	66, // 9: fedsync.v1.GetRevocationsResponse.revoked_tokens:type_name -> fedsync.v1.GetRevocationsResponse.RevokedTokensEntry
+	66, // 8: fedsync.v1.GetRevocationsResponse.disabled_clients:type_name -> fedsync.v1.GetRevocationsResponse.DisabledClientsEntry
+	67, // 9: fedsync.v1.GetRevocationsResponse.revoked_tokens:type_name -> fedsync.v1.GetRevocationsResponse.RevokedTokensEntry
 	24, // 10: fedsync.v1.SyncControlResponse.state:type_name -> fedsync.v1.ControlState
-	67, // 11: fedsync.v1.PushStateRequest.vector_clock:type_name -> fedsync.v1.PushStateRequest.VectorClockEntry
+	68, // 11: fedsync.v1.PushStateRequest.vector_clock:type_name -> fedsync.v1.PushStateRequest.VectorClockEntry
 	29, // 12: fedsync.v1.ResolveConflictResponse.conflict:type_name -> fedsync.v1.Conflict
 	3,  // 13: fedsync.v1.CommitStrongRequest.delta:type_name -> fedsync.v1.Delta
 	24, // 14: fedsync.v1.GetControlResponse.state:type_name -> fedsync.v1.ControlState
 	24, // 15: fedsync.v1.SetControlRequest.state:type_name -> fedsync.v1.ControlState
 	24, // 16: fedsync.v1.SetControlResponse.state:type_name -> fedsync.v1.ControlState
-	68, // 17: fedsync.v1.GetFrontierResponse.frontier:type_name -> fedsync.v1.GetFrontierResponse.FrontierEntry
+	69, // 17: fedsync.v1.GetFrontierResponse.frontier:type_name -> fedsync.v1.GetFrontierResponse.FrontierEntry
 	32, // 18: fedsync.v1.RecordOutcomeRequest.outcome:type_name -> fedsync.v1.Outcome
 	29, // 19: fedsync.v1.RecordOutcomeRequest.conflicts:type_name -> fedsync.v1.Conflict
 	32, // 20: fedsync.v1.GetOutcomeResponse.outcome:type_name -> fedsync.v1.Outcome
 	29, // 21: fedsync.v1.ListConflictsResponse.conflicts:type_name -> fedsync.v1.Conflict
 	29, // 22: fedsync.v1.GetConflictResponse.conflict:type_name -> fedsync.v1.Conflict
-	69, // 23: fedsync.v1.ApplyRequest.fields:type_name -> fedsync.v1.ApplyRequest.FieldsEntry
-	70, // 24: fedsync.v1.ApplyRequest.vector_clock:type_name -> fedsync.v1.ApplyRequest.VectorClockEntry
+	70, // 23: fedsync.v1.ApplyRequest.fields:type_name -> fedsync.v1.ApplyRequest.FieldsEntry
+	71, // 24: fedsync.v1.ApplyRequest.vector_clock:type_name -> fedsync.v1.ApplyRequest.VectorClockEntry
 	29, // 25: fedsync.v1.ApplyRequest.conflicts:type_name -> fedsync.v1.Conflict
-	71, // 26: fedsync.v1.ApplyRequest.patch_fields:type_name -> fedsync.v1.ApplyRequest.PatchFieldsEntry
+	72, // 26: fedsync.v1.ApplyRequest.patch_fields:type_name -> fedsync.v1.ApplyRequest.PatchFieldsEntry
 	41, // 27: fedsync.v1.ApplyBatchRequest.items:type_name -> fedsync.v1.ApplyRequest
 	33, // 28: fedsync.v1.ApplyBatchRequest.outcomes:type_name -> fedsync.v1.RecordOutcomeRequest
 	44, // 29: fedsync.v1.ApplyBatchResponse.results:type_name -> fedsync.v1.ApplyResult
@@ -4327,64 +4395,65 @@ var file_fedsync_v1_fedsync_proto_depIdxs = []int32{
 	5,  // 31: fedsync.v1.GetResponse.state:type_name -> fedsync.v1.State
 	5,  // 32: fedsync.v1.QueryResponse.items:type_name -> fedsync.v1.State
 	6,  // 33: fedsync.v1.ReadLogResponse.changes:type_name -> fedsync.v1.Change
-	72, // 34: fedsync.v1.GetHealthResponse.services:type_name -> fedsync.v1.GetHealthResponse.ServicesEntry
-	73, // 35: fedsync.v1.GetHealthResponse.regions:type_name -> fedsync.v1.GetHealthResponse.RegionsEntry
+	73, // 34: fedsync.v1.GetHealthResponse.services:type_name -> fedsync.v1.GetHealthResponse.ServicesEntry
+	74, // 35: fedsync.v1.GetHealthResponse.regions:type_name -> fedsync.v1.GetHealthResponse.RegionsEntry
 	58, // 36: fedsync.v1.GetHealthResponse.agents:type_name -> fedsync.v1.AgentHealth
-	4,  // 37: fedsync.v1.State.FieldsEntry.value:type_name -> fedsync.v1.FieldMeta
-	4,  // 38: fedsync.v1.ApplyRequest.FieldsEntry.value:type_name -> fedsync.v1.FieldMeta
-	57, // 39: fedsync.v1.GetHealthResponse.ServicesEntry.value:type_name -> fedsync.v1.ServiceHealth
-	57, // 40: fedsync.v1.GetHealthResponse.RegionsEntry.value:type_name -> fedsync.v1.ServiceHealth
-	10, // 41: fedsync.v1.AuthnService.IssueToken:input_type -> fedsync.v1.IssueTokenRequest
-	12, // 42: fedsync.v1.AuthnService.GetJWKS:input_type -> fedsync.v1.GetJWKSRequest
-	8,  // 43: fedsync.v1.AuthnService.GetRevocations:input_type -> fedsync.v1.GetRevocationsRequest
-	16, // 44: fedsync.v1.ValidationService.PushState:input_type -> fedsync.v1.PushStateRequest
-	18, // 45: fedsync.v1.ValidationService.Heartbeat:input_type -> fedsync.v1.HeartbeatRequest
-	14, // 46: fedsync.v1.ValidationService.SyncControl:input_type -> fedsync.v1.SyncControlRequest
-	22, // 47: fedsync.v1.MergeService.CommitStrong:input_type -> fedsync.v1.CommitStrongRequest
-	20, // 48: fedsync.v1.MergeService.ResolveConflict:input_type -> fedsync.v1.ResolveConflictRequest
-	41, // 49: fedsync.v1.StateStoreService.Apply:input_type -> fedsync.v1.ApplyRequest
-	43, // 50: fedsync.v1.StateStoreService.ApplyBatch:input_type -> fedsync.v1.ApplyBatchRequest
-	46, // 51: fedsync.v1.StateStoreService.GetMany:input_type -> fedsync.v1.GetManyRequest
-	48, // 52: fedsync.v1.StateStoreService.Get:input_type -> fedsync.v1.GetRequest
-	50, // 53: fedsync.v1.StateStoreService.Query:input_type -> fedsync.v1.QueryRequest
-	52, // 54: fedsync.v1.StateStoreService.ReadLog:input_type -> fedsync.v1.ReadLogRequest
-	30, // 55: fedsync.v1.StateStoreService.GetFrontier:input_type -> fedsync.v1.GetFrontierRequest
-	33, // 56: fedsync.v1.StateStoreService.RecordOutcome:input_type -> fedsync.v1.RecordOutcomeRequest
-	35, // 57: fedsync.v1.StateStoreService.GetOutcome:input_type -> fedsync.v1.GetOutcomeRequest
-	37, // 58: fedsync.v1.StateStoreService.ListConflicts:input_type -> fedsync.v1.ListConflictsRequest
-	39, // 59: fedsync.v1.StateStoreService.GetConflict:input_type -> fedsync.v1.GetConflictRequest
-	25, // 60: fedsync.v1.StateStoreService.GetControl:input_type -> fedsync.v1.GetControlRequest
-	27, // 61: fedsync.v1.StateStoreService.SetControl:input_type -> fedsync.v1.SetControlRequest
-	54, // 62: fedsync.v1.BroadcasterService.Subscribe:input_type -> fedsync.v1.SubscribeRequest
-	56, // 63: fedsync.v1.HealthMonitorService.GetHealth:input_type -> fedsync.v1.GetHealthRequest
-	11, // 64: fedsync.v1.AuthnService.IssueToken:output_type -> fedsync.v1.IssueTokenResponse
-	13, // 65: fedsync.v1.AuthnService.GetJWKS:output_type -> fedsync.v1.GetJWKSResponse
-	9,  // 66: fedsync.v1.AuthnService.GetRevocations:output_type -> fedsync.v1.GetRevocationsResponse
-	17, // 67: fedsync.v1.ValidationService.PushState:output_type -> fedsync.v1.PushStateResponse
-	19, // 68: fedsync.v1.ValidationService.Heartbeat:output_type -> fedsync.v1.HeartbeatResponse
-	15, // 69: fedsync.v1.ValidationService.SyncControl:output_type -> fedsync.v1.SyncControlResponse
-	23, // 70: fedsync.v1.MergeService.CommitStrong:output_type -> fedsync.v1.CommitStrongResponse
-	21, // 71: fedsync.v1.MergeService.ResolveConflict:output_type -> fedsync.v1.ResolveConflictResponse
-	42, // 72: fedsync.v1.StateStoreService.Apply:output_type -> fedsync.v1.ApplyResponse
-	45, // 73: fedsync.v1.StateStoreService.ApplyBatch:output_type -> fedsync.v1.ApplyBatchResponse
-	47, // 74: fedsync.v1.StateStoreService.GetMany:output_type -> fedsync.v1.GetManyResponse
-	49, // 75: fedsync.v1.StateStoreService.Get:output_type -> fedsync.v1.GetResponse
-	51, // 76: fedsync.v1.StateStoreService.Query:output_type -> fedsync.v1.QueryResponse
-	53, // 77: fedsync.v1.StateStoreService.ReadLog:output_type -> fedsync.v1.ReadLogResponse
-	31, // 78: fedsync.v1.StateStoreService.GetFrontier:output_type -> fedsync.v1.GetFrontierResponse
-	34, // 79: fedsync.v1.StateStoreService.RecordOutcome:output_type -> fedsync.v1.RecordOutcomeResponse
-	36, // 80: fedsync.v1.StateStoreService.GetOutcome:output_type -> fedsync.v1.GetOutcomeResponse
-	38, // 81: fedsync.v1.StateStoreService.ListConflicts:output_type -> fedsync.v1.ListConflictsResponse
-	40, // 82: fedsync.v1.StateStoreService.GetConflict:output_type -> fedsync.v1.GetConflictResponse
-	26, // 83: fedsync.v1.StateStoreService.GetControl:output_type -> fedsync.v1.GetControlResponse
-	28, // 84: fedsync.v1.StateStoreService.SetControl:output_type -> fedsync.v1.SetControlResponse
-	55, // 85: fedsync.v1.BroadcasterService.Subscribe:output_type -> fedsync.v1.SubscribeResponse
-	59, // 86: fedsync.v1.HealthMonitorService.GetHealth:output_type -> fedsync.v1.GetHealthResponse
-	64, // [64:87] is the sub-list for method output_type
-	41, // [41:64] is the sub-list for method input_type
-	41, // [41:41] is the sub-list for extension type_name
-	41, // [41:41] is the sub-list for extension extendee
-	0,  // [0:41] is the sub-list for field type_name
+	60, // 37: fedsync.v1.GetHealthResponse.issues:type_name -> fedsync.v1.HealthIssue
+	4,  // 38: fedsync.v1.State.FieldsEntry.value:type_name -> fedsync.v1.FieldMeta
+	4,  // 39: fedsync.v1.ApplyRequest.FieldsEntry.value:type_name -> fedsync.v1.FieldMeta
+	57, // 40: fedsync.v1.GetHealthResponse.ServicesEntry.value:type_name -> fedsync.v1.ServiceHealth
+	57, // 41: fedsync.v1.GetHealthResponse.RegionsEntry.value:type_name -> fedsync.v1.ServiceHealth
+	10, // 42: fedsync.v1.AuthnService.IssueToken:input_type -> fedsync.v1.IssueTokenRequest
+	12, // 43: fedsync.v1.AuthnService.GetJWKS:input_type -> fedsync.v1.GetJWKSRequest
+	8,  // 44: fedsync.v1.AuthnService.GetRevocations:input_type -> fedsync.v1.GetRevocationsRequest
+	16, // 45: fedsync.v1.ValidationService.PushState:input_type -> fedsync.v1.PushStateRequest
+	18, // 46: fedsync.v1.ValidationService.Heartbeat:input_type -> fedsync.v1.HeartbeatRequest
+	14, // 47: fedsync.v1.ValidationService.SyncControl:input_type -> fedsync.v1.SyncControlRequest
+	22, // 48: fedsync.v1.MergeService.CommitStrong:input_type -> fedsync.v1.CommitStrongRequest
+	20, // 49: fedsync.v1.MergeService.ResolveConflict:input_type -> fedsync.v1.ResolveConflictRequest
+	41, // 50: fedsync.v1.StateStoreService.Apply:input_type -> fedsync.v1.ApplyRequest
+	43, // 51: fedsync.v1.StateStoreService.ApplyBatch:input_type -> fedsync.v1.ApplyBatchRequest
+	46, // 52: fedsync.v1.StateStoreService.GetMany:input_type -> fedsync.v1.GetManyRequest
+	48, // 53: fedsync.v1.StateStoreService.Get:input_type -> fedsync.v1.GetRequest
+	50, // 54: fedsync.v1.StateStoreService.Query:input_type -> fedsync.v1.QueryRequest
+	52, // 55: fedsync.v1.StateStoreService.ReadLog:input_type -> fedsync.v1.ReadLogRequest
+	30, // 56: fedsync.v1.StateStoreService.GetFrontier:input_type -> fedsync.v1.GetFrontierRequest
+	33, // 57: fedsync.v1.StateStoreService.RecordOutcome:input_type -> fedsync.v1.RecordOutcomeRequest
+	35, // 58: fedsync.v1.StateStoreService.GetOutcome:input_type -> fedsync.v1.GetOutcomeRequest
+	37, // 59: fedsync.v1.StateStoreService.ListConflicts:input_type -> fedsync.v1.ListConflictsRequest
+	39, // 60: fedsync.v1.StateStoreService.GetConflict:input_type -> fedsync.v1.GetConflictRequest
+	25, // 61: fedsync.v1.StateStoreService.GetControl:input_type -> fedsync.v1.GetControlRequest
+	27, // 62: fedsync.v1.StateStoreService.SetControl:input_type -> fedsync.v1.SetControlRequest
+	54, // 63: fedsync.v1.BroadcasterService.Subscribe:input_type -> fedsync.v1.SubscribeRequest
+	56, // 64: fedsync.v1.HealthMonitorService.GetHealth:input_type -> fedsync.v1.GetHealthRequest
+	11, // 65: fedsync.v1.AuthnService.IssueToken:output_type -> fedsync.v1.IssueTokenResponse
+	13, // 66: fedsync.v1.AuthnService.GetJWKS:output_type -> fedsync.v1.GetJWKSResponse
+	9,  // 67: fedsync.v1.AuthnService.GetRevocations:output_type -> fedsync.v1.GetRevocationsResponse
+	17, // 68: fedsync.v1.ValidationService.PushState:output_type -> fedsync.v1.PushStateResponse
+	19, // 69: fedsync.v1.ValidationService.Heartbeat:output_type -> fedsync.v1.HeartbeatResponse
+	15, // 70: fedsync.v1.ValidationService.SyncControl:output_type -> fedsync.v1.SyncControlResponse
+	23, // 71: fedsync.v1.MergeService.CommitStrong:output_type -> fedsync.v1.CommitStrongResponse
+	21, // 72: fedsync.v1.MergeService.ResolveConflict:output_type -> fedsync.v1.ResolveConflictResponse
+	42, // 73: fedsync.v1.StateStoreService.Apply:output_type -> fedsync.v1.ApplyResponse
+	45, // 74: fedsync.v1.StateStoreService.ApplyBatch:output_type -> fedsync.v1.ApplyBatchResponse
+	47, // 75: fedsync.v1.StateStoreService.GetMany:output_type -> fedsync.v1.GetManyResponse
+	49, // 76: fedsync.v1.StateStoreService.Get:output_type -> fedsync.v1.GetResponse
+	51, // 77: fedsync.v1.StateStoreService.Query:output_type -> fedsync.v1.QueryResponse
+	53, // 78: fedsync.v1.StateStoreService.ReadLog:output_type -> fedsync.v1.ReadLogResponse
+	31, // 79: fedsync.v1.StateStoreService.GetFrontier:output_type -> fedsync.v1.GetFrontierResponse
+	34, // 80: fedsync.v1.StateStoreService.RecordOutcome:output_type -> fedsync.v1.RecordOutcomeResponse
+	36, // 81: fedsync.v1.StateStoreService.GetOutcome:output_type -> fedsync.v1.GetOutcomeResponse
+	38, // 82: fedsync.v1.StateStoreService.ListConflicts:output_type -> fedsync.v1.ListConflictsResponse
+	40, // 83: fedsync.v1.StateStoreService.GetConflict:output_type -> fedsync.v1.GetConflictResponse
+	26, // 84: fedsync.v1.StateStoreService.GetControl:output_type -> fedsync.v1.GetControlResponse
+	28, // 85: fedsync.v1.StateStoreService.SetControl:output_type -> fedsync.v1.SetControlResponse
+	55, // 86: fedsync.v1.BroadcasterService.Subscribe:output_type -> fedsync.v1.SubscribeResponse
+	59, // 87: fedsync.v1.HealthMonitorService.GetHealth:output_type -> fedsync.v1.GetHealthResponse
+	65, // [65:88] is the sub-list for method output_type
+	42, // [42:65] is the sub-list for method input_type
+	42, // [42:42] is the sub-list for extension type_name
+	42, // [42:42] is the sub-list for extension extendee
+	0,  // [0:42] is the sub-list for field type_name
 }
 
 func init() { file_fedsync_v1_fedsync_proto_init() }
@@ -4398,7 +4467,7 @@ func file_fedsync_v1_fedsync_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fedsync_v1_fedsync_proto_rawDesc), len(file_fedsync_v1_fedsync_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   72,
+			NumMessages:   73,
 			NumExtensions: 0,
 			NumServices:   6,
 		},
