@@ -33,6 +33,11 @@ const (
 	// TopicDLQ holds fedsync.deltas records merge could never apply, with the
 	// error in their headers (fedsync-error, fedsync-error-reason, ...).
 	TopicDLQ = "fedsync.deltas.dlq"
+	// TopicWebhooks holds the registered subscriptions (webhooks and named
+	// filters), keyed by subscription id, compacted: the latest record of a
+	// registration is its state (cursor, status); a record without a value
+	// deletes it.
+	TopicWebhooks = "fedsync.webhooks"
 )
 
 // Config says how to reach Kafka and how to shape the topics fedsync creates.
@@ -112,6 +117,8 @@ func (c *Config) Group(name string) string { return c.TopicPrefix + name }
 type TopicSpec struct {
 	Name       string
 	Partitions int
+	// Compact keeps the latest record per key instead of deleting by age.
+	Compact bool
 }
 
 // Topics returns every topic fedsync uses, shaped by the config.
@@ -122,6 +129,7 @@ func (c *Config) Topics() []TopicSpec {
 		{Name: c.Topic(TopicHeartbeats), Partitions: c.Partitions},
 		{Name: c.Topic(TopicConflicts), Partitions: c.Partitions},
 		{Name: c.Topic(TopicDLQ), Partitions: c.Partitions},
+		{Name: c.Topic(TopicWebhooks), Partitions: c.Partitions, Compact: true},
 	}
 }
 
@@ -131,11 +139,15 @@ func EnsureTopics(ctx context.Context, c *Config, specs []TopicSpec) error {
 	client := &kafka.Client{Addr: kafka.TCP(c.Brokers...), Timeout: 10 * time.Second}
 	req := &kafka.CreateTopicsRequest{Addr: client.Addr}
 	for _, s := range specs {
-		req.Topics = append(req.Topics, kafka.TopicConfig{
+		tc := kafka.TopicConfig{
 			Topic:             s.Name,
 			NumPartitions:     s.Partitions,
 			ReplicationFactor: c.Replication,
-		})
+		}
+		if s.Compact {
+			tc.ConfigEntries = []kafka.ConfigEntry{{ConfigName: "cleanup.policy", ConfigValue: "compact"}}
+		}
+		req.Topics = append(req.Topics, tc)
 	}
 	backoff := periodic.Backoff{Min: 100 * time.Millisecond, Max: 2 * time.Second}
 	for {

@@ -31,10 +31,20 @@ type Tailer struct {
 // NewTailer starts reading topic (its name before the configured prefix) at
 // its end.
 func NewTailer(c *Config, topic string, logger log.Logger) (*Tailer, error) {
+	return NewTailerFrom(c, topic, StartLatest, logger)
+}
+
+// NewTailerFrom starts reading topic at its start (StartEarliest: a compacted
+// topic read as a table) or at its end (StartLatest).
+func NewTailerFrom(c *Config, topic string, start StartAt, logger log.Logger) (*Tailer, error) {
+	at := kgo.NewOffset().AtEnd()
+	if start == StartEarliest {
+		at = kgo.NewOffset().AtStart()
+	}
 	cl, err := kgo.NewClient(
 		kgo.SeedBrokers(c.Brokers...),
 		kgo.ConsumeTopics(c.Topic(topic)),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtEnd()),
+		kgo.ConsumeResetOffset(at),
 		kgo.FetchMaxWait(250*time.Millisecond),
 		kgo.FetchMaxBytes(16<<20),
 		kgo.MetadataMinAge(time.Second), // partitions added later are found soon

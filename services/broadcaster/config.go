@@ -43,6 +43,10 @@ type Config struct {
 	// AllowedOrigins are the browser origins, besides the edge's own host,
 	// that may open a WebSocket stream.
 	AllowedOrigins flagenv.StringList
+	// Webhooks: the callback ranges allowed besides public addresses, and
+	// how long a callback may fail before its webhook is dead.
+	WebhookAllow     flagenv.StringList
+	WebhookDeadAfter time.Duration
 }
 
 // ParseConfig reads the configuration from flags and FEDSYNC_* variables.
@@ -62,6 +66,8 @@ func ParseConfig(fs *flag.FlagSet, args []string) (*Config, error) {
 	fs.IntVar(&c.SubscriptionsPerSocket, "limits.subscriptions-per-socket", 1000, "most subscriptions open on one WebSocket connection")
 	fs.IntVar(&c.SubscriptionsPerClient, "limits.subscriptions-per-client", 5000, "most subscriptions one client may have open on this hub (sockets, gRPC streams and webhooks together)")
 	fs.IntVar(&c.RegistrationsPerClient, "limits.registrations-per-client", 100, "most subscriptions (webhooks and named filters) one client may register with POST /api/v1/sync/subscribe")
+	fs.Var(&c.WebhookAllow, "webhooks.allow-cidrs", "comma-separated address ranges (CIDR) webhooks may call besides public addresses, e.g. 127.0.0.0/8 for a local receiver; loopback, link-local and private ranges are refused otherwise")
+	fs.DurationVar(&c.WebhookDeadAfter, "webhooks.dead-after", time.Hour, "how long a webhook's callback may keep failing before the webhook is marked dead and no longer tried")
 	fs.Var(&c.AllowedOrigins, "ws.allowed-origins", "comma-separated browser origins (host patterns such as *.example.com) allowed to open /stream besides the edge's own host; requests without Origin are not affected")
 	return c, svcrun.Parse(fs, args, c.Validate)
 }
@@ -83,6 +89,8 @@ func (c *Config) Validate() error {
 		return errors.New("batch.linger: must be between 0 and 1s")
 	case c.SubscriptionsPerSocket < 1 || c.SubscriptionsPerClient < 1 || c.RegistrationsPerClient < 1:
 		return errors.New("limits.subscriptions-per-socket, limits.subscriptions-per-client and limits.registrations-per-client: must be at least 1")
+	case c.WebhookDeadAfter < time.Second:
+		return errors.New("webhooks.dead-after: must be at least 1s")
 	case c.SyncInterval < 10*time.Millisecond:
 		return errors.New("sync-interval: must be at least 10ms")
 	case c.PingInterval <= 0 || c.PingTimeout <= 0:

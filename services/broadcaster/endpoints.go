@@ -13,6 +13,7 @@ import (
 type Endpoints struct {
 	CreateSubscription endpoint.Endpoint
 	DeleteSubscription endpoint.Endpoint
+	ListSubscriptions  endpoint.Endpoint
 }
 
 // DeleteRequest asks to remove a registered subscription.
@@ -28,5 +29,6 @@ func MakeEndpoints(r *Registry, mw func(method string) endpoint.Middleware) Endp
 		DeleteSubscription: mw("DeleteSubscription")(endpoints.Make(func(ctx context.Context, req DeleteRequest) (struct{}, error) {
 			return struct{}{}, r.Delete(ctx, req.ID, req.Caller)
 		})),
+		ListSubscriptions: mw("ListSubscriptions")(endpoints.Make(r.List)),
 	}
 }

@@ -3,6 +3,7 @@ package broadcaster
 import (
 	"context"
 	"fmt"
+	"net/netip"
 
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
@@ -45,6 +46,55 @@ func Run(ctx context.Context, cfg *Config) error {
 	svc = InstrumentingMiddleware(rt.Metrics.NewSyncLatency(), cfg.Service.Region)(svc)
 	reg := NewRegistry(svc, log.With(rt.Logger, "component", "webhooks"))
 	reg.MaxPerClient = cfg.RegistrationsPerClient
+	reg.DeadAfter = cfg.WebhookDeadAfter
+	for _, c := range cfg.WebhookAllow {
+		p, err := netip.ParsePrefix(c)
+		if err != nil {
+			return fmt.Errorf("webhooks.allow-cidrs: %w", err)
+		}
+		reg.Policy.Allow = append(reg.Policy.Allow, p)
+	}
+	// Registrations live in the compacted topic fedsync.webhooks: every
+	// replica reads it whole; the group fedsync-webhooks shares its
+	// partitions out, and a replica delivers the webhooks of its partitions.
+	regProducer := kafkabus.NewProducer(&cfg.Kafka, kafkabus.TopicWebhooks)
+	rt.OnClose(func() { regProducer.Close() })
+	reg.Log = regLog{regProducer}
+	regReader, err := kafkabus.NewTailerFrom(&cfg.Kafka, kafkabus.TopicWebhooks, kafkabus.StartEarliest, rt.Logger)
+	if err != nil {
+		return err
+	}
+	rt.OnClose(func() { regReader.Close() })
+	rt.OnClose(reg.Close)
+	rt.Go("registrations reader", func(ctx context.Context) error {
+		return regReader.Run(ctx, func(_ context.Context, m kafkabus.Message) error {
+			reg.Load(string(m.Key), m.Value, int32(m.Partition))
+			return nil
+		})
+	})
+	rt.Go("webhook assignment", func(ctx context.Context) error {
+		owned := map[int32]bool{}
+		set := func() {
+			parts := make([]int32, 0, len(owned))
+			for p := range owned {
+				parts = append(parts, p)
+			}
+			reg.SetOwned(parts)
+		}
+		return kafkabus.WatchAssignments(ctx, &cfg.Kafka, kafkabus.TopicWebhooks, "fedsync-webhooks", rt.Logger,
+			func(ps []int32) {
+				for _, p := range ps {
+					owned[p] = true
+				}
+				set()
+			},
+			func(ps []int32) {
+				for _, p := range ps {
+					delete(owned, p)
+				}
+				set()
+			})
+	})
 	eps := MakeEndpoints(reg, rt.Instrument)
 	conns := rt.Metrics.NewActiveConnections()
 
@@ -81,4 +131,11 @@ func Run(ctx context.Context, cfg *Config) error {
 			MaxPerSocket: cfg.SubscriptionsPerSocket, OriginPatterns: cfg.AllowedOrigins,
 		}),
 	})
+}
+
+// regLog keeps registrations in fedsync.webhooks.
+type regLog struct{ p *kafkabus.Producer }
+
+func (l regLog) Put(ctx context.Context, key string, value []byte) error {
+	return l.p.Publish(ctx, kafkabus.Record{Key: []byte(key), Value: value})
 }

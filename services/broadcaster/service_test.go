@@ -374,6 +374,7 @@ func TestWebhookDelta(t *testing.T) {
 	}))
 	defer hook.Close()
 	reg := NewRegistry(svc, log.NewNopLogger())
+	reg.Policy = loopbackAllowed
 	if _, err := reg.Create(context.Background(), CreateRequest{CallbackURL: hook.URL, Events: "partial"}); apierr.As(err).Code != apierr.InvalidArgument {
 		t.Fatalf("events partial: %v", err)
 	}

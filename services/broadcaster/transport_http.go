@@ -62,6 +62,27 @@ func NewHTTPHandler(svc Service, reg *Registry, e Endpoints, v *authtoken.Verifi
 		}
 		httpjson.Write(w, http.StatusCreated, resp)
 	})
+	// The caller's registrations with their state (cursor, active or dead,
+	// the last callback error); ?subscription_id= for one.
+	mux.HandleFunc("GET /api/v1/sync/subscribe", func(w http.ResponseWriter, r *http.Request) {
+		c, _ := authtoken.FromContext(r.Context())
+		list, err := endpoints.Call[[]SubscriptionView](r.Context(), e.ListSubscriptions, c.Subject)
+		if err != nil {
+			apierr.WriteHTTP(w, err)
+			return
+		}
+		if id := r.URL.Query().Get("subscription_id"); id != "" {
+			for _, s := range list {
+				if s.SubscriptionID == id {
+					httpjson.Write(w, http.StatusOK, s)
+					return
+				}
+			}
+			apierr.WriteHTTP(w, apierr.New(apierr.NotFound, "Subscription %s does not exist.", id))
+			return
+		}
+		httpjson.Write(w, http.StatusOK, map[string]any{"subscriptions": list})
+	})
 	mux.HandleFunc("DELETE /api/v1/sync/unsubscribe", func(w http.ResponseWriter, r *http.Request) {
 		id := r.URL.Query().Get("subscription_id")
 		if id == "" {
