@@ -24,7 +24,7 @@ func WatchAssignments(ctx context.Context, c *Config, topic, group string, logge
 		kgo.ConsumeTopics(name),
 		kgo.DisableAutoCommit(),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtEnd()), // only membership matters, not the records
-		kgo.Balancers(kgo.RoundRobinBalancer()), // eager: all revoked before any is assigned again
+		kgo.Balancers(kgo.RoundRobinBalancer()),         // eager: all revoked before any is assigned again
 		kgo.SessionTimeout(10*time.Second),
 		kgo.HeartbeatInterval(time.Second),
 		kgo.FetchMaxBytes(1<<20),

@@ -94,7 +94,9 @@ func (p CallbackPolicy) Client(timeout time.Duration) *http.Client {
 	tr.DialContext = d.DialContext
 	tr.Proxy = nil // a proxy would connect on our behalf, past the check
 	return &http.Client{Timeout: timeout, Transport: tr,
-		CheckRedirect: func(*http.Request, []*http.Request) error { return errors.New("webhook callbacks are not followed through redirects") }}
+		CheckRedirect: func(*http.Request, []*http.Request) error {
+			return errors.New("webhook callbacks are not followed through redirects")
+		}}
 }
 
 // SignatureHeader carries a delivery's HMAC-SHA256: "t=<unix seconds>,v1=<hex>"
