@@ -44,6 +44,58 @@ func TestHostileInputs(t *testing.T) {
 	a := newAgent(t, s, "ai-001", "na")
 	b := newAgent(t, s, "ai-002", "na")
 
+	t.Run("hostile request bodies and URLs", func(t *testing.T) {
+		for _, c := range []struct {
+			name, method, path, body string
+			status                   int
+			reason                   string
+		}{
+			{"invalid UTF-8 in a string (F3)", "POST", "/api/v1/sync/state", "{\"id\":\"shared-u\",\"data_type\":\"note\",\"patch\":{\"s\":\"\xff\"}}", 400, "invalid_utf8"},
+			{"a number no double holds (F4)", "POST", "/api/v1/sync/state", `{"id":"shared-n","data_type":"note","patch":{"x":1e400}}`, 400, ""},
+			{"a 5,000-digit integer (F4)", "POST", "/api/v1/sync/state", `{"id":"shared-n","data_type":"note","patch":{"x":` + strings.Repeat("9", 5000) + `}}`, 400, ""},
+			{"a case-folded field name", "POST", "/api/v1/sync/state", `{"Id":"shared-c","data_type":"note","patch":{}}`, 400, ""},
+			{"an id with invalid UTF-8 in the path", "GET", "/api/v1/sync/state/shared-%FF", "", 400, "invalid_utf8"},
+		} {
+			st, body, _ := a.do(c.method, c.path, []byte(c.body), a.token)
+			e, _ := body["error"].(map[string]any)
+			d, _ := e["details"].(map[string]any)
+			if st != c.status || e["code"] != "invalid_argument" || (c.reason != "" && d["reason"] != c.reason) {
+				t.Errorf("%s: %d %v, want %d invalid_argument %s", c.name, st, body, c.status, c.reason)
+			}
+		}
+		// access_token is for the WebSocket handshake only.
+		st, _, _ := a.do("GET", "/api/v1/sync/state/ai-001:x?access_token="+a.token, nil, "")
+		if st != 401 {
+			t.Errorf("access_token on REST: %d, want 401", st)
+		}
+		// A sum that would overflow is refused, the total kept (F4).
+		for i, m := range []string{"ovf-1", "ovf-2"} {
+			if st, b := a.push(`{"id":"shared-sum","data_type":"knowledge_graph","message_id":"` + m + `","patch":{"observations":1.7e308}}`); st != 202 {
+				t.Fatalf("sum %d: %d %v", i, st, b)
+			}
+		}
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			st, out, _ := a.do("GET", "/api/v1/sync/outcomes/ovf-2", nil, a.token)
+			if st == 200 && out["status"] == "rejected" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("outcome of the overflowing sum: %d %v", st, out)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if _, doc := a.get("shared-sum"); doc["value"].(map[string]any)["observations"] != 1.7e308 {
+			t.Fatalf("after an overflowing sum: %v", doc)
+		}
+		// A strong write sent again with its message_id gets its first answer.
+		body := `{"id":"shared-strong-retry","data_type":"note","consistency":"strong","expected_version":0,"message_id":"sr-1","patch":{"a":1}}`
+		st1, b1 := a.push(body)
+		st2, b2 := a.push(body)
+		if st1 != 200 || st2 != 200 || b1["version"] != b2["version"] {
+			t.Fatalf("strong retry: %d %v then %d %v", st1, b1, st2, b2)
+		}
+	})
 	t.Run("a document growing past the size limit", func(t *testing.T) {
 		// 900 KB per write, under the 1 MiB body limit: the fifth passes 4 MiB.
 		sub, _ := b.subscribe(map[string]any{"id_prefix": "shared-"})
