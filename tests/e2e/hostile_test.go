@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,6 +21,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
+	"github.com/coder/websocket/wsjson"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -346,6 +349,70 @@ func TestHostileInputs(t *testing.T) {
 			t.Fatalf("registration after the restart: %d %v", st, view)
 		}
 	})
+	t.Run("stream limits and a foreign Origin", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		wsURL := "ws" + strings.TrimPrefix(a.edge, "http") + "/stream?access_token=" + a.token
+		_, resp, err := websocket.Dial(ctx, wsURL, &websocket.DialOptions{HTTPHeader: http.Header{"Origin": {"https://evil.example"}}})
+		if err == nil || resp == nil || resp.StatusCode != 403 {
+			t.Fatalf("a foreign Origin: %v %v, want 403", resp, err)
+		}
+		conn, _, err := websocket.Dial(ctx, wsURL, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.CloseNow()
+		for i := 0; i < 1000; i++ {
+			wsjson.Write(ctx, conn, map[string]any{"type": "subscribe", "id_prefix": fmt.Sprintf("ai-001:sub-%d", i)})
+		}
+		subscribed := 0
+		for subscribed < 1000 {
+			var m map[string]any
+			if err := wsjson.Read(ctx, conn, &m); err != nil {
+				t.Fatal(err)
+			}
+			if m["type"] != "subscribed" {
+				t.Fatalf("subscription %d: %v", subscribed+1, m)
+			}
+			subscribed++
+		}
+		wsjson.Write(ctx, conn, map[string]any{"type": "subscribe", "id_prefix": "ai-001:one-too-many"})
+		var m map[string]any
+		if err := wsjson.Read(ctx, conn, &m); err != nil {
+			t.Fatal(err)
+		}
+		if e, _ := m["error"].(map[string]any); m["type"] != "error" || e["code"] != "rate_limited" {
+			t.Fatalf("subscription 1,001 on one socket: %v", m)
+		}
+	})
+	// Last: it leaves this machine's address throttled at the token endpoint.
+	t.Run("guessing a client secret is throttled", func(t *testing.T) {
+		throttled, fastest := 0, time.Hour
+		for i := 0; i < 30; i++ {
+			start := time.Now()
+			resp, err := http.PostForm(a.edge+"/oauth2/token", url.Values{"grant_type": {"client_credentials"}, "client_id": {"ai-005"}, "client_secret": {fmt.Sprint("guess-", i)}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			switch resp.StatusCode {
+			case 429:
+				throttled++
+				fastest = min(fastest, time.Since(start))
+				if resp.Header.Get("Retry-After") == "" {
+					t.Fatal("429 without Retry-After")
+				}
+			case 401:
+			default:
+				t.Fatalf("guess %d: %d", i, resp.StatusCode)
+			}
+		}
+		if throttled < 20 {
+			t.Fatalf("%d of 30 guesses throttled", throttled)
+		}
+		t.Logf("%d of 30 guesses throttled; a throttled answer took %s", throttled, fastest)
+	})
+
 }
 
 // validSignature checks a Fedsync-Signature header as a receiver does.
