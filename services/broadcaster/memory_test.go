@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-kit/log"
+
 	"github.com/coder/websocket/wsjson"
 
 	fedsyncv1 "github.com/fedsync/fedsync/proto/fedsync/v1"
@@ -99,5 +101,35 @@ func TestIdleWebSocketSubscriptionsHoldNoGoroutines(t *testing.T) {
 	}
 	if each > 4096 {
 		t.Fatalf("an idle WebSocket subscription holds %d bytes", each)
+	}
+}
+
+// TestIdleWebhooksMemory measures 1,000 idle webhooks: each holds its
+// registration, a subscription and one delivering goroutine.
+func TestIdleWebhooksMemory(t *testing.T) {
+	if raceEnabled {
+		t.Skip("measures memory")
+	}
+	const n = 1000
+	svc := NewService(&memLog{}, DefaultOptions())
+	reg := NewRegistry(svc, log.NewNopLogger())
+	reg.Policy = loopbackAllowed
+	defer reg.Close()
+	rc := newReceiver(t)
+	ctx := context.Background()
+	reg.Create(ctx, CreateRequest{IDPrefix: "warm-up", CallbackURL: rc.srv.URL, Owner: "o"})
+	time.Sleep(50 * time.Millisecond)
+	before := heapAndStacks()
+	for i := range n {
+		if _, err := reg.Create(ctx, CreateRequest{IDPrefix: fmt.Sprintf("ai-%05d:", i), CallbackURL: rc.srv.URL, Owner: "o"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(100 * time.Millisecond) // the deliverers have subscribed
+	after := heapAndStacks()
+	each := int64(after-before) / n
+	t.Logf("%d idle webhooks: %d bytes, %d bytes each", n, after-before, each)
+	if each > 32<<10 {
+		t.Fatalf("an idle webhook holds %d bytes", each)
 	}
 }
