@@ -280,13 +280,17 @@ func TestNetworkPolicies(t *testing.T) {
 				v, b := pods["validation-"+r], pods["broadcaster-"+r]
 				allow = append(allow,
 					tcp(v, pods["merge"], port(pods["merge"], "grpc")),           // strong writes
+					tcp(v, pods["statestore"], port(pods["statestore"], "grpc")), // the operating state (pause); mtls.Policy keeps writes to merge
 					tcp(b, pods["statestore"], port(pods["statestore"], "grpc")), // resume
 					tcp(b, internet, 443), // webhooks
 				)
+				for _, r2 := range regions { // a pause is applied on every validation instance
+					allow = append(allow, tcp(v, pods["validation-"+r2], port(pods["validation-"+r2], "grpc")))
+				}
 				deny = append(deny,
-					tcp(v, pods["statestore"], port(pods["statestore"], "grpc")), // writes go through merge
 					tcp(b, pods["merge"], port(pods["merge"], "grpc")),
 					tcp(v, b, port(b, "grpc")),
+					tcp(b, v, port(v, "grpc")),
 				)
 			}
 			allow = append(allow, tcp(pods["merge"], pods["statestore"], port(pods["statestore"], "grpc")))
