@@ -239,6 +239,16 @@ func (v *Verifier) invalidLocked(c *Claims) string {
 	return ""
 }
 
+// ClientDisabled reports whether client is disabled now (as of the last
+// revocation refresh): for work done in a client's name long after its token,
+// such as webhook deliveries.
+func (v *Verifier) ClientDisabled(client string) bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	_, ok := v.disabled[client]
+	return ok
+}
+
 func (v *Verifier) isRevoked(c *Claims) string {
 	v.mu.Lock()
 	defer v.mu.Unlock()

@@ -51,6 +51,9 @@ type Registry struct {
 	// Log is where registrations are kept; nil keeps them in this process
 	// only, all delivered here (tests, a single hub).
 	Log RegLog
+	// Disabled, when set, says whether a client is disabled: its webhooks
+	// hold their deliveries (and their place) until it is enabled again.
+	Disabled func(client string) bool
 
 	mu      sync.Mutex
 	entries map[string]*regRecord
@@ -438,6 +441,13 @@ func (d *deliverer) pump(sub *Subscription) bool {
 		body := append(append(make([]byte, 0, len(head)+len(rest)), head...), rest...)
 		backoff := periodic.Backoff{Min: 200 * time.Millisecond, Max: 30 * time.Second}
 		var failingSince time.Time
+		for d.r.Disabled != nil && d.r.Disabled(d.rec.Owner) {
+			// A disabled client receives nothing; its webhook keeps its place.
+			if !backoff.Wait(d.ctx) {
+				return false
+			}
+		}
+		backoff.Reset()
 		for {
 			err := d.post(client, body)
 			if err == nil {

@@ -47,6 +47,7 @@ func Run(ctx context.Context, cfg *Config) error {
 	reg := NewRegistry(svc, log.With(rt.Logger, "component", "webhooks"))
 	reg.MaxPerClient = cfg.RegistrationsPerClient
 	reg.DeadAfter = cfg.WebhookDeadAfter
+	reg.Disabled = verifier.ClientDisabled
 	for _, c := range cfg.WebhookAllow {
 		p, err := netip.ParsePrefix(c)
 		if err != nil {

@@ -283,3 +283,36 @@ func TestWebhooksSharedByReplicas(t *testing.T) {
 	a.Close()
 	b.Close()
 }
+
+// TestDisabledClientsWebhookHolds: a disabled client's webhook delivers
+// nothing, and delivers what it held, in order, once the client is enabled.
+func TestDisabledClientsWebhookHolds(t *testing.T) {
+	lg := &memLog{}
+	svc := NewService(lg, limits(64))
+	reg := NewRegistry(svc, log.NewNopLogger())
+	var mu sync.Mutex
+	disabled := true
+	reg.Policy = loopbackAllowed
+	reg.Disabled = func(string) bool { mu.Lock(); defer mu.Unlock(); return disabled }
+	defer reg.Close()
+	rc := newReceiver(t)
+	ctx := context.Background()
+	if _, err := reg.Create(ctx, CreateRequest{IDPrefix: "doc", CallbackURL: rc.srv.URL, Owner: "ai-009"}); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 3; i++ {
+		_, c := lg.commit(t, "doc", `{"n":`+strconv.Itoa(i)+`}`, nil, false)
+		svc.Publish(ctx, c)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if vs := rc.versions("doc"); len(vs) != 0 {
+		t.Fatalf("a disabled client's webhook delivered %v", vs)
+	}
+	mu.Lock()
+	disabled = false
+	mu.Unlock()
+	waitUntil(t, "deliveries after enabling", func() bool { return len(rc.versions("doc")) == 3 })
+	if vs := rc.versions("doc"); vs[0] != 1 || vs[2] != 3 {
+		t.Fatalf("delivered %v", vs)
+	}
+}
