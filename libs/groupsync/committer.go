@@ -5,7 +5,7 @@
 // kfake runs without its SyncWrites option, so a produced batch is written to
 // the page cache before the broker answers. Listen wraps the broker's listener:
 // each connection notes the correlation ids of produce requests that expect an
-// answer (acks != 0) and holds their responses until a sync that started after
+// answer with acks=all and holds their responses until a sync that started after
 // the response was ready has completed. At most one sync runs at a time; every
 // response that became ready before it started is released by it, and responses
 // that become ready while it runs wait for the next one. Responses leave a

@@ -22,7 +22,8 @@ const (
 	needMore   verdict = iota // the prefix ends before the answer
 	notProduce                // not a produce request: its response passes through
 	noResponse                // a produce request with acks=0: the broker does not answer
-	mustSync                  // a produce request whose response waits for a sync
+	leaderAck                 // a produce request with acks=1: answered once the leader has it, without a sync
+	mustSync                  // a produce request (acks=all) whose response waits for a sync
 )
 
 // classify reads the start of a request body (after the size). corrKnown
@@ -59,6 +60,8 @@ func classify(b []byte) (corr int32, corrKnown bool, v verdict) {
 		return corr, true, mustSync // cannot tell: answer durably
 	case acks == 0:
 		return corr, true, noResponse
+	case acks == 1:
+		return corr, true, leaderAck
 	}
 	return corr, true, mustSync
 }
@@ -200,7 +203,7 @@ func (s *requestScanner) scan(p []byte, produce func(corr int32)) {
 			case mustSync:
 				produce(corr)
 				s.decided = true
-			case notProduce, noResponse:
+			case notProduce, noResponse, leaderAck:
 				s.decided = true
 			}
 		}

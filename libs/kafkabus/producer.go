@@ -34,10 +34,23 @@ type Producer struct {
 // prefix). Records with the same key go to the same partition (murmur2, as
 // the Java client does).
 func NewProducer(c *Config, topic string) *Producer {
+	return newProducer(c, topic, kgo.RequiredAcks(kgo.AllISRAcks()))
+}
+
+// NewCopyProducer returns a producer for a topic whose records are copies of
+// a durable source and can be produced again from it: fedsync.committed
+// (statestore's log; broadcasters fill any gap from it) and heartbeats (each
+// replaced by the next). It waits for the partition leader only (acks=1), so
+// the embedded broker answers without waiting for its group commit's fsync;
+// on real Kafka the difference is the wait for the other replicas.
+func NewCopyProducer(c *Config, topic string) *Producer {
+	return newProducer(c, topic, kgo.RequiredAcks(kgo.LeaderAck()), kgo.DisableIdempotentWrite())
+}
+
+func newProducer(c *Config, topic string, acks ...kgo.Opt) *Producer {
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(c.Brokers...),
 		kgo.DefaultProduceTopic(c.Topic(topic)),
-		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)),
 		kgo.ProducerLinger(c.BatchTimeout),
 		kgo.ProducerBatchCompression(c.kgoCodec()),
@@ -45,6 +58,7 @@ func NewProducer(c *Config, topic string) *Producer {
 	if c.BatchBytes > 0 {
 		opts = append(opts, kgo.ProducerBatchMaxBytes(int32(c.BatchBytes)))
 	}
+	opts = append(opts, acks...)
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		// Only invalid options fail here, and the options are built above.

@@ -31,7 +31,7 @@ func Run(ctx context.Context, cfg *Config) error {
 	if err := kafkabus.EnsureAll(ctx, &cfg.Kafka); err != nil {
 		return err
 	}
-	producer := kafkabus.NewProducer(&cfg.Kafka, kafkabus.TopicCommitted)
+	producer := kafkabus.NewCopyProducer(&cfg.Kafka, kafkabus.TopicCommitted)
 	conflicts := kafkabus.NewProducer(&cfg.Kafka, kafkabus.TopicConflicts)
 	rt.OnClose(func() { producer.Close(); conflicts.Close() })
 

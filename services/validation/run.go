@@ -24,7 +24,7 @@ func Run(ctx context.Context, cfg *Config) error {
 		return err
 	}
 	deltas := kafkabus.NewProducer(&cfg.Kafka, kafkabus.TopicDeltas)
-	heartbeats := kafkabus.NewProducer(&cfg.Kafka, kafkabus.TopicHeartbeats)
+	heartbeats := kafkabus.NewCopyProducer(&cfg.Kafka, kafkabus.TopicHeartbeats)
 	rt.OnClose(func() { deltas.Close(); heartbeats.Close() })
 	mergePeer, err := rt.Peer("merge")
 	if err != nil {
