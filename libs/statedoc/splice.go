@@ -140,6 +140,10 @@ func (o Object) Canonical() (Object, error) {
 			out[k] = v
 			continue
 		}
+		if IsCanonical(v) {
+			out[k] = v // already as Encode writes it: no copy, no second pass
+			continue
+		}
 		b, err := json.Marshal(json.RawMessage(v))
 		if err != nil {
 			return nil, err
@@ -148,6 +152,51 @@ func (o Object) Canonical() (Object, error) {
 	}
 	return out, nil
 }
+
+// IsCanonical reports whether a JSON value (valid JSON, as decoding produced
+// it) is already written as encoding/json writes it: no whitespace outside
+// strings, and none of the characters it escapes (<, >, &, U+2028, U+2029).
+// One table-driven pass over the bytes, so large values (64 KiB strings) are
+// not compacted and copied again at every stage.
+func IsCanonical(v []byte) bool {
+	if len(v) == 0 {
+		return false
+	}
+	inString := false
+	for i := 0; i < len(v); i++ {
+		if inString {
+			for i < len(v) && !stringSpecial[v[i]] {
+				i++
+			}
+			if i == len(v) {
+				return false
+			}
+		}
+		switch c := v[i]; {
+		case c == '<' || c == '>' || c == '&':
+			return false
+		case c == 0xE2:
+			if i+2 < len(v) && v[i+1] == 0x80 && (v[i+2] == 0xA8 || v[i+2] == 0xA9) {
+				return false
+			}
+		case c == '\\' && inString:
+			i++ // the escaped byte
+		case c == '"':
+			inString = !inString
+		case !inString && (c == ' ' || c == '\t' || c == '\n' || c == '\r'):
+			return false
+		}
+	}
+	return !inString
+}
+
+// stringSpecial marks the bytes inside a string that IsCanonical looks at.
+var stringSpecial = func() (t [256]bool) {
+	for _, c := range []byte{'"', '\\', '<', '>', '&', 0xE2} {
+		t[c] = true
+	}
+	return t
+}()
 
 // encodeCanonical is Encode for an object whose values are canonical already.
 func encodeCanonical(o Object) []byte {

@@ -1,9 +1,11 @@
 package statedoc
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"testing"
 )
 
@@ -92,6 +94,56 @@ func BenchmarkApplyToLargeDocument(b *testing.B) {
 		for i := 0; i < b.N; i++ {
 			if _, ok := ApplyEncoded(enc, patch); !ok {
 				b.Fatal("refused")
+			}
+		}
+	})
+}
+
+// TestIsCanonicalMatchesEncodingJSON: where IsCanonical says a value is
+// canonical, encoding/json writes exactly its bytes; where it says not, the
+// slow path runs. Both give what json.Marshal gives.
+func TestIsCanonicalMatchesEncodingJSON(t *testing.T) {
+	values := []string{
+		`1`, `-1.5e3`, `true`, `null`, `"plain"`, `"with space"`, `"tab\tescaped"`, `"quote \" inside"`,
+		`"backslash \\ end\\"`, `"<b>"`, `"a & b"`, "\"line\u2028sep\"", `{"a":1,"b":[1,2,{"c":"d e"}]}`,
+		`{ "a" : 1 }`, "[1,\n2]", `["x","y"]`, `{"k":"v"}`, `"\u00e9t\u00e9"`, `"été"`, `{"a":"}"}`, `"\\"`,
+		`"` + strings.Repeat("x", 70000) + `"`,
+	}
+	for _, v := range values {
+		want, err := json.Marshal(json.RawMessage(v))
+		if err != nil {
+			t.Fatalf("%q: %v", v, err)
+		}
+		got, err := Object{"k": json.RawMessage(v)}.Canonical()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got["k"], want) {
+			t.Errorf("%.60q: canonical %.60q, encoding/json %.60q", v, got["k"], want)
+		}
+		if IsCanonical([]byte(v)) != bytes.Equal([]byte(v), want) {
+			t.Errorf("%.60q: IsCanonical %v, but encoding/json writes %.60q", v, IsCanonical([]byte(v)), want)
+		}
+	}
+}
+
+// BenchmarkCanonical64KiB: a 64 KiB string value made canonical, the check
+// against encoding/json's compaction it replaces.
+func BenchmarkCanonical64KiB(b *testing.B) {
+	v := json.RawMessage(`"` + strings.Repeat("lorem ipsum ", 64<<10/12) + `"`)
+	b.Run("IsCanonical", func(b *testing.B) {
+		b.SetBytes(int64(len(v)))
+		for b.Loop() {
+			if !IsCanonical(v) {
+				b.Fatal("not canonical")
+			}
+		}
+	})
+	b.Run("encoding-json", func(b *testing.B) {
+		b.SetBytes(int64(len(v)))
+		for b.Loop() {
+			if _, err := json.Marshal(v); err != nil {
+				b.Fatal(err)
 			}
 		}
 	})

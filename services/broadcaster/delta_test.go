@@ -515,3 +515,23 @@ func TestChangeOmittedIsReadFromTheLog(t *testing.T) {
 		}
 	}
 }
+
+// TestSplicedLargeDocumentIsTheSameMessage: a large canonical document or set
+// spliced into the message gives exactly the bytes encoding/json gives, also
+// with an id that spells the spliced field's key.
+func TestSplicedLargeDocumentIsTheSameMessage(t *testing.T) {
+	big := `{"a":"` + strings.Repeat("x", 5000) + `","b":[1,2,3],"c":{"d":"e f"}}`
+	for _, id := range []string{"doc", `tricky,"value":0,"updated_by":`, `t2,"set":0,"removed":`} {
+		c := &fedsyncv1.Change{Seq: 7, State: &fedsyncv1.State{Id: id, DataType: "note", Version: 3, Value: []byte(big), UpdatedBy: "ai-1", UpdatedAt: 1e9}}
+		f := &frame{change: c, value: []byte(big), set: []byte(big), removed: []string{"z"}}
+		at := time.Unix(0, 1e9).UTC().Format(time.RFC3339Nano)
+		wantFull, _ := json.Marshal(fullBody{ID: id, DataType: "note", Version: 3, Value: json.RawMessage(big), UpdatedBy: "ai-1", UpdatedAt: at, Cursor: FormatCursor(7)})
+		wantDelta, _ := json.Marshal(deltaBody{ID: id, DataType: "note", Version: 3, Set: json.RawMessage(big), Removed: []string{"z"}, UpdatedBy: "ai-1", UpdatedAt: at, Cursor: FormatCursor(7)})
+		if got := f.json(false); string(got) != string(wantFull[1:]) {
+			t.Errorf("%s full: %.120s\nwant %.120s", id, got, wantFull[1:])
+		}
+		if got := f.json(true); string(got) != string(wantDelta[1:]) {
+			t.Errorf("%s delta: %.120s\nwant %.120s", id, got, wantDelta[1:])
+		}
+	}
+}
