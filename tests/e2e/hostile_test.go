@@ -254,8 +254,9 @@ func TestHostileInputs(t *testing.T) {
 	})
 
 	t.Run("webhooks: refused inward, signed, durable across a broadcaster restart", func(t *testing.T) {
-		// SSRF: cloud metadata and private addresses are refused.
-		for _, u := range []string{"http://169.254.169.254/latest/meta-data", "http://10.0.0.1/hook", "http://[::1]:9/hook"} {
+		// SSRF: cloud metadata, unspecified, multicast and loopback (IPv6;
+		// IPv4 loopback is opened here for the receiver) are refused.
+		for _, u := range []string{"http://169.254.169.254/latest/meta-data", "http://0.0.0.0:9/hook", "http://224.0.0.1/hook", "http://[::1]:9/hook"} {
 			st, body, _ := a.do("POST", "/api/v1/sync/subscribe", []byte(`{"id_prefix":"ai-001:","callback_url":"`+u+`"}`), a.token)
 			if st != 400 {
 				t.Fatalf("callback %s: %d %v, want 400", u, st, body)

@@ -186,6 +186,15 @@ func TestSecuritySuite(t *testing.T) {
 		}
 	})
 
+	t.Run("webhook to the mesh's own address (SSRF)", func(t *testing.T) {
+		// As make run starts it: the services listen on loopback, which
+		// webhooks may not reach.
+		st, body, _ := a.do("POST", "/api/v1/sync/subscribe", []byte(`{"id_prefix":"ai-001:","callback_url":"http://`+s.GRPCAddr("statestore")+`/"}`), a.token)
+		if e, _ := body["error"].(map[string]any); st != 400 || e["details"].(map[string]any)["reason"] != "callback_not_allowed" {
+			t.Fatalf("callback to statestore's address: %d %v", st, body)
+		}
+	})
+
 	t.Run("replay of a revoked token", func(t *testing.T) {
 		victim := newAgent(t, s, "ai-003", "na")
 		var secret string

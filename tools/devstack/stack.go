@@ -363,6 +363,18 @@ func (s *Stack) plan(regions []string, clientsPath string) error {
 		if p.binary == "healthmonitor" {
 			args = append(args, "-probe-interval=2s")
 		}
+		if p.binary == "broadcaster" {
+			// The mesh listens on loopback here, so loopback stays refused to
+			// webhooks; a receiver on this machine's LAN address (private
+			// ranges, refused by default for the Kubernetes mesh) is allowed.
+			// $FEDSYNC_WEBHOOKS_ALLOW_CIDRS adds ranges (the e2e suite's
+			// receiver on 127.0.0.1).
+			allow := "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16"
+			if extra := os.Getenv("FEDSYNC_WEBHOOKS_ALLOW_CIDRS"); extra != "" {
+				allow += "," + extra
+			}
+			args = append(args, "-webhooks.allow-cidrs="+allow)
+		}
 		pr := &proc{name: p.name, binary: filepath.Join(s.opts.BinDir, p.binary), args: args,
 			logPath: filepath.Join(s.opts.StateDir, "logs", p.name+".log"), httpAddr: httpAddr[p.name], grpcAddr: grpcAddr[p.name]}
 		s.procs = append(s.procs, pr)
