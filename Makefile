@@ -39,10 +39,15 @@ proto: ## Regenerate the Go code of proto/ with buf (pinned in tools/protogen).
 proto-check: proto ## Fail when the committed generated code differs from what proto/ generates.
 	@git diff --exit-code -- proto/ || { echo "generated code in proto/ is stale: run make proto and commit"; exit 1; }
 
-lint: ## gofmt and go vet.
+lint: ## gofmt, go vet and staticcheck (pinned in tools/protogen).
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
 	go vet $(PKGS)
 	cd tools/fedbench && GOWORK=off go vet ./...
+	@mkdir -p $(BIN)
+	cd tools/protogen && GOWORK=off go build -o ../../$(BIN)/ honnef.co/go/tools/cmd/staticcheck
+	$(BIN)/staticcheck $(PKGS)
+	cd tools/fedbench && GOWORK=off ../../$(BIN)/staticcheck ./...
+	cd deploy/verify && GOWORK=off ../../$(BIN)/staticcheck ./...
 
 fedbench: ## Build the benchmark tool (tools/fedbench, its own module, not in go.work) into .fedsync/bin.
 	@mkdir -p $(BIN)

@@ -275,13 +275,6 @@ func (s *store) applyTx(tx *bolt.Tx, req *fedsyncv1.ApplyRequest, patch statedoc
 	return commit{version: next.Version, seq: seq}, nil
 }
 
-func orEmpty(b []byte) []byte {
-	if len(b) == 0 {
-		return []byte("{}")
-	}
-	return b
-}
-
 var errNotFound = errors.New("not found")
 
 func (s *store) get(id string) (*fedsyncv1.State, error) {

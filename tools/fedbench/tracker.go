@@ -74,9 +74,8 @@ type Tracker struct {
 	// matches[id index] are the subscribers whose prefix matches the id.
 	matches [][]int
 
-	writersMu sync.Mutex
-	acks      [][]ack // per writer, appended only by that writer's goroutine
-	unacked   []int64 // per writer: deltas sent without an acknowledgement
+	acks    [][]ack // per writer, appended only by that writer's goroutine
+	unacked []int64 // per writer: deltas sent without an acknowledgement
 
 	subs []*subState
 
