@@ -6,7 +6,7 @@ SERVICES := authn validation merge statestore broadcaster healthmonitor
 PKGS := $(shell go list -m -f '{{.Dir}}/...' 2>/dev/null | sed "s|^$(CURDIR)/|./|")
 KAFKA_ADDR := 127.0.0.1:19093
 
-.PHONY: help build run test test-deploy test-integration proto proto-check lint kafka-start kafka-stop clean fedbench bench bench-full bench-deps bench-prune
+.PHONY: help build run test test-deploy test-rules test-integration proto proto-check lint kafka-start kafka-stop clean fedbench bench bench-full bench-deps bench-prune
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -25,6 +25,10 @@ test: test-deploy ## Unit, service and end-to-end tests on the embedded broker, 
 
 test-deploy: ## Offline checks of deploy/, tilt/, Tiltfile and rollback.sh (no cluster, Docker or Tilt).
 	cd deploy/verify && GOWORK=off go vet ./... && GOWORK=off go test -count=1 -timeout 10m ./...
+
+test-rules: ## The Prometheus alert rules in deploy/prometheus, checked and unit-tested with promtool (Debian package prometheus).
+	promtool check rules deploy/prometheus/fedsync-rules.yaml
+	cd deploy/prometheus && promtool test rules fedsync-rules.test.yaml
 
 test-integration: ## Every Kafka-facing test against a real Apache Kafka 4.4 broker (needs Java 17, Maven).
 	scripts/kafka.sh start

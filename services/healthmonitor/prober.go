@@ -38,6 +38,11 @@ type prober struct {
 	logger    log.Logger
 	alert     func(name string, labels ...string)
 
+	// regions, when set, is told after every round how many instances of
+	// each region answer and how many there are (the regional_hub_down
+	// alert's input).
+	regions func(up, total map[string]int)
+
 	mu        sync.Mutex
 	instances map[string]map[string]*instance // service -> addr -> state
 	conns     map[string]*grpc.ClientConn
@@ -120,6 +125,19 @@ func (p *prober) probeAll(ctx context.Context) {
 		}()
 	}
 	wg.Wait()
+	if p.regions != nil {
+		up, total := map[string]int{}, map[string]int{}
+		for _, in := range p.snapshot() {
+			if in.region == "" || !in.probed {
+				continue
+			}
+			total[in.region]++
+			if in.up {
+				up[in.region]++
+			}
+		}
+		p.regions(up, total)
+	}
 }
 
 func (p *prober) conn(addr string) (*grpc.ClientConn, error) {

@@ -38,6 +38,19 @@ func Run(ctx context.Context, cfg *Config) error {
 		rt.OnClose(inst.Stop)
 		rt.Go("follow "+name, func(ctx context.Context) error { p.follow(ctx, name, inst); return nil })
 	}
+	regionUp := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "fedsync_region_healthy_instances", Help: "Instances of a region's hub answering their health checks, after the last probe round (0: the regional hub is down).",
+	}, []string{"region"})
+	regionTotal := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "fedsync_region_instances", Help: "Instances of a region's hub known from discovery, after the last probe round.",
+	}, []string{"region"})
+	rt.Metrics.Registry.MustRegister(regionUp, regionTotal)
+	p.regions = func(up, total map[string]int) {
+		for r, n := range total {
+			regionUp.WithLabelValues(r).Set(float64(up[r]))
+			regionTotal.WithLabelValues(r).Set(float64(n))
+		}
+	}
 	rt.Go("prober", p.run)
 	ag := newAgents(cfg.AgentTimeout, log.With(rt.Logger, "component", "agents"), alert)
 	// Every replica needs every heartbeat and none resumes from Kafka: a

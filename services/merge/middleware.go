@@ -17,6 +17,7 @@ type instrumenting struct {
 	outcomes  *prometheus.CounterVec
 	conflicts *prometheus.CounterVec
 	latency   *prometheus.HistogramVec
+	success   *successRate
 }
 
 // ConflictRate registers the seed's conflict_rate counter.
@@ -35,8 +36,14 @@ func InstrumentingMiddleware(reg prometheus.Registerer, latency *prometheus.Hist
 		Name: "fedsync_merge_deltas_total", Help: "Deltas merged, by consistency and outcome.",
 	}, []string{"consistency", "outcome"})
 	reg.MustRegister(outcomes)
+	success := newSuccessRate(reg)
+	go func() { // the rate recovers when traffic stops
+		for range time.Tick(5 * time.Second) {
+			success.refreshAll()
+		}
+	}()
 	return func(next Service) Service {
-		return &instrumenting{Service: next, outcomes: outcomes, conflicts: conflicts, latency: latency}
+		return &instrumenting{Service: next, outcomes: outcomes, conflicts: conflicts, latency: latency, success: success}
 	}
 }
 
@@ -44,6 +51,7 @@ func (m *instrumenting) Merge(ctx context.Context, d *fedsyncv1.Delta) (*MergeRe
 	res, err := m.Service.Merge(ctx, d)
 	if err == nil {
 		m.outcomes.WithLabelValues(d.GetConsistency().String(), res.Outcome).Inc()
+		m.success.record(d.GetRegion(), res.Outcome != Rejected)
 		m.count(res.Conflicts)
 		if res.Outcome == Committed {
 			m.observe(d)
@@ -58,6 +66,7 @@ func (m *instrumenting) MergeBatch(ctx context.Context, req *MergeBatchRequest) 
 		for i, res := range resp.Results {
 			d := req.Deltas[i]
 			m.outcomes.WithLabelValues(d.GetConsistency().String(), res.Outcome).Inc()
+			m.success.record(d.GetRegion(), res.Outcome != Rejected)
 			m.count(res.Conflicts)
 			if res.Outcome == Committed {
 				m.observe(d)
@@ -77,6 +86,7 @@ func (m *instrumenting) CommitStrong(ctx context.Context, req *fedsyncv1.CommitS
 	resp, err := m.Service.CommitStrong(ctx, req)
 	if err == nil {
 		m.outcomes.WithLabelValues(fedsyncv1.Consistency_CONSISTENCY_STRONG.String(), Committed).Inc()
+		m.success.record(req.GetDelta().GetRegion(), true)
 		m.observe(req.GetDelta())
 	}
 	return resp, err

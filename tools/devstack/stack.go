@@ -286,6 +286,9 @@ func (s *Stack) BrokerSyncStats() (stats groupsync.Stats, ok bool) {
 // GRPCAddr returns the gRPC address of a service process ("validation-na").
 func (s *Stack) GRPCAddr(name string) string { return s.byName[name].grpcAddr }
 
+// HTTPAddr returns a service process's HTTP address (its API and /metrics).
+func (s *Stack) HTTPAddr(name string) string { return s.byName[name].httpAddr }
+
 // ClientIdentity issues a federation certificate for a client of the services'
 // gRPC APIs (tests, tools) and returns its files.
 func (s *Stack) ClientIdentity(name string) (mtls.Config, error) { return s.ca.Issue(name) }
