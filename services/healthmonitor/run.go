@@ -45,11 +45,16 @@ func Run(ctx context.Context, cfg *Config) error {
 		Name: "fedsync_region_instances", Help: "Instances of a region's hub known from discovery, after the last probe round.",
 	}, []string{"region"})
 	rt.Metrics.Registry.MustRegister(regionUp, regionTotal)
+	hubs := &hubState{}
 	p.regions = func(up, total map[string]int) {
 		for r, n := range total {
 			regionUp.WithLabelValues(r).Set(float64(up[r]))
 			regionTotal.WithLabelValues(r).Set(float64(n))
 		}
+		hubs.set(up, total)
+	}
+	if err := startAlerts(rt, cfg, hubs); err != nil {
+		return err
 	}
 	rt.Go("prober", p.run)
 	ag := newAgents(cfg.AgentTimeout, log.With(rt.Logger, "component", "agents"), alert)

@@ -364,7 +364,9 @@ func (s *Stack) plan(regions []string, clientsPath string) error {
 			args = append(args, "-auth.revocation-refresh="+s.opts.RevocationRefresh.String())
 		}
 		if p.binary == "healthmonitor" {
-			args = append(args, "-probe-interval=2s")
+			// merge's /metrics feeds the sync_failure_spike and
+			// high_sync_latency rules.
+			args = append(args, "-probe-interval=2s", "-alerts.scrape=http://"+httpAddr["merge"]+"/metrics")
 		}
 		if p.binary == "broadcaster" {
 			// The mesh listens on loopback here, so loopback stays refused to
