@@ -39,6 +39,9 @@ type PeerOptions struct {
 	// BreakerOpen is how long an open breaker rejects calls before a trial (seed: 60 s).
 	BreakerOpen time.Duration
 	DialOptions []grpc.DialOption
+	// BreakerState, when set, is told each breaker's state when it changes
+	// and when the breaker is made: 0 closed, 1 half-open, 2 open.
+	BreakerState func(breaker string, state int)
 	// Credentials secure the connections (mutual TLS); nil means plaintext.
 	Credentials credentials.TransportCredentials
 }
@@ -100,8 +103,14 @@ func (d *Discovery) NewPeer(service string, opts PeerOptions) (*Peer, error) {
 			},
 			OnStateChange: func(name string, from, to gobreaker.State) {
 				logger.Log("msg", "circuit breaker changed state", "breaker", name, "from", from.String(), "to", to.String())
+				if opts.BreakerState != nil {
+					opts.BreakerState(name, breakerLevel(to))
+				}
 			},
 		})
+		if opts.BreakerState != nil {
+			opts.BreakerState(breaker.Name(), 0) // every known instance shows, closed
+		}
 		ep := func(ctx context.Context, req any) (any, error) {
 			if opts.AttemptTimeout > 0 {
 				var cancel context.CancelFunc
@@ -177,6 +186,17 @@ func (p *Peer) Each(ctx context.Context, inv Invocation) ([]string, map[string]e
 	}
 	wg.Wait()
 	return ev.Instances, failed
+}
+
+// breakerLevel is a breaker state as a number: 0 closed, 1 half-open, 2 open.
+func breakerLevel(s gobreaker.State) int {
+	switch s {
+	case gobreaker.StateHalfOpen:
+		return 1
+	case gobreaker.StateOpen:
+		return 2
+	}
+	return 0
 }
 
 // Call runs inv on an instance of the peer. Errors the peer answered with come back

@@ -100,6 +100,7 @@ type Runtime struct {
 	workers     []worker
 	closers     []func()
 	peers       map[string]*discovery.Peer
+	breakers    *prometheus.GaugeVec
 }
 
 type worker struct {
@@ -241,6 +242,12 @@ func (r *Runtime) Peer(name string) (*discovery.Peer, error) {
 	}
 	opts := discovery.DefaultPeerOptions()
 	opts.Credentials = r.ClientCredentials()
+	if r.breakers == nil {
+		r.breakers = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "fedsync_breaker_state",
+			Help: "Circuit breaker of each peer instance this service calls: 0 closed, 1 half-open, 2 open (seed 4.3)."}, []string{"breaker"})
+		r.Metrics.Registry.MustRegister(r.breakers)
+	}
+	opts.BreakerState = func(b string, st int) { r.breakers.WithLabelValues(b).Set(float64(st)) }
 	p, err := r.Discovery.NewPeer(name, opts)
 	if err != nil {
 		return nil, err
