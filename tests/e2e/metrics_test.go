@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/fedsync/fedsync/tools/devstack"
 )
 
 // TestAlertRulesNameExportedMetrics: every metric the Prometheus rules in
@@ -33,29 +35,6 @@ func TestAlertRulesNameExportedMetrics(t *testing.T) {
 		t.Fatalf("push: %d %v", st, body)
 	}
 	a.waitVersion("shared-metrics", 2, 20*time.Second)
-	exported := map[string]bool{}
-	deadline := time.Now().Add(15 * time.Second)
-	for _, svc := range []string{"merge", "healthmonitor", "broadcaster-na", "validation-na", "statestore", "authn"} {
-		for {
-			resp, err := http.Get("http://" + s.HTTPAddr(svc) + "/metrics")
-			if err != nil {
-				t.Fatal(err)
-			}
-			sc := bufio.NewScanner(resp.Body)
-			sc.Buffer(make([]byte, 1<<20), 1<<20)
-			for sc.Scan() {
-				if line := sc.Text(); line != "" && !strings.HasPrefix(line, "#") {
-					exported[strings.FieldsFunc(line, func(r rune) bool { return r == '{' || r == ' ' })[0]] = true
-				}
-			}
-			resp.Body.Close()
-			// The health monitor's region gauges appear after its first probe round.
-			if svc != "healthmonitor" || exported["fedsync_region_healthy_instances"] || time.Now().After(deadline) {
-				break
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
-	}
 	rules, err := os.ReadFile(repoRoot + "/deploy/prometheus/fedsync-rules.yaml")
 	if err != nil {
 		t.Fatal(err)
@@ -84,6 +63,27 @@ func TestAlertRulesNameExportedMetrics(t *testing.T) {
 	}
 	if len(exprs) < 3+10 {
 		t.Fatalf("found only %d expressions", len(exprs))
+	}
+	// Scrape until every name used shows up (series appear with the first
+	// observation: merge's after it settled the deltas above, healthmonitor's
+	// after its first probe round), or 20 s have passed.
+	var exported map[string]bool
+	missing := func() []string {
+		var out []string
+		for _, e := range exprs {
+			for _, m := range metricNames(e) {
+				if !exported[m] {
+					out = append(out, m)
+				}
+			}
+		}
+		return out
+	}
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(250 * time.Millisecond) {
+		exported = scrapeNames(t, s)
+		if len(missing()) == 0 || time.Now().After(deadline) {
+			break
+		}
 	}
 	for _, e := range exprs {
 		names := metricNames(e)
@@ -114,4 +114,24 @@ func metricNames(expr string) []string {
 		out = append(out, m)
 	}
 	return out
+}
+
+// scrapeNames returns the metric names every service's /metrics exposes.
+func scrapeNames(t *testing.T, s *devstack.Stack) map[string]bool {
+	exported := map[string]bool{}
+	for _, svc := range []string{"merge", "healthmonitor", "broadcaster-na", "validation-na", "statestore", "authn"} {
+		resp, err := http.Get("http://" + s.HTTPAddr(svc) + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		sc := bufio.NewScanner(resp.Body)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			if line := sc.Text(); line != "" && !strings.HasPrefix(line, "#") {
+				exported[strings.FieldsFunc(line, func(r rune) bool { return r == '{' || r == ' ' })[0]] = true
+			}
+		}
+		resp.Body.Close()
+	}
+	return exported
 }
