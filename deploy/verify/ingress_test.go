@@ -124,6 +124,8 @@ var contractPaths = map[string]string{
 	"/api/v1/sync/subscribe":          "broadcaster",
 	"/api/v1/sync/unsubscribe":        "broadcaster",
 	"/api/v1/sync/health":             "healthmonitor",
+	"/dashboard":                      "healthmonitor",
+	"/dashboard/events":               "healthmonitor",
 	"/api/v1/control/pause":           "validation",
 	"/api/v1/control/resume":          "validation",
 }

@@ -113,9 +113,10 @@ func (l Limits) Middleware(next http.Handler, m *Metrics, logger log.Logger) htt
 			apierr.WriteHTTP(w, err)
 			return
 		}
-		if !IsUpgrade(r) && l.Body > 0 {
+		if !IsUpgrade(r) && l.Body > 0 && (r.ContentLength != 0 || len(r.TransferEncoding) > 0) {
 			// A slow body ends with a read error, answered 400 or 408 by the
-			// handler reading it; the connection is then closed.
+			// handler reading it; the connection is then closed. Requests
+			// without a body (a long-lived event stream) get no deadline.
 			_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(l.Body))
 		}
 		defer func() {

@@ -252,10 +252,10 @@ func ParseSinks(entries []string) ([]Sink, error) {
 // startAlerts evaluates the seed's rules every cfg.AlertInterval and sends
 // notifications from the leader: the replica the consumer group
 // fedsync-healthmonitor-alerts gives partition 0 of fedsync.heartbeats.
-func startAlerts(rt *svcrun.Runtime, cfg *Config, hubs *hubState) error {
+func startAlerts(rt *svcrun.Runtime, cfg *Config, hubs *hubState) (*alerter, *scraper, error) {
 	sinks, err := ParseSinks(cfg.AlertSinks)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	rules := []Rule{hubDownRule(hubs, cfg.HubDownFor)}
 	var sc *scraper
@@ -300,5 +300,5 @@ func startAlerts(rt *svcrun.Runtime, cfg *Config, hubs *hubState) error {
 			}
 		})
 	})
-	return nil
+	return al, sc, nil
 }

@@ -60,6 +60,8 @@ type scraper struct {
 type latencySample struct {
 	at      time.Time
 	buckets map[string]map[float64]float64 // target_system -> le -> cumulative count
+	// committed and conflicts are merge's counters, lag its consumer lag.
+	committed, conflicts, lag float64
 }
 
 func newScraper(urls []string, window time.Duration) *scraper {
@@ -70,6 +72,7 @@ func newScraper(urls []string, window time.Duration) *scraper {
 func (s *scraper) scrape(ctx context.Context, now time.Time) {
 	success := map[string]float64{}
 	buckets := map[string]map[float64]float64{}
+	var committed, conflicts, lag float64
 	for _, u := range s.urls {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 		if err != nil {
@@ -90,6 +93,25 @@ func (s *scraper) scrape(ctx context.Context, now time.Time) {
 				success[label(m, "regional_hub")+"/"+label(m, "sync_type")] = m.GetGauge().GetValue()
 			}
 		}
+		if mf := mfs["fedsync_merge_deltas_total"]; mf != nil {
+			for _, m := range mf.GetMetric() {
+				if label(m, "outcome") == "committed" {
+					committed += m.GetCounter().GetValue()
+				}
+			}
+		}
+		if mf := mfs["conflict_rate"]; mf != nil {
+			for _, m := range mf.GetMetric() {
+				conflicts += m.GetCounter().GetValue()
+			}
+		}
+		if mf := mfs["message_queue_depth"]; mf != nil {
+			for _, m := range mf.GetMetric() {
+				if label(m, "queue_name") == "fedsync.deltas" {
+					lag += m.GetGauge().GetValue()
+				}
+			}
+		}
 		if mf := mfs["sync_latency"]; mf != nil {
 			for _, m := range mf.GetMetric() {
 				t := label(m, "target_system")
@@ -107,7 +129,7 @@ func (s *scraper) scrape(ctx context.Context, now time.Time) {
 	}
 	s.mu.Lock()
 	s.success = success
-	s.history = append(s.history, latencySample{at: now, buckets: buckets})
+	s.history = append(s.history, latencySample{at: now, buckets: buckets, committed: committed, conflicts: conflicts, lag: lag})
 	for len(s.history) > 1 && now.Sub(s.history[1].at) >= s.window {
 		s.history = s.history[1:]
 	}
@@ -121,6 +143,27 @@ func label(m *dto.Metric, name string) string {
 		}
 	}
 	return ""
+}
+
+// rates returns committed deltas/s and conflicts/s between the last two
+// scrapes, and merge's consumer lag at the last.
+func (s *scraper) rates() (committed, conflicts, lag float64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := len(s.history)
+	if n == 0 {
+		return 0, 0, 0
+	}
+	last := s.history[n-1]
+	if n < 2 {
+		return 0, 0, last.lag
+	}
+	prev := s.history[n-2]
+	secs := last.at.Sub(prev.at).Seconds()
+	if secs <= 0 {
+		return 0, 0, last.lag
+	}
+	return max(last.committed-prev.committed, 0) / secs, max(last.conflicts-prev.conflicts, 0) / secs, last.lag
 }
 
 // p99 returns the 99th percentile (ms) of each target_system's sync_latency

@@ -2,6 +2,7 @@ package healthmonitor
 
 import (
 	"context"
+	"time"
 
 	"github.com/go-kit/log"
 	"github.com/prometheus/client_golang/prometheus"
@@ -53,7 +54,8 @@ func Run(ctx context.Context, cfg *Config) error {
 		}
 		hubs.set(up, total)
 	}
-	if err := startAlerts(rt, cfg, hubs); err != nil {
+	al, sc, err := startAlerts(rt, cfg, hubs)
+	if err != nil {
 		return err
 	}
 	rt.Go("prober", p.run)
@@ -87,8 +89,13 @@ func Run(ctx context.Context, cfg *Config) error {
 	var svc Service = core
 	svc = InstrumentingMiddleware(rt.Metrics.Registry)(svc)
 	eps := MakeEndpoints(svc, rt.Instrument)
+	verifier, err := rt.Verifier()
+	if err != nil {
+		return err
+	}
+	dash := &dashboard{svc: core, agents: ag, alerts: al, scraper: sc, pipeline: core.pipeline, verifier: verifier, every: time.Second}
 	return rt.Run(ctx, svcrun.Servers{
 		RegisterGRPC: func(s *grpc.Server) { fedsyncv1.RegisterHealthMonitorServiceServer(s, NewGRPCServer(eps)) },
-		HTTP:         NewHTTPHandler(eps),
+		HTTP:         NewHTTPHandler(eps, dash),
 	})
 }

@@ -38,7 +38,7 @@ func serveHealth(t *testing.T, region string) string {
 func health200(t *testing.T, svc Service) (int, healthBody) {
 	eps := MakeEndpoints(svc, func(string) endpoint.Middleware { return func(e endpoint.Endpoint) endpoint.Endpoint { return e } })
 	rec := httptest.NewRecorder()
-	NewHTTPHandler(eps).ServeHTTP(rec, httptest.NewRequest("GET", "/api/v1/sync/health", nil))
+	NewHTTPHandler(eps, nil).ServeHTTP(rec, httptest.NewRequest("GET", "/api/v1/sync/health", nil))
 	var b healthBody
 	json.Unmarshal(rec.Body.Bytes(), &b)
 	return rec.Code, b

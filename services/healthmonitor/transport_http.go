@@ -52,8 +52,13 @@ func components(m map[string]*fedsyncv1.ServiceHealth) map[string]componentHealt
 
 // NewHTTPHandler serves GET /api/v1/sync/health, without a token: 200 when
 // healthy or degraded, 503 when unhealthy, the same body either way.
-func NewHTTPHandler(e Endpoints) http.Handler {
+//
+// With a dashboard it also serves GET /dashboard and /dashboard/events.
+func NewHTTPHandler(e Endpoints, dash *dashboard) http.Handler {
 	mux := http.NewServeMux()
+	if dash != nil {
+		dash.register(mux)
+	}
 	mux.HandleFunc("GET /api/v1/sync/health", func(w http.ResponseWriter, r *http.Request) {
 		resp, err := endpoints.Call[*fedsyncv1.GetHealthResponse](r.Context(), e.GetHealth, &fedsyncv1.GetHealthRequest{})
 		if err != nil {
