@@ -125,6 +125,7 @@ var contractPaths = map[string]string{
 	"/api/v1/sync/unsubscribe":        "broadcaster",
 	"/api/v1/sync/health":             "healthmonitor",
 	"/dashboard":                      "healthmonitor",
+	"/api/v1/openapi.json":            "healthmonitor",
 	"/dashboard/events":               "healthmonitor",
 	"/api/v1/control/pause":           "validation",
 	"/api/v1/control/resume":          "validation",

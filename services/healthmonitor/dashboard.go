@@ -17,6 +17,9 @@ import (
 //go:embed dashboard.html
 var dashboardHTML []byte
 
+//go:embed openapi.json
+var openAPI []byte
+
 // dashboard serves the operators' live view: GET /dashboard (the page, plain
 // HTML and JavaScript embedded in the binary, no network at build or run time)
 // and GET /dashboard/events (server-sent events, one snapshot a second, for

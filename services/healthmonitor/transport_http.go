@@ -59,6 +59,12 @@ func NewHTTPHandler(e Endpoints, dash *dashboard) http.Handler {
 	if dash != nil {
 		dash.register(mux)
 	}
+	// The REST API's OpenAPI 3.1 document (docs/openapi.json), for tools and
+	// agent authors; no token needed.
+	mux.HandleFunc("GET /api/v1/openapi.json", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(openAPI)
+	})
 	mux.HandleFunc("GET /api/v1/sync/health", func(w http.ResponseWriter, r *http.Request) {
 		resp, err := endpoints.Call[*fedsyncv1.GetHealthResponse](r.Context(), e.GetHealth, &fedsyncv1.GetHealthRequest{})
 		if err != nil {
