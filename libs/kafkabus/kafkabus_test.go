@@ -324,16 +324,25 @@ func TestTailerReadsEveryPartitionWithoutAGroup(t *testing.T) {
 	}()
 	p := NewProducer(cfg, topic)
 	defer p.Close()
-	// The tailer starts at the end once it has looked the partitions up:
-	// produce a marker until it arrives, then the records that count.
-	for marker := false; !marker; {
-		if err := p.Publish(ctx, Record{Key: []byte("marker"), Value: []byte("m")}); err != nil {
-			t.Fatal(err)
+	// The tailer starts each partition at its end once it has looked that
+	// partition up: produce markers to every partition until one has arrived
+	// from each of the three, then the records that count.
+	seen := map[int]bool{}
+	for len(seen) < 3 {
+		for i := 0; i < 12; i++ {
+			if err := p.Publish(ctx, Record{Key: []byte(fmt.Sprintf("marker-%d", i)), Value: []byte("m")}); err != nil {
+				t.Fatal(err)
+			}
 		}
-		select {
-		case <-got:
-			marker = true
-		case <-time.After(300 * time.Millisecond):
+		deadline := time.After(500 * time.Millisecond)
+	drain:
+		for {
+			select {
+			case m := <-got:
+				seen[m.Partition] = true
+			case <-deadline:
+				break drain
+			}
 		}
 	}
 	for len(got) > 0 {
