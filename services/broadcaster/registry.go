@@ -216,14 +216,14 @@ func (r *Registry) apply(rec *regRecord) {
 	}
 	r.entries[rec.ID] = rec
 	r.mu.Unlock()
-	r.reconcile()
+	r.reconcile(rec.ID)
 }
 
 func (r *Registry) remove(id string) {
 	r.mu.Lock()
 	delete(r.entries, id)
 	r.mu.Unlock()
-	r.reconcile()
+	r.reconcile(id)
 }
 
 // SetOwned says which partitions of the log this replica delivers (from the
@@ -236,32 +236,36 @@ func (r *Registry) SetOwned(partitions []int32) {
 	}
 	r.mu.Lock()
 	r.owned = owned
+	ids := make([]string, 0, len(r.entries)+len(r.running))
+	for id := range r.entries {
+		ids = append(ids, id)
+	}
+	for id := range r.running {
+		ids = append(ids, id)
+	}
 	r.mu.Unlock()
-	r.reconcile()
+	r.reconcile(ids...)
 }
 
-// reconcile runs a deliverer for every active webhook this replica owns and
-// stops the others, waiting until they are gone.
-func (r *Registry) reconcile() {
+// reconcile runs a deliverer for each of ids that is an active webhook this
+// replica owns and stops the others, waiting until they are gone. A record
+// read from the log touches only its own id; an ownership change, all.
+func (r *Registry) reconcile(ids ...string) {
 	r.mu.Lock()
 	var stopping []*deliverer
-	for id, d := range r.running {
+	for _, id := range ids {
 		rec, ok := r.entries[id]
-		if !ok || rec.Status != StatusActive || !r.ownsLocked(rec) {
+		wanted := ok && rec.Callback != "" && rec.Status == StatusActive && r.ownsLocked(rec)
+		d, running := r.running[id]
+		switch {
+		case running && !wanted:
 			stopping = append(stopping, d)
 			delete(r.running, id)
+		case wanted && !running:
+			d := newDeliverer(r, *rec)
+			r.running[id] = d
+			go d.run()
 		}
-	}
-	for id, rec := range r.entries {
-		if rec.Callback == "" || rec.Status != StatusActive || !r.ownsLocked(rec) {
-			continue
-		}
-		if _, ok := r.running[id]; ok {
-			continue
-		}
-		d := newDeliverer(r, *rec)
-		r.running[id] = d
-		go d.run()
 	}
 	r.mu.Unlock()
 	for _, d := range stopping {
