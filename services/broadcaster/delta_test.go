@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http/httptest"
 	"runtime"
 	"strings"
@@ -17,6 +18,9 @@ import (
 	"github.com/go-kit/kit/endpoint"
 	"github.com/go-kit/log"
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/test/bufconn"
 
 	"github.com/fedsync/fedsync/libs/apierr"
 	"github.com/fedsync/fedsync/libs/authtoken/authtokentest"
@@ -32,16 +36,48 @@ type testStream struct {
 }
 
 func newTestStream(t *testing.T, lg *memLog, o Options) *testStream {
+	return newTestStreamWith(t, lg, o, nil)
+}
+
+// newTestStreamWith is newTestStream with the HTTP options changed by tune.
+func newTestStreamWith(t *testing.T, lg *memLog, o Options, tune func(*HTTPOptions)) *testStream {
 	t.Helper()
 	iss := authtokentest.New(t)
 	svc := NewService(lg, o)
 	reg := NewRegistry(svc, log.NewNopLogger())
 	eps := MakeEndpoints(reg, func(string) endpoint.Middleware { return func(e endpoint.Endpoint) endpoint.Endpoint { return e } })
-	srv := httptest.NewServer(NewHTTPHandler(svc, reg, eps, iss.Verifier, HTTPOptions{
+	ho := HTTPOptions{
 		PingInterval: 20 * time.Second, PingTimeout: 20 * time.Second, Logger: log.NewNopLogger(), Connections: prometheus.NewGauge(prometheus.GaugeOpts{Name: "c"}),
-	}))
+	}
+	if tune != nil {
+		tune(&ho)
+	}
+	srv := httptest.NewServer(NewHTTPHandler(svc, reg, eps, iss.Verifier, ho))
 	t.Cleanup(srv.Close)
 	return &testStream{svc: svc, lg: lg, iss: iss, url: srv.URL}
+}
+
+// wsURL is the stream's address with a token of subject at level.
+func (ts *testStream) wsURL(t *testing.T, subject, level string) string {
+	return "ws" + strings.TrimPrefix(ts.url, "http") + "/stream?access_token=" + ts.iss.Token(t, subject, level)
+}
+
+// grpcClient serves svc's BroadcasterService as the service does (shared-frame
+// codec, token interceptor) over an in-memory listener and returns a client.
+func grpcClient(t *testing.T, svc Service, iss *authtokentest.Issuer) fedsyncv1.BroadcasterServiceClient {
+	t.Helper()
+	lis := bufconn.Listen(1 << 20)
+	srv := grpc.NewServer(append(GRPCServerOptions(), grpc.ChainStreamInterceptor(iss.Verifier.StreamServerInterceptor()))...)
+	fedsyncv1.RegisterBroadcasterServiceServer(srv, NewGRPCServer(svc, iss.Verifier, prometheus.NewGauge(prometheus.GaugeOpts{Name: "g"})))
+	go srv.Serve(lis)
+	t.Cleanup(srv.Stop)
+	cc, err := grpc.NewClient("passthrough:///bufnet", grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return fedsyncv1.NewBroadcasterServiceClient(cc)
 }
 
 // subscribe opens a connection as an L3 reader (reads everything) and sends msg;

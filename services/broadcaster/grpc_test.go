@@ -3,17 +3,12 @@ package broadcaster
 import (
 	"context"
 	"encoding/json"
-	"net"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
-	"google.golang.org/grpc/test/bufconn"
 
 	"github.com/fedsync/fedsync/libs/authtoken"
 	"github.com/fedsync/fedsync/libs/authtoken/authtokentest"
@@ -28,18 +23,7 @@ func TestGRPCSubscribeFullAndDelta(t *testing.T) {
 	lg := &memLog{}
 	svc := NewService(lg, Options{})
 	iss := authtokentest.New(t)
-	lis := bufconn.Listen(1 << 20)
-	srv := grpc.NewServer(append(GRPCServerOptions(), grpc.ChainStreamInterceptor(iss.Verifier.StreamServerInterceptor()))...)
-	fedsyncv1.RegisterBroadcasterServiceServer(srv, NewGRPCServer(svc, iss.Verifier, prometheus.NewGauge(prometheus.GaugeOpts{Name: "g"})))
-	go srv.Serve(lis)
-	defer srv.Stop()
-	cc, err := grpc.NewClient("passthrough:///bufnet", grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
-	client := fedsyncv1.NewBroadcasterServiceClient(cc)
+	client := grpcClient(t, svc, iss)
 	ctx, cancel := context.WithTimeout(authtoken.WithToken(context.Background(), iss.Token(t, "coordinator", "L3")), 10*time.Second)
 	defer cancel()
 

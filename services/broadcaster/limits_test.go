@@ -3,19 +3,15 @@ package broadcaster
 import (
 	"context"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
 	"github.com/coder/websocket/wsjson"
-	"github.com/go-kit/kit/endpoint"
 	"github.com/go-kit/log"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/fedsync/fedsync/libs/apierr"
-	"github.com/fedsync/fedsync/libs/authtoken/authtokentest"
 )
 
 func TestSubscriptionsPerClientAndRegistrationsAreBounded(t *testing.T) {
@@ -50,19 +46,13 @@ func TestSubscriptionsPerClientAndRegistrationsAreBounded(t *testing.T) {
 }
 
 func TestSocketLimitAndOrigin(t *testing.T) {
-	iss := authtokentest.New(t)
-	svc := NewService(&memLog{}, limits(64))
-	reg := NewRegistry(svc, log.NewNopLogger())
-	eps := MakeEndpoints(reg, func(string) endpoint.Middleware { return func(e endpoint.Endpoint) endpoint.Endpoint { return e } })
-	srv := httptest.NewServer(NewHTTPHandler(svc, reg, eps, iss.Verifier, HTTPOptions{
-		PingInterval: time.Minute, PingTimeout: time.Second, Logger: log.NewNopLogger(), Connections: prometheus.NewGauge(prometheus.GaugeOpts{Name: "c"}),
-		MaxPerSocket: 2, OriginPatterns: []string{"*.agents.example"},
-	}))
-	defer srv.Close()
+	ts := newTestStreamWith(t, &memLog{}, limits(64), func(o *HTTPOptions) {
+		o.MaxPerSocket, o.OriginPatterns = 2, []string{"*.agents.example"}
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	url := "ws" + strings.TrimPrefix(srv.URL, "http") + "/stream?access_token=" + iss.Token(t, "ai-001", "L2")
-	host := strings.TrimPrefix(srv.URL, "http://")
+	url := ts.wsURL(t, "ai-001", "L2")
+	host := strings.TrimPrefix(ts.url, "http://")
 
 	for origin, ok := range map[string]bool{
 		"":                           true, // an agent, not a browser
@@ -116,17 +106,10 @@ func TestSocketLimitAndOrigin(t *testing.T) {
 // case-folded or an unknown field is refused with invalid_argument naming the
 // problem, and the connection stays usable.
 func TestSocketMessagesAreStrict(t *testing.T) {
-	iss := authtokentest.New(t)
-	svc := NewService(&memLog{}, limits(64))
-	reg := NewRegistry(svc, log.NewNopLogger())
-	eps := MakeEndpoints(reg, func(string) endpoint.Middleware { return func(e endpoint.Endpoint) endpoint.Endpoint { return e } })
-	srv := httptest.NewServer(NewHTTPHandler(svc, reg, eps, iss.Verifier, HTTPOptions{
-		PingInterval: time.Minute, PingTimeout: time.Second, Logger: log.NewNopLogger(), Connections: prometheus.NewGauge(prometheus.GaugeOpts{Name: "c"}),
-	}))
-	defer srv.Close()
+	ts := newTestStream(t, &memLog{}, limits(64))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	conn, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http")+"/stream?access_token="+iss.Token(t, "ai-001", "L2"), nil)
+	conn, _, err := websocket.Dial(ctx, ts.wsURL(t, "ai-001", "L2"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

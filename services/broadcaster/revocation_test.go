@@ -3,25 +3,16 @@ package broadcaster
 import (
 	"context"
 	"errors"
-	"net"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
 	"github.com/coder/websocket/wsjson"
-	"github.com/go-kit/kit/endpoint"
-	"github.com/go-kit/log"
-	"github.com/prometheus/client_golang/prometheus"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
-	"google.golang.org/grpc/test/bufconn"
 
 	"github.com/fedsync/fedsync/libs/authtoken"
-	"github.com/fedsync/fedsync/libs/authtoken/authtokentest"
 	fedsyncv1 "github.com/fedsync/fedsync/proto/fedsync/v1"
 )
 
@@ -29,35 +20,19 @@ import (
 // gRPC streams are open loses both at the next revocation refresh, with the
 // reason; another client's streams stay open.
 func TestRevocationClosesOpenStreams(t *testing.T) {
-	iss := authtokentest.New(t)
+	lg := &memLog{}
+	ts := newTestStreamWith(t, lg, limits(64), func(o *HTTPOptions) { o.PingInterval = time.Minute })
+	svc, iss := ts.svc, ts.iss
 	var disabled map[string]int64
 	iss.Verifier.Revocations = func(context.Context) (map[string]int64, map[string]int64, error) {
 		return disabled, nil, nil
 	}
-	lg := &memLog{}
-	svc := NewService(lg, limits(64))
-	reg := NewRegistry(svc, log.NewNopLogger())
-	eps := MakeEndpoints(reg, func(string) endpoint.Middleware { return func(e endpoint.Endpoint) endpoint.Endpoint { return e } })
-	srv := httptest.NewServer(NewHTTPHandler(svc, reg, eps, iss.Verifier, HTTPOptions{
-		PingInterval: time.Minute, PingTimeout: time.Second, Logger: log.NewNopLogger(), Connections: prometheus.NewGauge(prometheus.GaugeOpts{Name: "c"}),
-	}))
-	defer srv.Close()
-	lis := bufconn.Listen(1 << 20)
-	gs := grpc.NewServer(append(GRPCServerOptions(), grpc.ChainStreamInterceptor(iss.Verifier.StreamServerInterceptor()))...)
-	fedsyncv1.RegisterBroadcasterServiceServer(gs, NewGRPCServer(svc, iss.Verifier, prometheus.NewGauge(prometheus.GaugeOpts{Name: "g"})))
-	go gs.Serve(lis)
-	defer gs.Stop()
-	cc, err := grpc.NewClient("passthrough:///bufnet", grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
+	client := grpcClient(t, svc, iss)
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 
 	openWS := func(subject string) *websocket.Conn {
-		conn, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http")+"/stream?access_token="+iss.Token(t, subject, "L2"), nil)
+		conn, _, err := websocket.Dial(ctx, ts.wsURL(t, subject, "L2"), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -71,7 +46,7 @@ func TestRevocationClosesOpenStreams(t *testing.T) {
 	}
 	openGRPC := func(subject string) fedsyncv1.BroadcasterService_SubscribeClient {
 		sctx := authtoken.WithToken(ctx, iss.Token(t, subject, "L2"))
-		stream, err := fedsyncv1.NewBroadcasterServiceClient(cc).Subscribe(sctx, &fedsyncv1.SubscribeRequest{IdPrefix: "shared-"})
+		stream, err := client.Subscribe(sctx, &fedsyncv1.SubscribeRequest{IdPrefix: "shared-"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -88,7 +63,7 @@ func TestRevocationClosesOpenStreams(t *testing.T) {
 		t.Fatal(err)
 	}
 	var msg map[string]any
-	err = wsjson.Read(ctx, badWS, &msg)
+	err := wsjson.Read(ctx, badWS, &msg)
 	var ce websocket.CloseError
 	if !errors.As(err, &ce) || ce.Code != websocket.StatusPolicyViolation || !strings.Contains(ce.Reason, "disabled") {
 		t.Fatalf("disabled client's websocket: read %v %v, want close 1008 naming the reason", msg, err)
