@@ -37,11 +37,6 @@ func InstrumentingMiddleware(reg prometheus.Registerer, latency *prometheus.Hist
 	}, []string{"consistency", "outcome"})
 	reg.MustRegister(outcomes)
 	success := newSuccessRate(reg)
-	go func() { // the rate recovers when traffic stops
-		for range time.Tick(5 * time.Second) {
-			success.refreshAll()
-		}
-	}()
 	return func(next Service) Service {
 		return &instrumenting{Service: next, outcomes: outcomes, conflicts: conflicts, latency: latency, success: success}
 	}

@@ -15,7 +15,7 @@ import (
 // in the seed's trace example. With nothing settled in the window the rate is
 // 100.
 type successRate struct {
-	gauge  *prometheus.GaugeVec
+	desc   *prometheus.Desc
 	window time.Duration
 	now    func() time.Time
 
@@ -31,13 +31,18 @@ type rateWindow struct {
 
 const rateSlots = 60
 
+// newSuccessRate registers the gauge. It is a collector: the rate is computed
+// from the window when /metrics is read, so nothing runs per delta but a
+// count, and an idle hub's rate recovers without a timer.
 func newSuccessRate(reg prometheus.Registerer) *successRate {
-	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "sync_success_rate",
-		Help: "Percentage of the deltas admitted by a regional hub in the last minute that merge settled without rejecting them (seed 5.1).",
-	}, []string{"regional_hub", "sync_type"})
-	reg.MustRegister(g)
-	return &successRate{gauge: g, window: time.Minute, now: time.Now, hubs: map[string]*rateWindow{}}
+	s := &successRate{
+		desc: prometheus.NewDesc("sync_success_rate",
+			"Percentage of the deltas admitted by a regional hub in the last minute that merge settled without rejecting them (seed 5.1).",
+			[]string{"regional_hub", "sync_type"}, nil),
+		window: time.Minute, now: time.Now, hubs: map[string]*rateWindow{},
+	}
+	reg.MustRegister(s)
+	return s
 }
 
 // record counts one settled delta of hub.
@@ -47,6 +52,7 @@ func (s *successRate) record(hub string, ok bool) {
 	}
 	sec := s.now().Unix()
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	w := s.hubs[hub]
 	if w == nil {
 		w = &rateWindow{ok: make([]int64, rateSlots), failed: make([]int64, rateSlots), at: make([]int64, rateSlots)}
@@ -61,15 +67,13 @@ func (s *successRate) record(hub string, ok bool) {
 	} else {
 		w.failed[i]++
 	}
-	s.mu.Unlock()
-	s.refresh(hub)
 }
 
-// refresh sets hub's gauge from the window; run also every few seconds so
-// the rate recovers when traffic stops.
-func (s *successRate) refresh(hub string) {
+// rate is hub's percentage over the window; 100 with nothing settled in it.
+func (s *successRate) rate(hub string) float64 {
 	sec := s.now().Unix()
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	w := s.hubs[hub]
 	var ok, failed int64
 	for i := range rateSlots {
@@ -78,16 +82,15 @@ func (s *successRate) refresh(hub string) {
 			failed += w.failed[i]
 		}
 	}
-	s.mu.Unlock()
-	rate := 100.0
-	if ok+failed > 0 {
-		rate = 100 * float64(ok) / float64(ok+failed)
+	if ok+failed == 0 {
+		return 100
 	}
-	s.gauge.WithLabelValues(hub, "incremental").Set(rate)
+	return 100 * float64(ok) / float64(ok+failed)
 }
 
-// refreshAll updates every hub's gauge.
-func (s *successRate) refreshAll() {
+func (s *successRate) Describe(ch chan<- *prometheus.Desc) { ch <- s.desc }
+
+func (s *successRate) Collect(ch chan<- prometheus.Metric) {
 	s.mu.Lock()
 	hubs := make([]string, 0, len(s.hubs))
 	for h := range s.hubs {
@@ -95,6 +98,6 @@ func (s *successRate) refreshAll() {
 	}
 	s.mu.Unlock()
 	for _, h := range hubs {
-		s.refresh(h)
+		ch <- prometheus.MustNewConstMetric(s.desc, prometheus.GaugeValue, s.rate(h), h, "incremental")
 	}
 }

@@ -9,7 +9,8 @@ import (
 )
 
 func TestSyncSuccessRate(t *testing.T) {
-	s := newSuccessRate(prometheus.NewRegistry())
+	reg := prometheus.NewRegistry()
+	s := newSuccessRate(reg)
 	now := time.Unix(1000, 0)
 	s.now = func() time.Time { return now }
 	for i := 0; i < 90; i++ {
@@ -19,16 +20,18 @@ func TestSyncSuccessRate(t *testing.T) {
 		s.record("na", false)
 	}
 	s.record("eu", true)
-	if got := testutil.ToFloat64(s.gauge.WithLabelValues("na", "incremental")); got != 90 {
+	if got := s.rate("na"); got != 90 {
 		t.Fatalf("na: %v, want 90", got)
 	}
-	if got := testutil.ToFloat64(s.gauge.WithLabelValues("eu", "incremental")); got != 100 {
+	if got := s.rate("eu"); got != 100 {
 		t.Fatalf("eu: %v, want 100", got)
 	}
 	// A minute later the failures have left the window.
 	now = now.Add(61 * time.Second)
-	s.refreshAll()
-	if got := testutil.ToFloat64(s.gauge.WithLabelValues("na", "incremental")); got != 100 {
+	if got := s.rate("na"); got != 100 {
 		t.Fatalf("na after the window: %v, want 100", got)
+	}
+	if n, err := testutil.GatherAndCount(reg, "sync_success_rate"); err != nil || n != 2 {
+		t.Fatalf("exported series: %d, %v", n, err)
 	}
 }
