@@ -2,16 +2,12 @@ package broadcaster
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
-	"strconv"
 	"syscall"
 	"time"
 
@@ -97,19 +93,4 @@ func (p CallbackPolicy) Client(timeout time.Duration) *http.Client {
 		CheckRedirect: func(*http.Request, []*http.Request) error {
 			return errors.New("webhook callbacks are not followed through redirects")
 		}}
-}
-
-// SignatureHeader carries a delivery's HMAC-SHA256: "t=<unix seconds>,v1=<hex>"
-// over "<t>.<body>" with the subscription's secret. A receiver recomputes it,
-// compares in constant time, and refuses old timestamps (replays).
-const SignatureHeader = "Fedsync-Signature"
-
-// Sign returns the SignatureHeader value of body sent at t.
-func Sign(secret string, t time.Time, body []byte) string {
-	ts := strconv.FormatInt(t.Unix(), 10)
-	m := hmac.New(sha256.New, []byte(secret))
-	m.Write([]byte(ts))
-	m.Write([]byte{'.'})
-	m.Write(body)
-	return "t=" + ts + ",v1=" + hex.EncodeToString(m.Sum(nil))
 }

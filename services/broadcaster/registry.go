@@ -19,6 +19,7 @@ import (
 	"github.com/fedsync/fedsync/libs/apierr"
 	"github.com/fedsync/fedsync/libs/authtoken"
 	"github.com/fedsync/fedsync/libs/periodic"
+	"github.com/fedsync/fedsync/libs/webhooksig"
 )
 
 // Registry holds the subscriptions created through the REST API
@@ -131,7 +132,7 @@ type CreateRequest struct {
 type CreateResponse struct {
 	SubscriptionID string `json:"subscription_id"`
 	Cursor         string `json:"cursor"`
-	// Secret signs the webhook's deliveries (SignatureHeader); it is shown
+	// Secret signs the webhook's deliveries (webhooksig); it is shown
 	// only here.
 	Secret string `json:"secret,omitempty"`
 }
@@ -490,7 +491,7 @@ func (d *deliverer) post(client *http.Client, body []byte) error {
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Fedsync-Subscription", d.rec.ID)
-	req.Header.Set(SignatureHeader, Sign(d.rec.Secret, time.Now(), body))
+	req.Header.Set(webhooksig.Header, webhooksig.Sign(d.rec.Secret, time.Now(), body))
 	resp, err := client.Do(req)
 	if err != nil {
 		return err

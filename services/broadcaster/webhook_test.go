@@ -2,9 +2,6 @@ package broadcaster
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"hash/fnv"
 	"io"
@@ -20,6 +17,7 @@ import (
 	"github.com/go-kit/log"
 
 	"github.com/fedsync/fedsync/libs/apierr"
+	"github.com/fedsync/fedsync/libs/webhooksig"
 )
 
 var loopbackAllowed = CallbackPolicy{Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}}
@@ -83,8 +81,8 @@ func newReceiver(t *testing.T) *receiver {
 			w.WriteHeader(http.StatusInternalServerError)
 			return
 		}
-		if secret != nil && !verify(secret(), r.Header.Get(SignatureHeader), body) {
-			t.Errorf("delivery with a bad signature %q", r.Header.Get(SignatureHeader))
+		if secret != nil && !webhooksig.Verify(secret(), r.Header.Get(webhooksig.Header), body, time.Now(), 5*time.Minute) {
+			t.Errorf("delivery with a bad signature %q", r.Header.Get(webhooksig.Header))
 		}
 		var m map[string]any
 		json.Unmarshal(body, &m)
@@ -95,29 +93,6 @@ func newReceiver(t *testing.T) *receiver {
 	}))
 	t.Cleanup(rc.srv.Close)
 	return rc
-}
-
-// verify is what a receiver does with SignatureHeader.
-func verify(secret, header string, body []byte) bool {
-	var ts, sig string
-	for _, part := range strings.Split(header, ",") {
-		k, v, _ := strings.Cut(part, "=")
-		switch k {
-		case "t":
-			ts = v
-		case "v1":
-			sig = v
-		}
-	}
-	sec, err := strconv.ParseInt(ts, 10, 64)
-	if err != nil || time.Since(time.Unix(sec, 0)) > 5*time.Minute {
-		return false
-	}
-	m := hmac.New(sha256.New, []byte(secret))
-	m.Write([]byte(ts + "."))
-	m.Write(body)
-	want := hex.EncodeToString(m.Sum(nil))
-	return hmac.Equal([]byte(want), []byte(sig))
 }
 
 func (rc *receiver) versions(id string) []int {

@@ -3,9 +3,6 @@ package e2e
 import (
 	"bufio"
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -28,6 +25,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/fedsync/fedsync/libs/mtls"
+	"github.com/fedsync/fedsync/libs/webhooksig"
 	fedsyncv1 "github.com/fedsync/fedsync/proto/fedsync/v1"
 	"github.com/fedsync/fedsync/tools/devstack"
 )
@@ -270,7 +268,7 @@ func TestHostileInputs(t *testing.T) {
 			body, _ := io.ReadAll(r.Body)
 			mu.Lock()
 			defer mu.Unlock()
-			if !validSignature(secret, r.Header.Get("Fedsync-Signature"), body) {
+			if !webhooksig.Verify(secret, r.Header.Get(webhooksig.Header), body, time.Now(), 5*time.Minute) {
 				bad++
 			}
 			var m map[string]any
@@ -414,21 +412,4 @@ func TestHostileInputs(t *testing.T) {
 		t.Logf("%d of 30 guesses throttled; a throttled answer took %s", throttled, fastest)
 	})
 
-}
-
-// validSignature checks a Fedsync-Signature header as a receiver does.
-func validSignature(secret, header string, body []byte) bool {
-	var ts, sig string
-	for _, part := range strings.Split(header, ",") {
-		k, v, _ := strings.Cut(part, "=")
-		if k == "t" {
-			ts = v
-		} else if k == "v1" {
-			sig = v
-		}
-	}
-	m := hmac.New(sha256.New, []byte(secret))
-	m.Write([]byte(ts + "."))
-	m.Write(body)
-	return ts != "" && hmac.Equal([]byte(hex.EncodeToString(m.Sum(nil))), []byte(sig))
 }
