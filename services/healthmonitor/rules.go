@@ -6,7 +6,6 @@ import (
 	"math"
 	"net/http"
 	"sort"
-	"strconv"
 	"sync"
 	"time"
 
@@ -53,9 +52,12 @@ type scraper struct {
 	window time.Duration
 
 	mu      sync.Mutex
-	success map[string]float64 // regional_hub/sync_type -> rate, from the last scrape
-	history []latencySample    // oldest first, within the window
+	success map[rateKey]float64 // from the last scrape
+	history []latencySample     // oldest first, within the window
 }
+
+// rateKey names one sync_success_rate series.
+type rateKey struct{ hub, syncType string }
 
 type latencySample struct {
 	at      time.Time
@@ -70,7 +72,7 @@ func newScraper(urls []string, window time.Duration) *scraper {
 
 // scrape reads every endpoint once; unreachable ones are skipped.
 func (s *scraper) scrape(ctx context.Context, now time.Time) {
-	success := map[string]float64{}
+	success := map[rateKey]float64{}
 	buckets := map[string]map[float64]float64{}
 	var committed, conflicts, lag float64
 	for _, u := range s.urls {
@@ -90,7 +92,7 @@ func (s *scraper) scrape(ctx context.Context, now time.Time) {
 		}
 		if mf := mfs["sync_success_rate"]; mf != nil {
 			for _, m := range mf.GetMetric() {
-				success[label(m, "regional_hub")+"/"+label(m, "sync_type")] = m.GetGauge().GetValue()
+				success[rateKey{label(m, "regional_hub"), label(m, "sync_type")}] = m.GetGauge().GetValue()
 			}
 		}
 		if mf := mfs["fedsync_merge_deltas_total"]; mf != nil {
@@ -212,9 +214,8 @@ func successRule(s *scraper, threshold float64, forDur time.Duration) Rule {
 		var out []Condition
 		for k, v := range s.success {
 			if v < threshold {
-				hub, typ, _ := cut(k)
-				out = append(out, Condition{Labels: map[string]string{"regional_hub": hub, "sync_type": typ},
-					Summary: "sync success rate of hub " + hub + " (" + typ + ") is " + strconv.FormatFloat(v, 'f', 1, 64) + " %"})
+				out = append(out, Condition{Labels: map[string]string{"regional_hub": k.hub, "sync_type": k.syncType},
+					Summary: fmt.Sprintf("sync success rate of hub %s (%s) is %.1f %%", k.hub, k.syncType, v)})
 			}
 		}
 		return out
@@ -234,13 +235,4 @@ func latencyRule(s *scraper, threshold time.Duration, forDur time.Duration) Rule
 		}
 		return out
 	}}
-}
-
-func cut(k string) (string, string, bool) {
-	for i := len(k) - 1; i >= 0; i-- {
-		if k[i] == '/' {
-			return k[:i], k[i+1:], true
-		}
-	}
-	return k, "", false
 }
