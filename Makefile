@@ -6,7 +6,7 @@ SERVICES := authn validation merge statestore broadcaster healthmonitor
 PKGS := $(shell go list -m -f '{{.Dir}}/...' 2>/dev/null | sed "s|^$(CURDIR)/|./|")
 KAFKA_ADDR := 127.0.0.1:19093
 
-.PHONY: help build run test test-deploy test-rules test-integration proto proto-check lint kafka-start kafka-stop clean fedbench bench bench-full bench-deps bench-prune
+.PHONY: help build run jaeger test test-deploy test-rules test-integration proto proto-check lint kafka-start kafka-stop clean fedbench bench bench-full bench-deps bench-prune
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -15,8 +15,12 @@ build: ## Build every service and the devstack into .fedsync/bin.
 	@mkdir -p $(BIN)
 	go build -o $(BIN)/ $(foreach s,$(SERVICES),./services/$(s)/cmd/$(s)) ./tools/cmd/devstack ./tools/cmd/fedctl
 
-run: build ## Run the whole mesh with 53 simulated agents (AGENTS=N to change); Ctrl-C stops it.
-	@exec $(BIN)/devstack -bin $(BIN) -state .fedsync/dev
+run: build $(if $(OTEL),jaeger) ## Run the whole mesh with 53 simulated agents (AGENTS=N to change; OTEL=1 adds Jaeger and tracing); Ctrl-C stops it.
+	@exec $(BIN)/devstack -bin $(BIN) -state .fedsync/dev $(if $(OTEL),-otel)
+
+jaeger: ## Build Jaeger v2 (pinned in tools/jaeger) into .fedsync/bin, for make run OTEL=1 and the trace test.
+	@mkdir -p $(BIN)
+	cd tools/jaeger && GOWORK=off go build -o ../../$(BIN)/jaeger github.com/jaegertracing/jaeger/cmd/jaeger
 
 test: test-deploy ## Unit, service and end-to-end tests on the embedded broker, and the offline deploy checks (Go only).
 	go vet $(PKGS)

@@ -107,15 +107,7 @@ func processBatch(ctx context.Context, logger log.Logger, h BatchHandler, batch 
 		// One record continues its writer's trace.
 		ctx = otel.GetTextMapPropagator().Extract(ctx, headerCarrier{&batch[0].Headers})
 	}
-	links := make([]trace.Link, 0, len(batch))
-	for i := range batch {
-		mctx := otel.GetTextMapPropagator().Extract(ctx, headerCarrier{&batch[i].Headers})
-		if sc := trace.SpanContextFromContext(mctx); sc.IsValid() {
-			links = append(links, trace.Link{SpanContext: sc})
-		}
-	}
 	sctx, span := tracer.Start(ctx, "consume "+batch[0].Topic, trace.WithSpanKind(trace.SpanKindConsumer),
-		trace.WithLinks(links...),
 		trace.WithAttributes(
 			attribute.String("messaging.system", "kafka"),
 			attribute.String("messaging.destination.name", batch[0].Topic),
@@ -124,6 +116,14 @@ func processBatch(ctx context.Context, logger log.Logger, h BatchHandler, batch 
 			attribute.Int64("messaging.kafka.message.offset", batch[0].Offset),
 		))
 	defer span.End()
+	if span.IsRecording() {
+		// The batch links to every writer's trace.
+		for i := range batch {
+			if sc := trace.SpanContextFromContext(RecordContext(ctx, batch[i])); sc.IsValid() {
+				span.AddLink(trace.Link{SpanContext: sc})
+			}
+		}
+	}
 	backoff := periodic.Backoff{Min: 50 * time.Millisecond, Max: 5 * time.Second}
 	for attempt := 1; ; attempt++ {
 		err := h(sctx, batch)
@@ -136,4 +136,9 @@ func processBatch(ctx context.Context, logger log.Logger, h BatchHandler, batch 
 			return errors.Join(err, ctx.Err())
 		}
 	}
+}
+
+// RecordContext is ctx continuing the trace m's headers carry, if any.
+func RecordContext(ctx context.Context, m Message) context.Context {
+	return otel.GetTextMapPropagator().Extract(ctx, headerCarrier{&m.Headers})
 }

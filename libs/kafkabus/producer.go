@@ -68,7 +68,8 @@ func newProducer(c *Config, topic string, acks ...kgo.Opt) *Producer {
 }
 
 // Publish writes records and waits for all replicas' acknowledgement. The trace
-// context of ctx goes into every record's headers.
+// context of ctx goes into the headers of every record without a traceparent
+// of its own.
 func (p *Producer) Publish(ctx context.Context, records ...Record) error {
 	rs := make([]*kgo.Record, len(records))
 	for i, r := range records {
@@ -76,7 +77,10 @@ func (p *Producer) Publish(ctx context.Context, records ...Record) error {
 		for k, v := range r.Headers {
 			rec.Headers = append(rec.Headers, kgo.RecordHeader{Key: k, Value: []byte(v)})
 		}
-		otel.GetTextMapPropagator().Inject(ctx, kgoHeaders{rec})
+		if _, own := r.Headers["traceparent"]; !own {
+			// A record that carries its own trace context keeps it.
+			otel.GetTextMapPropagator().Inject(ctx, kgoHeaders{rec})
+		}
 		rs[i] = rec
 	}
 	if err := p.cl.ProduceSync(ctx, rs...).FirstErr(); err != nil {

@@ -47,6 +47,7 @@ var Policy = map[string][]string{
 	"/fedsync.v1.StateStoreService/ListConflicts": {"merge"},
 	"/fedsync.v1.StateStoreService/GetConflict":   {"merge"},
 	"/fedsync.v1.StateStoreService/ReadLog":       {"broadcaster", "merge", "healthmonitor"},
+	"/fedsync.v1.StateStoreService/GetDigests":    {"broadcaster"},
 	"/fedsync.v1.StateStoreService/GetControl":    {"validation", "merge"},
 	"/fedsync.v1.StateStoreService/SetControl":    {"validation"},
 	"/fedsync.v1.StateStoreService/Get":           {Anyone},

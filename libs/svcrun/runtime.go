@@ -366,11 +366,17 @@ func (r *Runtime) Run(ctx context.Context, s Servers) error {
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
 	if s.HTTP != nil {
+		h := s.HTTP
 		if r.Audit != nil {
-			mux.Handle("/", r.auditHTTP(s.HTTP))
-		} else {
-			mux.Handle("/", s.HTTP)
+			h = r.auditHTTP(h)
 		}
+		if r.Cfg.Telemetry.OTLPEndpoint != "" {
+			// A span per request only when spans go somewhere: unexported
+			// ones would cost CPU on every push for nothing. Outside the
+			// audit, so audit records carry the request's trace id.
+			h = telemetry.HTTPHandler(r.Cfg.Name, h)
+		}
+		mux.Handle("/", h)
 	}
 	hs := r.Cfg.HTTP.Server(mux, r.Guard, logger)
 

@@ -10,6 +10,7 @@ import (
 	"github.com/fedsync/fedsync/libs/authtoken"
 	"github.com/fedsync/fedsync/libs/endpoints"
 	"github.com/fedsync/fedsync/libs/httpjson"
+	"github.com/fedsync/fedsync/libs/telemetry"
 )
 
 // adminHandler serves the administration API; every route needs level L4.
@@ -65,7 +66,7 @@ func adminHandler(e Endpoints) http.Handler {
 	mux.HandleFunc("GET /api/v1/admin/keys", serve(e.ListKeys, http.StatusOK, none))
 	mux.HandleFunc("POST /api/v1/admin/keys/rotate", serve(e.RotateKeys, http.StatusOK, none))
 	mux.HandleFunc("/", httpjson.NotFound)
-	return mux
+	return telemetry.Routes(mux)
 }
 
 // valueOf unwraps an endpoint response for JSON encoding.

@@ -11,6 +11,7 @@ import (
 	"github.com/fedsync/fedsync/libs/authtoken"
 	"github.com/fedsync/fedsync/libs/endpoints"
 	"github.com/fedsync/fedsync/libs/httpjson"
+	"github.com/fedsync/fedsync/libs/telemetry"
 	fedsyncv1 "github.com/fedsync/fedsync/proto/fedsync/v1"
 )
 
@@ -176,5 +177,5 @@ func NewHTTPHandler(e Endpoints, v *authtoken.Verifier, o HTTPOptions) http.Hand
 		w.Write(resp.GetJwks())
 	})
 	mux.HandleFunc("/", httpjson.NotFound)
-	return mux
+	return telemetry.Routes(mux)
 }

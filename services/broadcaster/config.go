@@ -47,6 +47,12 @@ type Config struct {
 	// how long a callback may fail before its webhook is dead.
 	WebhookAllow     flagenv.StringList
 	WebhookDeadAfter time.Duration
+	// ConsistencyInterval is how often the hub's view of the committed state
+	// is verified against statestore (seed 8.2: 5 minutes); 0 keeps no view.
+	ConsistencyInterval time.Duration
+	// FaultInjection serves POST /debug/consistency/corrupt, which damages
+	// the view on purpose (for tests of verification and repair).
+	FaultInjection bool
 }
 
 // ParseConfig reads the configuration from flags and FEDSYNC_* variables.
@@ -63,6 +69,8 @@ func ParseConfig(fs *flag.FlagSet, args []string) (*Config, error) {
 	fs.DurationVar(&c.PingInterval, "ping-interval", 20*time.Second, "WebSocket ping interval")
 	fs.DurationVar(&c.PingTimeout, "ping-timeout", 20*time.Second, "WebSocket pong deadline")
 	fs.DurationVar(&c.SyncInterval, "sync-interval", time.Second, "interval of the anti-entropy check against the commit log")
+	fs.DurationVar(&c.ConsistencyInterval, "consistency.interval", 5*time.Minute, "interval of the verification of this hub's view of the committed state against statestore, by digests (seed 8.2); the first runs at start-up; 0 turns it off and keeps no view")
+	fs.BoolVar(&c.FaultInjection, "consistency.fault-injection", false, "serve POST /debug/consistency/corrupt, which damages the hub's view on purpose (tests only; never in production)")
 	fs.IntVar(&c.SubscriptionsPerSocket, "limits.subscriptions-per-socket", 1000, "most subscriptions open on one WebSocket connection")
 	fs.IntVar(&c.SubscriptionsPerClient, "limits.subscriptions-per-client", 5000, "most subscriptions one client may have open on this hub (sockets, gRPC streams and webhooks together)")
 	fs.IntVar(&c.RegistrationsPerClient, "limits.registrations-per-client", 100, "most subscriptions (webhooks and named filters) one client may register with POST /api/v1/sync/subscribe")
@@ -91,6 +99,8 @@ func (c *Config) Validate() error {
 		return errors.New("limits.subscriptions-per-socket, limits.subscriptions-per-client and limits.registrations-per-client: must be at least 1")
 	case c.WebhookDeadAfter < time.Second:
 		return errors.New("webhooks.dead-after: must be at least 1s")
+	case c.ConsistencyInterval < 0 || (c.ConsistencyInterval > 0 && c.ConsistencyInterval < 100*time.Millisecond):
+		return errors.New("consistency.interval: must be 0 (off) or at least 100ms")
 	case c.SyncInterval < 10*time.Millisecond:
 		return errors.New("sync-interval: must be at least 10ms")
 	case c.PingInterval <= 0 || c.PingTimeout <= 0:

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/fedsync/fedsync/libs/statedoc"
@@ -32,6 +33,9 @@ type frame struct {
 	// set and removed are the delta, for delta subscriptions.
 	set     []byte
 	removed []string
+	// sc is the span of the change's fan-out when it is traced: each
+	// subscriber's frame is a span under it.
+	sc trace.SpanContext
 
 	enc [4]struct {
 		once sync.Once

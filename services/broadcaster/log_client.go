@@ -17,3 +17,9 @@ func (c logClient) ReadLog(ctx context.Context, after uint64, limit int) (*fedsy
 		return fedsyncv1.NewStateStoreServiceClient(cc).ReadLog(ctx, &fedsyncv1.ReadLogRequest{AfterSeq: after, Limit: int32(limit)})
 	})
 }
+
+func (c logClient) GetDigests(ctx context.Context, req *fedsyncv1.GetDigestsRequest) (*fedsyncv1.GetDigestsResponse, error) {
+	return discovery.Invoke(ctx, c.peer, func(ctx context.Context, cc grpc.ClientConnInterface) (*fedsyncv1.GetDigestsResponse, error) {
+		return fedsyncv1.NewStateStoreServiceClient(cc).GetDigests(ctx, req, grpc.MaxCallRecvMsgSize(64<<20))
+	})
+}

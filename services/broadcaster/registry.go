@@ -453,9 +453,11 @@ func (d *deliverer) pump(sub *Subscription) bool {
 			}
 		}
 		backoff.Reset()
+		end := traceFrame(ev, "webhook", d.rec.ID)
 		for {
 			err := d.post(client, body)
 			if err == nil {
+				end(nil)
 				break
 			}
 			now := time.Now()
@@ -466,10 +468,12 @@ func (d *deliverer) pump(sub *Subscription) bool {
 			if now.Sub(failingSince) >= d.r.DeadAfter {
 				level.Warn(d.logger).Log("msg", "webhook marked dead: its callback kept failing", "for", now.Sub(failingSince).Round(time.Second), "err", err)
 				d.markDead(err.Error(), failingSince)
+				end(err)
 				return true
 			}
 			level.Warn(d.logger).Log("msg", "webhook delivery failed, retrying", "err", err, "backoff", backoff.Delay())
 			if !backoff.Wait(d.ctx) {
+				end(d.ctx.Err())
 				return false
 			}
 		}

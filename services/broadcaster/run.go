@@ -3,7 +3,9 @@ package broadcaster
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"net/netip"
+	"time"
 
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
@@ -37,6 +39,7 @@ func Run(ctx context.Context, cfg *Config) error {
 	opts.Limits = Limits{Changes: cfg.SubscriberBuffer, Bytes: cfg.SubscriberBufferBytes}
 	opts.DocCacheBytes = cfg.DocCacheBytes
 	opts.MaxPerClient = cfg.SubscriptionsPerClient
+	opts.NoView = cfg.ConsistencyInterval == 0
 	for name, v := range map[string]int{"subscriptions_per_socket": cfg.SubscriptionsPerSocket,
 		"subscriptions_per_client": cfg.SubscriptionsPerClient, "registrations_per_client": cfg.RegistrationsPerClient} {
 		rt.Guard.Limit.WithLabelValues(name).Set(float64(v))
@@ -108,6 +111,17 @@ func Run(ctx context.Context, cfg *Config) error {
 			}
 		})
 	})
+	if cfg.ConsistencyInterval > 0 {
+		m := NewConsistencyMetrics(rt.Metrics.Registry, cfg.Service.Region)
+		rt.Go("consistency verification", func(ctx context.Context) error {
+			return verifyEvery(ctx, core, commitLog, cfg.ConsistencyInterval, m, rt.Logger)
+		})
+	}
+	var faults http.Handler
+	if cfg.FaultInjection {
+		level.Warn(rt.Logger).Log("msg", "fault injection is on: POST /debug/consistency/corrupt damages this hub's view")
+		faults = NewFaultInjectionHandler(core)
+	}
 	// Every hub fans out every change and fills gaps from the commit log, so
 	// it tails the topic without a consumer group (none is orphaned by a
 	// rollout, and no offsets are committed that nobody reads).
@@ -130,6 +144,7 @@ func Run(ctx context.Context, cfg *Config) error {
 			PingInterval: cfg.PingInterval, PingTimeout: cfg.PingTimeout, Logger: rt.Logger,
 			Connections:  conns.WithLabelValues(cfg.Service.Region, "websocket"),
 			MaxPerSocket: cfg.SubscriptionsPerSocket, OriginPatterns: cfg.AllowedOrigins,
+			FaultInjection: faults,
 		}),
 	})
 }
@@ -139,4 +154,52 @@ type regLog struct{ p *kafkabus.Producer }
 
 func (l regLog) Put(ctx context.Context, key string, value []byte) error {
 	return l.p.Publish(ctx, kafkabus.Record{Key: []byte(key), Value: value})
+}
+
+// verifyEvery runs a consistency verification at start-up (once the hub knows
+// statestore's head) and then every interval, logging what it finds.
+func verifyEvery(ctx context.Context, core *service, src DigestSource, interval time.Duration, m *ConsistencyMetrics, logger log.Logger) error {
+	check := func(ctx context.Context) bool {
+		start := time.Now()
+		res, err := core.Verify(ctx, src)
+		m.Record(res, err, time.Since(start))
+		switch {
+		case err != nil:
+			if ctx.Err() == nil {
+				level.Warn(logger).Log("msg", "consistency verification failed; next at the interval", "err", err)
+			}
+			return false
+		case res.Result == "divergent":
+			for _, d := range res.Divergent {
+				level.Error(logger).Log("msg", "view diverged from statestore; repaired", "id", d.ID, "hub", leafString(d.Hub), "statestore", leafString(d.Store))
+			}
+		case res.Result == "loaded":
+			level.Info(logger).Log("msg", "view of the committed state loaded from statestore", "documents", res.Documents, "took", time.Since(start))
+		}
+		return true
+	}
+	// The first check loads the view: retry it soon until it succeeds.
+	backoff := periodic.Backoff{Min: 500 * time.Millisecond, Max: min(interval, 30*time.Second)}
+	for !check(ctx) {
+		if !backoff.Wait(ctx) {
+			return nil
+		}
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			check(ctx)
+		}
+	}
+}
+
+func leafString(l *fedsyncv1.Leaf) string {
+	if l == nil {
+		return "absent"
+	}
+	return fmt.Sprintf("v%d/%016x", l.GetVersion(), l.GetValueHash())
 }

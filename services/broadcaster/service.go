@@ -70,6 +70,9 @@ type Options struct {
 	// MaxPerClient bounds the open subscriptions of one client, over all its
 	// sockets, streams and webhooks (0: no bound).
 	MaxPerClient int
+	// NoView turns off the view of the committed state that consistency
+	// verification compares with statestore (view.go).
+	NoView bool
 }
 
 // DefaultOptions are the hub's defaults (the flags' defaults).
@@ -87,6 +90,9 @@ type service struct {
 	// synced is set once head is known from statestore; from then on the hub
 	// fills any gap in what Kafka delivers from the commit log.
 	synced bool
+	// prevLogHead is the log's head at the previous Sync: what Kafka has had
+	// an interval to deliver.
+	prevLogHead uint64
 	// matched is fan-out's reused slice (under pubMu).
 	matched []*Subscription
 
@@ -96,6 +102,10 @@ type service struct {
 	head  uint64
 	// perClient counts open subscriptions by subscriber (under mu).
 	perClient map[string]int
+
+	// view is the hub's view of the committed state (under pubMu); nil
+	// with Options.NoView.
+	view *regionView
 
 	// valueRebuilds counts documents rebuilt from the cache.
 	valueRebuilds atomic.Int64
@@ -116,7 +126,11 @@ func NewService(log CommitLog, o Options) *service {
 	if o.ValueReadTimeout <= 0 {
 		o.ValueReadTimeout = d.ValueReadTimeout
 	}
-	return &service{log: log, opts: o, docs: newDocCache(o.DocCacheBytes), subs: map[string]*Subscription{}, index: newSubIndex()}
+	s := &service{log: log, opts: o, docs: newDocCache(o.DocCacheBytes), subs: map[string]*Subscription{}, index: newSubIndex()}
+	if !o.NoView {
+		s.view = newRegionView()
+	}
+	return s
 }
 
 // ParseCursor decodes a cursor given to clients.
@@ -286,7 +300,9 @@ func (s *service) PublishBatch(ctx context.Context, cs []*fedsyncv1.Change) erro
 }
 
 // Sync sets the head from statestore's commit log at start-up and from then on
-// fills gaps: the seed's periodic anti-entropy. Call it every so often.
+// fills gaps: the seed's periodic anti-entropy. Call it every so often; each
+// call fills what was committed before the previous one (what Kafka had an
+// interval to deliver and did not).
 func (s *service) Sync(ctx context.Context) error {
 	s.pubMu.Lock()
 	defer s.pubMu.Unlock()
@@ -297,6 +313,7 @@ func (s *service) Sync(ctx context.Context) error {
 	if !s.synced {
 		s.raiseHead(resp.GetHeadSeq())
 		s.synced = true
+		s.prevLogHead = resp.GetHeadSeq()
 		return nil
 	}
 	if resp.GetHeadSeq() < s.Head() {
@@ -306,11 +323,20 @@ func (s *service) Sync(ctx context.Context) error {
 		s.mu.Lock()
 		s.head = resp.GetHeadSeq()
 		s.mu.Unlock()
+		s.prevLogHead = resp.GetHeadSeq()
 		// Versions restarted with the log: cached documents are of the old one.
 		s.docs.clear()
+		if s.view != nil {
+			s.view.reset()
+		}
 		return nil
 	}
-	return s.fillLocked(ctx, 1<<62)
+	// Fill only what was committed by the previous sync: changes newer than
+	// one interval are Kafka's to bring (with their traces), so the log is
+	// read only for what Kafka really missed.
+	upTo := s.prevLogHead
+	s.prevLogHead = resp.GetHeadSeq()
+	return s.fillLocked(ctx, upTo)
 }
 
 // fillLocked publishes log changes after the head up to upTo.
@@ -371,6 +397,9 @@ func (s *service) fanOut(ctx context.Context, cs []*fedsyncv1.Change) {
 		matched := s.index.match(st, s.matched[:0])
 		s.mu.Unlock()
 		s.matched = matched
+		if s.view != nil {
+			s.view.observe(c)
+		}
 		if len(matched) == 0 {
 			s.docs.drop(st.GetId())
 			continue
@@ -380,11 +409,18 @@ func (s *service) fanOut(ctx context.Context, cs []*fedsyncv1.Change) {
 			needFull = needFull || !sub.Delta
 			needDelta = needDelta || sub.Delta
 		}
+		span := startFanOut(ctx, c, len(matched))
 		f := s.newFrame(ctx, c, needFull, needDelta, true)
+		if span != nil {
+			f.sc = span.SpanContext()
+		}
 		for _, sub := range matched {
 			if !sub.offer(f) {
 				ended = append(ended, sub)
 			}
+		}
+		if span != nil {
+			span.End()
 		}
 	}
 	clear(s.matched[:cap(s.matched)])

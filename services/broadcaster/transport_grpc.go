@@ -100,7 +100,9 @@ func (s *grpcServer) Subscribe(req *fedsyncv1.SubscribeRequest, stream fedsyncv1
 			return nil
 		}
 		if ev.frame != nil {
+			end := traceFrame(ev, "grpc", sub.ID)
 			err = stream.SendMsg(&encodedResponse{head: prefix, body: ev.frame.proto(sub.Delta)})
+			end(err)
 		} else {
 			err = stream.Send(&fedsyncv1.SubscribeResponse{Type: ev.Type, SubscriptionId: sub.ID})
 		}

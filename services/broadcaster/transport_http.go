@@ -21,6 +21,7 @@ import (
 	"github.com/fedsync/fedsync/libs/authtoken"
 	"github.com/fedsync/fedsync/libs/endpoints"
 	"github.com/fedsync/fedsync/libs/httpjson"
+	"github.com/fedsync/fedsync/libs/telemetry"
 )
 
 // HTTPOptions tune the HTTP transport.
@@ -38,6 +39,9 @@ type HTTPOptions struct {
 	// edge's own host. Clients that send no Origin (agents, not browsers)
 	// are not affected.
 	OriginPatterns []string
+	// FaultInjection, when set, is served at POST /debug/consistency/corrupt
+	// (-consistency.fault-injection; tests only).
+	FaultInjection http.Handler
 }
 
 // NewHTTPHandler serves GET /stream (WebSocket), POST /api/v1/sync/subscribe and
@@ -96,8 +100,11 @@ func NewHTTPHandler(svc Service, reg *Registry, e Endpoints, v *authtoken.Verifi
 		}
 		w.WriteHeader(http.StatusNoContent)
 	})
+	if o.FaultInjection != nil {
+		mux.Handle("POST /debug/consistency/corrupt", o.FaultInjection)
+	}
 	mux.HandleFunc("/", httpjson.NotFound)
-	return v.HTTPMiddleware(mux)
+	return v.HTTPMiddleware(telemetry.Routes(mux))
 }
 
 // serveStream runs one WebSocket connection with three goroutines whatever its
@@ -380,7 +387,10 @@ func (w *streamWriter) drain() bool {
 func (w *streamWriter) writeEvents(a *attachedSub) bool {
 	for _, ev := range w.events {
 		head, body := eventJSON(a.prefix, a.sub.ID, a.sub.Delta, ev)
-		if !w.write(head, body) {
+		end := traceFrame(ev, "websocket", a.sub.ID)
+		ok := w.write(head, body)
+		end(nil)
+		if !ok {
 			return false
 		}
 		if ev.Change != nil {

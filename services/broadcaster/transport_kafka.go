@@ -16,6 +16,7 @@ import (
 func kafkaHandler(svc Service, logger log.Logger) kafkabus.BatchHandler {
 	return func(ctx context.Context, ms []kafkabus.Message) error {
 		changes := make([]*fedsyncv1.Change, 0, len(ms))
+		var traces changeTraces
 		for _, m := range ms {
 			env := &fedsyncv1.SyncMessage{}
 			if err := proto.Unmarshal(m.Value, env); err != nil || env.GetType() != fedsyncv1.MessageType_EVENT {
@@ -32,10 +33,11 @@ func kafkaHandler(svc Service, logger log.Logger) kafkabus.BatchHandler {
 				continue
 			}
 			changes = append(changes, ch)
+			traces = withRecordTrace(ctx, traces, ch, m)
 		}
 		if len(changes) == 0 {
 			return nil
 		}
-		return svc.PublishBatch(ctx, changes)
+		return svc.PublishBatch(contextWithChangeTraces(ctx, traces), changes)
 	}
 }

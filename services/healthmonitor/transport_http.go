@@ -6,6 +6,7 @@ import (
 	"github.com/fedsync/fedsync/libs/apierr"
 	"github.com/fedsync/fedsync/libs/endpoints"
 	"github.com/fedsync/fedsync/libs/httpjson"
+	"github.com/fedsync/fedsync/libs/telemetry"
 	fedsyncv1 "github.com/fedsync/fedsync/proto/fedsync/v1"
 )
 
@@ -83,5 +84,5 @@ func NewHTTPHandler(e Endpoints, dash *dashboard) http.Handler {
 		})
 	})
 	mux.HandleFunc("/", httpjson.NotFound)
-	return mux
+	return telemetry.Routes(mux)
 }

@@ -4,6 +4,10 @@ import (
 	"context"
 	"time"
 
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/fedsync/fedsync/libs/apierr"
 	"github.com/fedsync/fedsync/libs/bytelru"
 	"github.com/fedsync/fedsync/libs/datatypes"
@@ -15,6 +19,9 @@ import (
 // order they were admitted per id.
 type MergeBatchRequest struct {
 	Deltas []*fedsyncv1.Delta
+	// Traces, when set, holds each delta's span context (same order): its
+	// commit in statestore continues that trace.
+	Traces []trace.SpanContext
 }
 
 // MergeBatchResponse holds one result per delta, in the request's order.
@@ -40,6 +47,8 @@ type queued struct {
 	d     *fedsyncv1.Delta
 	patch statedoc.Object
 	ty    *datatypes.Type
+	// sc is the delta's span context; invalid when it is not traced.
+	sc trace.SpanContext
 }
 
 // MergeBatch merges a batch of deltas: each id's deltas in order, every id's
@@ -70,7 +79,11 @@ func (s *service) MergeBatch(ctx context.Context, req *MergeBatchRequest) (*Merg
 		if _, ok := byID[d.GetId()]; !ok {
 			order = append(order, d.GetId())
 		}
-		byID[d.GetId()] = append(byID[d.GetId()], &queued{i: i, d: d, patch: patch, ty: ty})
+		q := &queued{i: i, d: d, patch: patch, ty: ty}
+		if i < len(req.Traces) {
+			q.sc = req.Traces[i]
+		}
+		byID[d.GetId()] = append(byID[d.GetId()], q)
 		if d.GetConsistency() == fedsyncv1.Consistency_CONSISTENCY_CAUSAL {
 			causal[d.GetId()] = true
 		}
@@ -100,7 +113,7 @@ func (s *service) MergeBatch(ctx context.Context, req *MergeBatchRequest) (*Merg
 	// Causal deltas, one id after another, each id's deltas in order.
 	for _, id := range causalIDs {
 		for _, q := range byID[id] {
-			res, err := s.Merge(ctx, q.d)
+			res, err := s.Merge(traceContext(ctx, q.sc), q.d)
 			if err != nil {
 				if apierr.IsInfrastructure(err) {
 					return nil, err
@@ -166,6 +179,10 @@ func (s *service) mergeRound(ctx context.Context, order []string, todo map[strin
 				continue
 			}
 			req := applyRequest(d, plan, work.GetVersion())
+			if q.sc.IsValid() {
+				req.Trace = propagation.MapCarrier{}
+				otel.GetTextMapPropagator().Inject(trace.ContextWithSpanContext(ctx, q.sc), propagation.MapCarrier(req.Trace))
+			}
 			if work == nil {
 				work = &fedsyncv1.State{}
 			}
@@ -340,3 +357,12 @@ func (c *docCache) put(st *fedsyncv1.State) {
 func (c *docCache) putAbsent(id string) { c.cache.Put(id, nil, 64) }
 
 func (c *docCache) forget(id string) { c.cache.Remove(id) }
+
+// traceContext is ctx with sc as its span, when sc is valid: what a delta's
+// own calls continue.
+func traceContext(ctx context.Context, sc trace.SpanContext) context.Context {
+	if !sc.IsValid() {
+		return ctx
+	}
+	return trace.ContextWithSpanContext(ctx, sc)
+}

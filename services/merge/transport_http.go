@@ -11,6 +11,7 @@ import (
 	"github.com/fedsync/fedsync/libs/authtoken"
 	"github.com/fedsync/fedsync/libs/endpoints"
 	"github.com/fedsync/fedsync/libs/httpjson"
+	"github.com/fedsync/fedsync/libs/telemetry"
 	fedsyncv1 "github.com/fedsync/fedsync/proto/fedsync/v1"
 )
 
@@ -115,5 +116,5 @@ func NewHTTPHandler(e Endpoints, v *authtoken.Verifier) http.Handler {
 		}{viewConflict(resp.GetConflict()), resp.GetVersion()})
 	})
 	mux.HandleFunc("/", httpjson.NotFound)
-	return v.HTTPMiddleware(mux)
+	return v.HTTPMiddleware(telemetry.Routes(mux))
 }

@@ -8,11 +8,15 @@ import (
 
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/fedsync/fedsync/libs/apierr"
 	"github.com/fedsync/fedsync/libs/endpoints"
 	"github.com/fedsync/fedsync/libs/kafkabus"
+	"github.com/fedsync/fedsync/libs/telemetry"
 	fedsyncv1 "github.com/fedsync/fedsync/proto/fedsync/v1"
 )
 
@@ -78,7 +82,9 @@ func batchHandler(e Endpoints, svc *service, dlq DeadLetters, dlqAfter int, logg
 			settled()
 			return nil
 		}
-		err := mergeBatch(ctx, e, deltas)
+		traces, endSpans := deltaSpans(ctx, deltas, from)
+		err := mergeBatchTraced(ctx, e, deltas, traces)
+		endSpans(err)
 		if err == nil {
 			settled()
 			return nil
@@ -129,8 +135,43 @@ func batchHandler(e Endpoints, svc *service, dlq DeadLetters, dlqAfter int, logg
 }
 
 func mergeBatch(ctx context.Context, e Endpoints, deltas []*fedsyncv1.Delta) error {
-	_, err := endpoints.Call[*MergeBatchResponse](ctx, e.MergeBatch, &MergeBatchRequest{Deltas: deltas})
+	return mergeBatchTraced(ctx, e, deltas, nil)
+}
+
+func mergeBatchTraced(ctx context.Context, e Endpoints, deltas []*fedsyncv1.Delta, traces []trace.SpanContext) error {
+	_, err := endpoints.Call[*MergeBatchResponse](ctx, e.MergeBatch, &MergeBatchRequest{Deltas: deltas, Traces: traces})
 	return err
+}
+
+// deltaSpans starts one span per delta of a traced batch, each continuing its
+// writer's trace (the record's headers) and linked to the batch's span, so
+// every delta's trace shows its merge however many shared the batch. It
+// returns their span contexts and a function that ends them. Nothing is done
+// when the batch is not traced.
+func deltaSpans(ctx context.Context, deltas []*fedsyncv1.Delta, from []kafkabus.Message) ([]trace.SpanContext, func(error)) {
+	batch := trace.SpanFromContext(ctx)
+	if !batch.IsRecording() {
+		return nil, func(error) {}
+	}
+	link := trace.Link{SpanContext: batch.SpanContext()}
+	spans := make([]trace.Span, len(deltas))
+	scs := make([]trace.SpanContext, len(deltas))
+	for i, d := range deltas {
+		_, spans[i] = telemetry.Tracer().Start(kafkabus.RecordContext(ctx, from[i]), "merge "+kafkabus.TopicDeltas,
+			trace.WithSpanKind(trace.SpanKindConsumer), trace.WithLinks(link),
+			trace.WithAttributes(telemetry.DeltaAttributes(d.GetWriter(), d.GetDataType())...),
+			trace.WithAttributes(attribute.String("fedsync.id", d.GetId()), attribute.String("fedsync.message_id", d.GetMessageId()),
+				attribute.String("fedsync.consistency", d.GetConsistency().String()), attribute.Int("messaging.batch.message_count", len(deltas))))
+		scs[i] = spans[i].SpanContext()
+	}
+	return scs, func(err error) {
+		for _, sp := range spans {
+			if err != nil {
+				sp.SetStatus(codes.Error, err.Error())
+			}
+			sp.End()
+		}
+	}
 }
 
 // decodeDelta returns the delta a record carries, or why it carries none.

@@ -16,6 +16,7 @@ type Endpoints struct {
 	ReadLog    endpoint.Endpoint
 
 	GetFrontier   endpoint.Endpoint
+	GetDigests    endpoint.Endpoint
 	RecordOutcome endpoint.Endpoint
 	GetOutcome    endpoint.Endpoint
 	ListConflicts endpoint.Endpoint
@@ -35,6 +36,7 @@ func MakeEndpoints(svc Service, mw func(method string) endpoint.Middleware) Endp
 		ReadLog:    mw("ReadLog")(endpoints.Make(svc.ReadLog)),
 
 		GetFrontier:   mw("GetFrontier")(endpoints.Make(svc.GetFrontier)),
+		GetDigests:    mw("GetDigests")(endpoints.Make(svc.GetDigests)),
 		RecordOutcome: mw("RecordOutcome")(endpoints.Make(svc.RecordOutcome)),
 		GetOutcome:    mw("GetOutcome")(endpoints.Make(svc.GetOutcome)),
 		ListConflicts: mw("ListConflicts")(endpoints.Make(svc.ListConflicts)),

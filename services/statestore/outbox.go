@@ -3,6 +3,7 @@ package statestore
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/go-kit/log"
@@ -127,7 +128,16 @@ func (p *publisher) publishOnce(ctx context.Context) (int, error) {
 				}
 			}
 		}
-		records = append(records, kafkabus.Record{Key: []byte(id), Value: raw})
+		rec := kafkabus.Record{Key: []byte(id), Value: raw}
+		if tp := e.msg.GetMetadata()["traceparent"]; strings.HasSuffix(tp, "-01") {
+			// A traced commit's event continues its own trace, not the
+			// batch's first writer's.
+			rec.Headers = map[string]string{"traceparent": tp}
+			if ts := e.msg.GetMetadata()["tracestate"]; ts != "" {
+				rec.Headers["tracestate"] = ts
+			}
+		}
+		records = append(records, rec)
 		last = e.seq
 	}
 	// Continue the trace of the first writer in the batch.

@@ -10,10 +10,14 @@ import (
 	"errors"
 
 	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
+	oteltrace "go.opentelemetry.io/otel/trace"
 
 	"github.com/fedsync/fedsync/libs/apierr"
 	"github.com/fedsync/fedsync/libs/statedoc"
+	"github.com/fedsync/fedsync/libs/telemetry"
 	fedsyncv1 "github.com/fedsync/fedsync/proto/fedsync/v1"
 )
 
@@ -28,6 +32,9 @@ type Service interface {
 	Query(ctx context.Context, req *fedsyncv1.QueryRequest) (*fedsyncv1.QueryResponse, error)
 	ReadLog(ctx context.Context, req *fedsyncv1.ReadLogRequest) (*fedsyncv1.ReadLogResponse, error)
 	GetFrontier(ctx context.Context, req *fedsyncv1.GetFrontierRequest) (*fedsyncv1.GetFrontierResponse, error)
+	// GetDigests returns a level of the digest tree of the documents as of a
+	// log position (consistency verification, seed 8.2).
+	GetDigests(ctx context.Context, req *fedsyncv1.GetDigestsRequest) (*fedsyncv1.GetDigestsResponse, error)
 	RecordOutcome(ctx context.Context, req *fedsyncv1.RecordOutcomeRequest) (*fedsyncv1.RecordOutcomeResponse, error)
 	GetOutcome(ctx context.Context, req *fedsyncv1.GetOutcomeRequest) (*fedsyncv1.GetOutcomeResponse, error)
 	ListConflicts(ctx context.Context, req *fedsyncv1.ListConflictsRequest) (*fedsyncv1.ListConflictsResponse, error)
@@ -100,7 +107,10 @@ func (s *service) ApplyBatch(ctx context.Context, req *fedsyncv1.ApplyBatchReque
 	}
 	trace := propagation.MapCarrier{}
 	otel.GetTextMapPropagator().Inject(ctx, trace)
-	if err := s.store.applyBatch(items, req.GetOutcomes(), trace); err != nil {
+	spans := itemSpans(ctx, items)
+	err := s.store.applyBatch(items, req.GetOutcomes(), trace)
+	spans.end(items, err)
+	if err != nil {
 		return nil, err
 	}
 	resp := &fedsyncv1.ApplyBatchResponse{Results: make([]*fedsyncv1.ApplyResult, len(items))}
@@ -315,4 +325,51 @@ func (s *service) SetControl(_ context.Context, req *fedsyncv1.SetControlRequest
 		return nil, err
 	}
 	return &fedsyncv1.SetControlResponse{State: st}, nil
+}
+
+// itemSpans starts a span per item that carries its own trace (merge sends
+// each delta's), so each delta's trace shows its commit; the item's log entry,
+// and with it the change event, continues from that span. Nothing when the
+// batch is not traced.
+type itemSpanSet []oteltrace.Span
+
+func itemSpans(ctx context.Context, items []*batchItem) itemSpanSet {
+	if !oteltrace.SpanFromContext(ctx).IsRecording() {
+		return nil
+	}
+	link := oteltrace.Link{SpanContext: oteltrace.SpanContextFromContext(ctx)}
+	spans := make(itemSpanSet, len(items))
+	for i, it := range items {
+		if len(it.req.GetTrace()) == 0 {
+			continue
+		}
+		pctx := otel.GetTextMapPropagator().Extract(ctx, propagation.MapCarrier(it.req.GetTrace()))
+		sctx, span := telemetry.Tracer().Start(pctx, "statestore commit", oteltrace.WithLinks(link),
+			oteltrace.WithAttributes(telemetry.DeltaAttributes(it.req.GetWriter(), it.req.GetDataType())...),
+			oteltrace.WithAttributes(attribute.String("fedsync.id", it.req.GetId()), attribute.String("fedsync.message_id", it.req.GetMessageId()),
+				attribute.Int("fedsync.batch_items", len(items))))
+		it.trace = propagation.MapCarrier{}
+		otel.GetTextMapPropagator().Inject(sctx, propagation.MapCarrier(it.trace))
+		spans[i] = span
+	}
+	return spans
+}
+
+func (spans itemSpanSet) end(items []*batchItem, err error) {
+	for i, span := range spans {
+		if span == nil {
+			continue
+		}
+		it := items[i]
+		switch {
+		case err != nil:
+			span.SetStatus(codes.Error, err.Error())
+		case it.err != nil:
+			span.SetStatus(codes.Error, it.err.Error())
+		default:
+			span.SetAttributes(attribute.Int64("fedsync.version", it.out.version), attribute.Int64("fedsync.seq", int64(it.out.seq)),
+				attribute.Bool("fedsync.duplicate", it.out.duplicate))
+		}
+		span.End()
+	}
 }

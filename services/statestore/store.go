@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/fedsync/fedsync/libs/apierr"
+	"github.com/fedsync/fedsync/libs/digest"
 	"github.com/fedsync/fedsync/libs/statedoc"
 	fedsyncv1 "github.com/fedsync/fedsync/proto/fedsync/v1"
 )
@@ -117,6 +118,9 @@ type batchItem struct {
 	out   commit
 	// err is the item's business error (an *apierr.Error), nil when it committed.
 	err error
+	// trace is the item's own trace context for its log entry; nil takes the
+	// batch's.
+	trace map[string]string
 }
 
 // errAborted is the result of an item skipped because an earlier item of its
@@ -154,7 +158,11 @@ func (s *store) applyBatch(items []*batchItem, outcomes []*fedsyncv1.RecordOutco
 				it.err = errAborted
 				continue
 			}
-			out, err := s.applyTx(tx, it.req, it.patch, traceMeta)
+			tm := traceMeta
+			if it.trace != nil {
+				tm = it.trace
+			}
+			out, err := s.applyTx(tx, it.req, it.patch, tm)
 			if err != nil {
 				if !isBusiness(err) {
 					return err
@@ -250,7 +258,7 @@ func (s *store) applyTx(tx *bolt.Tx, req *fedsyncv1.ApplyRequest, patch statedoc
 		return commit{}, err
 	}
 	change := &fedsyncv1.Change{Seq: seq, State: next, MessageId: req.GetMessageId(), AdmittedAt: req.GetAdmittedAt(), Region: req.GetRegion(),
-		Set: nc.Set, Removed: nc.Removed}
+		Set: nc.Set, Removed: nc.Removed, ValueHash: digest.ValueHash(next.GetValue())}
 	payload, err := proto.Marshal(change)
 	if err != nil {
 		return commit{}, err

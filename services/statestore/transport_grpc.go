@@ -43,6 +43,10 @@ func (s *grpcServer) GetFrontier(ctx context.Context, req *fedsyncv1.GetFrontier
 	return endpoints.Call[*fedsyncv1.GetFrontierResponse](ctx, s.e.GetFrontier, req)
 }
 
+func (s *grpcServer) GetDigests(ctx context.Context, req *fedsyncv1.GetDigestsRequest) (*fedsyncv1.GetDigestsResponse, error) {
+	return endpoints.Call[*fedsyncv1.GetDigestsResponse](ctx, s.e.GetDigests, req)
+}
+
 func (s *grpcServer) RecordOutcome(ctx context.Context, req *fedsyncv1.RecordOutcomeRequest) (*fedsyncv1.RecordOutcomeResponse, error) {
 	return endpoints.Call[*fedsyncv1.RecordOutcomeResponse](ctx, s.e.RecordOutcome, req)
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/fedsync/fedsync/libs/endpoints"
 	"github.com/fedsync/fedsync/libs/httpjson"
 	"github.com/fedsync/fedsync/libs/statedoc"
+	"github.com/fedsync/fedsync/libs/telemetry"
 	fedsyncv1 "github.com/fedsync/fedsync/proto/fedsync/v1"
 )
 
@@ -108,5 +109,5 @@ func NewHTTPHandler(e Endpoints, v *authtoken.Verifier) http.Handler {
 		httpjson.Write(w, http.StatusOK, map[string]any{"agent": agent, "counter": n, "next": n + 1})
 	})
 	mux.HandleFunc("/", httpjson.NotFound)
-	return v.HTTPMiddleware(mux)
+	return v.HTTPMiddleware(telemetry.Routes(mux))
 }

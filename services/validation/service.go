@@ -13,6 +13,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/oklog/ulid/v2"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/fedsync/fedsync/libs/access"
@@ -22,6 +24,7 @@ import (
 	"github.com/fedsync/fedsync/libs/hlc"
 	"github.com/fedsync/fedsync/libs/kafkabus"
 	"github.com/fedsync/fedsync/libs/statedoc"
+	"github.com/fedsync/fedsync/libs/telemetry"
 	fedsyncv1 "github.com/fedsync/fedsync/proto/fedsync/v1"
 )
 
@@ -198,6 +201,10 @@ func (s *service) PushState(ctx context.Context, req *fedsyncv1.PushStateRequest
 		d.MessageId = ulid.Make().String()
 	}
 	d.Writer, d.Region, d.Hlc = claims.Subject, s.region, s.clock.Now()
+	if span := trace.SpanFromContext(ctx); span.IsRecording() {
+		span.SetAttributes(telemetry.DeltaAttributes(d.Writer, d.DataType)...)
+		span.SetAttributes(attribute.String("fedsync.id", d.Id), attribute.String("fedsync.message_id", d.MessageId))
+	}
 
 	if d.Consistency == fedsyncv1.Consistency_CONSISTENCY_STRONG {
 		sctx, cancel := context.WithTimeout(ctx, s.strongTimeout)

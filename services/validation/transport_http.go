@@ -10,6 +10,7 @@ import (
 	"github.com/fedsync/fedsync/libs/authtoken"
 	"github.com/fedsync/fedsync/libs/endpoints"
 	"github.com/fedsync/fedsync/libs/httpjson"
+	"github.com/fedsync/fedsync/libs/telemetry"
 	fedsyncv1 "github.com/fedsync/fedsync/proto/fedsync/v1"
 )
 
@@ -115,7 +116,7 @@ func NewHTTPHandler(e Endpoints, v *authtoken.Verifier, maxBody int64) http.Hand
 		httpjson.Write(w, http.StatusOK, controlView(st))
 	})
 	mux.HandleFunc("/", httpjson.NotFound)
-	return v.HTTPMiddleware(mux)
+	return v.HTTPMiddleware(telemetry.Routes(mux))
 }
 
 func controlView(st *fedsyncv1.ControlState) map[string]any {

@@ -55,6 +55,9 @@ type Options struct {
 	FreePorts bool
 	// Progress receives one line per start-up step; nil discards.
 	Progress io.Writer
+	// OTLPEndpoint, when set, is where every service sends its spans
+	// (-otel.endpoint), e.g. a Jaeger started with StartJaeger.
+	OTLPEndpoint string
 }
 
 // Regions returns the stack's regions in a stable order (na first).
@@ -359,6 +362,9 @@ func (s *Stack) plan(regions []string, clientsPath string) error {
 		args = append(args, "-tls.ca="+id.CA, "-tls.cert="+id.Cert, "-tls.key="+id.Key)
 		if p.binary == "validation" || p.binary == "merge" {
 			args = append(args, "-datatypes="+s.opts.DataTypes)
+		}
+		if s.opts.OTLPEndpoint != "" {
+			args = append(args, "-otel.endpoint="+s.opts.OTLPEndpoint)
 		}
 		if s.opts.RevocationRefresh > 0 {
 			args = append(args, "-auth.revocation-refresh="+s.opts.RevocationRefresh.String())

@@ -611,6 +611,9 @@ type Change struct {
 	// the change alone was too large for a record. A consumer reads it from
 	// statestore's log (ReadLog after seq-1).
 	ChangeOmitted bool `protobuf:"varint,9,opt,name=change_omitted,json=changeOmitted,proto3" json:"change_omitted,omitempty"`
+	// xxHash64 of state.value as stored, also when value_omitted: what a
+	// regional hub's view of the document is checked against (GetDigests).
+	ValueHash     uint64 `protobuf:"fixed64,10,opt,name=value_hash,json=valueHash,proto3" json:"value_hash,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -706,6 +709,13 @@ func (x *Change) GetChangeOmitted() bool {
 		return x.ChangeOmitted
 	}
 	return false
+}
+
+func (x *Change) GetValueHash() uint64 {
+	if x != nil {
+		return x.ValueHash
+	}
+	return 0
 }
 
 // Heartbeat is an agent's sign of life, published on fedsync.heartbeats.
@@ -2108,6 +2118,314 @@ func (x *GetFrontierResponse) GetFrontier() map[string]int64 {
 	return nil
 }
 
+// DigestNode names a node of the digest tree. The root's children are the id
+// prefixes (an id up to and including its first ':'; "" for ids without one);
+// a prefix's children are its 64 buckets (by hash of the id); a bucket's
+// children are its documents.
+type DigestNode struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Prefix string                 `protobuf:"bytes,1,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	// -1: the prefix itself (its children are buckets); 0-63: a bucket (its
+	// children are documents).
+	Bucket        int32 `protobuf:"varint,2,opt,name=bucket,proto3" json:"bucket,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DigestNode) Reset() {
+	*x = DigestNode{}
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DigestNode) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DigestNode) ProtoMessage() {}
+
+func (x *DigestNode) ProtoReflect() protoreflect.Message {
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DigestNode.ProtoReflect.Descriptor instead.
+func (*DigestNode) Descriptor() ([]byte, []int) {
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *DigestNode) GetPrefix() string {
+	if x != nil {
+		return x.Prefix
+	}
+	return ""
+}
+
+func (x *DigestNode) GetBucket() int32 {
+	if x != nil {
+		return x.Bucket
+	}
+	return 0
+}
+
+type GetDigestsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The log position the hub's view is at. Documents changed after it are
+	// left out of every digest on both sides (listed in changed).
+	AfterSeq uint64 `protobuf:"varint,1,opt,name=after_seq,json=afterSeq,proto3" json:"after_seq,omitempty"`
+	// The nodes whose children to return; none: the root's (every prefix).
+	Nodes         []*DigestNode `protobuf:"bytes,2,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetDigestsRequest) Reset() {
+	*x = GetDigestsRequest{}
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetDigestsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetDigestsRequest) ProtoMessage() {}
+
+func (x *GetDigestsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetDigestsRequest.ProtoReflect.Descriptor instead.
+func (*GetDigestsRequest) Descriptor() ([]byte, []int) {
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *GetDigestsRequest) GetAfterSeq() uint64 {
+	if x != nil {
+		return x.AfterSeq
+	}
+	return 0
+}
+
+func (x *GetDigestsRequest) GetNodes() []*DigestNode {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+// Digest summarizes the documents under a node: the sum (mod 2^64) of each
+// document's leaf hash, xxHash64(id, 0, version, value_hash), and their count.
+type Digest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Node          *DigestNode            `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Sum           uint64                 `protobuf:"fixed64,2,opt,name=sum,proto3" json:"sum,omitempty"`
+	Count         int64                  `protobuf:"varint,3,opt,name=count,proto3" json:"count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Digest) Reset() {
+	*x = Digest{}
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Digest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Digest) ProtoMessage() {}
+
+func (x *Digest) ProtoReflect() protoreflect.Message {
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Digest.ProtoReflect.Descriptor instead.
+func (*Digest) Descriptor() ([]byte, []int) {
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *Digest) GetNode() *DigestNode {
+	if x != nil {
+		return x.Node
+	}
+	return nil
+}
+
+func (x *Digest) GetSum() uint64 {
+	if x != nil {
+		return x.Sum
+	}
+	return 0
+}
+
+func (x *Digest) GetCount() int64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+// Leaf is one document as the digests see it.
+type Leaf struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Version       int64                  `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	ValueHash     uint64                 `protobuf:"fixed64,3,opt,name=value_hash,json=valueHash,proto3" json:"value_hash,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Leaf) Reset() {
+	*x = Leaf{}
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Leaf) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Leaf) ProtoMessage() {}
+
+func (x *Leaf) ProtoReflect() protoreflect.Message {
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Leaf.ProtoReflect.Descriptor instead.
+func (*Leaf) Descriptor() ([]byte, []int) {
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *Leaf) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Leaf) GetVersion() int64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *Leaf) GetValueHash() uint64 {
+	if x != nil {
+		return x.ValueHash
+	}
+	return 0
+}
+
+type GetDigestsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The head of the log the digests were read at.
+	HeadSeq uint64 `protobuf:"varint,1,opt,name=head_seq,json=headSeq,proto3" json:"head_seq,omitempty"`
+	// Children of the requested prefixes and of the root (non-empty ones only).
+	Digests []*Digest `protobuf:"bytes,2,rep,name=digests,proto3" json:"digests,omitempty"`
+	// Children of the requested buckets, in id order.
+	Leaves []*Leaf `protobuf:"bytes,3,rep,name=leaves,proto3" json:"leaves,omitempty"`
+	// Ids changed after after_seq up to head_seq: left out of digests and leaves.
+	Changed       []string `protobuf:"bytes,4,rep,name=changed,proto3" json:"changed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetDigestsResponse) Reset() {
+	*x = GetDigestsResponse{}
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetDigestsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetDigestsResponse) ProtoMessage() {}
+
+func (x *GetDigestsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetDigestsResponse.ProtoReflect.Descriptor instead.
+func (*GetDigestsResponse) Descriptor() ([]byte, []int) {
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *GetDigestsResponse) GetHeadSeq() uint64 {
+	if x != nil {
+		return x.HeadSeq
+	}
+	return 0
+}
+
+func (x *GetDigestsResponse) GetDigests() []*Digest {
+	if x != nil {
+		return x.Digests
+	}
+	return nil
+}
+
+func (x *GetDigestsResponse) GetLeaves() []*Leaf {
+	if x != nil {
+		return x.Leaves
+	}
+	return nil
+}
+
+func (x *GetDigestsResponse) GetChanged() []string {
+	if x != nil {
+		return x.Changed
+	}
+	return nil
+}
+
 // Outcome is what became of a delta.
 type Outcome struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
@@ -2124,7 +2442,7 @@ type Outcome struct {
 
 func (x *Outcome) Reset() {
 	*x = Outcome{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[30]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2136,7 +2454,7 @@ func (x *Outcome) String() string {
 func (*Outcome) ProtoMessage() {}
 
 func (x *Outcome) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[30]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2149,7 +2467,7 @@ func (x *Outcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Outcome.ProtoReflect.Descriptor instead.
 func (*Outcome) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{30}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *Outcome) GetMessageId() string {
@@ -2207,7 +2525,7 @@ type RecordOutcomeRequest struct {
 
 func (x *RecordOutcomeRequest) Reset() {
 	*x = RecordOutcomeRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[31]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2219,7 +2537,7 @@ func (x *RecordOutcomeRequest) String() string {
 func (*RecordOutcomeRequest) ProtoMessage() {}
 
 func (x *RecordOutcomeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[31]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2232,7 +2550,7 @@ func (x *RecordOutcomeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordOutcomeRequest.ProtoReflect.Descriptor instead.
 func (*RecordOutcomeRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{31}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *RecordOutcomeRequest) GetOutcome() *Outcome {
@@ -2271,7 +2589,7 @@ type RecordOutcomeResponse struct {
 
 func (x *RecordOutcomeResponse) Reset() {
 	*x = RecordOutcomeResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[32]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2283,7 +2601,7 @@ func (x *RecordOutcomeResponse) String() string {
 func (*RecordOutcomeResponse) ProtoMessage() {}
 
 func (x *RecordOutcomeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[32]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2296,7 +2614,7 @@ func (x *RecordOutcomeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordOutcomeResponse.ProtoReflect.Descriptor instead.
 func (*RecordOutcomeResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{32}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{37}
 }
 
 type GetOutcomeRequest struct {
@@ -2308,7 +2626,7 @@ type GetOutcomeRequest struct {
 
 func (x *GetOutcomeRequest) Reset() {
 	*x = GetOutcomeRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[33]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2320,7 +2638,7 @@ func (x *GetOutcomeRequest) String() string {
 func (*GetOutcomeRequest) ProtoMessage() {}
 
 func (x *GetOutcomeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[33]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2333,7 +2651,7 @@ func (x *GetOutcomeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOutcomeRequest.ProtoReflect.Descriptor instead.
 func (*GetOutcomeRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{33}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *GetOutcomeRequest) GetMessageId() string {
@@ -2352,7 +2670,7 @@ type GetOutcomeResponse struct {
 
 func (x *GetOutcomeResponse) Reset() {
 	*x = GetOutcomeResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[34]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2364,7 +2682,7 @@ func (x *GetOutcomeResponse) String() string {
 func (*GetOutcomeResponse) ProtoMessage() {}
 
 func (x *GetOutcomeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[34]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2377,7 +2695,7 @@ func (x *GetOutcomeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOutcomeResponse.ProtoReflect.Descriptor instead.
 func (*GetOutcomeResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{34}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *GetOutcomeResponse) GetOutcome() *Outcome {
@@ -2399,7 +2717,7 @@ type ListConflictsRequest struct {
 
 func (x *ListConflictsRequest) Reset() {
 	*x = ListConflictsRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[35]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2411,7 +2729,7 @@ func (x *ListConflictsRequest) String() string {
 func (*ListConflictsRequest) ProtoMessage() {}
 
 func (x *ListConflictsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[35]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2424,7 +2742,7 @@ func (x *ListConflictsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConflictsRequest.ProtoReflect.Descriptor instead.
 func (*ListConflictsRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{35}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ListConflictsRequest) GetStatus() string {
@@ -2458,7 +2776,7 @@ type ListConflictsResponse struct {
 
 func (x *ListConflictsResponse) Reset() {
 	*x = ListConflictsResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[36]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2470,7 +2788,7 @@ func (x *ListConflictsResponse) String() string {
 func (*ListConflictsResponse) ProtoMessage() {}
 
 func (x *ListConflictsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[36]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2483,7 +2801,7 @@ func (x *ListConflictsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConflictsResponse.ProtoReflect.Descriptor instead.
 func (*ListConflictsResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{36}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ListConflictsResponse) GetConflicts() []*Conflict {
@@ -2509,7 +2827,7 @@ type GetConflictRequest struct {
 
 func (x *GetConflictRequest) Reset() {
 	*x = GetConflictRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[37]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2521,7 +2839,7 @@ func (x *GetConflictRequest) String() string {
 func (*GetConflictRequest) ProtoMessage() {}
 
 func (x *GetConflictRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[37]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2534,7 +2852,7 @@ func (x *GetConflictRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConflictRequest.ProtoReflect.Descriptor instead.
 func (*GetConflictRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{37}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *GetConflictRequest) GetId() string {
@@ -2553,7 +2871,7 @@ type GetConflictResponse struct {
 
 func (x *GetConflictResponse) Reset() {
 	*x = GetConflictResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[38]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2565,7 +2883,7 @@ func (x *GetConflictResponse) String() string {
 func (*GetConflictResponse) ProtoMessage() {}
 
 func (x *GetConflictResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[38]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2578,7 +2896,7 @@ func (x *GetConflictResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConflictResponse.ProtoReflect.Descriptor instead.
 func (*GetConflictResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{38}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *GetConflictResponse) GetConflict() *Conflict {
@@ -2613,14 +2931,18 @@ type ApplyRequest struct {
 	Conflicts []*Conflict `protobuf:"bytes,15,rep,name=conflicts,proto3" json:"conflicts,omitempty"`
 	// The patch split into its top-level fields (raw JSON values; a JSON null
 	// deletes); when set, patch is empty and nothing parses a JSON object.
-	PatchFields   map[string][]byte `protobuf:"bytes,16,rep,name=patch_fields,json=patchFields,proto3" json:"patch_fields,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	PatchFields map[string][]byte `protobuf:"bytes,16,rep,name=patch_fields,json=patchFields,proto3" json:"patch_fields,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// W3C trace context of the delta (traceparent, tracestate), when merge
+	// commits it as part of a batch: the commit and its change event continue
+	// the writer's trace, not the batch's.
+	Trace         map[string]string `protobuf:"bytes,17,rep,name=trace,proto3" json:"trace,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ApplyRequest) Reset() {
 	*x = ApplyRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[39]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2632,7 +2954,7 @@ func (x *ApplyRequest) String() string {
 func (*ApplyRequest) ProtoMessage() {}
 
 func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[39]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2645,7 +2967,7 @@ func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyRequest.ProtoReflect.Descriptor instead.
 func (*ApplyRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{39}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ApplyRequest) GetId() string {
@@ -2760,6 +3082,13 @@ func (x *ApplyRequest) GetPatchFields() map[string][]byte {
 	return nil
 }
 
+func (x *ApplyRequest) GetTrace() map[string]string {
+	if x != nil {
+		return x.Trace
+	}
+	return nil
+}
+
 type ApplyResponse struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Version int64                  `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
@@ -2772,7 +3101,7 @@ type ApplyResponse struct {
 
 func (x *ApplyResponse) Reset() {
 	*x = ApplyResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[40]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2784,7 +3113,7 @@ func (x *ApplyResponse) String() string {
 func (*ApplyResponse) ProtoMessage() {}
 
 func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[40]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2797,7 +3126,7 @@ func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyResponse.ProtoReflect.Descriptor instead.
 func (*ApplyResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{40}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ApplyResponse) GetVersion() int64 {
@@ -2833,7 +3162,7 @@ type ApplyBatchRequest struct {
 
 func (x *ApplyBatchRequest) Reset() {
 	*x = ApplyBatchRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[41]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2845,7 +3174,7 @@ func (x *ApplyBatchRequest) String() string {
 func (*ApplyBatchRequest) ProtoMessage() {}
 
 func (x *ApplyBatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[41]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2858,7 +3187,7 @@ func (x *ApplyBatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyBatchRequest.ProtoReflect.Descriptor instead.
 func (*ApplyBatchRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{41}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ApplyBatchRequest) GetItems() []*ApplyRequest {
@@ -2896,7 +3225,7 @@ type ApplyResult struct {
 
 func (x *ApplyResult) Reset() {
 	*x = ApplyResult{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[42]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2908,7 +3237,7 @@ func (x *ApplyResult) String() string {
 func (*ApplyResult) ProtoMessage() {}
 
 func (x *ApplyResult) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[42]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2921,7 +3250,7 @@ func (x *ApplyResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyResult.ProtoReflect.Descriptor instead.
 func (*ApplyResult) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{42}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ApplyResult) GetVersion() int64 {
@@ -2983,7 +3312,7 @@ type ApplyBatchResponse struct {
 
 func (x *ApplyBatchResponse) Reset() {
 	*x = ApplyBatchResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[43]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2995,7 +3324,7 @@ func (x *ApplyBatchResponse) String() string {
 func (*ApplyBatchResponse) ProtoMessage() {}
 
 func (x *ApplyBatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[43]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3008,7 +3337,7 @@ func (x *ApplyBatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyBatchResponse.ProtoReflect.Descriptor instead.
 func (*ApplyBatchResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{43}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ApplyBatchResponse) GetResults() []*ApplyResult {
@@ -3027,7 +3356,7 @@ type GetManyRequest struct {
 
 func (x *GetManyRequest) Reset() {
 	*x = GetManyRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[44]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3039,7 +3368,7 @@ func (x *GetManyRequest) String() string {
 func (*GetManyRequest) ProtoMessage() {}
 
 func (x *GetManyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[44]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3052,7 +3381,7 @@ func (x *GetManyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetManyRequest.ProtoReflect.Descriptor instead.
 func (*GetManyRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{44}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *GetManyRequest) GetIds() []string {
@@ -3071,7 +3400,7 @@ type GetManyResponse struct {
 
 func (x *GetManyResponse) Reset() {
 	*x = GetManyResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[45]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3083,7 +3412,7 @@ func (x *GetManyResponse) String() string {
 func (*GetManyResponse) ProtoMessage() {}
 
 func (x *GetManyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[45]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3096,7 +3425,7 @@ func (x *GetManyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetManyResponse.ProtoReflect.Descriptor instead.
 func (*GetManyResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{45}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *GetManyResponse) GetStates() []*State {
@@ -3115,7 +3444,7 @@ type GetRequest struct {
 
 func (x *GetRequest) Reset() {
 	*x = GetRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[46]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3127,7 +3456,7 @@ func (x *GetRequest) String() string {
 func (*GetRequest) ProtoMessage() {}
 
 func (x *GetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[46]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3140,7 +3469,7 @@ func (x *GetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequest.ProtoReflect.Descriptor instead.
 func (*GetRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{46}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *GetRequest) GetId() string {
@@ -3159,7 +3488,7 @@ type GetResponse struct {
 
 func (x *GetResponse) Reset() {
 	*x = GetResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[47]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3171,7 +3500,7 @@ func (x *GetResponse) String() string {
 func (*GetResponse) ProtoMessage() {}
 
 func (x *GetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[47]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3184,7 +3513,7 @@ func (x *GetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResponse.ProtoReflect.Descriptor instead.
 func (*GetResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{47}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *GetResponse) GetState() *State {
@@ -3206,7 +3535,7 @@ type QueryRequest struct {
 
 func (x *QueryRequest) Reset() {
 	*x = QueryRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[48]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3218,7 +3547,7 @@ func (x *QueryRequest) String() string {
 func (*QueryRequest) ProtoMessage() {}
 
 func (x *QueryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[48]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3231,7 +3560,7 @@ func (x *QueryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueryRequest.ProtoReflect.Descriptor instead.
 func (*QueryRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{48}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *QueryRequest) GetIdPrefix() string {
@@ -3272,7 +3601,7 @@ type QueryResponse struct {
 
 func (x *QueryResponse) Reset() {
 	*x = QueryResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[49]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3284,7 +3613,7 @@ func (x *QueryResponse) String() string {
 func (*QueryResponse) ProtoMessage() {}
 
 func (x *QueryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[49]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3297,7 +3626,7 @@ func (x *QueryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueryResponse.ProtoReflect.Descriptor instead.
 func (*QueryResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{49}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *QueryResponse) GetItems() []*State {
@@ -3325,7 +3654,7 @@ type ReadLogRequest struct {
 
 func (x *ReadLogRequest) Reset() {
 	*x = ReadLogRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[50]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3337,7 +3666,7 @@ func (x *ReadLogRequest) String() string {
 func (*ReadLogRequest) ProtoMessage() {}
 
 func (x *ReadLogRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[50]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3350,7 +3679,7 @@ func (x *ReadLogRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadLogRequest.ProtoReflect.Descriptor instead.
 func (*ReadLogRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{50}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *ReadLogRequest) GetAfterSeq() uint64 {
@@ -3378,7 +3707,7 @@ type ReadLogResponse struct {
 
 func (x *ReadLogResponse) Reset() {
 	*x = ReadLogResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[51]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3390,7 +3719,7 @@ func (x *ReadLogResponse) String() string {
 func (*ReadLogResponse) ProtoMessage() {}
 
 func (x *ReadLogResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[51]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3403,7 +3732,7 @@ func (x *ReadLogResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadLogResponse.ProtoReflect.Descriptor instead.
 func (*ReadLogResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{51}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *ReadLogResponse) GetChanges() []*Change {
@@ -3435,7 +3764,7 @@ type SubscribeRequest struct {
 
 func (x *SubscribeRequest) Reset() {
 	*x = SubscribeRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[52]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3447,7 +3776,7 @@ func (x *SubscribeRequest) String() string {
 func (*SubscribeRequest) ProtoMessage() {}
 
 func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[52]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3460,7 +3789,7 @@ func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeRequest.ProtoReflect.Descriptor instead.
 func (*SubscribeRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{52}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *SubscribeRequest) GetIdPrefix() string {
@@ -3512,7 +3841,7 @@ type SubscribeResponse struct {
 
 func (x *SubscribeResponse) Reset() {
 	*x = SubscribeResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[53]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3524,7 +3853,7 @@ func (x *SubscribeResponse) String() string {
 func (*SubscribeResponse) ProtoMessage() {}
 
 func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[53]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3537,7 +3866,7 @@ func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeResponse.ProtoReflect.Descriptor instead.
 func (*SubscribeResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{53}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *SubscribeResponse) GetType() string {
@@ -3618,7 +3947,7 @@ type GetHealthRequest struct {
 
 func (x *GetHealthRequest) Reset() {
 	*x = GetHealthRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[54]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3630,7 +3959,7 @@ func (x *GetHealthRequest) String() string {
 func (*GetHealthRequest) ProtoMessage() {}
 
 func (x *GetHealthRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[54]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3643,7 +3972,7 @@ func (x *GetHealthRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHealthRequest.ProtoReflect.Descriptor instead.
 func (*GetHealthRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{54}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{59}
 }
 
 type ServiceHealth struct {
@@ -3657,7 +3986,7 @@ type ServiceHealth struct {
 
 func (x *ServiceHealth) Reset() {
 	*x = ServiceHealth{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[55]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3669,7 +3998,7 @@ func (x *ServiceHealth) String() string {
 func (*ServiceHealth) ProtoMessage() {}
 
 func (x *ServiceHealth) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[55]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3682,7 +4011,7 @@ func (x *ServiceHealth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceHealth.ProtoReflect.Descriptor instead.
 func (*ServiceHealth) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{55}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *ServiceHealth) GetStatus() string {
@@ -3716,7 +4045,7 @@ type AgentHealth struct {
 
 func (x *AgentHealth) Reset() {
 	*x = AgentHealth{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[56]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3728,7 +4057,7 @@ func (x *AgentHealth) String() string {
 func (*AgentHealth) ProtoMessage() {}
 
 func (x *AgentHealth) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[56]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3741,7 +4070,7 @@ func (x *AgentHealth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentHealth.ProtoReflect.Descriptor instead.
 func (*AgentHealth) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{56}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *AgentHealth) GetHealthy() int32 {
@@ -3774,7 +4103,7 @@ type GetHealthResponse struct {
 
 func (x *GetHealthResponse) Reset() {
 	*x = GetHealthResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[57]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3786,7 +4115,7 @@ func (x *GetHealthResponse) String() string {
 func (*GetHealthResponse) ProtoMessage() {}
 
 func (x *GetHealthResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[57]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3799,7 +4128,7 @@ func (x *GetHealthResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHealthResponse.ProtoReflect.Descriptor instead.
 func (*GetHealthResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{57}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *GetHealthResponse) GetStatus() string {
@@ -3848,7 +4177,7 @@ type HealthIssue struct {
 
 func (x *HealthIssue) Reset() {
 	*x = HealthIssue{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[58]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3860,7 +4189,7 @@ func (x *HealthIssue) String() string {
 func (*HealthIssue) ProtoMessage() {}
 
 func (x *HealthIssue) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[58]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3873,7 +4202,7 @@ func (x *HealthIssue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthIssue.ProtoReflect.Descriptor instead.
 func (*HealthIssue) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{58}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *HealthIssue) GetKind() string {
@@ -3956,7 +4285,7 @@ const file_fedsync_v1_fedsync_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\x1aP\n" +
 	"\vFieldsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12+\n" +
-	"\x05value\x18\x02 \x01(\v2\x15.fedsync.v1.FieldMetaR\x05value:\x028\x01\"\x93\x02\n" +
+	"\x05value\x18\x02 \x01(\v2\x15.fedsync.v1.FieldMetaR\x05value:\x028\x01\"\xb2\x02\n" +
 	"\x06Change\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12'\n" +
 	"\x05state\x18\x02 \x01(\v2\x11.fedsync.v1.StateR\x05state\x12\x1d\n" +
@@ -3968,7 +4297,10 @@ const file_fedsync_v1_fedsync_proto_rawDesc = "" +
 	"\x03set\x18\x06 \x01(\fR\x03set\x12\x18\n" +
 	"\aremoved\x18\a \x03(\tR\aremoved\x12#\n" +
 	"\rvalue_omitted\x18\b \x01(\bR\fvalueOmitted\x12%\n" +
-	"\x0echange_omitted\x18\t \x01(\bR\rchangeOmitted\"W\n" +
+	"\x0echange_omitted\x18\t \x01(\bR\rchangeOmitted\x12\x1d\n" +
+	"\n" +
+	"value_hash\x18\n" +
+	" \x01(\x06R\tvalueHash\"W\n" +
 	"\tHeartbeat\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x16\n" +
 	"\x06region\x18\x02 \x01(\tR\x06region\x12\x17\n" +
@@ -4076,7 +4408,28 @@ const file_fedsync_v1_fedsync_proto_rawDesc = "" +
 	"\bfrontier\x18\x01 \x03(\v2-.fedsync.v1.GetFrontierResponse.FrontierEntryR\bfrontier\x1a;\n" +
 	"\rFrontierEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"\x9d\x01\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"<\n" +
+	"\n" +
+	"DigestNode\x12\x16\n" +
+	"\x06prefix\x18\x01 \x01(\tR\x06prefix\x12\x16\n" +
+	"\x06bucket\x18\x02 \x01(\x05R\x06bucket\"^\n" +
+	"\x11GetDigestsRequest\x12\x1b\n" +
+	"\tafter_seq\x18\x01 \x01(\x04R\bafterSeq\x12,\n" +
+	"\x05nodes\x18\x02 \x03(\v2\x16.fedsync.v1.DigestNodeR\x05nodes\"\\\n" +
+	"\x06Digest\x12*\n" +
+	"\x04node\x18\x01 \x01(\v2\x16.fedsync.v1.DigestNodeR\x04node\x12\x10\n" +
+	"\x03sum\x18\x02 \x01(\x06R\x03sum\x12\x14\n" +
+	"\x05count\x18\x03 \x01(\x03R\x05count\"O\n" +
+	"\x04Leaf\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x03R\aversion\x12\x1d\n" +
+	"\n" +
+	"value_hash\x18\x03 \x01(\x06R\tvalueHash\"\xa1\x01\n" +
+	"\x12GetDigestsResponse\x12\x19\n" +
+	"\bhead_seq\x18\x01 \x01(\x04R\aheadSeq\x12,\n" +
+	"\adigests\x18\x02 \x03(\v2\x12.fedsync.v1.DigestR\adigests\x12(\n" +
+	"\x06leaves\x18\x03 \x03(\v2\x10.fedsync.v1.LeafR\x06leaves\x12\x18\n" +
+	"\achanged\x18\x04 \x03(\tR\achanged\"\x9d\x01\n" +
 	"\aOutcome\x12\x1d\n" +
 	"\n" +
 	"message_id\x18\x01 \x01(\tR\tmessageId\x12\x19\n" +
@@ -4107,7 +4460,7 @@ const file_fedsync_v1_fedsync_proto_rawDesc = "" +
 	"\x12GetConflictRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"G\n" +
 	"\x13GetConflictResponse\x120\n" +
-	"\bconflict\x18\x01 \x01(\v2\x14.fedsync.v1.ConflictR\bconflict\"\xfa\x06\n" +
+	"\bconflict\x18\x01 \x01(\v2\x14.fedsync.v1.ConflictR\bconflict\"\xef\a\n" +
 	"\fApplyRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\tdata_type\x18\x02 \x01(\tR\bdataType\x12\x14\n" +
@@ -4127,7 +4480,8 @@ const file_fedsync_v1_fedsync_proto_rawDesc = "" +
 	"\x0ecausal_counter\x18\r \x01(\x03R\rcausalCounter\x120\n" +
 	"\x14resolves_conflict_id\x18\x0e \x01(\tR\x12resolvesConflictId\x122\n" +
 	"\tconflicts\x18\x0f \x03(\v2\x14.fedsync.v1.ConflictR\tconflicts\x12L\n" +
-	"\fpatch_fields\x18\x10 \x03(\v2).fedsync.v1.ApplyRequest.PatchFieldsEntryR\vpatchFields\x1aP\n" +
+	"\fpatch_fields\x18\x10 \x03(\v2).fedsync.v1.ApplyRequest.PatchFieldsEntryR\vpatchFields\x129\n" +
+	"\x05trace\x18\x11 \x03(\v2#.fedsync.v1.ApplyRequest.TraceEntryR\x05trace\x1aP\n" +
 	"\vFieldsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12+\n" +
 	"\x05value\x18\x02 \x01(\v2\x15.fedsync.v1.FieldMetaR\x05value:\x028\x01\x1a>\n" +
@@ -4136,7 +4490,11 @@ const file_fedsync_v1_fedsync_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\x1a>\n" +
 	"\x10PatchFieldsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"Y\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\x1a8\n" +
+	"\n" +
+	"TraceEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"Y\n" +
 	"\rApplyResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x03R\aversion\x12\x1c\n" +
 	"\tduplicate\x18\x02 \x01(\bR\tduplicate\x12\x10\n" +
@@ -4245,7 +4603,7 @@ const file_fedsync_v1_fedsync_proto_rawDesc = "" +
 	"\vSyncControl\x12\x1e.fedsync.v1.SyncControlRequest\x1a\x1f.fedsync.v1.SyncControlResponse2\xbd\x01\n" +
 	"\fMergeService\x12Q\n" +
 	"\fCommitStrong\x12\x1f.fedsync.v1.CommitStrongRequest\x1a .fedsync.v1.CommitStrongResponse\x12Z\n" +
-	"\x0fResolveConflict\x12\".fedsync.v1.ResolveConflictRequest\x1a#.fedsync.v1.ResolveConflictResponse2\xcf\a\n" +
+	"\x0fResolveConflict\x12\".fedsync.v1.ResolveConflictRequest\x1a#.fedsync.v1.ResolveConflictResponse2\x9c\b\n" +
 	"\x11StateStoreService\x12<\n" +
 	"\x05Apply\x12\x18.fedsync.v1.ApplyRequest\x1a\x19.fedsync.v1.ApplyResponse\x12K\n" +
 	"\n" +
@@ -4254,7 +4612,9 @@ const file_fedsync_v1_fedsync_proto_rawDesc = "" +
 	"\x03Get\x12\x16.fedsync.v1.GetRequest\x1a\x17.fedsync.v1.GetResponse\x12<\n" +
 	"\x05Query\x12\x18.fedsync.v1.QueryRequest\x1a\x19.fedsync.v1.QueryResponse\x12B\n" +
 	"\aReadLog\x12\x1a.fedsync.v1.ReadLogRequest\x1a\x1b.fedsync.v1.ReadLogResponse\x12N\n" +
-	"\vGetFrontier\x12\x1e.fedsync.v1.GetFrontierRequest\x1a\x1f.fedsync.v1.GetFrontierResponse\x12T\n" +
+	"\vGetFrontier\x12\x1e.fedsync.v1.GetFrontierRequest\x1a\x1f.fedsync.v1.GetFrontierResponse\x12K\n" +
+	"\n" +
+	"GetDigests\x12\x1d.fedsync.v1.GetDigestsRequest\x1a\x1e.fedsync.v1.GetDigestsResponse\x12T\n" +
 	"\rRecordOutcome\x12 .fedsync.v1.RecordOutcomeRequest\x1a!.fedsync.v1.RecordOutcomeResponse\x12K\n" +
 	"\n" +
 	"GetOutcome\x12\x1d.fedsync.v1.GetOutcomeRequest\x1a\x1e.fedsync.v1.GetOutcomeResponse\x12T\n" +
@@ -4282,7 +4642,7 @@ func file_fedsync_v1_fedsync_proto_rawDescGZIP() []byte {
 }
 
 var file_fedsync_v1_fedsync_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_fedsync_v1_fedsync_proto_msgTypes = make([]protoimpl.MessageInfo, 73)
+var file_fedsync_v1_fedsync_proto_msgTypes = make([]protoimpl.MessageInfo, 79)
 var file_fedsync_v1_fedsync_proto_goTypes = []any{
 	(MessageType)(0),                // 0: fedsync.v1.MessageType
 	(Consistency)(0),                // 1: fedsync.v1.Consistency
@@ -4316,144 +4676,157 @@ var file_fedsync_v1_fedsync_proto_goTypes = []any{
 	(*Conflict)(nil),                // 29: fedsync.v1.Conflict
 	(*GetFrontierRequest)(nil),      // 30: fedsync.v1.GetFrontierRequest
 	(*GetFrontierResponse)(nil),     // 31: fedsync.v1.GetFrontierResponse
-	(*Outcome)(nil),                 // 32: fedsync.v1.Outcome
-	(*RecordOutcomeRequest)(nil),    // 33: fedsync.v1.RecordOutcomeRequest
-	(*RecordOutcomeResponse)(nil),   // 34: fedsync.v1.RecordOutcomeResponse
-	(*GetOutcomeRequest)(nil),       // 35: fedsync.v1.GetOutcomeRequest
-	(*GetOutcomeResponse)(nil),      // 36: fedsync.v1.GetOutcomeResponse
-	(*ListConflictsRequest)(nil),    // 37: fedsync.v1.ListConflictsRequest
-	(*ListConflictsResponse)(nil),   // 38: fedsync.v1.ListConflictsResponse
-	(*GetConflictRequest)(nil),      // 39: fedsync.v1.GetConflictRequest
-	(*GetConflictResponse)(nil),     // 40: fedsync.v1.GetConflictResponse
-	(*ApplyRequest)(nil),            // 41: fedsync.v1.ApplyRequest
-	(*ApplyResponse)(nil),           // 42: fedsync.v1.ApplyResponse
-	(*ApplyBatchRequest)(nil),       // 43: fedsync.v1.ApplyBatchRequest
-	(*ApplyResult)(nil),             // 44: fedsync.v1.ApplyResult
-	(*ApplyBatchResponse)(nil),      // 45: fedsync.v1.ApplyBatchResponse
-	(*GetManyRequest)(nil),          // 46: fedsync.v1.GetManyRequest
-	(*GetManyResponse)(nil),         // 47: fedsync.v1.GetManyResponse
-	(*GetRequest)(nil),              // 48: fedsync.v1.GetRequest
-	(*GetResponse)(nil),             // 49: fedsync.v1.GetResponse
-	(*QueryRequest)(nil),            // 50: fedsync.v1.QueryRequest
-	(*QueryResponse)(nil),           // 51: fedsync.v1.QueryResponse
-	(*ReadLogRequest)(nil),          // 52: fedsync.v1.ReadLogRequest
-	(*ReadLogResponse)(nil),         // 53: fedsync.v1.ReadLogResponse
-	(*SubscribeRequest)(nil),        // 54: fedsync.v1.SubscribeRequest
-	(*SubscribeResponse)(nil),       // 55: fedsync.v1.SubscribeResponse
-	(*GetHealthRequest)(nil),        // 56: fedsync.v1.GetHealthRequest
-	(*ServiceHealth)(nil),           // 57: fedsync.v1.ServiceHealth
-	(*AgentHealth)(nil),             // 58: fedsync.v1.AgentHealth
-	(*GetHealthResponse)(nil),       // 59: fedsync.v1.GetHealthResponse
-	(*HealthIssue)(nil),             // 60: fedsync.v1.HealthIssue
-	nil,                             // 61: fedsync.v1.SyncMessage.MetadataEntry
-	nil,                             // 62: fedsync.v1.Delta.VectorClockEntry
-	nil,                             // 63: fedsync.v1.Delta.PatchFieldsEntry
-	nil,                             // 64: fedsync.v1.State.VectorClockEntry
-	nil,                             // 65: fedsync.v1.State.FieldsEntry
-	nil,                             // 66: fedsync.v1.GetRevocationsResponse.DisabledClientsEntry
-	nil,                             // 67: fedsync.v1.GetRevocationsResponse.RevokedTokensEntry
-	nil,                             // 68: fedsync.v1.PushStateRequest.VectorClockEntry
-	nil,                             // 69: fedsync.v1.GetFrontierResponse.FrontierEntry
-	nil,                             // 70: fedsync.v1.ApplyRequest.FieldsEntry
-	nil,                             // 71: fedsync.v1.ApplyRequest.VectorClockEntry
-	nil,                             // 72: fedsync.v1.ApplyRequest.PatchFieldsEntry
-	nil,                             // 73: fedsync.v1.GetHealthResponse.ServicesEntry
-	nil,                             // 74: fedsync.v1.GetHealthResponse.RegionsEntry
+	(*DigestNode)(nil),              // 32: fedsync.v1.DigestNode
+	(*GetDigestsRequest)(nil),       // 33: fedsync.v1.GetDigestsRequest
+	(*Digest)(nil),                  // 34: fedsync.v1.Digest
+	(*Leaf)(nil),                    // 35: fedsync.v1.Leaf
+	(*GetDigestsResponse)(nil),      // 36: fedsync.v1.GetDigestsResponse
+	(*Outcome)(nil),                 // 37: fedsync.v1.Outcome
+	(*RecordOutcomeRequest)(nil),    // 38: fedsync.v1.RecordOutcomeRequest
+	(*RecordOutcomeResponse)(nil),   // 39: fedsync.v1.RecordOutcomeResponse
+	(*GetOutcomeRequest)(nil),       // 40: fedsync.v1.GetOutcomeRequest
+	(*GetOutcomeResponse)(nil),      // 41: fedsync.v1.GetOutcomeResponse
+	(*ListConflictsRequest)(nil),    // 42: fedsync.v1.ListConflictsRequest
+	(*ListConflictsResponse)(nil),   // 43: fedsync.v1.ListConflictsResponse
+	(*GetConflictRequest)(nil),      // 44: fedsync.v1.GetConflictRequest
+	(*GetConflictResponse)(nil),     // 45: fedsync.v1.GetConflictResponse
+	(*ApplyRequest)(nil),            // 46: fedsync.v1.ApplyRequest
+	(*ApplyResponse)(nil),           // 47: fedsync.v1.ApplyResponse
+	(*ApplyBatchRequest)(nil),       // 48: fedsync.v1.ApplyBatchRequest
+	(*ApplyResult)(nil),             // 49: fedsync.v1.ApplyResult
+	(*ApplyBatchResponse)(nil),      // 50: fedsync.v1.ApplyBatchResponse
+	(*GetManyRequest)(nil),          // 51: fedsync.v1.GetManyRequest
+	(*GetManyResponse)(nil),         // 52: fedsync.v1.GetManyResponse
+	(*GetRequest)(nil),              // 53: fedsync.v1.GetRequest
+	(*GetResponse)(nil),             // 54: fedsync.v1.GetResponse
+	(*QueryRequest)(nil),            // 55: fedsync.v1.QueryRequest
+	(*QueryResponse)(nil),           // 56: fedsync.v1.QueryResponse
+	(*ReadLogRequest)(nil),          // 57: fedsync.v1.ReadLogRequest
+	(*ReadLogResponse)(nil),         // 58: fedsync.v1.ReadLogResponse
+	(*SubscribeRequest)(nil),        // 59: fedsync.v1.SubscribeRequest
+	(*SubscribeResponse)(nil),       // 60: fedsync.v1.SubscribeResponse
+	(*GetHealthRequest)(nil),        // 61: fedsync.v1.GetHealthRequest
+	(*ServiceHealth)(nil),           // 62: fedsync.v1.ServiceHealth
+	(*AgentHealth)(nil),             // 63: fedsync.v1.AgentHealth
+	(*GetHealthResponse)(nil),       // 64: fedsync.v1.GetHealthResponse
+	(*HealthIssue)(nil),             // 65: fedsync.v1.HealthIssue
+	nil,                             // 66: fedsync.v1.SyncMessage.MetadataEntry
+	nil,                             // 67: fedsync.v1.Delta.VectorClockEntry
+	nil,                             // 68: fedsync.v1.Delta.PatchFieldsEntry
+	nil,                             // 69: fedsync.v1.State.VectorClockEntry
+	nil,                             // 70: fedsync.v1.State.FieldsEntry
+	nil,                             // 71: fedsync.v1.GetRevocationsResponse.DisabledClientsEntry
+	nil,                             // 72: fedsync.v1.GetRevocationsResponse.RevokedTokensEntry
+	nil,                             // 73: fedsync.v1.PushStateRequest.VectorClockEntry
+	nil,                             // 74: fedsync.v1.GetFrontierResponse.FrontierEntry
+	nil,                             // 75: fedsync.v1.ApplyRequest.FieldsEntry
+	nil,                             // 76: fedsync.v1.ApplyRequest.VectorClockEntry
+	nil,                             // 77: fedsync.v1.ApplyRequest.PatchFieldsEntry
+	nil,                             // 78: fedsync.v1.ApplyRequest.TraceEntry
+	nil,                             // 79: fedsync.v1.GetHealthResponse.ServicesEntry
+	nil,                             // 80: fedsync.v1.GetHealthResponse.RegionsEntry
 }
 var file_fedsync_v1_fedsync_proto_depIdxs = []int32{
 	0,  // 0: fedsync.v1.SyncMessage.type:type_name -> fedsync.v1.MessageType
-	61, // 1: fedsync.v1.SyncMessage.metadata:type_name -> fedsync.v1.SyncMessage.MetadataEntry
+	66, // 1: fedsync.v1.SyncMessage.metadata:type_name -> fedsync.v1.SyncMessage.MetadataEntry
 	1,  // 2: fedsync.v1.Delta.consistency:type_name -> fedsync.v1.Consistency
-	62, // 3: fedsync.v1.Delta.vector_clock:type_name -> fedsync.v1.Delta.VectorClockEntry
-	63, // 4: fedsync.v1.Delta.patch_fields:type_name -> fedsync.v1.Delta.PatchFieldsEntry
-	64, // 5: fedsync.v1.State.vector_clock:type_name -> fedsync.v1.State.VectorClockEntry
-	65, // 6: fedsync.v1.State.fields:type_name -> fedsync.v1.State.FieldsEntry
+	67, // 3: fedsync.v1.Delta.vector_clock:type_name -> fedsync.v1.Delta.VectorClockEntry
+	68, // 4: fedsync.v1.Delta.patch_fields:type_name -> fedsync.v1.Delta.PatchFieldsEntry
+	69, // 5: fedsync.v1.State.vector_clock:type_name -> fedsync.v1.State.VectorClockEntry
+	70, // 6: fedsync.v1.State.fields:type_name -> fedsync.v1.State.FieldsEntry
 	5,  // 7: fedsync.v1.Change.state:type_name -> fedsync.v1.State
-	66, // 8: fedsync.v1.GetRevocationsResponse.disabled_clients:type_name -> fedsync.v1.GetRevocationsResponse.DisabledClientsEntry
-	67, // 9: fedsync.v1.GetRevocationsResponse.revoked_tokens:type_name -> fedsync.v1.GetRevocationsResponse.RevokedTokensEntry
+	71, // 8: fedsync.v1.GetRevocationsResponse.disabled_clients:type_name -> fedsync.v1.GetRevocationsResponse.DisabledClientsEntry
+	72, // 9: fedsync.v1.GetRevocationsResponse.revoked_tokens:type_name -> fedsync.v1.GetRevocationsResponse.RevokedTokensEntry
 	24, // 10: fedsync.v1.SyncControlResponse.state:type_name -> fedsync.v1.ControlState
-	68, // 11: fedsync.v1.PushStateRequest.vector_clock:type_name -> fedsync.v1.PushStateRequest.VectorClockEntry
+	73, // 11: fedsync.v1.PushStateRequest.vector_clock:type_name -> fedsync.v1.PushStateRequest.VectorClockEntry
 	29, // 12: fedsync.v1.ResolveConflictResponse.conflict:type_name -> fedsync.v1.Conflict
 	3,  // 13: fedsync.v1.CommitStrongRequest.delta:type_name -> fedsync.v1.Delta
 	24, // 14: fedsync.v1.GetControlResponse.state:type_name -> fedsync.v1.ControlState
 	24, // 15: fedsync.v1.SetControlRequest.state:type_name -> fedsync.v1.ControlState
 	24, // 16: fedsync.v1.SetControlResponse.state:type_name -> fedsync.v1.ControlState
-	69, // 17: fedsync.v1.GetFrontierResponse.frontier:type_name -> fedsync.v1.GetFrontierResponse.FrontierEntry
-	32, // 18: fedsync.v1.RecordOutcomeRequest.outcome:type_name -> fedsync.v1.Outcome
-	29, // 19: fedsync.v1.RecordOutcomeRequest.conflicts:type_name -> fedsync.v1.Conflict
-	32, // 20: fedsync.v1.GetOutcomeResponse.outcome:type_name -> fedsync.v1.Outcome
-	29, // 21: fedsync.v1.ListConflictsResponse.conflicts:type_name -> fedsync.v1.Conflict
-	29, // 22: fedsync.v1.GetConflictResponse.conflict:type_name -> fedsync.v1.Conflict
-	70, // 23: fedsync.v1.ApplyRequest.fields:type_name -> fedsync.v1.ApplyRequest.FieldsEntry
-	71, // 24: fedsync.v1.ApplyRequest.vector_clock:type_name -> fedsync.v1.ApplyRequest.VectorClockEntry
-	29, // 25: fedsync.v1.ApplyRequest.conflicts:type_name -> fedsync.v1.Conflict
-	72, // 26: fedsync.v1.ApplyRequest.patch_fields:type_name -> fedsync.v1.ApplyRequest.PatchFieldsEntry
-	41, // 27: fedsync.v1.ApplyBatchRequest.items:type_name -> fedsync.v1.ApplyRequest
-	33, // 28: fedsync.v1.ApplyBatchRequest.outcomes:type_name -> fedsync.v1.RecordOutcomeRequest
-	44, // 29: fedsync.v1.ApplyBatchResponse.results:type_name -> fedsync.v1.ApplyResult
-	5,  // 30: fedsync.v1.GetManyResponse.states:type_name -> fedsync.v1.State
-	5,  // 31: fedsync.v1.GetResponse.state:type_name -> fedsync.v1.State
-	5,  // 32: fedsync.v1.QueryResponse.items:type_name -> fedsync.v1.State
-	6,  // 33: fedsync.v1.ReadLogResponse.changes:type_name -> fedsync.v1.Change
-	73, // 34: fedsync.v1.GetHealthResponse.services:type_name -> fedsync.v1.GetHealthResponse.ServicesEntry
-	74, // 35: fedsync.v1.GetHealthResponse.regions:type_name -> fedsync.v1.GetHealthResponse.RegionsEntry
-	58, // 36: fedsync.v1.GetHealthResponse.agents:type_name -> fedsync.v1.AgentHealth
-	60, // 37: fedsync.v1.GetHealthResponse.issues:type_name -> fedsync.v1.HealthIssue
-	4,  // 38: fedsync.v1.State.FieldsEntry.value:type_name -> fedsync.v1.FieldMeta
-	4,  // 39: fedsync.v1.ApplyRequest.FieldsEntry.value:type_name -> fedsync.v1.FieldMeta
-	57, // 40: fedsync.v1.GetHealthResponse.ServicesEntry.value:type_name -> fedsync.v1.ServiceHealth
-	57, // 41: fedsync.v1.GetHealthResponse.RegionsEntry.value:type_name -> fedsync.v1.ServiceHealth
-	10, // 42: fedsync.v1.AuthnService.IssueToken:input_type -> fedsync.v1.IssueTokenRequest
-	12, // 43: fedsync.v1.AuthnService.GetJWKS:input_type -> fedsync.v1.GetJWKSRequest
-	8,  // 44: fedsync.v1.AuthnService.GetRevocations:input_type -> fedsync.v1.GetRevocationsRequest
-	16, // 45: fedsync.v1.ValidationService.PushState:input_type -> fedsync.v1.PushStateRequest
-	18, // 46: fedsync.v1.ValidationService.Heartbeat:input_type -> fedsync.v1.HeartbeatRequest
-	14, // 47: fedsync.v1.ValidationService.SyncControl:input_type -> fedsync.v1.SyncControlRequest
-	22, // 48: fedsync.v1.MergeService.CommitStrong:input_type -> fedsync.v1.CommitStrongRequest
-	20, // 49: fedsync.v1.MergeService.ResolveConflict:input_type -> fedsync.v1.ResolveConflictRequest
-	41, // 50: fedsync.v1.StateStoreService.Apply:input_type -> fedsync.v1.ApplyRequest
-	43, // 51: fedsync.v1.StateStoreService.ApplyBatch:input_type -> fedsync.v1.ApplyBatchRequest
-	46, // 52: fedsync.v1.StateStoreService.GetMany:input_type -> fedsync.v1.GetManyRequest
-	48, // 53: fedsync.v1.StateStoreService.Get:input_type -> fedsync.v1.GetRequest
-	50, // 54: fedsync.v1.StateStoreService.Query:input_type -> fedsync.v1.QueryRequest
-	52, // 55: fedsync.v1.StateStoreService.ReadLog:input_type -> fedsync.v1.ReadLogRequest
-	30, // 56: fedsync.v1.StateStoreService.GetFrontier:input_type -> fedsync.v1.GetFrontierRequest
-	33, // 57: fedsync.v1.StateStoreService.RecordOutcome:input_type -> fedsync.v1.RecordOutcomeRequest
-	35, // 58: fedsync.v1.StateStoreService.GetOutcome:input_type -> fedsync.v1.GetOutcomeRequest
-	37, // 59: fedsync.v1.StateStoreService.ListConflicts:input_type -> fedsync.v1.ListConflictsRequest
-	39, // 60: fedsync.v1.StateStoreService.GetConflict:input_type -> fedsync.v1.GetConflictRequest
-	25, // 61: fedsync.v1.StateStoreService.GetControl:input_type -> fedsync.v1.GetControlRequest
-	27, // 62: fedsync.v1.StateStoreService.SetControl:input_type -> fedsync.v1.SetControlRequest
-	54, // 63: fedsync.v1.BroadcasterService.Subscribe:input_type -> fedsync.v1.SubscribeRequest
-	56, // 64: fedsync.v1.HealthMonitorService.GetHealth:input_type -> fedsync.v1.GetHealthRequest
-	11, // 65: fedsync.v1.AuthnService.IssueToken:output_type -> fedsync.v1.IssueTokenResponse
-	13, // 66: fedsync.v1.AuthnService.GetJWKS:output_type -> fedsync.v1.GetJWKSResponse
-	9,  // 67: fedsync.v1.AuthnService.GetRevocations:output_type -> fedsync.v1.GetRevocationsResponse
-	17, // 68: fedsync.v1.ValidationService.PushState:output_type -> fedsync.v1.PushStateResponse
-	19, // 69: fedsync.v1.ValidationService.Heartbeat:output_type -> fedsync.v1.HeartbeatResponse
-	15, // 70: fedsync.v1.ValidationService.SyncControl:output_type -> fedsync.v1.SyncControlResponse
-	23, // 71: fedsync.v1.MergeService.CommitStrong:output_type -> fedsync.v1.CommitStrongResponse
-	21, // 72: fedsync.v1.MergeService.ResolveConflict:output_type -> fedsync.v1.ResolveConflictResponse
-	42, // 73: fedsync.v1.StateStoreService.Apply:output_type -> fedsync.v1.ApplyResponse
-	45, // 74: fedsync.v1.StateStoreService.ApplyBatch:output_type -> fedsync.v1.ApplyBatchResponse
-	47, // 75: fedsync.v1.StateStoreService.GetMany:output_type -> fedsync.v1.GetManyResponse
-	49, // 76: fedsync.v1.StateStoreService.Get:output_type -> fedsync.v1.GetResponse
-	51, // 77: fedsync.v1.StateStoreService.Query:output_type -> fedsync.v1.QueryResponse
-	53, // 78: fedsync.v1.StateStoreService.ReadLog:output_type -> fedsync.v1.ReadLogResponse
-	31, // 79: fedsync.v1.StateStoreService.GetFrontier:output_type -> fedsync.v1.GetFrontierResponse
-	34, // 80: fedsync.v1.StateStoreService.RecordOutcome:output_type -> fedsync.v1.RecordOutcomeResponse
-	36, // 81: fedsync.v1.StateStoreService.GetOutcome:output_type -> fedsync.v1.GetOutcomeResponse
-	38, // 82: fedsync.v1.StateStoreService.ListConflicts:output_type -> fedsync.v1.ListConflictsResponse
-	40, // 83: fedsync.v1.StateStoreService.GetConflict:output_type -> fedsync.v1.GetConflictResponse
-	26, // 84: fedsync.v1.StateStoreService.GetControl:output_type -> fedsync.v1.GetControlResponse
-	28, // 85: fedsync.v1.StateStoreService.SetControl:output_type -> fedsync.v1.SetControlResponse
-	55, // 86: fedsync.v1.BroadcasterService.Subscribe:output_type -> fedsync.v1.SubscribeResponse
-	59, // 87: fedsync.v1.HealthMonitorService.GetHealth:output_type -> fedsync.v1.GetHealthResponse
-	65, // [65:88] is the sub-list for method output_type
-	42, // [42:65] is the sub-list for method input_type
-	42, // [42:42] is the sub-list for extension type_name
-	42, // [42:42] is the sub-list for extension extendee
-	0,  // [0:42] is the sub-list for field type_name
+	74, // 17: fedsync.v1.GetFrontierResponse.frontier:type_name -> fedsync.v1.GetFrontierResponse.FrontierEntry
+	32, // 18: fedsync.v1.GetDigestsRequest.nodes:type_name -> fedsync.v1.DigestNode
+	32, // 19: fedsync.v1.Digest.node:type_name -> fedsync.v1.DigestNode
+	34, // 20: fedsync.v1.GetDigestsResponse.digests:type_name -> fedsync.v1.Digest
+	35, // 21: fedsync.v1.GetDigestsResponse.leaves:type_name -> fedsync.v1.Leaf
+	37, // 22: fedsync.v1.RecordOutcomeRequest.outcome:type_name -> fedsync.v1.Outcome
+	29, // 23: fedsync.v1.RecordOutcomeRequest.conflicts:type_name -> fedsync.v1.Conflict
+	37, // 24: fedsync.v1.GetOutcomeResponse.outcome:type_name -> fedsync.v1.Outcome
+	29, // 25: fedsync.v1.ListConflictsResponse.conflicts:type_name -> fedsync.v1.Conflict
+	29, // 26: fedsync.v1.GetConflictResponse.conflict:type_name -> fedsync.v1.Conflict
+	75, // 27: fedsync.v1.ApplyRequest.fields:type_name -> fedsync.v1.ApplyRequest.FieldsEntry
+	76, // 28: fedsync.v1.ApplyRequest.vector_clock:type_name -> fedsync.v1.ApplyRequest.VectorClockEntry
+	29, // 29: fedsync.v1.ApplyRequest.conflicts:type_name -> fedsync.v1.Conflict
+	77, // 30: fedsync.v1.ApplyRequest.patch_fields:type_name -> fedsync.v1.ApplyRequest.PatchFieldsEntry
+	78, // 31: fedsync.v1.ApplyRequest.trace:type_name -> fedsync.v1.ApplyRequest.TraceEntry
+	46, // 32: fedsync.v1.ApplyBatchRequest.items:type_name -> fedsync.v1.ApplyRequest
+	38, // 33: fedsync.v1.ApplyBatchRequest.outcomes:type_name -> fedsync.v1.RecordOutcomeRequest
+	49, // 34: fedsync.v1.ApplyBatchResponse.results:type_name -> fedsync.v1.ApplyResult
+	5,  // 35: fedsync.v1.GetManyResponse.states:type_name -> fedsync.v1.State
+	5,  // 36: fedsync.v1.GetResponse.state:type_name -> fedsync.v1.State
+	5,  // 37: fedsync.v1.QueryResponse.items:type_name -> fedsync.v1.State
+	6,  // 38: fedsync.v1.ReadLogResponse.changes:type_name -> fedsync.v1.Change
+	79, // 39: fedsync.v1.GetHealthResponse.services:type_name -> fedsync.v1.GetHealthResponse.ServicesEntry
+	80, // 40: fedsync.v1.GetHealthResponse.regions:type_name -> fedsync.v1.GetHealthResponse.RegionsEntry
+	63, // 41: fedsync.v1.GetHealthResponse.agents:type_name -> fedsync.v1.AgentHealth
+	65, // 42: fedsync.v1.GetHealthResponse.issues:type_name -> fedsync.v1.HealthIssue
+	4,  // 43: fedsync.v1.State.FieldsEntry.value:type_name -> fedsync.v1.FieldMeta
+	4,  // 44: fedsync.v1.ApplyRequest.FieldsEntry.value:type_name -> fedsync.v1.FieldMeta
+	62, // 45: fedsync.v1.GetHealthResponse.ServicesEntry.value:type_name -> fedsync.v1.ServiceHealth
+	62, // 46: fedsync.v1.GetHealthResponse.RegionsEntry.value:type_name -> fedsync.v1.ServiceHealth
+	10, // 47: fedsync.v1.AuthnService.IssueToken:input_type -> fedsync.v1.IssueTokenRequest
+	12, // 48: fedsync.v1.AuthnService.GetJWKS:input_type -> fedsync.v1.GetJWKSRequest
+	8,  // 49: fedsync.v1.AuthnService.GetRevocations:input_type -> fedsync.v1.GetRevocationsRequest
+	16, // 50: fedsync.v1.ValidationService.PushState:input_type -> fedsync.v1.PushStateRequest
+	18, // 51: fedsync.v1.ValidationService.Heartbeat:input_type -> fedsync.v1.HeartbeatRequest
+	14, // 52: fedsync.v1.ValidationService.SyncControl:input_type -> fedsync.v1.SyncControlRequest
+	22, // 53: fedsync.v1.MergeService.CommitStrong:input_type -> fedsync.v1.CommitStrongRequest
+	20, // 54: fedsync.v1.MergeService.ResolveConflict:input_type -> fedsync.v1.ResolveConflictRequest
+	46, // 55: fedsync.v1.StateStoreService.Apply:input_type -> fedsync.v1.ApplyRequest
+	48, // 56: fedsync.v1.StateStoreService.ApplyBatch:input_type -> fedsync.v1.ApplyBatchRequest
+	51, // 57: fedsync.v1.StateStoreService.GetMany:input_type -> fedsync.v1.GetManyRequest
+	53, // 58: fedsync.v1.StateStoreService.Get:input_type -> fedsync.v1.GetRequest
+	55, // 59: fedsync.v1.StateStoreService.Query:input_type -> fedsync.v1.QueryRequest
+	57, // 60: fedsync.v1.StateStoreService.ReadLog:input_type -> fedsync.v1.ReadLogRequest
+	30, // 61: fedsync.v1.StateStoreService.GetFrontier:input_type -> fedsync.v1.GetFrontierRequest
+	33, // 62: fedsync.v1.StateStoreService.GetDigests:input_type -> fedsync.v1.GetDigestsRequest
+	38, // 63: fedsync.v1.StateStoreService.RecordOutcome:input_type -> fedsync.v1.RecordOutcomeRequest
+	40, // 64: fedsync.v1.StateStoreService.GetOutcome:input_type -> fedsync.v1.GetOutcomeRequest
+	42, // 65: fedsync.v1.StateStoreService.ListConflicts:input_type -> fedsync.v1.ListConflictsRequest
+	44, // 66: fedsync.v1.StateStoreService.GetConflict:input_type -> fedsync.v1.GetConflictRequest
+	25, // 67: fedsync.v1.StateStoreService.GetControl:input_type -> fedsync.v1.GetControlRequest
+	27, // 68: fedsync.v1.StateStoreService.SetControl:input_type -> fedsync.v1.SetControlRequest
+	59, // 69: fedsync.v1.BroadcasterService.Subscribe:input_type -> fedsync.v1.SubscribeRequest
+	61, // 70: fedsync.v1.HealthMonitorService.GetHealth:input_type -> fedsync.v1.GetHealthRequest
+	11, // 71: fedsync.v1.AuthnService.IssueToken:output_type -> fedsync.v1.IssueTokenResponse
+	13, // 72: fedsync.v1.AuthnService.GetJWKS:output_type -> fedsync.v1.GetJWKSResponse
+	9,  // 73: fedsync.v1.AuthnService.GetRevocations:output_type -> fedsync.v1.GetRevocationsResponse
+	17, // 74: fedsync.v1.ValidationService.PushState:output_type -> fedsync.v1.PushStateResponse
+	19, // 75: fedsync.v1.ValidationService.Heartbeat:output_type -> fedsync.v1.HeartbeatResponse
+	15, // 76: fedsync.v1.ValidationService.SyncControl:output_type -> fedsync.v1.SyncControlResponse
+	23, // 77: fedsync.v1.MergeService.CommitStrong:output_type -> fedsync.v1.CommitStrongResponse
+	21, // 78: fedsync.v1.MergeService.ResolveConflict:output_type -> fedsync.v1.ResolveConflictResponse
+	47, // 79: fedsync.v1.StateStoreService.Apply:output_type -> fedsync.v1.ApplyResponse
+	50, // 80: fedsync.v1.StateStoreService.ApplyBatch:output_type -> fedsync.v1.ApplyBatchResponse
+	52, // 81: fedsync.v1.StateStoreService.GetMany:output_type -> fedsync.v1.GetManyResponse
+	54, // 82: fedsync.v1.StateStoreService.Get:output_type -> fedsync.v1.GetResponse
+	56, // 83: fedsync.v1.StateStoreService.Query:output_type -> fedsync.v1.QueryResponse
+	58, // 84: fedsync.v1.StateStoreService.ReadLog:output_type -> fedsync.v1.ReadLogResponse
+	31, // 85: fedsync.v1.StateStoreService.GetFrontier:output_type -> fedsync.v1.GetFrontierResponse
+	36, // 86: fedsync.v1.StateStoreService.GetDigests:output_type -> fedsync.v1.GetDigestsResponse
+	39, // 87: fedsync.v1.StateStoreService.RecordOutcome:output_type -> fedsync.v1.RecordOutcomeResponse
+	41, // 88: fedsync.v1.StateStoreService.GetOutcome:output_type -> fedsync.v1.GetOutcomeResponse
+	43, // 89: fedsync.v1.StateStoreService.ListConflicts:output_type -> fedsync.v1.ListConflictsResponse
+	45, // 90: fedsync.v1.StateStoreService.GetConflict:output_type -> fedsync.v1.GetConflictResponse
+	26, // 91: fedsync.v1.StateStoreService.GetControl:output_type -> fedsync.v1.GetControlResponse
+	28, // 92: fedsync.v1.StateStoreService.SetControl:output_type -> fedsync.v1.SetControlResponse
+	60, // 93: fedsync.v1.BroadcasterService.Subscribe:output_type -> fedsync.v1.SubscribeResponse
+	64, // 94: fedsync.v1.HealthMonitorService.GetHealth:output_type -> fedsync.v1.GetHealthResponse
+	71, // [71:95] is the sub-list for method output_type
+	47, // [47:71] is the sub-list for method input_type
+	47, // [47:47] is the sub-list for extension type_name
+	47, // [47:47] is the sub-list for extension extendee
+	0,  // [0:47] is the sub-list for field type_name
 }
 
 func init() { file_fedsync_v1_fedsync_proto_init() }
@@ -4467,7 +4840,7 @@ func file_fedsync_v1_fedsync_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fedsync_v1_fedsync_proto_rawDesc), len(file_fedsync_v1_fedsync_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   73,
+			NumMessages:   79,
 			NumExtensions: 0,
 			NumServices:   6,
 		},

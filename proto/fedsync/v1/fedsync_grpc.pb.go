@@ -555,6 +555,7 @@ const (
 	StateStoreService_Query_FullMethodName         = "/fedsync.v1.StateStoreService/Query"
 	StateStoreService_ReadLog_FullMethodName       = "/fedsync.v1.StateStoreService/ReadLog"
 	StateStoreService_GetFrontier_FullMethodName   = "/fedsync.v1.StateStoreService/GetFrontier"
+	StateStoreService_GetDigests_FullMethodName    = "/fedsync.v1.StateStoreService/GetDigests"
 	StateStoreService_RecordOutcome_FullMethodName = "/fedsync.v1.StateStoreService/RecordOutcome"
 	StateStoreService_GetOutcome_FullMethodName    = "/fedsync.v1.StateStoreService/GetOutcome"
 	StateStoreService_ListConflicts_FullMethodName = "/fedsync.v1.StateStoreService/ListConflicts"
@@ -586,6 +587,10 @@ type StateStoreServiceClient interface {
 	// GetFrontier returns the causal frontier: per agent, the highest causal
 	// counter committed.
 	GetFrontier(ctx context.Context, in *GetFrontierRequest, opts ...grpc.CallOption) (*GetFrontierResponse, error)
+	// GetDigests returns a level of the Merkle-style digest tree of the current
+	// documents, as of a log position: what a regional hub compares its view of
+	// the committed state with (seed 8.2, consistency verification).
+	GetDigests(ctx context.Context, in *GetDigestsRequest, opts ...grpc.CallOption) (*GetDigestsResponse, error)
 	// RecordOutcome records what became of a delta that committed nothing
 	// (superseded or rejected), with its conflicts.
 	RecordOutcome(ctx context.Context, in *RecordOutcomeRequest, opts ...grpc.CallOption) (*RecordOutcomeResponse, error)
@@ -679,6 +684,16 @@ func (c *stateStoreServiceClient) GetFrontier(ctx context.Context, in *GetFronti
 	return out, nil
 }
 
+func (c *stateStoreServiceClient) GetDigests(ctx context.Context, in *GetDigestsRequest, opts ...grpc.CallOption) (*GetDigestsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetDigestsResponse)
+	err := c.cc.Invoke(ctx, StateStoreService_GetDigests_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *stateStoreServiceClient) RecordOutcome(ctx context.Context, in *RecordOutcomeRequest, opts ...grpc.CallOption) (*RecordOutcomeResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(RecordOutcomeResponse)
@@ -762,6 +777,10 @@ type StateStoreServiceServer interface {
 	// GetFrontier returns the causal frontier: per agent, the highest causal
 	// counter committed.
 	GetFrontier(context.Context, *GetFrontierRequest) (*GetFrontierResponse, error)
+	// GetDigests returns a level of the Merkle-style digest tree of the current
+	// documents, as of a log position: what a regional hub compares its view of
+	// the committed state with (seed 8.2, consistency verification).
+	GetDigests(context.Context, *GetDigestsRequest) (*GetDigestsResponse, error)
 	// RecordOutcome records what became of a delta that committed nothing
 	// (superseded or rejected), with its conflicts.
 	RecordOutcome(context.Context, *RecordOutcomeRequest) (*RecordOutcomeResponse, error)
@@ -805,6 +824,9 @@ func (UnimplementedStateStoreServiceServer) ReadLog(context.Context, *ReadLogReq
 }
 func (UnimplementedStateStoreServiceServer) GetFrontier(context.Context, *GetFrontierRequest) (*GetFrontierResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetFrontier not implemented")
+}
+func (UnimplementedStateStoreServiceServer) GetDigests(context.Context, *GetDigestsRequest) (*GetDigestsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetDigests not implemented")
 }
 func (UnimplementedStateStoreServiceServer) RecordOutcome(context.Context, *RecordOutcomeRequest) (*RecordOutcomeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RecordOutcome not implemented")
@@ -971,6 +993,24 @@ func _StateStoreService_GetFrontier_Handler(srv interface{}, ctx context.Context
 	return interceptor(ctx, in, info, handler)
 }
 
+func _StateStoreService_GetDigests_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetDigestsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StateStoreServiceServer).GetDigests(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: StateStoreService_GetDigests_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StateStoreServiceServer).GetDigests(ctx, req.(*GetDigestsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _StateStoreService_RecordOutcome_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(RecordOutcomeRequest)
 	if err := dec(in); err != nil {
@@ -1113,6 +1153,10 @@ var StateStoreService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetFrontier",
 			Handler:    _StateStoreService_GetFrontier_Handler,
+		},
+		{
+			MethodName: "GetDigests",
+			Handler:    _StateStoreService_GetDigests_Handler,
 		},
 		{
 			MethodName: "RecordOutcome",

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"sort"
 	"strings"
 	"syscall"
@@ -37,6 +38,9 @@ func run() error {
 	edgeEU := fs.String("edge-eu", "127.0.0.1:8090", "edge address of region eu")
 	agents := fs.Int("agents", 53, "simulated agents (env AGENTS)")
 	rate := fs.Float64("agent-rate", 2, "deltas per second per agent")
+	withOtel := fs.Bool("otel", false, "start Jaeger (built by `make jaeger`) beside the mesh and send every service's spans to it (make run OTEL=1)")
+	jaegerUI := fs.String("jaeger-ui", "127.0.0.1:16686", "address of Jaeger's UI and query API, with -otel")
+	jaegerOTLP := fs.String("jaeger-otlp", "127.0.0.1:4317", "address of Jaeger's OTLP/gRPC receiver, with -otel")
 	if err := flagenv.Parse(fs, "FEDSYNC_DEVSTACK", os.Args[1:]); err != nil {
 		return err
 	}
@@ -58,6 +62,15 @@ func run() error {
 		opts.KafkaBrokers = strings.Split(*kafka, ",")
 	}
 	begin := time.Now()
+	if *withOtel {
+		j, err := devstack.StartJaeger(ctx, filepath.Join(*bin, "jaeger"), filepath.Join(*state, "jaeger"), *jaegerOTLP, *jaegerUI)
+		if err != nil {
+			return err
+		}
+		defer j.Stop()
+		opts.OTLPEndpoint = j.OTLPAddr
+		fmt.Printf("jaeger: UI and query API at http://%s (traces: http://%s/api/traces?service=validation), OTLP at %s\n", j.QueryAddr, j.QueryAddr, j.OTLPAddr)
+	}
 	stack, err := devstack.Start(ctx, opts)
 	if err != nil {
 		return err
