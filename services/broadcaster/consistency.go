@@ -11,7 +11,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/fedsync/fedsync/libs/access"
 	"github.com/fedsync/fedsync/libs/apierr"
+	"github.com/fedsync/fedsync/libs/authtoken"
 	"github.com/fedsync/fedsync/libs/digest"
 	fedsyncv1 "github.com/fedsync/fedsync/proto/fedsync/v1"
 )
@@ -301,9 +303,14 @@ func (s *service) Corrupt(id string, version int64) {
 }
 
 // NewFaultInjectionHandler serves POST /debug/consistency/corrupt with a
-// CorruptRequest.
+// CorruptRequest, for federation admins (L4) only.
 func NewFaultInjectionHandler(s *service) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, _ := authtoken.FromContext(r.Context())
+		if err := access.RequireLevel(c, "L4", "Damaging a hub's view (fault injection)"); err != nil {
+			apierr.WriteHTTP(w, err)
+			return
+		}
 		var req CorruptRequest
 		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096)).Decode(&req); err != nil || req.ID == "" {
 			apierr.WriteHTTP(w, apierr.New(apierr.InvalidArgument, "The body must be {\"id\": ..., \"version\": ...}."))

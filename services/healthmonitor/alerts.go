@@ -261,7 +261,7 @@ func startAlerts(rt *svcrun.Runtime, cfg *Config, hubs *hubState) (*alerter, *sc
 	var sc *scraper
 	if len(cfg.AlertScrape) > 0 {
 		sc = newScraper(cfg.AlertScrape, 5*time.Minute)
-		rules = append(rules, successRule(sc, cfg.SuccessThreshold, cfg.AlertFor), latencyRule(sc, cfg.LatencyThreshold, cfg.AlertFor))
+		rules = append(rules, successRule(sc, cfg.SuccessThreshold, cfg.AlertFor), latencyRule(sc, cfg.LatencyThreshold, cfg.AlertFor), consistencyRule(sc))
 	}
 	al := newAlerter(rules, sinks, log.With(rt.Logger, "component", "alerts"))
 	firing := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "fedsync_alerts_firing", Help: "Alerts of the seed's rules firing now, by alert name (every healthmonitor replica evaluates)."}, []string{"alert"})

@@ -147,3 +147,34 @@ func TestScrapedRules(t *testing.T) {
 		t.Fatalf("high_sync_latency: %v (p99 %v)", l, sc.p99())
 	}
 }
+
+// TestConsistencyRule: a hub whose last verification found divergent
+// documents fires consistency_divergence for its region, read from a real
+// /metrics endpoint with the broadcaster's series; it resolves once a later
+// verification finds none.
+func TestConsistencyRule(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	divergent := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "fedsync_consistency_divergent_documents"}, []string{"region"})
+	repaired := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "fedsync_consistency_repaired_documents_total"}, []string{"region"})
+	reg.MustRegister(divergent, repaired)
+	srv := httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	defer srv.Close()
+	sc := newScraper([]string{srv.URL}, 5*time.Minute)
+	divergent.WithLabelValues("na").Set(0)
+	divergent.WithLabelValues("eu").Set(2)
+	repaired.WithLabelValues("eu").Add(2)
+	now := time.Unix(1000, 0)
+	sc.scrape(context.Background(), now)
+	c := consistencyRule(sc).Eval(now)
+	if len(c) != 1 || c[0].Labels["region"] != "eu" {
+		t.Fatalf("consistency_divergence: %v", c)
+	}
+	if v := sc.consistencyViews()["eu"]; v.Divergent != 2 || v.Repaired != 2 {
+		t.Fatalf("eu's view: %+v", v)
+	}
+	divergent.WithLabelValues("eu").Set(0)
+	sc.scrape(context.Background(), now.Add(time.Minute))
+	if c := consistencyRule(sc).Eval(now); len(c) != 0 {
+		t.Fatalf("after a clean verification: %v", c)
+	}
+}

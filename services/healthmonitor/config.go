@@ -49,7 +49,7 @@ func ParseConfig(fs *flag.FlagSet, args []string) (*Config, error) {
 	fs.DurationVar(&c.DLQWindow, "pipeline.dlq-window", 5*time.Minute, "health is degraded while records reached the dead-letter topic within this window")
 	fs.StringVar(&c.MergeGroup, "pipeline.merge-group", "fedsync-merge", "merge's consumer group on fedsync.deltas")
 	fs.Var(&c.AlertSinks, "alerts.webhooks", "comma-separated alert sinks, each alertmanager=URL (Alertmanager's /api/v2/alerts) or slack=URL (an incoming webhook); firing and resolved are both sent")
-	fs.Var(&c.AlertScrape, "alerts.scrape", "comma-separated /metrics URLs read for sync_success_rate and sync_latency (merge's); without them only regional_hub_down is evaluated")
+	fs.Var(&c.AlertScrape, "alerts.scrape", "comma-separated /metrics URLs read for sync_success_rate and sync_latency (merge's) and the consistency verification (each broadcaster's); without them only regional_hub_down is evaluated")
 	fs.DurationVar(&c.AlertInterval, "alerts.interval", 5*time.Second, "interval between evaluations of the alert rules")
 	fs.DurationVar(&c.HubDownFor, "alerts.hub-down-for", 30*time.Second, "regional_hub_down: how long no instance of a region's hub may answer before the alert fires (seed: 30 s)")
 	fs.DurationVar(&c.AlertFor, "alerts.for", time.Minute, "high_sync_latency and sync_failure_spike: how long the condition must hold before the alert fires")

@@ -63,14 +63,17 @@ type snapshot struct {
 	Conflicts float64            `json:"conflicts_per_s"`
 	Lag       float64            `json:"lag"`
 	P99       map[string]float64 `json:"p99_ms"`
-	Alerts    []alertView        `json:"alerts"`
-	Issues    []issue            `json:"issues"`
+	// Consistency is each region's hub's last verification against statestore.
+	Consistency map[string]ConsistencyView `json:"consistency"`
+	Alerts      []alertView                `json:"alerts"`
+	Issues      []issue                    `json:"issues"`
 }
 
 func (d *dashboard) snapshot(ctx context.Context) snapshot {
 	resp, _ := d.svc.GetHealth(ctx, &fedsyncv1.GetHealthRequest{})
 	s := snapshot{Time: time.Now().UTC().Format(time.RFC3339), Status: resp.GetStatus(), Services: components(resp.GetServices()),
-		Regions: components(resp.GetRegions()), Issues: issues(resp.GetIssues()), Agents: []agentView{}, Alerts: []alertView{}, P99: map[string]float64{}}
+		Regions: components(resp.GetRegions()), Issues: issues(resp.GetIssues()), Agents: []agentView{}, Alerts: []alertView{}, P99: map[string]float64{},
+		Consistency: map[string]ConsistencyView{}}
 	d.agents.mu.Lock()
 	now := d.agents.now()
 	for id, t := range d.agents.lastSeen {
@@ -98,6 +101,7 @@ func (d *dashboard) snapshot(ctx context.Context) snapshot {
 	if d.scraper != nil {
 		s.Committed, s.Conflicts, s.Lag = d.scraper.rates()
 		s.P99 = d.scraper.p99()
+		s.Consistency = d.scraper.consistencyViews()
 	}
 	return s
 }

@@ -54,6 +54,19 @@ type scraper struct {
 	mu      sync.Mutex
 	success map[rateKey]float64 // from the last scrape
 	history []latencySample     // oldest first, within the window
+	// consistency is each region's hub's last verification (the
+	// broadcasters' fedsync_consistency_* series).
+	consistency map[string]ConsistencyView
+}
+
+// ConsistencyView is what a region's hub reported of its last verification
+// of its view of the committed state against statestore.
+type ConsistencyView struct {
+	Divergent float64 `json:"divergent_documents"`
+	Repaired  float64 `json:"repaired_documents_total"`
+	Documents float64 `json:"view_documents"`
+	LastCheck string  `json:"last_check,omitempty"`
+	Checks    float64 `json:"checks_total"`
 }
 
 // rateKey names one sync_success_rate series.
@@ -73,6 +86,7 @@ func newScraper(urls []string, window time.Duration) *scraper {
 // scrape reads every endpoint once; unreachable ones are skipped.
 func (s *scraper) scrape(ctx context.Context, now time.Time) {
 	success := map[rateKey]float64{}
+	consistency := map[string]ConsistencyView{}
 	buckets := map[string]map[float64]float64{}
 	var committed, conflicts, lag float64
 	for _, u := range s.urls {
@@ -95,6 +109,7 @@ func (s *scraper) scrape(ctx context.Context, now time.Time) {
 				success[rateKey{label(m, "regional_hub"), label(m, "sync_type")}] = m.GetGauge().GetValue()
 			}
 		}
+		scrapeConsistency(mfs, consistency)
 		if mf := mfs["fedsync_merge_deltas_total"]; mf != nil {
 			for _, m := range mf.GetMetric() {
 				if label(m, "outcome") == "committed" {
@@ -131,11 +146,66 @@ func (s *scraper) scrape(ctx context.Context, now time.Time) {
 	}
 	s.mu.Lock()
 	s.success = success
+	s.consistency = consistency
 	s.history = append(s.history, latencySample{at: now, buckets: buckets, committed: committed, conflicts: conflicts, lag: lag})
 	for len(s.history) > 1 && now.Sub(s.history[1].at) >= s.window {
 		s.history = s.history[1:]
 	}
 	s.mu.Unlock()
+}
+
+// scrapeConsistency adds the consistency series of one endpoint, by region.
+func scrapeConsistency(mfs map[string]*dto.MetricFamily, out map[string]ConsistencyView) {
+	each := func(name string, fn func(v *ConsistencyView, m *dto.Metric)) {
+		if mf := mfs[name]; mf != nil {
+			for _, m := range mf.GetMetric() {
+				r := label(m, "region")
+				v := out[r]
+				fn(&v, m)
+				out[r] = v
+			}
+		}
+	}
+	each("fedsync_consistency_divergent_documents", func(v *ConsistencyView, m *dto.Metric) { v.Divergent += m.GetGauge().GetValue() })
+	each("fedsync_consistency_repaired_documents_total", func(v *ConsistencyView, m *dto.Metric) { v.Repaired += m.GetCounter().GetValue() })
+	each("fedsync_consistency_view_documents", func(v *ConsistencyView, m *dto.Metric) { v.Documents = max(v.Documents, m.GetGauge().GetValue()) })
+	each("fedsync_consistency_checks_total", func(v *ConsistencyView, m *dto.Metric) { v.Checks += m.GetCounter().GetValue() })
+	each("fedsync_consistency_last_check_timestamp_seconds", func(v *ConsistencyView, m *dto.Metric) {
+		if ts := m.GetGauge().GetValue(); ts > 0 {
+			t := time.Unix(0, int64(ts*1e9)).UTC().Format(time.RFC3339)
+			if t > v.LastCheck {
+				v.LastCheck = t
+			}
+		}
+	})
+}
+
+// consistencyViews returns each region's last verification.
+func (s *scraper) consistencyViews() map[string]ConsistencyView {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]ConsistencyView, len(s.consistency))
+	for r, v := range s.consistency {
+		out[r] = v
+	}
+	return out
+}
+
+// consistencyRule is consistency_divergence: a region's hub found, at its
+// last verification, documents on which its view and statestore differed
+// (seed 8.2). They were repaired; the alert resolves when a later
+// verification finds none.
+func consistencyRule(s *scraper) Rule {
+	return Rule{Name: "consistency_divergence", Severity: "warning", Eval: func(time.Time) []Condition {
+		var out []Condition
+		for r, v := range s.consistencyViews() {
+			if v.Divergent > 0 {
+				out = append(out, Condition{Labels: map[string]string{"region": r},
+					Summary: fmt.Sprintf("the last consistency verification of region %s's hub found %.0f documents diverged from statestore; they were repaired (%.0f repaired in all)", r, v.Divergent, v.Repaired)})
+			}
+		}
+		return out
+	}}
 }
 
 func label(m *dto.Metric, name string) string {

@@ -371,8 +371,13 @@ func (s *Stack) plan(regions []string, clientsPath string) error {
 		}
 		if p.binary == "healthmonitor" {
 			// merge's /metrics feeds the sync_failure_spike and
-			// high_sync_latency rules.
-			args = append(args, "-probe-interval=2s", "-alerts.scrape=http://"+httpAddr["merge"]+"/metrics")
+			// high_sync_latency rules, the hubs' the consistency_divergence
+			// rule and the dashboard's consistency table.
+			scrape := []string{"http://" + httpAddr["merge"] + "/metrics"}
+			for _, r := range regions {
+				scrape = append(scrape, "http://"+httpAddr["broadcaster-"+r]+"/metrics")
+			}
+			args = append(args, "-probe-interval=2s", "-alerts.scrape="+strings.Join(scrape, ","))
 		}
 		if p.binary == "broadcaster" {
 			// The mesh listens on loopback here, so loopback stays refused to
