@@ -5,8 +5,12 @@ SERVICES := authn validation merge statestore broadcaster healthmonitor
 # Every package of every module in go.work.
 PKGS := $(shell go list -m -f '{{.Dir}}/...' 2>/dev/null | sed "s|^$(CURDIR)/|./|")
 KAFKA_ADDR := 127.0.0.1:19093
+# go.work and every go.mod name the patched toolchain (toolchain go1.26.11:
+# the standard library fixes govulncheck asks for); auto fetches it from the
+# module proxy when the installed Go is older. Set GOTOOLCHAIN to override.
+export GOTOOLCHAIN ?= auto
 
-.PHONY: help build run jaeger test test-deploy test-rules test-integration proto proto-check lint kafka-start kafka-stop clean fedbench bench bench-full bench-deps bench-prune
+.PHONY: help build run jaeger vulncheck test test-deploy test-rules test-integration proto proto-check lint kafka-start kafka-stop clean fedbench bench bench-full bench-deps bench-prune
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -21,6 +25,9 @@ run: build $(if $(OTEL),jaeger) ## Run the whole mesh with 53 simulated agents (
 jaeger: ## Build Jaeger v2 (pinned in tools/jaeger) into .fedsync/bin, for make run OTEL=1 and the trace test.
 	@mkdir -p $(BIN)
 	cd tools/jaeger && GOWORK=off go build -o ../../$(BIN)/jaeger github.com/jaegertracing/jaeger/cmd/jaeger
+
+vulncheck: ## govulncheck (pinned in tools/vulncheck) over every shipped module, against vuln.go.dev or, offline, the pinned golang.org/x/vulndb.
+	scripts/vulncheck.sh
 
 test: test-deploy ## Unit, service and end-to-end tests on the embedded broker, and the offline deploy checks (Go only).
 	go vet $(PKGS)

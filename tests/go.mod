@@ -2,6 +2,8 @@ module github.com/fedsync/fedsync/tests
 
 go 1.26.7
 
+toolchain go1.26.11
+
 require (
 	github.com/coder/websocket v1.8.15
 	github.com/fedsync/fedsync/libs v0.0.0

@@ -2,6 +2,8 @@ module github.com/fedsync/fedsync/services/authn
 
 go 1.26.7
 
+toolchain go1.26.11
+
 require (
 	github.com/fedsync/fedsync/libs v0.0.0
 	github.com/fedsync/fedsync/proto v0.0.0

@@ -2,6 +2,8 @@ module github.com/fedsync/fedsync/tools/fedbench
 
 go 1.26.7
 
+toolchain go1.26.11
+
 replace (
 	github.com/fedsync/fedsync/libs => ../../libs
 	github.com/fedsync/fedsync/proto => ../../proto
@@ -52,7 +54,7 @@ require (
 	go.uber.org/atomic v1.7.0 // indirect
 	go.uber.org/multierr v1.6.0 // indirect
 	golang.org/x/crypto v0.58.0 // indirect
-	golang.org/x/net v0.61.0 // indirect
+	golang.org/x/net v0.62.0 // indirect
 	golang.org/x/sys v0.49.0 // indirect
 	golang.org/x/text v0.43.0 // indirect
 	google.golang.org/genproto/googleapis/api v0.0.0-20261019180522-ce908d29299b // indirect

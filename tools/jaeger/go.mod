@@ -2,6 +2,8 @@ module github.com/fedsync/fedsync/tools/jaeger
 
 go 1.26.7
 
+toolchain go1.26.11
+
 tool github.com/jaegertracing/jaeger/cmd/jaeger
 
 require (
