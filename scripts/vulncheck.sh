@@ -34,7 +34,7 @@ echo "vulnerability database: $db"
 
 # The modules fedsync ships or runs in CI; the pinned build tools
 # (tools/protogen, tools/jaeger, tools/vulncheck) are not part of the product.
-mods="libs proto tools tests tools/fedbench deploy/verify"
+mods="libs proto sdk/go tools tests tools/fedbench deploy/verify"
 for s in authn validation merge statestore broadcaster healthmonitor; do mods="$mods services/$s"; done
 failed=""
 for m in $mods; do

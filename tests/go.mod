@@ -22,6 +22,7 @@ require (
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/buger/jsonparser v1.6.1 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
+	github.com/fedsync/fedsync/sdk/go v0.0.0
 	github.com/go-kit/log v0.2.1 // indirect
 	github.com/go-logfmt/logfmt v0.5.1 // indirect
 	github.com/go-openapi/jsonpointer v1.0.2 // indirect
@@ -54,3 +55,5 @@ replace (
 	github.com/fedsync/fedsync/proto => ../proto
 	github.com/fedsync/fedsync/tools => ../tools
 )
+
+replace github.com/fedsync/fedsync/sdk/go => ../sdk/go

@@ -23,7 +23,7 @@ func TestRoutesNamesSpanByPattern(t *testing.T) {
 	mux.HandleFunc("POST /api/v1/sync/state", func(w http.ResponseWriter, r *http.Request) {})
 	inner := Routes(mux)
 	wrapped := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		inner.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), struct{}{}, 1)))
+		inner.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), authKey{}, 1)))
 	})
 	// As svcrun serves it: under an outer mux whose pattern is "/".
 	outer := http.NewServeMux()
@@ -38,3 +38,6 @@ func TestRoutesNamesSpanByPattern(t *testing.T) {
 		t.Fatalf("%d spans", len(spans))
 	}
 }
+
+// authKey stands for a middleware's context key.
+type authKey struct{}

@@ -34,6 +34,7 @@ func TestMain(m *testing.M) {
 	for _, s := range []string{"authn", "validation", "merge", "statestore", "broadcaster", "healthmonitor"} {
 		args = append(args, "./services/"+s+"/cmd/"+s)
 	}
+	args = append(args, "./tools/cmd/fedctl")
 	cmd := exec.Command("go", args...)
 	cmd.Dir, cmd.Stdout, cmd.Stderr = root, os.Stderr, os.Stderr
 	if err := cmd.Run(); err != nil {

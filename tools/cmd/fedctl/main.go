@@ -1,83 +1,96 @@
-// Command fedctl is fedsync's operator tool.
+// Command fedctl is fedsync's command line for people: log in, read and write
+// documents, watch changes live, work the review queue, administer clients
+// and keys, pause and resume the federation, read its health, verify audit
+// logs and issue development certificates. `fedctl help` lists the commands,
+// `fedctl completion bash|zsh|fish|powershell` prints shell completion.
 //
-//	fedctl audit verify FILE...      check audit logs' hash chains; names the first bad record
-//	fedctl tls issue DIR SERVICE...  development CA in DIR and a mutual-TLS certificate per service
+// Exit status: 0 done; 1 the operation failed; 2 usage; 3 not logged in or
+// the token was refused; 4 permission denied; 5 not found; 6 version
+// conflict; 7 unavailable or rate limited (try again later).
 package main
 
 import (
+	"errors"
 	"fmt"
+	"io"
 	"os"
-	"regexp"
 
-	"github.com/fedsync/fedsync/libs/audit"
-	"github.com/fedsync/fedsync/libs/mtls"
+	fedsync "github.com/fedsync/fedsync/sdk/go"
 )
 
-const usage = `usage: fedctl audit verify FILE...
-       fedctl tls issue DIR SERVICE...
-
-  audit verify   checks each audit log's hash chain (and its .head file when
-                 present) and names the first edited, removed, reordered or
-                 cut-off record. Exit status 1 when any log is broken.
-
-  tls issue      opens the development CA in DIR (ca.pem, ca-key.pem), creating
-                 it when absent or about to expire, and issues each SERVICE a
-                 certificate for mutual TLS between services (DIR/SERVICE.pem,
-                 DIR/SERVICE-key.pem: URI SAN spiffe://fedsync/SERVICE, server
-                 and client auth, 90 days). Valid certificates are kept, so
-                 running it again changes nothing. Prints the files per service.
-                 For development and small installs: DIR holds the CA's key.`
+// Exit statuses.
+const (
+	exitOK          = 0
+	exitFailed      = 1
+	exitUsage       = 2
+	exitAuth        = 3
+	exitDenied      = 4
+	exitNotFound    = 5
+	exitConflict    = 6
+	exitUnavailable = 7
+)
 
 func main() { os.Exit(run(os.Args[1:])) }
 
-func run(args []string) int {
-	switch {
-	case len(args) >= 3 && args[0] == "audit" && args[1] == "verify":
-		return auditVerify(args[2:])
-	case len(args) >= 4 && args[0] == "tls" && args[1] == "issue":
-		return tlsIssue(args[2], args[3:])
-	}
-	fmt.Fprintln(os.Stderr, usage)
-	return 2
+// exitError carries an exit status and a hint of what to do.
+type exitError struct {
+	code int
+	err  error
+	hint string
 }
 
-func auditVerify(paths []string) int {
-	status := 0
-	for _, path := range paths {
-		n, err := audit.VerifyFile(path)
-		if err != nil {
-			fmt.Printf("%s: BROKEN after %d good records: %v\n", path, n, err)
-			status = 1
-			continue
-		}
-		fmt.Printf("%s: ok, %d records\n", path, n)
-	}
-	return status
+func (e *exitError) Error() string { return e.err.Error() }
+
+func usageErr(format string, args ...any) error {
+	return &exitError{code: exitUsage, err: fmt.Errorf(format, args...)}
 }
 
-// serviceName is what a certificate may name: it becomes a file name and the
-// path of spiffe://fedsync/<service>.
-var serviceName = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+// run executes fedctl with args and returns the exit status.
+func run(args []string) int { return runIO(args, os.Stdout, os.Stderr) }
 
-func tlsIssue(dir string, services []string) int {
-	for _, s := range services {
-		if !serviceName.MatchString(s) {
-			fmt.Fprintf(os.Stderr, "fedctl tls issue: %q is not a service name (lower-case letters, digits and dashes)\n", s)
-			return 2
+func runIO(args []string, stdout, stderr io.Writer) int {
+	app := &app{stdout: stdout, stderr: stderr}
+	root := app.root()
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	err := root.Execute()
+	if err == nil {
+		return exitOK
+	}
+	code, hint := classify(err)
+	fmt.Fprintf(stderr, "fedctl: %v\n", err)
+	if hint != "" {
+		fmt.Fprintf(stderr, "  %s\n", hint)
+	}
+	if code == exitUsage && hint == "" {
+		fmt.Fprintln(stderr, "  run fedctl help, or fedctl COMMAND --help, for the commands and their flags")
+	}
+	return code
+}
+
+// classify maps an error to an exit status and a hint.
+func classify(err error) (int, string) {
+	var ee *exitError
+	if errors.As(err, &ee) {
+		if ee.code == exitAuth && ee.hint == "" {
+			return ee.code, "log in with: fedctl login --client-id ID (secret from --secret-stdin or $FEDSYNC_CLIENT_SECRET)"
 		}
+		return ee.code, ee.hint
 	}
-	ca, err := mtls.OpenDevCA(dir)
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "fedctl tls issue: open CA in %s: %v\n", dir, err)
-		return 1
+	switch fedsync.CodeOf(err) {
+	case fedsync.CodeUnauthenticated, fedsync.CodeInvalidClient:
+		return exitAuth, "log in again with: fedctl login --client-id ID"
+	case fedsync.CodePermissionDenied:
+		return exitDenied, "this needs a client of a higher level; fedctl login with one"
+	case fedsync.CodeNotFound:
+		return exitNotFound, ""
+	case fedsync.CodeVersionConflict:
+		return exitConflict, "read the document again (fedctl get) and retry with its version"
+	case fedsync.CodeUnavailable, fedsync.CodeRateLimited:
+		return exitUnavailable, "nothing was applied; try again later (fedctl health shows what is down)"
+	case fedsync.CodeInvalidArgument, fedsync.CodeTooLarge:
+		return exitFailed, ""
 	}
-	for _, s := range services {
-		cfg, err := ca.Issue(s)
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "fedctl tls issue: %s: %v\n", s, err)
-			return 1
-		}
-		fmt.Printf("%s: ca=%s cert=%s key=%s uri=%s%s\n", s, cfg.CA, cfg.Cert, cfg.Key, mtls.URIPrefix, s)
-	}
-	return 0
+	return exitFailed, ""
 }
