@@ -25,7 +25,8 @@ func ValueHash(value []byte) uint64 { return xxhash.Sum64(value) }
 
 // Leaf is the hash of one document at one version with one value.
 func Leaf(id string, version int64, valueHash uint64) uint64 {
-	d := xxhash.New()
+	var d xxhash.Digest
+	d.Reset()
 	d.WriteString(id)
 	var b [17]byte // 0, version, value hash: an id never holds a NUL
 	binary.BigEndian.PutUint64(b[1:9], uint64(version))

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"strings"
 	"testing"
 	"time"
 
@@ -253,30 +254,58 @@ func BenchmarkCommittedSteady(b *testing.B) {
 // subscriptions (the fanout preset's count), each change matching 4 of them.
 func BenchmarkFanOut(b *testing.B) {
 	for _, size := range []int{1, 16, 64, 256, 1024} {
-		b.Run(fmt.Sprintf("batch=%d", size), func(b *testing.B) {
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			svc := NewService(&memLog{}, DefaultOptions())
-			var subs []*Subscription
-			for i := range 10_000 {
-				sub, _ := svc.Subscribe(ctx, SubscribeRequest{Filter: Filter{IDPrefix: fmt.Sprintf("ai-%04d:", i%2500)}, Events: []string{EventsFull, EventsDelta}[i%2]})
-				subs = append(subs, sub)
+		b.Run(fmt.Sprintf("batch=%d", size), func(b *testing.B) { benchFanOut(b, size, DefaultOptions()) })
+	}
+}
+
+// BenchmarkFanOutView is what keeping the view of the committed state for
+// consistency verification (view.go) adds to fan-out: batches of 256, with
+// and without the view.
+func BenchmarkFanOutView(b *testing.B) {
+	for _, noView := range []bool{true, false} {
+		o := DefaultOptions()
+		o.NoView = noView
+		b.Run(fmt.Sprintf("view=%v", !noView), func(b *testing.B) { benchFanOut(b, 256, o) })
+	}
+}
+
+func benchFanOut(b *testing.B, size int, o Options) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	svc := NewService(&memLog{}, o)
+	var subs []*Subscription
+	for i := range 10_000 {
+		sub, _ := svc.Subscribe(ctx, SubscribeRequest{Filter: Filter{IDPrefix: fmt.Sprintf("ai-%04d:", i%2500)}, Events: []string{EventsFull, EventsDelta}[i%2]})
+		subs = append(subs, sub)
+	}
+	batch := make([]*fedsyncv1.Change, size)
+	var buf []Event
+	b.ResetTimer()
+	for i := 0; i < b.N; i += size {
+		for j := range batch {
+			seq := uint64(i + j + 1)
+			batch[j] = &fedsyncv1.Change{Seq: seq, State: &fedsyncv1.State{Id: fmt.Sprintf("ai-%04d:doc", seq%2500), Version: int64(seq), Value: []byte(`{"n":1}`)}, Set: []byte(`{"n":1}`)}
+		}
+		svc.PublishBatch(ctx, batch)
+		if i%4096 < size { // keep queues short: take what waits
+			for _, sub := range subs {
+				buf = sub.Take(buf[:0], 1<<20)
 			}
-			batch := make([]*fedsyncv1.Change, size)
-			var buf []Event
-			b.ResetTimer()
-			for i := 0; i < b.N; i += size {
-				for j := range batch {
-					seq := uint64(i + j + 1)
-					batch[j] = &fedsyncv1.Change{Seq: seq, State: &fedsyncv1.State{Id: fmt.Sprintf("ai-%04d:doc", seq%2500), Version: int64(seq), Value: []byte(`{"n":1}`)}, Set: []byte(`{"n":1}`)}
-				}
-				svc.PublishBatch(ctx, batch)
-				if i%4096 < size { // keep queues short: take what waits
-					for _, sub := range subs {
-						buf = sub.Take(buf[:0], 1<<20)
-					}
-				}
-			}
-		})
+		}
+	}
+}
+
+// BenchmarkViewObserve is the view's cost per committed change alone (a
+// 200-byte document, 2,500 documents).
+func BenchmarkViewObserve(b *testing.B) {
+	v := newRegionView()
+	value := []byte(`{"n":1,"text":"` + strings.Repeat("x", 180) + `"}`)
+	ids := make([]string, 2500)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("ai-%04d:doc", i)
+	}
+	b.ResetTimer()
+	for i := range b.N {
+		v.observe(&fedsyncv1.Change{Seq: uint64(i + 1), State: &fedsyncv1.State{Id: ids[i%len(ids)], Version: int64(i + 1), Value: value}})
 	}
 }

@@ -29,9 +29,12 @@ type viewDoc struct {
 	version int64
 	hash    uint64
 	seq     uint64
+	// sum is the document's leaf hash, kept to take it out of the prefix's
+	// digest when the document changes.
+	sum uint64
 }
 
-func (d viewDoc) leaf(id string) uint64 { return digest.Leaf(id, d.version, d.hash) }
+func (d viewDoc) leaf(string) uint64 { return d.sum }
 
 func newRegionView() *regionView { return &regionView{prefixes: map[string]*viewPrefix{}} }
 
@@ -61,6 +64,7 @@ func (v *regionView) get(id string) (viewDoc, bool) {
 
 // set puts d as id's entry.
 func (v *regionView) set(id string, d viewDoc) {
+	d.sum = digest.Leaf(id, d.version, d.hash)
 	name := digest.Prefix(id)
 	p := v.prefixes[name]
 	if p == nil {

@@ -8,6 +8,7 @@ import (
 	"sort"
 
 	bolt "go.etcd.io/bbolt"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/fedsync/fedsync/libs/apierr"
@@ -141,18 +142,49 @@ func eachLeaf(docs *bolt.Bucket, prefix []byte, changed map[string]bool, fn func
 	if len(prefix) > 0 {
 		k, v = c.Seek(prefix)
 	}
-	st := &fedsyncv1.State{}
 	for ; k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
 		id := string(k)
 		if changed[id] {
 			continue
 		}
-		if err := proto.Unmarshal(v, st); err != nil {
+		version, value, err := versionAndValue(v)
+		if err != nil {
 			return fmt.Errorf("decode state %s: %w", id, err)
 		}
-		fn(id, &fedsyncv1.Leaf{Id: id, Version: st.GetVersion(), ValueHash: digest.ValueHash(st.GetValue())})
+		fn(id, &fedsyncv1.Leaf{Id: id, Version: version, ValueHash: digest.ValueHash(value)})
 	}
 	return nil
+}
+
+// versionAndValue reads State.version and State.value from an encoded State
+// without decoding the rest (its field metadata and vector clock are most of
+// the cost of a whole decode, and a verification reads every document).
+func versionAndValue(b []byte) (int64, []byte, error) {
+	const valueField, versionField = 3, 4 // fedsync.v1.State
+	var version int64
+	var value []byte
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return 0, nil, protowire.ParseError(n)
+		}
+		b = b[n:]
+		switch {
+		case num == valueField && typ == protowire.BytesType:
+			value, n = protowire.ConsumeBytes(b)
+		case num == versionField && typ == protowire.VarintType:
+			var u uint64
+			u, n = protowire.ConsumeVarint(b)
+			version = int64(u)
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, b)
+		}
+		if n < 0 {
+			return 0, nil, protowire.ParseError(n)
+		}
+		b = b[n:]
+	}
+	return version, value, nil
 }
 
 func sortDigests(ds []*fedsyncv1.Digest) {
