@@ -127,7 +127,7 @@ type Health struct {
 // Health reads the federation's health (no token needed). An unhealthy
 // federation (503) is returned with its body, not as an error.
 func (c *Client) Health(ctx context.Context) (*Health, error) {
-	req, err := http.NewRequestWithContext(ctx, "GET", c.base+"/api/v1/sync/health", nil)
+	req, err := http.NewRequestWithContext(ctx, "GET", c.BaseURL()+"/api/v1/sync/health", nil)
 	if err != nil {
 		return nil, err
 	}

@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -18,6 +19,11 @@ import (
 type Config struct {
 	// BaseURL is a regional edge, e.g. http://127.0.0.1:8080.
 	BaseURL string
+	// Edges, instead of BaseURL, are the regional edges in order of
+	// preference (nearest first). The client uses the first and fails over
+	// to the next healthy one when RunHeartbeats finds its hub gone
+	// (failover.go).
+	Edges []string
 	// ClientID and ClientSecret get tokens by the client-credentials grant.
 	ClientID, ClientSecret string
 	// Token, instead of ClientID and ClientSecret, is a bearer token to use as
@@ -34,8 +40,12 @@ type Config struct {
 // concurrent use.
 type Client struct {
 	cfg  Config
-	base string
 	http *http.Client
+
+	// edges are the regional edges; cur is the index of the one in use.
+	edges []string
+	cur   atomic.Int32
+	fo    failoverState
 
 	mu      sync.Mutex
 	token   string
@@ -50,11 +60,20 @@ func New(cfg Config) *Client {
 	if cfg.RefreshBefore <= 0 {
 		cfg.RefreshBefore = 60 * time.Second
 	}
-	return &Client{cfg: cfg, base: strings.TrimRight(cfg.BaseURL, "/"), http: cfg.HTTPClient, token: cfg.Token}
+	edges := cfg.Edges
+	if len(edges) == 0 {
+		edges = []string{cfg.BaseURL}
+	}
+	c := &Client{cfg: cfg, http: cfg.HTTPClient, token: cfg.Token}
+	for _, e := range edges {
+		c.edges = append(c.edges, strings.TrimRight(e, "/"))
+	}
+	c.fo.init()
+	return c
 }
 
-// BaseURL is the edge the client calls.
-func (c *Client) BaseURL() string { return c.base }
+// BaseURL is the edge the client calls now.
+func (c *Client) BaseURL() string { return c.edges[c.cur.Load()] }
 
 // Token returns a valid bearer token and its expiry (zero for a static
 // token), fetching a new one when none is held or it expires within
@@ -72,7 +91,7 @@ func (c *Client) Token(ctx context.Context) (string, time.Time, error) {
 		return c.token, c.expires, nil
 	}
 	form := url.Values{"grant_type": {"client_credentials"}, "client_id": {c.cfg.ClientID}, "client_secret": {c.cfg.ClientSecret}}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+"/oauth2/token", strings.NewReader(form.Encode()))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.BaseURL()+"/oauth2/token", strings.NewReader(form.Encode()))
 	if err != nil {
 		return "", time.Time{}, err
 	}
@@ -120,7 +139,7 @@ func (c *Client) callHeaders(ctx context.Context, method, path string, in, out a
 		if err != nil {
 			return err
 		}
-		req, err := http.NewRequestWithContext(ctx, method, c.base+path, bytes.NewReader(body))
+		req, err := http.NewRequestWithContext(ctx, method, c.BaseURL()+path, bytes.NewReader(body))
 		if err != nil {
 			return err
 		}

@@ -63,7 +63,8 @@ func (c *Client) PushOnce(ctx context.Context, d Delta) (*PushResult, error) {
 
 // Push sends one delta. A delta refused with rate_limited or unavailable
 // (nothing was accepted) is sent again after the server's Retry-After, under
-// the same message id, until ctx ends.
+// the same message id, until ctx ends; so is one whose hub could not be
+// reached, when the client has other edges to fail over to.
 func (c *Client) Push(ctx context.Context, d Delta) (*PushResult, error) {
 	if d.MessageID == "" {
 		d.MessageID = newID()
@@ -71,11 +72,16 @@ func (c *Client) Push(ctx context.Context, d Delta) (*PushResult, error) {
 	for {
 		out, err := c.PushOnce(ctx, d)
 		if err == nil {
+			if out.Version > 0 {
+				c.saw(d.ID, out.Version)
+			}
 			return out, nil
 		}
-		if !Temporary(err) {
+		if !Temporary(err) && !(unreachable(err) && len(c.edges) > 1) {
 			return nil, err
 		}
+		// Unreachable with other edges to fail over to: the same message
+		// id again (at the next edge once heartbeats switch), applied once.
 		wait := time.Second
 		var e *Error
 		if errors.As(err, &e) && e.RetryAfter > 0 {
@@ -85,6 +91,7 @@ func (c *Client) Push(ctx context.Context, d Delta) (*PushResult, error) {
 		case <-ctx.Done():
 			return nil, fmt.Errorf("%w (last answer: %v)", ctx.Err(), err)
 		case <-time.After(wait):
+		case <-c.switchedCh():
 		}
 	}
 }

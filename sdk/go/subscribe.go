@@ -148,6 +148,7 @@ func (s *Subscription) run(ctx context.Context, c *Client, f Filter, o Subscribe
 		case <-ctx.Done():
 			return
 		case <-time.After(wait):
+		case <-c.switchedCh(): // failed over: reconnect to the new hub now
 		}
 		delay = min(delay*2, o.MaxBackoff)
 	}
@@ -182,7 +183,7 @@ func (s *Subscription) stream(ctx context.Context, c *Client, f Filter) (connect
 		}
 		return false, err
 	}
-	u := "ws" + strings.TrimPrefix(c.base, "http") + "/stream"
+	u := "ws" + strings.TrimPrefix(c.BaseURL(), "http") + "/stream"
 	conn, resp, err := websocket.Dial(ctx, u, &websocket.DialOptions{HTTPClient: c.http, HTTPHeader: http.Header{"Authorization": {"Bearer " + tok}}})
 	if err != nil {
 		if resp != nil && resp.StatusCode == http.StatusUnauthorized {
@@ -232,6 +233,7 @@ func (s *Subscription) stream(ctx context.Context, c *Client, f Filter) (connect
 			ch := m.Change
 			ch.Cursor = m.Cursor // the outer field takes "cursor" when decoding
 			s.setCursor(ch.Cursor)
+			c.saw(ch.ID, ch.Version)
 			if !s.emit(ctx, Event{Type: EventChange, Change: &ch, Cursor: ch.Cursor}) {
 				return connected, ctx.Err()
 			}
