@@ -46,6 +46,8 @@ type Client struct {
 	edges []string
 	cur   atomic.Int32
 	fo    failoverState
+	// cache is the L1 cache (nil until EnableCache).
+	cache *l1Cache
 
 	mu      sync.Mutex
 	token   string

@@ -75,6 +75,9 @@ func (c *Client) Push(ctx context.Context, d Delta) (*PushResult, error) {
 			if out.Version > 0 {
 				c.saw(d.ID, out.Version)
 			}
+			if c.cache != nil {
+				c.cache.drop(d.ID) // the cached copy is older than this write
+			}
 			return out, nil
 		}
 		if !Temporary(err) && !(unreachable(err) && len(c.edges) > 1) {
@@ -116,11 +119,26 @@ func (c *Client) PushBatch(ctx context.Context, ds []Delta, parallel int) ([]*Pu
 	return res, errs
 }
 
-// Get reads a document; a missing one is an *Error with CodeNotFound.
+// Get reads a document, from the L1 cache while it holds a fresh copy; a
+// missing one is an *Error with CodeNotFound.
 func (c *Client) Get(ctx context.Context, id string) (*State, error) {
+	if c.cache != nil {
+		if st, ok := c.cache.get(id); ok {
+			return st, nil
+		}
+	}
+	return c.GetFresh(ctx, id)
+}
+
+// GetFresh reads a document from the hub, bypassing the cache (and
+// refreshing it).
+func (c *Client) GetFresh(ctx context.Context, id string) (*State, error) {
 	var out State
 	if err := c.call(ctx, "GET", "/api/v1/sync/state/"+url.PathEscape(id), nil, &out); err != nil {
 		return nil, err
+	}
+	if c.cache != nil {
+		c.cache.put(out)
 	}
 	return &out, nil
 }
@@ -175,7 +193,7 @@ var ErrTooManyConflicts = errors.New("fedsync: too many version conflicts")
 // created, expected_version 0). It returns the committed version.
 func (c *Client) Update(ctx context.Context, id, dataType string, attempts int, fn func(cur *State) (map[string]any, error)) (int64, error) {
 	for i := 0; i < max(attempts, 1); i++ {
-		cur, err := c.Get(ctx, id)
+		cur, err := c.GetFresh(ctx, id)
 		if err != nil && CodeOf(err) != CodeNotFound {
 			return 0, err
 		}

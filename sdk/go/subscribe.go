@@ -234,6 +234,10 @@ func (s *Subscription) stream(ctx context.Context, c *Client, f Filter) (connect
 			ch.Cursor = m.Cursor // the outer field takes "cursor" when decoding
 			s.setCursor(ch.Cursor)
 			c.saw(ch.ID, ch.Version)
+			if c.cache != nil && ch.Value != nil {
+				// Before the reader sees the event: a Get after it is never older.
+				c.cache.put(State{ID: ch.ID, DataType: ch.DataType, Value: ch.Value, Version: ch.Version, UpdatedBy: ch.UpdatedBy, UpdatedAt: ch.UpdatedAt})
+			}
 			if !s.emit(ctx, Event{Type: EventChange, Change: &ch, Cursor: ch.Cursor}) {
 				return connected, ctx.Err()
 			}

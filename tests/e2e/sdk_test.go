@@ -93,3 +93,66 @@ func TestSDKSubscriptionResumesAcrossHubRestart(t *testing.T) {
 	}
 	t.Logf("all %d versions, in order, after %d reconnect attempts", n, reconnects)
 }
+
+// TestSDKCacheHitRatioAndFreshness: a read-heavy agent with the L1 cache on
+// reads 10 documents 2,000 times while it changes one of them every 100 reads.
+// Its subscription keeps the cache fresh: after each change is delivered, Get
+// returns that version (never an older one). Reports the hit ratio.
+func TestSDKCacheHitRatioAndFreshness(t *testing.T) {
+	s := startStack(t)
+	var secret string
+	for _, c := range s.Clients {
+		if c.ClientID == "ai-011" {
+			secret = c.ClientSecret
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := fedsync.New(fedsync.Config{BaseURL: s.EdgeURL("na"), ClientID: "ai-011", ClientSecret: secret})
+	c.EnableCache(fedsync.CacheOptions{})
+	sub := c.Subscribe(ctx, fedsync.Filter{IDPrefix: "ai-011:c"}, fedsync.SubscribeOptions{})
+	next := func(id string, version int64) {
+		t.Helper()
+		for ev := range sub.Events() {
+			if ev.Type == fedsync.EventChange && ev.Change.ID == id && ev.Change.Version >= version {
+				return
+			}
+		}
+		t.Fatalf("subscription ended: %v", sub.Err())
+	}
+	for ev := range sub.Events() {
+		if ev.Type == fedsync.EventConnected {
+			break
+		}
+	}
+	versions := map[string]int64{}
+	write := func(id string) {
+		if _, err := c.Push(ctx, fedsync.Delta{ID: id, DataType: "note", Patch: map[string]any{"v": versions[id] + 1}}); err != nil {
+			t.Fatal(err)
+		}
+		versions[id]++
+		next(id, versions[id])
+	}
+	for i := range 10 {
+		write(fmt.Sprintf("ai-011:c%d", i))
+	}
+	for r := range 2000 {
+		id := fmt.Sprintf("ai-011:c%d", r%10)
+		if r%100 == 99 {
+			write(id)
+		}
+		st, err := c.Get(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Version < versions[id] {
+			t.Fatalf("read %s at version %d after version %d was delivered", id, st.Version, versions[id])
+		}
+	}
+	stats := c.CacheStats()
+	t.Logf("L1 cache over 2,000 reads of 10 documents with 20 writes: hit ratio %.3f (%d hits, %d misses, %d entries, %d bytes)",
+		stats.HitRatio(), stats.Hits, stats.Misses, stats.Entries, stats.Bytes)
+	if stats.HitRatio() < 0.9 {
+		t.Errorf("hit ratio %.3f", stats.HitRatio())
+	}
+}
