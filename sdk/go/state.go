@@ -222,3 +222,14 @@ func RawJSON(v any) string {
 	b, _ := json.MarshalIndent(v, "", "  ")
 	return string(b)
 }
+
+// Clock returns the causal counter the federation has settled for agent (GET
+// /api/v1/sync/clock/{agent}): where a restarted agent continues its vector
+// clock.
+func (c *Client) Clock(ctx context.Context, agent string) (int64, error) {
+	var out struct {
+		Counter int64 `json:"counter"`
+	}
+	err := c.call(ctx, "GET", "/api/v1/sync/clock/"+url.PathEscape(agent), nil, &out)
+	return out.Counter, err
+}

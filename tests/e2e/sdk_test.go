@@ -7,6 +7,7 @@ import (
 	"time"
 
 	fedsync "github.com/fedsync/fedsync/sdk/go"
+	"github.com/fedsync/fedsync/tools/devstack"
 )
 
 // TestSDKSubscriptionResumesAcrossHubRestart: a Go SDK subscription keeps
@@ -154,5 +155,33 @@ func TestSDKCacheHitRatioAndFreshness(t *testing.T) {
 		stats.HitRatio(), stats.Hits, stats.Misses, stats.Entries, stats.Bytes)
 	if stats.HitRatio() < 0.9 {
 		t.Errorf("hit ratio %.3f", stats.HitRatio())
+	}
+}
+
+// TestSimulatedAgentsOverTheSDK: make run's simulated agents (devstack
+// RunAgents, built on the Go SDK) write every consistency mode, subscribe and
+// heartbeat; over a few seconds they get their writes accepted and changes
+// delivered, with no error but the strong writes' expected version conflicts.
+func TestSimulatedAgentsOverTheSDK(t *testing.T) {
+	s := startStack(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	var st devstack.Stats
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.RunAgents(ctx, devstack.AgentOptions{Count: 6, Rate: 10, Heartbeat: time.Second}, &st)
+	}()
+	time.Sleep(8 * time.Second)
+	accepted, delivered, p99, errs := st.Window()
+	cancel()
+	<-done
+	t.Logf("6 agents, 8 s: %d accepted, %d delivered, p99 %s, errors %v", accepted, delivered, p99, errs)
+	if accepted < 100 || delivered < accepted {
+		t.Fatalf("%d accepted, %d delivered", accepted, delivered)
+	}
+	for code, n := range errs {
+		if code != "409 version_conflict" {
+			t.Errorf("%d errors %s", n, code)
+		}
 	}
 }

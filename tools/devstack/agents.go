@@ -1,11 +1,10 @@
 package devstack
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net/http"
 	"net/url"
@@ -15,8 +14,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/coder/websocket"
-	"github.com/coder/websocket/wsjson"
+	fedsync "github.com/fedsync/fedsync/sdk/go"
 )
 
 // Token gets an access token for a client from an edge.
@@ -119,167 +117,100 @@ func (s *Stack) RunAgents(ctx context.Context, o AgentOptions, st *Stats) error 
 func countErr(st *Stats, code string) { st.add(func(st *Stats) { st.errors[code]++ }) }
 
 func runAgent(ctx context.Context, edge string, c Client, o AgentOptions, st *Stats) {
-	var token string
+	cl := fedsync.New(fedsync.Config{BaseURL: edge, ClientID: c.ClientID, ClientSecret: c.ClientSecret})
 	for ctx.Err() == nil {
-		var err error
-		if token, err = Token(ctx, edge, c); err == nil {
+		_, _, err := cl.Token(ctx)
+		if err == nil {
 			break
+		}
+		var e *fedsync.Error
+		if errors.As(err, &e) && e.RetryAfter > 0 {
+			// Many agents on one machine share an address: wait as told.
+			sleep(ctx, e.RetryAfter)
+			continue
 		}
 		countErr(st, "token")
 		sleep(ctx, time.Second)
 	}
-	go subscribe(ctx, edge, token, st)
+	go subscribe(ctx, cl, st)
 	go func() {
 		for ctx.Err() == nil {
-			post(ctx, edge+"/api/v1/sync/heartbeat", token, nil)
+			cl.Heartbeat(ctx)
 			sleep(ctx, o.Heartbeat)
 		}
 	}()
 	interval := time.Duration(float64(time.Second) / o.Rate)
 	sleep(ctx, time.Duration(rand.Int64N(int64(interval))+1))
-	beliefs := lastCounter(ctx, edge, token, c.ClientID)               // this agent's causal counter, continued across restarts
-	taskVersion := taskVersion(ctx, edge, token, c.ClientID+":task-1") // version of its task document it last saw
+	beliefs, _ := cl.Clock(ctx, c.ClientID) // this agent's causal counter, continued across restarts
+	var taskVersion int64                   // version of its task document it last saw
+	if t, err := cl.GetFresh(ctx, c.ClientID+":task-1"); err == nil {
+		taskVersion = t.Version
+	}
 	for seq := 1; ctx.Err() == nil; seq++ {
 		now := time.Now().UnixNano()
-		var req map[string]any
+		var d fedsync.Delta
 		switch {
 		case seq%10 == 0: // strong: compare-and-set on the version last seen
-			req = map[string]any{"id": c.ClientID + ":task-1", "data_type": "task", "expected_version": taskVersion,
-				"patch": map[string]any{"title": "survey", "status": "running", "progress": seq % 101, "attempts": 1}}
+			v := taskVersion
+			d = fedsync.Delta{ID: c.ClientID + ":task-1", DataType: "task", Consistency: "strong", ExpectedVersion: &v,
+				Patch: map[string]any{"title": "survey", "status": "running", "progress": seq % 101, "attempts": 1}}
 		case seq%5 == 0: // causal: the agent's own beliefs, in order
 			beliefs++
-			req = map[string]any{"id": fmt.Sprintf("%s:belief-%d", c.ClientID, seq%3), "data_type": "belief",
-				"vector_clock": map[string]int64{c.ClientID: beliefs},
-				"patch":        map[string]any{"statement": fmt.Sprintf("claim %d", seq), "confidence": rand.Float64(), "evidence": []string{fmt.Sprintf("obs-%d", seq%7)}, "sent_at_ns": now}}
+			d = fedsync.Delta{ID: fmt.Sprintf("%s:belief-%d", c.ClientID, seq%3), DataType: "belief",
+				VectorClock: map[string]int64{c.ClientID: beliefs},
+				Patch:       map[string]any{"statement": fmt.Sprintf("claim %d", seq), "confidence": rand.Float64(), "evidence": []string{fmt.Sprintf("obs-%d", seq%7)}, "sent_at_ns": now}}
 		case seq%4 == 0: // eventual with resolvers: sets, counters, maxima
-			req = map[string]any{"id": c.ClientID + ":kg", "data_type": "knowledge_graph",
-				"patch": map[string]any{"entities": []string{fmt.Sprintf("e%d", seq%11)}, "observations": 1, "confidence": rand.Float64(), "sent_at_ns": now}}
+			d = fedsync.Delta{ID: c.ClientID + ":kg", DataType: "knowledge_graph",
+				Patch: map[string]any{"entities": []string{fmt.Sprintf("e%d", seq%11)}, "observations": 1, "confidence": rand.Float64(), "sent_at_ns": now}}
 		default:
-			req = map[string]any{"id": fmt.Sprintf("%s:note-%d", c.ClientID, seq%4), "data_type": "note",
-				"patch": map[string]any{"seq": seq, "sent_at_ns": now, "by": c.ClientID}}
+			d = fedsync.Delta{ID: fmt.Sprintf("%s:note-%d", c.ClientID, seq%4), DataType: "note",
+				Patch: map[string]any{"seq": seq, "sent_at_ns": now, "by": c.ClientID}}
 		}
-		body, _ := json.Marshal(req)
-		status, resp := post(ctx, edge+"/api/v1/sync/state", token, body)
+		res, err := cl.PushOnce(ctx, d)
+		var e *fedsync.Error
 		switch {
-		case status == http.StatusAccepted || status == http.StatusOK:
+		case err == nil:
 			st.add(func(st *Stats) { st.accepted++ })
-			if v, ok := resp["version"].(float64); ok {
-				taskVersion = int64(v)
+			if res.Version > 0 {
+				taskVersion = res.Version
 			}
-		case status == http.StatusConflict:
-			if e, ok := resp["error"].(map[string]any); ok {
-				if d, ok := e["details"].(map[string]any); ok {
-					if v, ok := d["current_version"].(float64); ok {
-						taskVersion = int64(v)
-					}
+		case fedsync.CodeOf(err) == fedsync.CodeVersionConflict:
+			if errors.As(err, &e) {
+				if v, ok := e.Details["current_version"].(float64); ok {
+					taskVersion = int64(v)
 				}
 			}
 			countErr(st, "409 version_conflict")
 		case ctx.Err() == nil:
-			code := ""
-			if e, ok := resp["error"].(map[string]any); ok {
-				code, _ = e["code"].(string)
+			if errors.As(err, &e) {
+				countErr(st, fmt.Sprintf("%d %s", e.Status, e.Code))
+			} else {
+				countErr(st, "0 transport")
 			}
-			countErr(st, fmt.Sprintf("%d %s", status, code))
 		}
 		sleep(ctx, interval)
 	}
 }
 
-// lastCounter returns the agent's settled causal counter (the federation's
-// frontier for it), so a restarted agent continues its vector clock.
-func lastCounter(ctx context.Context, edge, token, agent string) int64 {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, edge+"/api/v1/sync/clock/"+agent, nil)
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0
-	}
-	defer resp.Body.Close()
-	var body struct {
-		Counter int64 `json:"counter"`
-	}
-	json.NewDecoder(resp.Body).Decode(&body)
-	return body.Counter
-}
-
-// taskVersion returns the current version of a document (0 when it is new).
-func taskVersion(ctx context.Context, edge, token, id string) int64 {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, edge+"/api/v1/sync/state/"+id, nil)
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0
-	}
-	defer resp.Body.Close()
-	var body struct {
-		Version int64 `json:"version"`
-	}
-	json.NewDecoder(resp.Body).Decode(&body)
-	return body.Version
-}
-
-func post(ctx context.Context, url, token string, body []byte) (int, map[string]any) {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+token)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, map[string]any{"error": map[string]any{"code": "transport"}}
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	out := map[string]any{}
-	json.Unmarshal(raw, &out)
-	return resp.StatusCode, out
-}
-
-// subscribe keeps a WebSocket subscription to every change open, resuming from
-// the last cursor after a disconnect.
-func subscribe(ctx context.Context, edge, token string, st *Stats) {
-	wsURL := "ws" + strings.TrimPrefix(edge, "http") + "/stream"
-	cursor := ""
-	for ctx.Err() == nil {
-		conn, _, err := websocket.Dial(ctx, wsURL, &websocket.DialOptions{HTTPHeader: http.Header{"Authorization": {"Bearer " + token}}})
-		if err != nil {
-			countErr(st, "ws_dial")
-			sleep(ctx, time.Second)
-			continue
-		}
-		conn.SetReadLimit(4 << 20)
-		wsjson.Write(ctx, conn, map[string]any{"type": "subscribe", "from_cursor": cursor})
-		for {
-			var m struct {
-				Type   string          `json:"type"`
-				Cursor string          `json:"cursor"`
-				Value  json.RawMessage `json:"value"`
+// subscribe keeps a subscription to every change open (the SDK reconnects
+// and resumes from the last cursor) and counts deliveries and latencies.
+func subscribe(ctx context.Context, cl *fedsync.Client, st *Stats) {
+	sub := cl.Subscribe(ctx, fedsync.Filter{}, fedsync.SubscribeOptions{MinBackoff: 500 * time.Millisecond})
+	for ev := range sub.Events() {
+		switch ev.Type {
+		case fedsync.EventReconnecting:
+			if ctx.Err() == nil {
+				countErr(st, "ws_read")
 			}
-			if err := wsjson.Read(ctx, conn, &m); err != nil {
-				if ctx.Err() == nil {
-					countErr(st, "ws_read")
-				}
-				break
-			}
-			if m.Type == "subscribed" && cursor == "" {
-				cursor = m.Cursor
-			}
-			if m.Type != "change" {
-				continue
-			}
-			cursor = m.Cursor
-			var v struct {
-				SentAt int64 `json:"sent_at_ns"`
-			}
-			json.Unmarshal(m.Value, &v)
+		case fedsync.EventChange:
+			sent, _ := ev.Change.Value["sent_at_ns"].(float64)
 			st.add(func(st *Stats) {
 				st.delivered++
-				if v.SentAt > 0 {
-					st.latencies = append(st.latencies, time.Since(time.Unix(0, v.SentAt)))
+				if sent > 0 {
+					st.latencies = append(st.latencies, time.Since(time.Unix(0, int64(sent))))
 				}
 			})
 		}
-		conn.CloseNow()
-		sleep(ctx, 500*time.Millisecond)
 	}
 }
 
