@@ -10,7 +10,7 @@ KAFKA_ADDR := 127.0.0.1:19093
 # module proxy when the installed Go is older. Set GOTOOLCHAIN to override.
 export GOTOOLCHAIN ?= auto
 
-.PHONY: help build run jaeger vulncheck test test-deploy test-rules test-integration proto proto-check lint kafka-start kafka-stop clean fedbench bench bench-full bench-deps bench-prune
+.PHONY: help build run jaeger vulncheck test-python test test-deploy test-rules test-integration proto proto-check lint kafka-start kafka-stop clean fedbench bench bench-full bench-deps bench-prune
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -33,6 +33,9 @@ test: test-deploy ## Unit, service and end-to-end tests on the embedded broker, 
 	go vet $(PKGS)
 	go test -count=1 -timeout 20m $(PKGS)
 	cd tools/fedbench && GOWORK=off go vet ./... && GOWORK=off go test -count=1 ./...
+
+test-python: ## The Python SDK (sdk/python): pip install into a fresh venv, mypy --strict, pytest against a mesh it starts (Python 3.10+).
+	scripts/test-python-sdk.sh
 
 test-deploy: ## Offline checks of deploy/, tilt/, Tiltfile and rollback.sh (no cluster, Docker or Tilt).
 	cd deploy/verify && GOWORK=off go vet ./... && GOWORK=off go test -count=1 -timeout 10m ./...
