@@ -53,6 +53,10 @@ type Config struct {
 	// FaultInjection serves POST /debug/consistency/corrupt, which damages
 	// the view on purpose (for tests of verification and repair).
 	FaultInjection bool
+	// PublicGRPCAddr is the agents' gRPC endpoint (bearer token, no client
+	// certificate; transport_public.go); empty serves none. PublicTLSCert and
+	// PublicTLSKey make it TLS; without them it is plaintext.
+	PublicGRPCAddr, PublicTLSCert, PublicTLSKey string
 }
 
 // ParseConfig reads the configuration from flags and FEDSYNC_* variables.
@@ -70,6 +74,9 @@ func ParseConfig(fs *flag.FlagSet, args []string) (*Config, error) {
 	fs.DurationVar(&c.PingTimeout, "ping-timeout", 20*time.Second, "WebSocket pong deadline")
 	fs.DurationVar(&c.SyncInterval, "sync-interval", time.Second, "interval of the anti-entropy check against the commit log")
 	fs.DurationVar(&c.ConsistencyInterval, "consistency.interval", 5*time.Minute, "interval of the verification of this hub's view of the committed state against statestore, by digests (seed 8.2); the first runs at start-up; 0 turns it off and keeps no view")
+	fs.StringVar(&c.PublicGRPCAddr, "public-grpc-addr", "", "address of the agents' gRPC endpoint (bearer token only: Subscribe, PushState, Heartbeat, AgentService.Sync, health, reflection); empty serves none")
+	fs.StringVar(&c.PublicTLSCert, "public-tls.cert", "", "server certificate (PEM) of the public gRPC endpoint; without it the endpoint is plaintext")
+	fs.StringVar(&c.PublicTLSKey, "public-tls.key", "", "private key (PEM) of -public-tls.cert")
 	fs.BoolVar(&c.FaultInjection, "consistency.fault-injection", false, "serve POST /debug/consistency/corrupt, which damages the hub's view on purpose (tests only; never in production)")
 	fs.IntVar(&c.SubscriptionsPerSocket, "limits.subscriptions-per-socket", 1000, "most subscriptions open on one WebSocket connection")
 	fs.IntVar(&c.SubscriptionsPerClient, "limits.subscriptions-per-client", 5000, "most subscriptions one client may have open on this hub (sockets, gRPC streams and webhooks together)")
@@ -101,6 +108,8 @@ func (c *Config) Validate() error {
 		return errors.New("webhooks.dead-after: must be at least 1s")
 	case c.ConsistencyInterval < 0 || (c.ConsistencyInterval > 0 && c.ConsistencyInterval < 100*time.Millisecond):
 		return errors.New("consistency.interval: must be 0 (off) or at least 100ms")
+	case (c.PublicTLSCert == "") != (c.PublicTLSKey == ""):
+		return errors.New("public-tls.cert and public-tls.key: give both or neither")
 	case c.SyncInterval < 10*time.Millisecond:
 		return errors.New("sync-interval: must be at least 10ms")
 	case c.PingInterval <= 0 || c.PingTimeout <= 0:

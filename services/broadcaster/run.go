@@ -3,17 +3,22 @@ package broadcaster
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"net/netip"
 	"time"
 
 	"github.com/go-kit/log"
 	"github.com/go-kit/log/level"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 
+	"github.com/fedsync/fedsync/libs/authtoken"
 	"github.com/fedsync/fedsync/libs/kafkabus"
 	"github.com/fedsync/fedsync/libs/periodic"
 	"github.com/fedsync/fedsync/libs/svcrun"
+	"github.com/fedsync/fedsync/libs/telemetry"
 	fedsyncv1 "github.com/fedsync/fedsync/proto/fedsync/v1"
 )
 
@@ -122,6 +127,11 @@ func Run(ctx context.Context, cfg *Config) error {
 		level.Warn(rt.Logger).Log("msg", "fault injection is on: POST /debug/consistency/corrupt damages this hub's view")
 		faults = NewFaultInjectionHandler(core)
 	}
+	if cfg.PublicGRPCAddr != "" {
+		if err := servePublic(rt, cfg, svc, verifier, conns.WithLabelValues(cfg.Service.Region, "public-grpc")); err != nil {
+			return err
+		}
+	}
 	// Every hub fans out every change and fills gaps from the commit log, so
 	// it tails the topic without a consumer group (none is orphaned by a
 	// rollout, and no offsets are committed that nobody reads).
@@ -202,4 +212,36 @@ func leafString(l *fedsyncv1.Leaf) string {
 		return "absent"
 	}
 	return fmt.Sprintf("v%d/%016x", l.GetVersion(), l.GetValueHash())
+}
+
+// servePublic starts the agents' gRPC endpoint (transport_public.go).
+func servePublic(rt *svcrun.Runtime, cfg *Config, svc Service, verifier *authtoken.Verifier, conns prometheus.Gauge) error {
+	var creds credentials.TransportCredentials
+	if cfg.PublicTLSCert != "" {
+		var err error
+		if creds, err = credentials.NewServerTLSFromFile(cfg.PublicTLSCert, cfg.PublicTLSKey); err != nil {
+			return fmt.Errorf("public-tls: %w", err)
+		}
+	}
+	validation, err := rt.Peer("validation")
+	if err != nil {
+		return err
+	}
+	lis, err := net.Listen("tcp", cfg.PublicGRPCAddr)
+	if err != nil {
+		return fmt.Errorf("public-grpc-addr: %w", err)
+	}
+	s := NewPublicGRPCServer(svc, verifier, validationClient{peer: validation}, conns, creds, telemetry.GRPCServerOptions()...)
+	level.Info(rt.Logger).Log("msg", "public gRPC endpoint for agents", "addr", lis.Addr(), "tls", creds != nil)
+	rt.Go("public grpc", func(ctx context.Context) error {
+		go func() {
+			<-ctx.Done()
+			s.Stop()
+		}()
+		if err := s.Serve(lis); err != nil && ctx.Err() == nil {
+			return err
+		}
+		return nil
+	})
+	return nil
 }

@@ -102,7 +102,9 @@ type Stack struct {
 	ca       *mtls.DevCA
 	procs    []*proc
 	byName   map[string]*proc
-	edges    []*http.Server
+	// public is each region's public gRPC endpoint for agents.
+	public map[string]string
+	edges  []*http.Server
 }
 
 func (s *Stack) progress(format string, args ...any) {
@@ -215,7 +217,7 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 		srv := guard.Defaults.Server(NewEdge(routes), nil, nil)
 		go srv.Serve(lis)
 		s.edges = append(s.edges, srv)
-		s.progress("edge %s: http://%s", region, lis.Addr())
+		s.progress("edge %s: http://%s (gRPC for agents: %s)", region, lis.Addr(), s.public[region])
 	}
 	return s, nil
 }
@@ -299,6 +301,10 @@ func (s *Stack) ClientIdentity(name string) (mtls.Config, error) { return s.ca.I
 // DataDir returns the data directory of a service process.
 func (s *Stack) DataDir(name string) string { return filepath.Join(s.opts.StateDir, "data", name) }
 
+// PublicGRPCAddr returns the address of a region's public gRPC endpoint for
+// agents (plaintext, bearer token).
+func (s *Stack) PublicGRPCAddr(region string) string { return s.public[region] }
+
 // EdgeURL returns the base URL of a region's edge.
 func (s *Stack) EdgeURL(region string) string { return "http://" + s.opts.Edges[region] }
 
@@ -334,6 +340,19 @@ func (s *Stack) plan(regions []string, clientsPath string) error {
 		}
 		grpcAddr[p.name] = fmt.Sprintf("127.0.0.1:%d", gp)
 		httpAddr[p.name] = fmt.Sprintf("127.0.0.1:%d", hp)
+		if p.binary == "broadcaster" { // the agents' public gRPC endpoint
+			pp := 19405 + (gp - defaults["broadcaster"])
+			if s.opts.FreePorts {
+				var err error
+				if pp, err = FreePort(); err != nil {
+					return err
+				}
+			}
+			if s.public == nil {
+				s.public = map[string]string{}
+			}
+			s.public[p.region] = fmt.Sprintf("127.0.0.1:%d", pp)
+		}
 	}
 	peers := map[string][]string{}
 	for _, p := range plan {
@@ -389,7 +408,7 @@ func (s *Stack) plan(regions []string, clientsPath string) error {
 			if extra := os.Getenv("FEDSYNC_WEBHOOKS_ALLOW_CIDRS"); extra != "" {
 				allow += "," + extra
 			}
-			args = append(args, "-webhooks.allow-cidrs="+allow)
+			args = append(args, "-webhooks.allow-cidrs="+allow, "-public-grpc-addr="+s.public[p.region])
 		}
 		pr := &proc{name: p.name, binary: filepath.Join(s.opts.BinDir, p.binary), args: args,
 			logPath: filepath.Join(s.opts.StateDir, "logs", p.name+".log"), httpAddr: httpAddr[p.name], grpcAddr: grpcAddr[p.name]}

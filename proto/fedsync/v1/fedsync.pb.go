@@ -4625,7 +4625,9 @@ const file_fedsync_v1_fedsync_proto_rawDesc = "" +
 	"\n" +
 	"SetControl\x12\x1d.fedsync.v1.SetControlRequest\x1a\x1e.fedsync.v1.SetControlResponse2`\n" +
 	"\x12BroadcasterService\x12J\n" +
-	"\tSubscribe\x12\x1c.fedsync.v1.SubscribeRequest\x1a\x1d.fedsync.v1.SubscribeResponse0\x012`\n" +
+	"\tSubscribe\x12\x1c.fedsync.v1.SubscribeRequest\x1a\x1d.fedsync.v1.SubscribeResponse0\x012L\n" +
+	"\fAgentService\x12<\n" +
+	"\x04Sync\x12\x17.fedsync.v1.SyncMessage\x1a\x17.fedsync.v1.SyncMessage(\x010\x012`\n" +
 	"\x14HealthMonitorService\x12H\n" +
 	"\tGetHealth\x12\x1c.fedsync.v1.GetHealthRequest\x1a\x1d.fedsync.v1.GetHealthResponseB7Z5github.com/fedsync/fedsync/proto/fedsync/v1;fedsyncv1b\x06proto3"
 
@@ -4797,33 +4799,35 @@ var file_fedsync_v1_fedsync_proto_depIdxs = []int32{
 	25, // 67: fedsync.v1.StateStoreService.GetControl:input_type -> fedsync.v1.GetControlRequest
 	27, // 68: fedsync.v1.StateStoreService.SetControl:input_type -> fedsync.v1.SetControlRequest
 	59, // 69: fedsync.v1.BroadcasterService.Subscribe:input_type -> fedsync.v1.SubscribeRequest
-	61, // 70: fedsync.v1.HealthMonitorService.GetHealth:input_type -> fedsync.v1.GetHealthRequest
-	11, // 71: fedsync.v1.AuthnService.IssueToken:output_type -> fedsync.v1.IssueTokenResponse
-	13, // 72: fedsync.v1.AuthnService.GetJWKS:output_type -> fedsync.v1.GetJWKSResponse
-	9,  // 73: fedsync.v1.AuthnService.GetRevocations:output_type -> fedsync.v1.GetRevocationsResponse
-	17, // 74: fedsync.v1.ValidationService.PushState:output_type -> fedsync.v1.PushStateResponse
-	19, // 75: fedsync.v1.ValidationService.Heartbeat:output_type -> fedsync.v1.HeartbeatResponse
-	15, // 76: fedsync.v1.ValidationService.SyncControl:output_type -> fedsync.v1.SyncControlResponse
-	23, // 77: fedsync.v1.MergeService.CommitStrong:output_type -> fedsync.v1.CommitStrongResponse
-	21, // 78: fedsync.v1.MergeService.ResolveConflict:output_type -> fedsync.v1.ResolveConflictResponse
-	47, // 79: fedsync.v1.StateStoreService.Apply:output_type -> fedsync.v1.ApplyResponse
-	50, // 80: fedsync.v1.StateStoreService.ApplyBatch:output_type -> fedsync.v1.ApplyBatchResponse
-	52, // 81: fedsync.v1.StateStoreService.GetMany:output_type -> fedsync.v1.GetManyResponse
-	54, // 82: fedsync.v1.StateStoreService.Get:output_type -> fedsync.v1.GetResponse
-	56, // 83: fedsync.v1.StateStoreService.Query:output_type -> fedsync.v1.QueryResponse
-	58, // 84: fedsync.v1.StateStoreService.ReadLog:output_type -> fedsync.v1.ReadLogResponse
-	31, // 85: fedsync.v1.StateStoreService.GetFrontier:output_type -> fedsync.v1.GetFrontierResponse
-	36, // 86: fedsync.v1.StateStoreService.GetDigests:output_type -> fedsync.v1.GetDigestsResponse
-	39, // 87: fedsync.v1.StateStoreService.RecordOutcome:output_type -> fedsync.v1.RecordOutcomeResponse
-	41, // 88: fedsync.v1.StateStoreService.GetOutcome:output_type -> fedsync.v1.GetOutcomeResponse
-	43, // 89: fedsync.v1.StateStoreService.ListConflicts:output_type -> fedsync.v1.ListConflictsResponse
-	45, // 90: fedsync.v1.StateStoreService.GetConflict:output_type -> fedsync.v1.GetConflictResponse
-	26, // 91: fedsync.v1.StateStoreService.GetControl:output_type -> fedsync.v1.GetControlResponse
-	28, // 92: fedsync.v1.StateStoreService.SetControl:output_type -> fedsync.v1.SetControlResponse
-	60, // 93: fedsync.v1.BroadcasterService.Subscribe:output_type -> fedsync.v1.SubscribeResponse
-	64, // 94: fedsync.v1.HealthMonitorService.GetHealth:output_type -> fedsync.v1.GetHealthResponse
-	71, // [71:95] is the sub-list for method output_type
-	47, // [47:71] is the sub-list for method input_type
+	2,  // 70: fedsync.v1.AgentService.Sync:input_type -> fedsync.v1.SyncMessage
+	61, // 71: fedsync.v1.HealthMonitorService.GetHealth:input_type -> fedsync.v1.GetHealthRequest
+	11, // 72: fedsync.v1.AuthnService.IssueToken:output_type -> fedsync.v1.IssueTokenResponse
+	13, // 73: fedsync.v1.AuthnService.GetJWKS:output_type -> fedsync.v1.GetJWKSResponse
+	9,  // 74: fedsync.v1.AuthnService.GetRevocations:output_type -> fedsync.v1.GetRevocationsResponse
+	17, // 75: fedsync.v1.ValidationService.PushState:output_type -> fedsync.v1.PushStateResponse
+	19, // 76: fedsync.v1.ValidationService.Heartbeat:output_type -> fedsync.v1.HeartbeatResponse
+	15, // 77: fedsync.v1.ValidationService.SyncControl:output_type -> fedsync.v1.SyncControlResponse
+	23, // 78: fedsync.v1.MergeService.CommitStrong:output_type -> fedsync.v1.CommitStrongResponse
+	21, // 79: fedsync.v1.MergeService.ResolveConflict:output_type -> fedsync.v1.ResolveConflictResponse
+	47, // 80: fedsync.v1.StateStoreService.Apply:output_type -> fedsync.v1.ApplyResponse
+	50, // 81: fedsync.v1.StateStoreService.ApplyBatch:output_type -> fedsync.v1.ApplyBatchResponse
+	52, // 82: fedsync.v1.StateStoreService.GetMany:output_type -> fedsync.v1.GetManyResponse
+	54, // 83: fedsync.v1.StateStoreService.Get:output_type -> fedsync.v1.GetResponse
+	56, // 84: fedsync.v1.StateStoreService.Query:output_type -> fedsync.v1.QueryResponse
+	58, // 85: fedsync.v1.StateStoreService.ReadLog:output_type -> fedsync.v1.ReadLogResponse
+	31, // 86: fedsync.v1.StateStoreService.GetFrontier:output_type -> fedsync.v1.GetFrontierResponse
+	36, // 87: fedsync.v1.StateStoreService.GetDigests:output_type -> fedsync.v1.GetDigestsResponse
+	39, // 88: fedsync.v1.StateStoreService.RecordOutcome:output_type -> fedsync.v1.RecordOutcomeResponse
+	41, // 89: fedsync.v1.StateStoreService.GetOutcome:output_type -> fedsync.v1.GetOutcomeResponse
+	43, // 90: fedsync.v1.StateStoreService.ListConflicts:output_type -> fedsync.v1.ListConflictsResponse
+	45, // 91: fedsync.v1.StateStoreService.GetConflict:output_type -> fedsync.v1.GetConflictResponse
+	26, // 92: fedsync.v1.StateStoreService.GetControl:output_type -> fedsync.v1.GetControlResponse
+	28, // 93: fedsync.v1.StateStoreService.SetControl:output_type -> fedsync.v1.SetControlResponse
+	60, // 94: fedsync.v1.BroadcasterService.Subscribe:output_type -> fedsync.v1.SubscribeResponse
+	2,  // 95: fedsync.v1.AgentService.Sync:output_type -> fedsync.v1.SyncMessage
+	64, // 96: fedsync.v1.HealthMonitorService.GetHealth:output_type -> fedsync.v1.GetHealthResponse
+	72, // [72:97] is the sub-list for method output_type
+	47, // [47:72] is the sub-list for method input_type
 	47, // [47:47] is the sub-list for extension type_name
 	47, // [47:47] is the sub-list for extension extendee
 	0,  // [0:47] is the sub-list for field type_name
@@ -4842,7 +4846,7 @@ func file_fedsync_v1_fedsync_proto_init() {
 			NumEnums:      2,
 			NumMessages:   79,
 			NumExtensions: 0,
-			NumServices:   6,
+			NumServices:   7,
 		},
 		GoTypes:           file_fedsync_v1_fedsync_proto_goTypes,
 		DependencyIndexes: file_fedsync_v1_fedsync_proto_depIdxs,

@@ -1295,6 +1295,130 @@ var BroadcasterService_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
+	AgentService_Sync_FullMethodName = "/fedsync.v1.AgentService/Sync"
+)
+
+// AgentServiceClient is the client API for AgentService service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// AgentService is the agents' public gRPC API (the regional hub's public
+// port, with a bearer token): seed 2.1's bidirectional stream.
+type AgentServiceClient interface {
+	// Sync carries SyncMessages both ways on one stream. The agent sends
+	// STATE_UPDATE (payload: a PushStateRequest), HEARTBEAT (payload: empty) and
+	// QUERY (payload: a SubscribeRequest, which starts the stream's
+	// subscription; one per stream). The hub answers each STATE_UPDATE and
+	// HEARTBEAT with a RESPONSE of the same message_id (payload: the
+	// PushStateResponse; metadata error_code and error_message when it
+	// failed), and sends EVENT messages (payload: a SubscribeResponse: subscribed,
+	// then one per change) for the subscription.
+	// buf:lint:ignore RPC_REQUEST_STANDARD_NAME
+	// buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+	// buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+	Sync(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[SyncMessage, SyncMessage], error)
+}
+
+type agentServiceClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewAgentServiceClient(cc grpc.ClientConnInterface) AgentServiceClient {
+	return &agentServiceClient{cc}
+}
+
+func (c *agentServiceClient) Sync(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[SyncMessage, SyncMessage], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &AgentService_ServiceDesc.Streams[0], AgentService_Sync_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[SyncMessage, SyncMessage]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AgentService_SyncClient = grpc.BidiStreamingClient[SyncMessage, SyncMessage]
+
+// AgentServiceServer is the server API for AgentService service.
+// All implementations must embed UnimplementedAgentServiceServer
+// for forward compatibility.
+//
+// AgentService is the agents' public gRPC API (the regional hub's public
+// port, with a bearer token): seed 2.1's bidirectional stream.
+type AgentServiceServer interface {
+	// Sync carries SyncMessages both ways on one stream. The agent sends
+	// STATE_UPDATE (payload: a PushStateRequest), HEARTBEAT (payload: empty) and
+	// QUERY (payload: a SubscribeRequest, which starts the stream's
+	// subscription; one per stream). The hub answers each STATE_UPDATE and
+	// HEARTBEAT with a RESPONSE of the same message_id (payload: the
+	// PushStateResponse; metadata error_code and error_message when it
+	// failed), and sends EVENT messages (payload: a SubscribeResponse: subscribed,
+	// then one per change) for the subscription.
+	// buf:lint:ignore RPC_REQUEST_STANDARD_NAME
+	// buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+	// buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+	Sync(grpc.BidiStreamingServer[SyncMessage, SyncMessage]) error
+	mustEmbedUnimplementedAgentServiceServer()
+}
+
+// UnimplementedAgentServiceServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedAgentServiceServer struct{}
+
+func (UnimplementedAgentServiceServer) Sync(grpc.BidiStreamingServer[SyncMessage, SyncMessage]) error {
+	return status.Error(codes.Unimplemented, "method Sync not implemented")
+}
+func (UnimplementedAgentServiceServer) mustEmbedUnimplementedAgentServiceServer() {}
+func (UnimplementedAgentServiceServer) testEmbeddedByValue()                      {}
+
+// UnsafeAgentServiceServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to AgentServiceServer will
+// result in compilation errors.
+type UnsafeAgentServiceServer interface {
+	mustEmbedUnimplementedAgentServiceServer()
+}
+
+func RegisterAgentServiceServer(s grpc.ServiceRegistrar, srv AgentServiceServer) {
+	// If the following call panics, it indicates UnimplementedAgentServiceServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&AgentService_ServiceDesc, srv)
+}
+
+func _AgentService_Sync_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(AgentServiceServer).Sync(&grpc.GenericServerStream[SyncMessage, SyncMessage]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AgentService_SyncServer = grpc.BidiStreamingServer[SyncMessage, SyncMessage]
+
+// AgentService_ServiceDesc is the grpc.ServiceDesc for AgentService service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var AgentService_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "fedsync.v1.AgentService",
+	HandlerType: (*AgentServiceServer)(nil),
+	Methods:     []grpc.MethodDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Sync",
+			Handler:       _AgentService_Sync_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+	},
+	Metadata: "fedsync/v1/fedsync.proto",
+}
+
+const (
 	HealthMonitorService_GetHealth_FullMethodName = "/fedsync.v1.HealthMonitorService/GetHealth"
 )
 
