@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
+import re
 import subprocess
 import time
 import uuid
@@ -141,8 +141,10 @@ def test_zz_hub_failover() -> None:
         writers = [asyncio.create_task(writer(c, a)) for c, a in zip(clients, agents)]
         await asyncio.sleep(3)
         killed_at[0] = time.monotonic()
+        # This mesh's processes only: their -data-dir is under its state directory.
+        state = os.path.dirname(os.path.abspath(os.environ["FEDSYNC_CLIENTS"]))
         for inst in ("validation-na", "broadcaster-na"):
-            r = subprocess.run(["pkill", "-KILL", "-f", f"instance={inst} "], check=False)
+            r = subprocess.run(["pkill", "-KILL", "-f", re.escape(f"data-dir={state}/data/{inst}") + "( |$)"], check=False)
             assert r.returncode == 0, f"no process {inst} to kill"
         deadline = time.monotonic() + 60
         while len(first_after) < len(agents) or min(acked.values()) < 10:
