@@ -5,7 +5,6 @@ go 1.26.7
 toolchain go1.26.11
 
 require (
-	github.com/coder/websocket v1.8.15
 	github.com/fedsync/fedsync/libs v0.0.0
 	github.com/spf13/cobra v1.10.2
 	github.com/twmb/franz-go/pkg/kfake v0.0.0-20260918054303-01f206a7e32c
@@ -14,6 +13,7 @@ require (
 require (
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
+	github.com/coder/websocket v1.8.15 // indirect
 	github.com/go-kit/log v0.2.1 // indirect
 	github.com/go-logfmt/logfmt v0.5.1 // indirect
 	github.com/inconshreveable/mousetrap v1.1.0 // indirect
