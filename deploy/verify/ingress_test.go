@@ -139,20 +139,42 @@ func regionalName(svc, region string) string {
 	return svc
 }
 
-// TestIngressRoutes: each region has one Ingress; it routes every contract path
-// and every route of the `make run` edge to the same service as the edge does,
-// and routes nothing else.
+// TestIngressRoutes: each region has one HTTP Ingress; it routes every
+// contract path and every route of the `make run` edge to the same service as
+// the edge does, and routes nothing else. Each region also has one gRPC
+// Ingress, on a host of its own, for the hub's public gRPC endpoint.
 func TestIngressRoutes(t *testing.T) {
 	edge := edgeRoutes(t)
 	for _, ov := range overlays {
 		t.Run(ov[strings.LastIndex(ov, "/")+1:], func(t *testing.T) {
 			objs := render(t, ov)
 			byRegion := map[string]*networkingv1.Ingress{}
+			grpcByRegion := map[string]*networkingv1.Ingress{}
 			hosts := map[string]string{}
 			for _, ing := range objectsOf[*networkingv1.Ingress](objs) {
 				r := ing.Labels["fedsync.io/region"]
 				if r == "" {
 					t.Errorf("Ingress/%s has no fedsync.io/region label", ing.Name)
+					continue
+				}
+				if ing.Annotations["nginx.ingress.kubernetes.io/backend-protocol"] == "GRPC" {
+					// The region's gRPC edge for agents: everything on its own
+					// host goes to the hub's public gRPC port.
+					if grpcByRegion[r] != nil {
+						t.Errorf("region %s has two gRPC Ingresses", r)
+					}
+					grpcByRegion[r] = ing
+					if len(ing.Spec.Rules) != 1 || ing.Spec.Rules[0].Host == "" || ing.Spec.Rules[0].HTTP == nil || len(ing.Spec.Rules[0].HTTP.Paths) != 1 {
+						t.Fatalf("gRPC Ingress/%s: want exactly one rule with a host and one path", ing.Name)
+					}
+					if other, dup := hosts[ing.Spec.Rules[0].Host]; dup {
+						t.Errorf("regions %s and %s share the host %s", other, r, ing.Spec.Rules[0].Host)
+					}
+					hosts[ing.Spec.Rules[0].Host] = r
+					p := ing.Spec.Rules[0].HTTP.Paths[0]
+					if b := p.Backend.Service; p.Path != "/" || b == nil || b.Name != regionalName("broadcaster", r) || b.Port.Name != "grpc-public" {
+						t.Errorf("gRPC Ingress/%s routes %s to %+v; want / to %s port grpc-public", ing.Name, p.Path, p.Backend.Service, regionalName("broadcaster", r))
+					}
 					continue
 				}
 				if byRegion[r] != nil {
@@ -170,6 +192,9 @@ func TestIngressRoutes(t *testing.T) {
 			for _, w := range workloadsOf(objs) {
 				if r := w.Template.Labels["fedsync.io/region"]; r != "" && byRegion[r] == nil {
 					t.Errorf("region %s (from %s) has no Ingress", r, w.id())
+				}
+				if r := w.Template.Labels["fedsync.io/region"]; r != "" && grpcByRegion[r] == nil {
+					t.Errorf("region %s (from %s) has no gRPC Ingress for agents", r, w.id())
 				}
 			}
 			for r, ing := range byRegion {

@@ -47,6 +47,8 @@ var externalRefs = map[string]map[string]bool{
 		"Secret/authn-signing-key":    true,
 		"Secret/fedsync-na-tls":       true,
 		"Secret/fedsync-eu-tls":       true,
+		"Secret/fedsync-grpc-na-tls":  true,
+		"Secret/fedsync-grpc-eu-tls":  true,
 		// cert-manager Certificates or `fedctl tls issue`: mutual TLS.
 		"Secret/fedsync-tls-authn":         true,
 		"Secret/fedsync-tls-validation":    true,
