@@ -17,42 +17,17 @@ import (
 // notification, and one resolved notification follows when the hub returns.
 // The window is 2 s here (the seed's 30 s is the default).
 func TestRegionalHubDownAlert(t *testing.T) {
-	var mu sync.Mutex
-	var got []map[string]any
-	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b, _ := io.ReadAll(r.Body)
-		var alerts []map[string]any
-		if err := json.Unmarshal(b, &alerts); err != nil {
-			t.Errorf("sink got %s", b)
-		}
-		mu.Lock()
-		got = append(got, alerts...)
-		mu.Unlock()
-	}))
-	defer sink.Close()
-	t.Setenv("FEDSYNC_ALERTS_WEBHOOKS", "alertmanager="+sink.URL)
+	sink := newAlertSink(t)
 	t.Setenv("FEDSYNC_ALERTS_HUB_DOWN_FOR", "2s")
 	t.Setenv("FEDSYNC_ALERTS_INTERVAL", "250ms")
 	s := startStack(t)
-	hubDown := func(resolved bool) int {
-		mu.Lock()
-		defer mu.Unlock()
-		n := 0
-		for _, a := range got {
-			l, _ := a["labels"].(map[string]any)
-			if l["alertname"] == "regional_hub_down" && l["region"] == "eu" && (a["endsAt"] != nil) == resolved {
-				n++
-			}
-		}
-		return n
-	}
+	hubDown := func(resolved bool) int { return sink.count("regional_hub_down", "eu", resolved) }
 	wait := func(what string, ok func() bool) {
 		t.Helper()
 		deadline := time.Now().Add(30 * time.Second)
 		for !ok() {
 			if time.Now().After(deadline) {
-				mu.Lock()
-				t.Fatalf("%s: sink got %v", what, got)
+				t.Fatalf("%s: sink got %v", what, sink.all())
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
@@ -77,4 +52,49 @@ func TestRegionalHubDownAlert(t *testing.T) {
 		}
 	}
 	wait("resolved", func() bool { return hubDown(true) == 1 })
+}
+
+// alertSink is an Alertmanager-format webhook sink the test runs; it sets
+// FEDSYNC_ALERTS_WEBHOOKS for the stack the test starts next.
+type alertSink struct {
+	mu  sync.Mutex
+	got []map[string]any
+}
+
+func newAlertSink(t *testing.T) *alertSink {
+	s := &alertSink{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		var alerts []map[string]any
+		if err := json.Unmarshal(b, &alerts); err != nil {
+			t.Errorf("sink got %s", b)
+		}
+		s.mu.Lock()
+		s.got = append(s.got, alerts...)
+		s.mu.Unlock()
+	}))
+	t.Cleanup(srv.Close)
+	t.Setenv("FEDSYNC_ALERTS_WEBHOOKS", "alertmanager="+srv.URL)
+	return s
+}
+
+// count is how many notifications of alert for region arrived, firing or
+// resolved (resolved ones carry endsAt).
+func (s *alertSink) count(alert, region string, resolved bool) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, a := range s.got {
+		l, _ := a["labels"].(map[string]any)
+		if l["alertname"] == alert && l["region"] == region && (a["endsAt"] != nil) == resolved {
+			n++
+		}
+	}
+	return n
+}
+
+func (s *alertSink) all() []map[string]any {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]map[string]any(nil), s.got...)
 }

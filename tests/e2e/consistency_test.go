@@ -2,14 +2,10 @@ package e2e
 
 import (
 	"bufio"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
-	"net/http/httptest"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -60,20 +56,7 @@ lines:
 // verification finds the view whole again. Region na's hub is untouched and
 // raises nothing.
 func TestInjectedDivergenceIsFoundRepairedAndAlerted(t *testing.T) {
-	var mu sync.Mutex
-	var got []map[string]any
-	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b, _ := io.ReadAll(r.Body)
-		var alerts []map[string]any
-		if err := json.Unmarshal(b, &alerts); err != nil {
-			t.Errorf("sink got %s", b)
-		}
-		mu.Lock()
-		got = append(got, alerts...)
-		mu.Unlock()
-	}))
-	defer sink.Close()
-	t.Setenv("FEDSYNC_ALERTS_WEBHOOKS", "alertmanager="+sink.URL)
+	sink := newAlertSink(t)
 	t.Setenv("FEDSYNC_ALERTS_INTERVAL", "250ms")
 	t.Setenv("FEDSYNC_CONSISTENCY_INTERVAL", "2s")
 	t.Setenv("FEDSYNC_CONSISTENCY_FAULT_INJECTION", "true")
@@ -93,9 +76,7 @@ func TestInjectedDivergenceIsFoundRepairedAndAlerted(t *testing.T) {
 		deadline := time.Now().Add(timeout)
 		for !ok() {
 			if time.Now().After(deadline) {
-				mu.Lock()
-				defer mu.Unlock()
-				t.Fatalf("%s: not within %s (sink got %v)", what, timeout, got)
+				t.Fatalf("%s: not within %s (sink got %v)", what, timeout, sink.all())
 			}
 			time.Sleep(200 * time.Millisecond)
 		}
@@ -136,18 +117,7 @@ func TestInjectedDivergenceIsFoundRepairedAndAlerted(t *testing.T) {
 			t.Fatalf("corrupt %s: %d", body, st)
 		}
 	}
-	alerts := func(region string, resolved bool) int {
-		mu.Lock()
-		defer mu.Unlock()
-		n := 0
-		for _, a := range got {
-			l, _ := a["labels"].(map[string]any)
-			if l["alertname"] == "consistency_divergence" && l["region"] == region && (a["endsAt"] != nil) == resolved {
-				n++
-			}
-		}
-		return n
-	}
+	alerts := func(region string, resolved bool) int { return sink.count("consistency_divergence", region, resolved) }
 	waitFor("eu's repair", 20*time.Second, func() bool {
 		return metricValue(t, s, "broadcaster-eu", "fedsync_consistency_repaired_documents_total") == 2
 	})

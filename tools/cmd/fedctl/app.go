@@ -121,6 +121,17 @@ func (a *app) client() (*fedsync.Client, error) {
 	return fedsync.New(fedsync.Config{BaseURL: a.edgeURL(cached), Token: tok}), nil
 }
 
+// session is what most commands start with: the client and the command's
+// context (its cancel must be called).
+func (a *app) session(cmd *cobra.Command) (context.Context, *fedsync.Client, func(), error) {
+	c, err := a.client()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ctx, cancel := a.ctx(cmd)
+	return ctx, c, cancel, nil
+}
+
 // publicClient needs no token (health).
 func (a *app) publicClient() *fedsync.Client {
 	cached, _ := loadCredentials()

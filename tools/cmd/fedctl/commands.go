@@ -144,11 +144,10 @@ func (a *app) putCmd() *cobra.Command {
 			if expected >= 0 {
 				d.ExpectedVersion = &expected
 			}
-			c, err := a.client()
+			ctx, c, cancel, err := a.session(cmd)
 			if err != nil {
 				return err
 			}
-			ctx, cancel := a.ctx(cmd)
 			defer cancel()
 			res, err := c.PushOnce(ctx, d)
 			if err != nil {
@@ -176,11 +175,10 @@ func (a *app) getCmd() *cobra.Command {
 		Short: "Read a document",
 		Args:  nArgs("ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.client()
+			ctx, c, cancel, err := a.session(cmd)
 			if err != nil {
 				return err
 			}
-			ctx, cancel := a.ctx(cmd)
 			defer cancel()
 			st, err := c.Get(ctx, args[0])
 			if err != nil {
@@ -200,11 +198,10 @@ func (a *app) queryCmd() *cobra.Command {
 		Example: "  fedctl query --prefix ai-007: --all -o json",
 		Args:    nArgs(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := a.client()
+			ctx, c, cancel, err := a.session(cmd)
 			if err != nil {
 				return err
 			}
-			ctx, cancel := a.ctx(cmd)
 			defer cancel()
 			var items []fedsync.State
 			pages := 0
@@ -309,11 +306,10 @@ func (a *app) conflictsCmd() *cobra.Command {
 		Short: "List conflicts (pending by default)",
 		Args:  nArgs(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := a.client()
+			ctx, c, cancel, err := a.session(cmd)
 			if err != nil {
 				return err
 			}
-			ctx, cancel := a.ctx(cmd)
 			defer cancel()
 			var all []fedsync.Conflict
 			token := ""
@@ -360,11 +356,10 @@ func (a *app) conflictsCmd() *cobra.Command {
 			default:
 				return usageErr("--choice must be local, remote or value")
 			}
-			c, err := a.client()
+			ctx, c, cancel, err := a.session(cmd)
 			if err != nil {
 				return err
 			}
-			ctx, cancel := a.ctx(cmd)
 			defer cancel()
 			k, version, err := c.ResolveConflict(ctx, args[0], choice, v)
 			if err != nil {
@@ -463,11 +458,10 @@ func (a *app) keysCmd() *cobra.Command {
 	cmd := group("keys", "Token-signing keys (L4)")
 	show := func(use, short string, rotate bool) *cobra.Command {
 		return &cobra.Command{Use: use, Short: short, Args: nArgs(), RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := a.client()
+			ctx, c, cancel, err := a.session(cmd)
 			if err != nil {
 				return err
 			}
-			ctx, cancel := a.ctx(cmd)
 			defer cancel()
 			var ks []fedsync.Key
 			if rotate {
@@ -500,11 +494,10 @@ func (a *app) pauseCmd(pause bool) *cobra.Command {
 	}
 	var reason string
 	cmd := &cobra.Command{Use: use, Short: short, Args: nArgs(), RunE: func(cmd *cobra.Command, _ []string) error {
-		c, err := a.client()
+		ctx, c, cancel, err := a.session(cmd)
 		if err != nil {
 			return err
 		}
-		ctx, cancel := a.ctx(cmd)
 		defer cancel()
 		var st *fedsync.ControlState
 		if pause {
