@@ -34,8 +34,6 @@ type viewDoc struct {
 	sum uint64
 }
 
-func (d viewDoc) leaf(string) uint64 { return d.sum }
-
 func newRegionView() *regionView { return &regionView{prefixes: map[string]*viewPrefix{}} }
 
 // observe records a committed change: the document's newer version replaces
@@ -72,12 +70,12 @@ func (v *regionView) set(id string, d viewDoc) {
 		v.prefixes[name] = p
 	}
 	if cur, ok := p.docs[id]; ok {
-		p.sum.Remove(cur.leaf(id))
+		p.sum.Remove(cur.sum)
 	} else {
 		v.docs++
 	}
 	p.docs[id] = d
-	p.sum.Add(d.leaf(id))
+	p.sum.Add(d.sum)
 }
 
 // remove drops id's entry.
@@ -88,7 +86,7 @@ func (v *regionView) remove(id string) {
 		return
 	}
 	if cur, ok := p.docs[id]; ok {
-		p.sum.Remove(cur.leaf(id))
+		p.sum.Remove(cur.sum)
 		delete(p.docs, id)
 		v.docs--
 	}
@@ -115,7 +113,7 @@ func (v *regionView) children(nodes []*fedsyncv1.DigestNode, changed map[string]
 			if d, ok := v.get(id); ok {
 				k := nodeKey{digest.Prefix(id), -1}
 				s := sums[k]
-				s.Remove(d.leaf(id))
+				s.Remove(d.sum)
 				sums[k] = s
 			}
 		}
@@ -140,7 +138,7 @@ func (v *regionView) children(nodes []*fedsyncv1.DigestNode, changed map[string]
 			case n.GetBucket() < 0:
 				k := nodeKey{n.GetPrefix(), b}
 				s := sums[k]
-				s.Add(d.leaf(id))
+				s.Add(d.sum)
 				sums[k] = s
 			case b == n.GetBucket():
 				leaves[id] = &fedsyncv1.Leaf{Id: id, Version: d.version, ValueHash: d.hash}

@@ -39,6 +39,18 @@ func newAgent(t *testing.T, s *devstack.Stack, clientID, region string) *agent {
 	return nil
 }
 
+// clientSecret returns the secret make run generated for a client.
+func clientSecret(t *testing.T, s *devstack.Stack, clientID string) string {
+	t.Helper()
+	for _, c := range s.Clients {
+		if c.ClientID == clientID {
+			return c.ClientSecret
+		}
+	}
+	t.Fatalf("no client %s", clientID)
+	return ""
+}
+
 // do sends a request and returns status, decoded JSON body and headers.
 func (a *agent) do(method, path string, body []byte, token string) (int, map[string]any, http.Header) {
 	a.t.Helper()

@@ -36,14 +36,10 @@ func TestSDKHubFailover(t *testing.T) {
 		startTimes []time.Time
 		reports    []fedsync.FailoverReport
 	}
-	secrets := map[string]string{}
-	for _, c := range s.Clients {
-		secrets[c.ClientID] = c.ClientSecret
-	}
 	runs := make([]*agentRun, agents)
 	for i := range runs {
 		id := fmt.Sprintf("ai-%03d", i+1)
-		a := &agentRun{id: id, c: fedsync.New(fedsync.Config{Edges: []string{s.EdgeURL("na"), s.EdgeURL("eu")}, ClientID: id, ClientSecret: secrets[id]})}
+		a := &agentRun{id: id, c: fedsync.New(fedsync.Config{Edges: []string{s.EdgeURL("na"), s.EdgeURL("eu")}, ClientID: id, ClientSecret: clientSecret(t, s, id)})}
 		a.c.OnFailover(func(r fedsync.FailoverReport) {
 			a.mu.Lock()
 			a.reports = append(a.reports, r)

@@ -60,13 +60,7 @@ func (f *fedctlRunner) must(want int, stdin string, args ...string) string {
 
 func (f *fedctlRunner) login(client string) {
 	f.t.Helper()
-	for _, c := range f.stack.Clients {
-		if c.ClientID == client {
-			f.must(0, c.ClientSecret+"\n", "login", "--client-id", client, "--secret-stdin")
-			return
-		}
-	}
-	f.t.Fatalf("no client %s", client)
+	f.must(0, clientSecret(f.t, f.stack, client)+"\n", "login", "--client-id", client, "--secret-stdin")
 }
 
 // TestFedctlThroughTheMesh runs every fedctl command against the real mesh as a

@@ -16,12 +16,7 @@ import (
 // itself with backoff and resumes from its last cursor.
 func TestSDKSubscriptionResumesAcrossHubRestart(t *testing.T) {
 	s := startStack(t)
-	var secret string
-	for _, c := range s.Clients {
-		if c.ClientID == "ai-007" {
-			secret = c.ClientSecret
-		}
-	}
+	secret := clientSecret(t, s, "ai-007")
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	c := fedsync.New(fedsync.Config{BaseURL: s.EdgeURL("na"), ClientID: "ai-007", ClientSecret: secret})
@@ -101,12 +96,7 @@ func TestSDKSubscriptionResumesAcrossHubRestart(t *testing.T) {
 // returns that version (never an older one). Reports the hit ratio.
 func TestSDKCacheHitRatioAndFreshness(t *testing.T) {
 	s := startStack(t)
-	var secret string
-	for _, c := range s.Clients {
-		if c.ClientID == "ai-011" {
-			secret = c.ClientSecret
-		}
-	}
+	secret := clientSecret(t, s, "ai-011")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	c := fedsync.New(fedsync.Config{BaseURL: s.EdgeURL("na"), ClientID: "ai-011", ClientSecret: secret})
