@@ -17,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
 // services are fedsync's six services; regional ones run once per region.
@@ -63,7 +64,6 @@ var externalRefs = map[string]map[string]bool{
 // a StatefulSet with exactly one replica on a PersistentVolumeClaim; the value is
 // why (until when), for the violation messages.
 var statefulServices = map[string]string{
-	"statestore": "every instance owns its own bbolt file, so a second replica would be a second, diverging system of record (until statestore is replicated)",
 	"authn": "its data dir (authn.db) holds the client registry, signing keys and revocations, so a second replica would keep its own clients and revocations " +
 		"and rotate its own keys (until authn's state moves to a shared store)",
 }
@@ -672,6 +672,53 @@ func selects(sel *metav1.LabelSelector, podLabels map[string]string) bool {
 	return !s.Empty() && s.Matches(labels.Set(podLabels))
 }
 
+// checkRaftGroup: statestore is a Raft group. An odd number of voters, at
+// least three; FEDSYNC_RAFT_PEERS naming exactly the StatefulSet's pods by
+// their stable DNS names; a disruption budget that keeps a majority.
+func checkRaftGroup(objs []object, w workload) []string {
+	var v []string
+	n := int32(0)
+	if w.Replicas != nil {
+		n = *w.Replicas
+	}
+	if n < 3 || n%2 == 0 {
+		v = append(v, fmt.Sprintf("%s: a Raft group needs an odd number of replicas, at least 3 (it has %d)", w.id(), n))
+	}
+	var ss *appsv1.StatefulSet
+	for _, x := range objectsOf[*appsv1.StatefulSet](objs) {
+		if x.Name == w.Name {
+			ss = x
+		}
+	}
+	if ss == nil {
+		return append(v, w.id()+": statestore must be a StatefulSet (stable names for its Raft IDs)")
+	}
+	var want []string
+	for i := int32(0); i < n; i++ {
+		host := fmt.Sprintf("%s-%d.%s", ss.Name, i, ss.Spec.ServiceName)
+		want = append(want, host+":19104="+host+":19504")
+	}
+	peers := ""
+	for _, e := range ss.Spec.Template.Spec.Containers[0].Env {
+		if e.Name == "FEDSYNC_RAFT_PEERS" {
+			peers = e.Value
+		}
+	}
+	if peers != strings.Join(want, ",") {
+		v = append(v, fmt.Sprintf("%s: FEDSYNC_RAFT_PEERS is %q; with %d replicas it must name each pod: %q", w.id(), peers, n, strings.Join(want, ",")))
+	}
+	majority := n/2 + 1
+	for _, pdb := range objectsOf[*policyv1.PodDisruptionBudget](objs) {
+		if pdb.Spec.Selector == nil || pdb.Spec.Selector.MatchLabels["app.kubernetes.io/name"] != "statestore" {
+			continue
+		}
+		if pdb.Spec.MinAvailable == nil || pdb.Spec.MinAvailable.IntValue() < int(majority) {
+			v = append(v, fmt.Sprintf("PodDisruptionBudget/%s: must keep a majority (minAvailable %d) of the statestore's Raft group", pdb.Name, majority))
+		}
+	}
+	return v
+}
+
 // checkProd: what production adds. Replicas, autoscaled hubs, spreading across
 // zones, Kafka replication, TLS on every Ingress.
 func checkProd(objs []object) []string {
@@ -709,6 +756,8 @@ func checkProd(objs []object) []string {
 			if w.Replicas != nil {
 				v = append(v, w.id()+": sets replicas although a HorizontalPodAutoscaler owns them (every apply would reset them)")
 			}
+		case svc == "statestore":
+			v = append(v, checkRaftGroup(objs, w)...)
 		case statefulServices[svc] != "":
 			if w.Replicas == nil || *w.Replicas != 1 {
 				v = append(v, fmt.Sprintf("%s: %s must run exactly one replica: %s", w.id(), svc, statefulServices[svc]))
@@ -1002,7 +1051,14 @@ func TestPoliciesCatchViolations(t *testing.T) {
 		}, "StatefulSet/authn: authn must run exactly one replica: its data dir (authn.db)"},
 		{"two statestore replicas", checkProd, func(t *testing.T, objs []object) {
 			statefulSet(t, objs, "statestore").Spec.Replicas = new(int32(2))
-		}, "StatefulSet/statestore: statestore must run exactly one replica"},
+		}, "StatefulSet/statestore: a Raft group needs an odd number of replicas"},
+		{"five statestore replicas, three peers", checkProd, func(t *testing.T, objs []object) {
+			statefulSet(t, objs, "statestore").Spec.Replicas = new(int32(5))
+		}, "FEDSYNC_RAFT_PEERS is"},
+		{"statestore budget allows losing the majority", checkProd, func(t *testing.T, objs []object) {
+			pdb := find[*policyv1.PodDisruptionBudget](t, objs, "statestore")
+			pdb.Spec.MinAvailable = new(intstr.FromInt32(1))
+		}, "must keep a majority"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -799,6 +799,9 @@ func checkTilt(tl *tilt) []string {
 			}
 			for _, c := range workloads[w].Spec.Containers {
 				for _, p := range c.Ports {
+					if p.Name == "raft" {
+						continue // replica to replica only: nothing on the host speaks it
+					}
 					if !forwarded[int(p.ContainerPort)] {
 						v = append(v, fmt.Sprintf("k8s_resource %s: container port %s (%d) is not forwarded", w, p.Name, p.ContainerPort))
 					}

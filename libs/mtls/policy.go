@@ -37,19 +37,20 @@ var Policy = map[string][]string{
 	"/fedsync.v1.MergeService/CommitStrong":    {"validation"},
 	"/fedsync.v1.MergeService/ResolveConflict": {Anyone},
 	// statestore: only merge commits; the broadcasters read the log;
-	// validation keeps the operating state (pause).
-	"/fedsync.v1.StateStoreService/Apply":         {"merge"},
-	"/fedsync.v1.StateStoreService/ApplyBatch":    {"merge"},
-	"/fedsync.v1.StateStoreService/GetMany":       {"merge"},
-	"/fedsync.v1.StateStoreService/GetFrontier":   {"merge"},
-	"/fedsync.v1.StateStoreService/RecordOutcome": {"merge"},
-	"/fedsync.v1.StateStoreService/GetOutcome":    {"merge", "validation"},
-	"/fedsync.v1.StateStoreService/ListConflicts": {"merge"},
-	"/fedsync.v1.StateStoreService/GetConflict":   {"merge"},
-	"/fedsync.v1.StateStoreService/ReadLog":       {"broadcaster", "merge", "healthmonitor"},
-	"/fedsync.v1.StateStoreService/GetDigests":    {"broadcaster"},
-	"/fedsync.v1.StateStoreService/GetControl":    {"validation", "merge"},
-	"/fedsync.v1.StateStoreService/SetControl":    {"validation"},
+	// validation keeps the operating state (pause); a follower replica
+	// sends each call on to the leader.
+	"/fedsync.v1.StateStoreService/Apply":         {"merge", "statestore"},
+	"/fedsync.v1.StateStoreService/ApplyBatch":    {"merge", "statestore"},
+	"/fedsync.v1.StateStoreService/GetMany":       {"merge", "statestore"},
+	"/fedsync.v1.StateStoreService/GetFrontier":   {"merge", "statestore"},
+	"/fedsync.v1.StateStoreService/RecordOutcome": {"merge", "statestore"},
+	"/fedsync.v1.StateStoreService/GetOutcome":    {"merge", "validation", "statestore"},
+	"/fedsync.v1.StateStoreService/ListConflicts": {"merge", "statestore"},
+	"/fedsync.v1.StateStoreService/GetConflict":   {"merge", "statestore"},
+	"/fedsync.v1.StateStoreService/ReadLog":       {"broadcaster", "merge", "healthmonitor", "statestore"},
+	"/fedsync.v1.StateStoreService/GetDigests":    {"broadcaster", "statestore"},
+	"/fedsync.v1.StateStoreService/GetControl":    {"validation", "merge", "statestore"},
+	"/fedsync.v1.StateStoreService/SetControl":    {"validation", "statestore"},
 	"/fedsync.v1.StateStoreService/Get":           {Anyone},
 	"/fedsync.v1.StateStoreService/Query":         {Anyone},
 	// the agents' subscriptions and the health API.

@@ -30,9 +30,8 @@ type Config struct {
 	// change larger even without its document goes out without set and
 	// removed too (change_omitted) and consumers read it from the log.
 	PublishMaxRecord int
-	// MaxBatchDelay is the longest a commit waits to share its transaction and
-	// fsync with concurrent commits.
-	MaxBatchDelay time.Duration
+	// Raft places this replica in the statestore's Raft group.
+	Raft RaftConfig
 }
 
 // ParseConfig reads the configuration from flags and FEDSYNC_* variables.
@@ -46,7 +45,7 @@ func ParseConfig(fs *flag.FlagSet, args []string) (*Config, error) {
 	fs.IntVar(&c.PublishWholeMax, "publish.whole-max", 256<<10, "largest document (bytes) a change on fedsync.committed carries whole; larger ones carry only the fields set and removed")
 	fs.IntVar(&c.MaxDocBytes, "doc.max-bytes", DefaultMaxDocBytes, "largest document (bytes of its JSON value) a commit may produce; larger results are refused with 413 too_large")
 	fs.IntVar(&c.PublishMaxRecord, "publish.max-record", 900<<10, "largest record (bytes) put on fedsync.committed; a larger change goes out without its fields (change_omitted) and is read from the log")
-	fs.DurationVar(&c.MaxBatchDelay, "commit.max-delay", 2*time.Millisecond, "longest a commit waits to share one transaction and fsync with concurrent commits")
+	c.Raft.RegisterFlags(fs)
 	return c, svcrun.Parse(fs, args, c.Validate)
 }
 
@@ -70,8 +69,11 @@ func (c *Config) Validate() error {
 	if c.PublishMaxRecord < 4096 || c.PublishMaxRecord < c.PublishWholeMax {
 		return errors.New("publish.max-record: must be at least 4 KiB and at least publish.whole-max")
 	}
-	if c.MaxBatchDelay < 0 || c.MaxBatchDelay > 100*time.Millisecond {
-		return errors.New("commit.max-delay: must be between 0 and 100ms")
+	if c.Raft.ID == "" {
+		c.Raft.ID = c.Service.Advertise()
+	}
+	if err := c.Raft.Validate(); err != nil {
+		return err
 	}
 	if c.MaxQueryLimit < 1 {
 		return errors.New("max-query-limit: must be at least 1")

@@ -22,7 +22,10 @@ import (
 // the highest published seq only after Kafka acknowledged, so a crash at any point
 // republishes instead of losing; consumers drop repeats by seq.
 type publisher struct {
-	store     *store
+	store *store
+	// repl records the published position and drops published conflicts
+	// (replicated commands: a new leader resumes where this one stopped).
+	repl      proposer
 	producer  *kafkabus.Producer
 	conflicts *kafkabus.Producer
 	wake      <-chan struct{}
@@ -49,9 +52,12 @@ const publishBatch = 500
 
 func (p *publisher) run(ctx context.Context) error {
 	backoff := periodic.Backoff{Min: 100 * time.Millisecond, Max: 5 * time.Second}
+	p.loaded = false // a new term: resume from the replicated position
 	defer func() {
 		if p.loaded && p.last > p.saved {
-			if err := p.store.markPublished(p.last, p.retention); err != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			if err := p.markPublished(ctx, p.last); err != nil {
 				level.Warn(p.logger).Log("msg", "record published position at stop", "err", err)
 			}
 		}
@@ -147,7 +153,7 @@ func (p *publisher) publishOnce(ctx context.Context) (int, error) {
 	}
 	p.last = last
 	if p.saveEvery == 0 || time.Since(p.savedAt) >= p.saveEvery {
-		if err := p.store.markPublished(last, p.retention); err != nil {
+		if err := p.markPublished(ctx, last); err != nil {
 			return 0, fmt.Errorf("record published seq %d: %w", last, err)
 		}
 		p.saved, p.savedAt = last, time.Now()
@@ -209,5 +215,13 @@ func (p *publisher) publishConflicts(ctx context.Context) error {
 	if err := p.conflicts.Publish(ctx, records...); err != nil {
 		return err
 	}
-	return p.store.dropConflictOutbox(keys[len(keys)-1])
+	_, err = p.repl.propose(ctx, &command{kind: cmdDropConflicts, seq: keys[len(keys)-1]})
+	return err
+}
+
+// markPublished records that every entry up to seq is in Kafka, and trims log
+// entries beyond the retention.
+func (p *publisher) markPublished(ctx context.Context, seq uint64) error {
+	_, err := p.repl.propose(ctx, &command{kind: cmdPublished, seq: seq, retention: p.retention})
+	return err
 }

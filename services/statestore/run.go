@@ -25,7 +25,6 @@ func Run(ctx context.Context, cfg *Config) error {
 	if err != nil {
 		return err
 	}
-	st.db.MaxBatchDelay = cfg.MaxBatchDelay
 	st.maxDoc = cfg.MaxDocBytes
 	rt.OnClose(func() { st.close() })
 	if err := kafkabus.EnsureAll(ctx, &cfg.Kafka); err != nil {
@@ -36,22 +35,54 @@ func Run(ctx context.Context, cfg *Config) error {
 	rt.OnClose(func() { producer.Close(); conflicts.Close() })
 
 	core := newService(st, cfg.MaxQueryLimit)
+	// A replica that cannot apply a committed entry (its disk) stops: the
+	// others go on, and a restart replays the log.
+	fatal := make(chan error, 1)
+	core.fsm.fatal = func(err error) {
+		select {
+		case fatal <- fmt.Errorf("apply a committed change: %w", err):
+		default:
+		}
+	}
+	rt.Go("raft apply", func(ctx context.Context) error {
+		select {
+		case err := <-fatal:
+			return err
+		case <-ctx.Done():
+			return nil
+		}
+	})
+	node, err := startNode(cfg.Raft, cfg.Service.DataDir, core.fsm, rt.Identity, rt.Logger)
+	if err != nil {
+		return err
+	}
+	rt.OnClose(node.close)
+	core.repl = node
+	registerRaftMetrics(rt.Metrics.Registry, node)
+
 	var svc Service = core
 	svc = InstrumentingMiddleware(rt.Metrics.Registry, rt.Audit)(svc)
+	svc = LeaderRoutingMiddleware(node, rt.ClientCredentials())(svc)
+	rt.OnClose(svc.(*leaderRouting).close)
 	eps := MakeEndpoints(svc, rt.Instrument)
 	pub := &publisher{
-		store: st, producer: producer, conflicts: conflicts, wake: core.committed, retention: cfg.LogRetention, wholeMax: cfg.PublishWholeMax, maxRecord: cfg.PublishMaxRecord, saveEvery: time.Second,
+		store: st, repl: node, producer: producer, conflicts: conflicts, wake: core.committed, retention: cfg.LogRetention, wholeMax: cfg.PublishWholeMax, maxRecord: cfg.PublishMaxRecord, saveEvery: time.Second,
 		logger:  log.With(rt.Logger, "component", "outbox"),
 		pending: rt.Metrics.QueueDepth.WithLabelValues("outbox:"+kafkabus.TopicCommitted, "all"),
 	}
-	rt.Go("outbox publisher", pub.run)
+	// Only the leader publishes fedsync.committed and sweeps; a new leader
+	// resumes from the replicated published position, and consumers drop
+	// what is published twice by seq.
+	rt.Go("outbox publisher", func(ctx context.Context) error { return node.whileLeader(ctx, pub.run) })
 	rt.Go("dedup sweep", func(ctx context.Context) error {
-		return periodic.Run(ctx, 10*time.Minute, func(context.Context) {
-			if n, err := st.sweep(cfg.DedupRetention); err != nil {
-				level.Warn(rt.Logger).Log("msg", "sweep applied message ids", "err", err)
-			} else if n > 0 {
-				level.Info(rt.Logger).Log("msg", "forgot old message ids and outcomes", "removed", n)
-			}
+		return node.whileLeader(ctx, func(ctx context.Context) error {
+			return periodic.Run(ctx, 10*time.Minute, func(ctx context.Context) {
+				if n, err := core.sweep(ctx, cfg.DedupRetention); err != nil {
+					level.Warn(rt.Logger).Log("msg", "sweep applied message ids", "err", err)
+				} else if n > 0 {
+					level.Info(rt.Logger).Log("msg", "forgot old message ids and outcomes", "removed", n)
+				}
+			})
 		})
 	})
 	verifier, err := rt.Verifier()

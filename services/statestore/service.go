@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"time"
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
@@ -44,29 +45,37 @@ type Service interface {
 }
 
 type service struct {
-	store    *store
+	store *store
+	// repl puts every change through the Raft group (or, unreplicated,
+	// straight into the store).
+	repl     proposer
+	fsm      *fsm
 	maxLimit int
 	// committed is signalled after every commit so the publisher wakes up.
 	committed chan struct{}
 }
 
+// newService returns the service over st, applying changes directly; Run
+// replaces repl with the Raft group.
 func newService(st *store, maxLimit int) *service {
-	return &service{store: st, maxLimit: maxLimit, committed: make(chan struct{}, 1)}
+	s := &service{store: st, maxLimit: maxLimit, committed: make(chan struct{}, 1)}
+	s.fsm = &fsm{store: st, applied: s.wake}
+	s.repl = localProposer{f: s.fsm}
+	return s
 }
 
 func (s *service) Apply(ctx context.Context, req *fedsyncv1.ApplyRequest) (*fedsyncv1.ApplyResponse, error) {
 	if err := checkApply(req); err != nil {
 		return nil, err
 	}
-	trace := propagation.MapCarrier{}
-	otel.GetTextMapPropagator().Inject(ctx, trace)
-	c, err := s.store.apply(req, trace)
+	items, err := s.applyBatch(ctx, &fedsyncv1.ApplyBatchRequest{Items: []*fedsyncv1.ApplyRequest{req}})
 	if err != nil {
 		return nil, err
 	}
-	if !c.duplicate {
-		s.wake()
+	if it := items[0]; it.err != nil {
+		return nil, it.err
 	}
+	c := items[0].out
 	return &fedsyncv1.ApplyResponse{Version: c.version, Duplicate: c.duplicate, Seq: c.seq}, nil
 }
 
@@ -97,35 +106,38 @@ func (s *service) ApplyBatch(ctx context.Context, req *fedsyncv1.ApplyBatchReque
 			return nil, apierr.New(apierr.InvalidArgument, "Field outcomes.outcome.message_id is required.")
 		}
 	}
-	items := make([]*batchItem, len(req.GetItems()))
-	for i, r := range req.GetItems() {
-		it := &batchItem{req: r}
-		if it.err = checkApply(r); it.err == nil {
-			it.patch, it.err = decodePatch(r)
-		}
-		items[i] = it
-	}
-	trace := propagation.MapCarrier{}
-	otel.GetTextMapPropagator().Inject(ctx, trace)
-	spans := itemSpans(ctx, items)
-	err := s.store.applyBatch(items, req.GetOutcomes(), trace)
-	spans.end(items, err)
+	items, err := s.applyBatch(ctx, req)
 	if err != nil {
 		return nil, err
 	}
 	resp := &fedsyncv1.ApplyBatchResponse{Results: make([]*fedsyncv1.ApplyResult, len(items))}
-	wake := false
 	for i, it := range items {
 		resp.Results[i] = resultOf(it)
-		wake = wake || (it.err == nil && !it.out.duplicate)
-	}
-	for _, o := range req.GetOutcomes() {
-		wake = wake || len(o.GetConflicts()) > 0
-	}
-	if wake {
-		s.wake()
 	}
 	return resp, nil
+}
+
+// applyBatch puts req through as one command and returns what became of each
+// item. Each item that carries a trace gets a span of its own, whose context
+// goes into the command so that its log entry continues that trace.
+func (s *service) applyBatch(ctx context.Context, req *fedsyncv1.ApplyBatchRequest) ([]*batchItem, error) {
+	traced := make([]*batchItem, len(req.GetItems()))
+	for i, r := range req.GetItems() {
+		traced[i] = &batchItem{req: r}
+	}
+	spans := itemSpans(ctx, traced)
+	for _, it := range traced {
+		it.req.Trace = it.trace
+	}
+	trace := propagation.MapCarrier{}
+	otel.GetTextMapPropagator().Inject(ctx, trace)
+	res, err := s.repl.propose(ctx, &command{kind: cmdBatch, now: s.store.now().UnixNano(), body: req, trace: trace})
+	var items []*batchItem
+	if err == nil {
+		items = res.(*batchResult).items
+	}
+	spans.end(items, err)
+	return items, err
 }
 
 func resultOf(it *batchItem) *fedsyncv1.ApplyResult {
@@ -234,15 +246,12 @@ func (s *service) GetFrontier(context.Context, *fedsyncv1.GetFrontierRequest) (*
 	return &fedsyncv1.GetFrontierResponse{Frontier: f}, nil
 }
 
-func (s *service) RecordOutcome(_ context.Context, req *fedsyncv1.RecordOutcomeRequest) (*fedsyncv1.RecordOutcomeResponse, error) {
+func (s *service) RecordOutcome(ctx context.Context, req *fedsyncv1.RecordOutcomeRequest) (*fedsyncv1.RecordOutcomeResponse, error) {
 	if req.GetOutcome().GetMessageId() == "" {
 		return nil, apierr.New(apierr.InvalidArgument, "Field outcome.message_id is required.")
 	}
-	if err := s.store.recordOutcome(req); err != nil {
+	if _, err := s.repl.propose(ctx, &command{kind: cmdOutcome, now: s.store.now().UnixNano(), body: req}); err != nil {
 		return nil, err
-	}
-	if len(req.GetConflicts()) > 0 {
-		s.wake()
 	}
 	return &fedsyncv1.RecordOutcomeResponse{}, nil
 }
@@ -313,7 +322,7 @@ func (s *service) GetControl(context.Context, *fedsyncv1.GetControlRequest) (*fe
 	return &fedsyncv1.GetControlResponse{State: st}, nil
 }
 
-func (s *service) SetControl(_ context.Context, req *fedsyncv1.SetControlRequest) (*fedsyncv1.SetControlResponse, error) {
+func (s *service) SetControl(ctx context.Context, req *fedsyncv1.SetControlRequest) (*fedsyncv1.SetControlResponse, error) {
 	st := req.GetState()
 	if st == nil {
 		return nil, apierr.New(apierr.InvalidArgument, "Field state is required.")
@@ -321,7 +330,7 @@ func (s *service) SetControl(_ context.Context, req *fedsyncv1.SetControlRequest
 	if st.At == 0 {
 		st.At = s.store.now().UnixNano()
 	}
-	if err := s.store.setControl(st); err != nil {
+	if _, err := s.repl.propose(ctx, &command{kind: cmdControl, body: st}); err != nil {
 		return nil, err
 	}
 	return &fedsyncv1.SetControlResponse{State: st}, nil
@@ -360,10 +369,14 @@ func (spans itemSpanSet) end(items []*batchItem, err error) {
 		if span == nil {
 			continue
 		}
-		it := items[i]
 		switch {
 		case err != nil:
 			span.SetStatus(codes.Error, err.Error())
+			span.End()
+			continue
+		}
+		it := items[i]
+		switch {
 		case it.err != nil:
 			span.SetStatus(codes.Error, it.err.Error())
 		default:
@@ -372,4 +385,29 @@ func (spans itemSpanSet) end(items []*batchItem, err error) {
 		}
 		span.End()
 	}
+}
+
+// sweep forgets applied message ids and outcomes older than retention, in
+// slices of 5,000 entries, each a replicated command. Idempotence needs a
+// message id only while Kafka may still deliver its delta again, so retention
+// should be at least the topic's retention (Kafka's default is 7 days).
+func (s *service) sweep(ctx context.Context, retention time.Duration) (int, error) {
+	cutoff := s.store.now().Add(-retention).UnixNano()
+	removed := 0
+	for _, b := range [][]byte{bucketApplied, bucketOutcomes} {
+		var after []byte
+		for {
+			res, err := s.repl.propose(ctx, &command{kind: cmdSweep, bucket: b, after: after, cutoff: cutoff, limit: 5000})
+			if err != nil {
+				return removed, err
+			}
+			r := res.(*sweepResult)
+			removed += r.removed
+			if r.next == nil {
+				break
+			}
+			after = r.next
+		}
+	}
+	return removed, nil
 }

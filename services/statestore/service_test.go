@@ -136,7 +136,7 @@ func TestQueryPagesByPrefixAndType(t *testing.T) {
 }
 
 func TestReadLogAndExpiredCursor(t *testing.T) {
-	s, st := newTestService(t, t.TempDir())
+	s, _ := newTestService(t, t.TempDir())
 	for i := 0; i < 10; i++ {
 		apply(t, s, &fedsyncv1.ApplyRequest{Id: "d", DataType: "note", Patch: []byte(fmt.Sprintf(`{"i":%d}`, i))})
 	}
@@ -147,7 +147,7 @@ func TestReadLogAndExpiredCursor(t *testing.T) {
 	if len(resp.Changes) != 3 || resp.Changes[0].Seq != 8 || resp.HeadSeq != 10 || resp.Changes[2].State.Version != 10 {
 		t.Fatalf("got %d changes, head %d", len(resp.Changes), resp.HeadSeq)
 	}
-	if err := st.markPublished(10, 4); err != nil { // keep only seq 7..10
+	if _, err := s.repl.propose(context.Background(), &command{kind: cmdPublished, seq: 10, retention: 4}); err != nil { // keep only seq 7..10
 		t.Fatal(err)
 	}
 	if _, err := s.ReadLog(context.Background(), &fedsyncv1.ReadLogRequest{AfterSeq: 6}); err != nil {
@@ -175,8 +175,8 @@ func TestOutboxSurvivesRestart(t *testing.T) {
 	dir := t.TempDir()
 	producer := kafkabus.NewProducer(cfg, topic)
 	defer producer.Close()
-	newPub := func(st *store) *publisher {
-		return &publisher{store: st, producer: producer, retention: 1000, logger: log.NewNopLogger(), pending: prometheus.NewGauge(prometheus.GaugeOpts{Name: "x"})}
+	newPub := func(s *service) *publisher {
+		return &publisher{store: s.store, repl: s.repl, producer: producer, retention: 1000, logger: log.NewNopLogger(), pending: prometheus.NewGauge(prometheus.GaugeOpts{Name: "x"})}
 	}
 
 	st, err := openStore(dir)
@@ -187,7 +187,7 @@ func TestOutboxSurvivesRestart(t *testing.T) {
 	for i := 0; i < 5; i++ {
 		apply(t, s, &fedsyncv1.ApplyRequest{Id: fmt.Sprintf("d%d", i%2), DataType: "note", Patch: []byte(`{"x":1}`)})
 	}
-	if _, err := newPub(st).publishOnce(ctx); err != nil {
+	if _, err := newPub(s).publishOnce(ctx); err != nil {
 		t.Fatal(err)
 	}
 	for i := 5; i < 9; i++ { // committed, not yet published when the process dies
@@ -200,7 +200,7 @@ func TestOutboxSurvivesRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.close()
-	if n, err := newPub(st).publishOnce(ctx); err != nil || n != 4 {
+	if n, err := newPub(newService(st, 100)).publishOnce(ctx); err != nil || n != 4 {
 		t.Fatalf("after restart published %d, %v; want the 4 unpublished", n, err)
 	}
 	c := kafkabus.NewConsumer(cfg, topic, "g-"+topic, kafkabus.StartEarliest, log.NewNopLogger())
@@ -264,7 +264,7 @@ func TestSweepForgetsOldMessageIDsOnly(t *testing.T) {
 	apply(t, s, &fedsyncv1.ApplyRequest{Id: "d", DataType: "note", Patch: []byte(`{"a":1}`), MessageId: "old"})
 	now = now.Add(8 * 24 * time.Hour)
 	apply(t, s, &fedsyncv1.ApplyRequest{Id: "d", DataType: "note", Patch: []byte(`{"a":2}`), MessageId: "new"})
-	n, err := st.sweep(7 * 24 * time.Hour)
+	n, err := s.sweep(context.Background(), 7*24*time.Hour)
 	if err != nil || n != 2 { // the old applied id and the old outcome
 		t.Fatalf("swept %d, %v", n, err)
 	}

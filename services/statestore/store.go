@@ -67,10 +67,6 @@ func openStore(dir string) (*store, error) {
 		db.Close()
 		return nil, fmt.Errorf("create buckets in %s: %w", path, err)
 	}
-	// Commits from concurrent callers share one transaction and one fsync; wait
-	// at most 2 ms for company (bbolt's default 10 ms puts a floor under every
-	// write's latency).
-	db.MaxBatchDelay = 2 * time.Millisecond
 	return &store{db: db, now: time.Now, maxDoc: DefaultMaxDocBytes}, nil
 }
 
@@ -85,23 +81,6 @@ type commit struct {
 	version   int64
 	seq       uint64
 	duplicate bool
-}
-
-// apply commits req as the next version of its document, atomically with its log
-// entry and its message id. traceMeta is stored with the log entry so the
-// publisher continues the writer's trace.
-func (s *store) apply(req *fedsyncv1.ApplyRequest, traceMeta map[string]string) (commit, error) {
-	var out commit
-	patch, err := decodePatch(req)
-	if err != nil {
-		return out, err
-	}
-	err = s.db.Batch(func(tx *bolt.Tx) error {
-		var err error
-		out, err = s.applyTx(tx, req, patch, traceMeta)
-		return err
-	})
-	return out, err
 }
 
 // decodePatch returns req's patch: its fields as merge sent them, or (from a
@@ -127,66 +106,44 @@ type batchItem struct {
 // id in the same batch did not commit.
 var errAborted = apierr.New(apierr.VersionConflict, "An earlier change of this document in the same batch did not commit; merge it again.")
 
-// applyBatch records outcomes and commits items in one transaction and one
-// fsync. A business error (version conflict, causal order, data type, a bad
-// conflict to resolve) settles only its item and the later items of its id;
-// the others commit. Only an infrastructure error (the disk) fails the batch.
-func (s *store) applyBatch(items []*batchItem, outcomes []*fedsyncv1.RecordOutcomeRequest, traceMeta map[string]string) error {
-	// Small batches share a transaction with concurrent callers (db.Batch); a
-	// large one has enough to amortize its fsync alone, and joining others
-	// would only make every caller wait for all of it.
-	run := s.db.Batch
-	if size := batchSize(items); size > soloBatchBytes {
-		run = s.db.Update
+// applyBatchTx records outcomes and commits items inside tx. A business error
+// (version conflict, causal order, data type, a bad conflict to resolve)
+// settles only its item and the later items of its id; the others commit.
+// Only an infrastructure error (the disk) fails the batch. now is the commit
+// time, chosen once by the proposer so every replica commits the same bytes.
+func (s *store) applyBatchTx(tx *bolt.Tx, items []*batchItem, outcomes []*fedsyncv1.RecordOutcomeRequest, traceMeta map[string]string, now int64) error {
+	for _, o := range outcomes {
+		if err := s.recordOutcomeTx(tx, o, now); err != nil {
+			return err
+		}
 	}
-	return run(func(tx *bolt.Tx) error {
-		// bbolt may run this function again (alone) when another caller's
-		// function in the same transaction failed: start from scratch.
-		for _, o := range outcomes {
-			if err := s.recordOutcomeTx(tx, o); err != nil {
+	failed := map[string]bool{}
+	for _, it := range items {
+		it.out = commit{}
+		if it.patch == nil {
+			continue // refused before the transaction
+		}
+		it.err = nil
+		if failed[it.req.GetId()] {
+			it.err = errAborted
+			continue
+		}
+		tm := traceMeta
+		if it.trace != nil {
+			tm = it.trace
+		}
+		out, err := s.applyTx(tx, it.req, it.patch, tm, now)
+		if err != nil {
+			if !isBusiness(err) {
 				return err
 			}
+			it.err = err
+			failed[it.req.GetId()] = true
+			continue
 		}
-		failed := map[string]bool{}
-		for _, it := range items {
-			it.out = commit{}
-			if it.patch == nil {
-				continue // refused before the transaction
-			}
-			it.err = nil
-			if failed[it.req.GetId()] {
-				it.err = errAborted
-				continue
-			}
-			tm := traceMeta
-			if it.trace != nil {
-				tm = it.trace
-			}
-			out, err := s.applyTx(tx, it.req, it.patch, tm)
-			if err != nil {
-				if !isBusiness(err) {
-					return err
-				}
-				it.err = err
-				failed[it.req.GetId()] = true
-				continue
-			}
-			it.out = out
-		}
-		return nil
-	})
-}
-
-// soloBatchBytes is the patch size from which a batch commits in a
-// transaction of its own.
-const soloBatchBytes = 256 << 10
-
-func batchSize(items []*batchItem) int {
-	n := 0
-	for _, it := range items {
-		n += it.patch.Size()
+		it.out = out
 	}
-	return n
+	return nil
 }
 
 // isBusiness reports whether err is an answer about the request (a contract
@@ -198,7 +155,7 @@ func isBusiness(err error) bool {
 
 // applyTx commits req inside tx. Every business check comes before the first
 // write, so a business error leaves tx untouched.
-func (s *store) applyTx(tx *bolt.Tx, req *fedsyncv1.ApplyRequest, patch statedoc.Object, traceMeta map[string]string) (commit, error) {
+func (s *store) applyTx(tx *bolt.Tx, req *fedsyncv1.ApplyRequest, patch statedoc.Object, traceMeta map[string]string, now int64) (commit, error) {
 	docs, applied, logb := tx.Bucket(bucketDocs), tx.Bucket(bucketApplied), tx.Bucket(bucketLog)
 	if req.GetMessageId() != "" {
 		if v := applied.Get(appliedKey(req.GetId(), req.GetMessageId())); v != nil {
@@ -224,7 +181,7 @@ func (s *store) applyTx(tx *bolt.Tx, req *fedsyncv1.ApplyRequest, patch statedoc
 	if err := checkConflicts(tx, req.GetResolvesConflictId(), req.GetConflicts()); err != nil {
 		return commit{}, err
 	}
-	nc, err := statedoc.NextCommit(cur, req, patch, s.now().UnixNano())
+	nc, err := statedoc.NextCommit(cur, req, patch, now)
 	if err != nil {
 		return commit{}, apierr.New(apierr.InvalidArgument, "Field patch of %s: %v.", req.GetId(), err)
 	}
@@ -399,8 +356,8 @@ func (s *store) published() (uint64, error) {
 
 // markPublished records that every entry up to seq is in Kafka, and trims log
 // entries beyond the retention.
-func (s *store) markPublished(seq, retention uint64) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+func markPublishedTx(tx *bolt.Tx, seq, retention uint64) error {
+	{
 		if err := tx.Bucket(bucketMeta).Put(keyPublished, u64(seq)); err != nil {
 			return err
 		}
@@ -415,7 +372,7 @@ func (s *store) markPublished(seq, retention uint64) error {
 			}
 		}
 		return nil
-	})
+	}
 }
 
 // head returns the highest committed seq.
@@ -555,13 +512,10 @@ func putOutcome(tx *bolt.Tx, o *fedsyncv1.Outcome) error {
 	return tx.Bucket(bucketOutcomes).Put([]byte(o.GetMessageId()), raw)
 }
 
-// recordOutcome records what became of a delta that committed nothing, with its
-// conflicts, and settles a causal delta.
-func (s *store) recordOutcome(req *fedsyncv1.RecordOutcomeRequest) error {
-	return s.db.Batch(func(tx *bolt.Tx) error { return s.recordOutcomeTx(tx, req) })
-}
-
-func (s *store) recordOutcomeTx(tx *bolt.Tx, req *fedsyncv1.RecordOutcomeRequest) error {
+// recordOutcomeTx records what became of a delta that committed nothing, with
+// its conflicts, and settles a causal delta. now is the outcome's time when
+// the caller gave none.
+func (s *store) recordOutcomeTx(tx *bolt.Tx, req *fedsyncv1.RecordOutcomeRequest, now int64) error {
 	if err := advanceCausalAtLeast(tx, req.GetCausalAgent(), req.GetCausalCounter()); err != nil {
 		return err
 	}
@@ -570,7 +524,7 @@ func (s *store) recordOutcomeTx(tx *bolt.Tx, req *fedsyncv1.RecordOutcomeRequest
 	}
 	o := req.GetOutcome()
 	if o.GetAt() == 0 {
-		o.At = s.now().UnixNano()
+		o.At = now
 	}
 	if tx.Bucket(bucketOutcomes).Get([]byte(o.GetMessageId())) != nil {
 		return nil // the first outcome of a delta stands (a re-delivery changes nothing)
@@ -680,16 +634,14 @@ func (s *store) conflictOutbox(limit int) ([]uint64, [][]byte, error) {
 	return keys, vals, err
 }
 
-func (s *store) dropConflictOutbox(upTo uint64) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketConflictOutbox).Cursor()
-		for k, _ := c.First(); k != nil && binary.BigEndian.Uint64(k) <= upTo; k, _ = c.Next() {
-			if err := c.Delete(); err != nil {
-				return err
-			}
+func dropConflictOutboxTx(tx *bolt.Tx, upTo uint64) error {
+	c := tx.Bucket(bucketConflictOutbox).Cursor()
+	for k, _ := c.First(); k != nil && binary.BigEndian.Uint64(k) <= upTo; k, _ = c.Next() {
+		if err := c.Delete(); err != nil {
+			return err
 		}
-		return nil
-	})
+	}
+	return nil
 }
 
 var keyControl = []byte("control")
@@ -705,67 +657,39 @@ func (s *store) control() (*fedsyncv1.ControlState, error) {
 	return st, err
 }
 
-func (s *store) setControl(st *fedsyncv1.ControlState) error {
+func setControlTx(tx *bolt.Tx, st *fedsyncv1.ControlState) error {
 	raw, err := proto.Marshal(st)
 	if err != nil {
 		return err
 	}
-	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keyControl, raw) })
+	return tx.Bucket(bucketMeta).Put(keyControl, raw)
 }
 
-// sweep forgets applied message ids and outcomes older than retention, in
-// bounded transactions. Idempotence needs a message id only while Kafka may
-// still deliver its delta again, so retention should be at least the topic's
-// retention (Kafka's default is 7 days).
-func (s *store) sweep(retention time.Duration) (int, error) {
-	cutoff := s.now().Add(-retention).UnixNano()
+// sweepBatchTx examines up to limit entries of bucket b after key `after` and
+// deletes those older than cutoff; it returns where to continue (nil at the
+// end). The service's sweep runs it as replicated commands.
+func sweepBatchTx(tx *bolt.Tx, b, after []byte, cutoff int64, limit int) (int, []byte, error) {
 	removed := 0
-	for _, b := range [][]byte{bucketApplied, bucketOutcomes} {
-		var after []byte
-		for {
-			n, next, err := s.sweepBatch(b, after, cutoff, 5000)
-			removed += n
-			if err != nil || next == nil {
-				if err != nil {
-					return removed, err
-				}
-				break
-			}
-			after = next
+	c := tx.Bucket(b).Cursor()
+	k, v := c.First()
+	if after != nil {
+		k, v = c.Seek(after)
+		if k != nil && string(k) == string(after) {
+			k, v = c.Next()
 		}
 	}
-	return removed, nil
-}
-
-// sweepBatch examines up to limit entries of bucket b after key `after` and
-// deletes those older than cutoff; it returns where to continue (nil at the end).
-func (s *store) sweepBatch(b, after []byte, cutoff int64, limit int) (int, []byte, error) {
-	removed := 0
-	var next []byte
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		c := tx.Bucket(b).Cursor()
-		k, v := c.First()
-		if after != nil {
-			k, v = c.Seek(after)
-			if k != nil && string(k) == string(after) {
-				k, v = c.Next()
-			}
+	for seen := 0; k != nil; k, v = c.Next() {
+		if seen++; seen > limit {
+			return removed, append([]byte(nil), k...), nil
 		}
-		for seen := 0; k != nil; k, v = c.Next() {
-			if seen++; seen > limit {
-				next = append([]byte(nil), k...)
-				return nil
+		if at := entryTime(b, v); at > 0 && at < cutoff {
+			if err := c.Delete(); err != nil {
+				return removed, nil, err
 			}
-			if at := entryTime(b, v); at > 0 && at < cutoff {
-				if err := c.Delete(); err != nil {
-					return err
-				}
-				removed++
-			}
+			removed++
 		}
-		return nil
-	})
-	return removed, next, err
+	}
+	return removed, nil, nil
 }
 
 func entryTime(bucket, v []byte) int64 {

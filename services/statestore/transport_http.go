@@ -1,6 +1,7 @@
 package statestore
 
 import (
+	"context"
 	"net/http"
 	"time"
 
@@ -47,7 +48,12 @@ func NewHTTPHandler(e Endpoints, v *authtoken.Verifier) http.Handler {
 			apierr.WriteHTTP(w, err)
 			return
 		}
-		resp, err := endpoints.Call[*fedsyncv1.GetResponse](r.Context(), e.Get, &fedsyncv1.GetRequest{Id: r.PathValue("id")})
+		ctx, err := readConsistency(w, r)
+		if err != nil {
+			apierr.WriteHTTP(w, err)
+			return
+		}
+		resp, err := endpoints.Call[*fedsyncv1.GetResponse](ctx, e.Get, &fedsyncv1.GetRequest{Id: r.PathValue("id")})
 		if err != nil {
 			apierr.WriteHTTP(w, err)
 			return
@@ -60,7 +66,12 @@ func NewHTTPHandler(e Endpoints, v *authtoken.Verifier) http.Handler {
 			apierr.WriteHTTP(w, err)
 			return
 		}
-		resp, err := endpoints.Call[*fedsyncv1.QueryResponse](r.Context(), e.Query, &fedsyncv1.QueryRequest{
+		ctx, err := readConsistency(w, r)
+		if err != nil {
+			apierr.WriteHTTP(w, err)
+			return
+		}
+		resp, err := endpoints.Call[*fedsyncv1.QueryResponse](ctx, e.Query, &fedsyncv1.QueryRequest{
 			IdPrefix: q.IDPrefix, DataType: q.DataType, Limit: q.Limit, PageToken: q.PageToken,
 		})
 		if err != nil {
@@ -110,4 +121,19 @@ func NewHTTPHandler(e Endpoints, v *authtoken.Verifier) http.Handler {
 	})
 	mux.HandleFunc("/", httpjson.NotFound)
 	return v.HTTPMiddleware(telemetry.Routes(mux))
+}
+
+// readConsistency reads ?consistency=: "linearizable" (the default: the Raft
+// leader answers, after confirming it still leads) or "stale" (whichever
+// replica the request reaches answers from its own copy, which may be behind
+// the leader; the answer carries Fedsync-Consistency: stale).
+func readConsistency(w http.ResponseWriter, r *http.Request) (context.Context, error) {
+	switch r.URL.Query().Get("consistency") {
+	case "", "linearizable":
+		return r.Context(), nil
+	case "stale":
+		w.Header().Set("Fedsync-Consistency", "stale")
+		return WithStaleRead(r.Context()), nil
+	}
+	return nil, apierr.New(apierr.InvalidArgument, "Query parameter consistency must be linearizable (the default) or stale, not %q.", r.URL.Query().Get("consistency"))
 }

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -20,25 +21,46 @@ func TestKillMergeAndStatestoreLosesNothing(t *testing.T) {
 }
 
 // TestKillMergeMidBatch and TestKillStatestoreMidBatch kill a service while it
-// holds a batch: statestore makes every batch wait 100 ms for company before its
-// transaction commits (FEDSYNC_COMMIT_MAX_DELAY), and 12 agents push without
-// pause, so at the kill merge has a batch of many deltas in flight and
-// statestore an uncommitted transaction holding them. Nothing acknowledged may
-// be lost or applied twice.
+// holds a batch: 12 agents push without pause, so at the kill merge has a
+// batch of many deltas in flight, and the statestore leader Raft entries
+// that are in its log but not yet on a majority's, or committed and not yet
+// applied. Nothing acknowledged may be lost or applied twice.
 func TestKillMergeMidBatch(t *testing.T) {
-	t.Setenv("FEDSYNC_COMMIT_MAX_DELAY", "100ms")
 	crashUnderLoad(t, startStack(t), 12, 40, 0, "merge")
 }
 
 func TestKillStatestoreMidBatch(t *testing.T) {
-	t.Setenv("FEDSYNC_COMMIT_MAX_DELAY", "100ms")
-	crashUnderLoad(t, startStack(t), 12, 40, 0, "statestore")
+	crashUnderLoad(t, startStack(t), 12, 40, 0, leaderReplica)
 }
+
+// TestKillStatestoreLeaderRepeatedly kills the statestore's Raft leader with
+// SIGKILL 20 times while agents push without pause, restarting each killed
+// replica. Every kill must be followed by a new leader within a second, and
+// every acknowledged delta must be in the final state exactly once.
+func TestKillStatestoreLeaderRepeatedly(t *testing.T) {
+	kills := make([]string, 20)
+	for i := range kills {
+		kills[i] = leaderReplica
+	}
+	elections := crashUnderLoad(t, startStack(t), 12, 120, 0, kills...)
+	slices.Sort(elections)
+	if len(elections) > 0 {
+		t.Logf("time to a new leader over %d kills: p50 %v, max %v", len(elections), elections[len(elections)/2], elections[len(elections)-1])
+		if elections[len(elections)-1] > time.Second {
+			t.Errorf("a new leader took %v (target < 1 s)", elections[len(elections)-1])
+		}
+	}
+}
+
+// leaderReplica, as a name to kill, is whichever statestore replica leads
+// at the time.
+const leaderReplica = "statestore (leader)"
 
 // crashUnderLoad has agents push perAgent deltas each (pause between them)
 // while each of kill is killed with SIGKILL and restarted in turn, then checks
-// every accepted delta is in the final state exactly once.
-func crashUnderLoad(t *testing.T, s *devstack.Stack, agents, perAgent int, pause time.Duration, kill ...string) {
+// every accepted delta is in the final state exactly once. It returns, for
+// each kill of the statestore leader, the time until another replica led.
+func crashUnderLoad(t *testing.T, s *devstack.Stack, agents, perAgent int, pause time.Duration, kill ...string) (elections []time.Duration) {
 	const ids = 4
 	ags := make([]*agent, agents)
 	for i := range ags {
@@ -90,8 +112,24 @@ func crashUnderLoad(t *testing.T, s *devstack.Stack, agents, perAgent int, pause
 	ctx := context.Background()
 	for k, name := range kill {
 		waitSent(int32(agents * perAgent * (k + 1) / (len(kill) + 2)))
+		leader := name == leaderReplica
+		if leader {
+			var err error
+			if name, err = s.StateStoreLeader(ctx, 10*time.Second); err != nil {
+				t.Fatal(err)
+			}
+		}
+		killed := time.Now()
 		if err := s.Kill(name); err != nil {
 			t.Fatal(err)
+		}
+		if leader {
+			next, err := s.StateStoreLeader(ctx, 10*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			elections = append(elections, time.Since(killed))
+			t.Logf("killed leader %s; %s leads after %v", name, next, time.Since(killed).Round(time.Millisecond))
 		}
 		time.Sleep(500 * time.Millisecond)
 		if err := s.Restart(ctx, name); err != nil {
@@ -116,4 +154,5 @@ func crashUnderLoad(t *testing.T, s *devstack.Stack, agents, perAgent int, pause
 			t.Errorf("%s: %d fields, want %d", id, len(value), len(fields))
 		}
 	}
+	return elections
 }

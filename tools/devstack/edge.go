@@ -1,9 +1,15 @@
 package devstack
 
 import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/fedsync/fedsync/libs/apierr"
@@ -12,6 +18,9 @@ import (
 )
 
 // Routes are the HTTP addresses an edge routes to (one region's view).
+// StateStore may name several replicas, comma-separated: a request goes to
+// one of them and, when that one cannot be reached, to the next (any replica
+// answers; a follower asks the leader).
 type Routes struct {
 	Authn, Validation, Merge, StateStore, Broadcaster, HealthMonitor string
 }
@@ -31,9 +40,13 @@ func NewEdge(r Routes) http.Handler {
 	transport.MaxIdleConns = 4096
 	transport.MaxIdleConnsPerHost = 1024
 	transport.IdleConnTimeout = 90 * time.Second
-	proxy := func(addr string) http.Handler {
-		p := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: addr})
+	proxy := func(addrs string) http.Handler {
+		replicas := strings.Split(addrs, ",")
+		p := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: replicas[0]})
 		p.Transport = transport
+		if len(replicas) > 1 {
+			p.Transport = &failover{next: transport, addrs: replicas}
+		}
 		p.ErrorHandler = func(w http.ResponseWriter, r *http.Request, err error) {
 			if e := guard.BodyError(r); e != nil {
 				w.Header().Set("Connection", "close")
@@ -70,4 +83,43 @@ func NewEdge(r Routes) http.Handler {
 	mux.Handle("/dashboard/", health)
 	mux.HandleFunc("/", httpjson.NotFound)
 	return guard.LimitBody(mux, httpjson.DefaultMaxBody)
+}
+
+// failover sends a request to the replicas in turn, starting with the next
+// in rotation, until one can be reached. Only a connection that could not be
+// made moves on; any answer (errors included) is the answer.
+type failover struct {
+	next  http.RoundTripper
+	addrs []string
+	turn  atomic.Uint32
+}
+
+func (f *failover) RoundTrip(r *http.Request) (*http.Response, error) {
+	var body []byte
+	if r.Body != nil && r.Body != http.NoBody {
+		var err error
+		if body, err = io.ReadAll(r.Body); err != nil { // at most the edge's 1 MiB
+			return nil, err
+		}
+		r.Body.Close()
+	}
+	start := int(f.turn.Add(1))
+	var lastErr error
+	for i := range f.addrs {
+		out := r.Clone(r.Context())
+		out.URL.Host = f.addrs[(start+i)%len(f.addrs)]
+		if body != nil {
+			out.Body = io.NopCloser(bytes.NewReader(body))
+		}
+		resp, err := f.next.RoundTrip(out)
+		if err == nil {
+			return resp, nil
+		}
+		lastErr = err
+		var op *net.OpError
+		if !errors.As(err, &op) || op.Op != "dial" {
+			return nil, err
+		}
+	}
+	return nil, lastErr
 }

@@ -55,6 +55,9 @@ type Options struct {
 	FreePorts bool
 	// Progress receives one line per start-up step; nil discards.
 	Progress io.Writer
+	// StateStoreReplicas is the size of the statestore's Raft group: the
+	// replicas are named statestore, statestore-2, statestore-3, ... 0 means 3.
+	StateStoreReplicas int
 	// OTLPEndpoint, when set, is where every service sends its spans
 	// (-otel.endpoint), e.g. a Jaeger started with StartJaeger.
 	OTLPEndpoint string
@@ -206,7 +209,7 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 	for _, region := range regions {
 		routes := Routes{
 			Authn: s.byName["authn"].httpAddr, Validation: s.byName["validation-"+region].httpAddr, Merge: s.byName["merge"].httpAddr,
-			StateStore: s.byName["statestore"].httpAddr, Broadcaster: s.byName["broadcaster-"+region].httpAddr,
+			StateStore: strings.Join(s.statestoreHTTP(), ","), Broadcaster: s.byName["broadcaster-"+region].httpAddr,
 			HealthMonitor: s.byName["healthmonitor"].httpAddr,
 		}
 		lis, err := net.Listen("tcp", opts.Edges[region])
@@ -288,6 +291,56 @@ func (s *Stack) BrokerSyncStats() (stats groupsync.Stats, ok bool) {
 	return s.commit.Stats(), true
 }
 
+// StateStoreNames returns the names of the statestore's replicas.
+func (s *Stack) StateStoreNames() []string {
+	n := s.opts.StateStoreReplicas
+	if n <= 0 {
+		n = 3
+	}
+	names := []string{"statestore"}
+	for i := 2; i <= n; i++ {
+		names = append(names, fmt.Sprintf("statestore-%d", i))
+	}
+	return names
+}
+
+func (s *Stack) statestoreHTTP() []string {
+	var addrs []string
+	for _, n := range s.StateStoreNames() {
+		addrs = append(addrs, s.byName[n].httpAddr)
+	}
+	return addrs
+}
+
+// StateStoreLeader returns the name of the statestore replica that leads its
+// Raft group now (from each replica's fedsync_statestore_raft_leader gauge),
+// waiting up to timeout for one.
+func (s *Stack) StateStoreLeader(ctx context.Context, timeout time.Duration) (string, error) {
+	deadline := time.Now().Add(timeout)
+	client := &http.Client{Timeout: time.Second}
+	for {
+		for _, name := range s.StateStoreNames() {
+			resp, err := client.Get("http://" + s.byName[name].httpAddr + "/metrics")
+			if err != nil {
+				continue
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if strings.Contains(string(body), "\nfedsync_statestore_raft_leader 1\n") {
+				return name, nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return "", fmt.Errorf("no statestore replica leads after %v", timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
 // GRPCAddr returns the gRPC address of a service process ("validation-na").
 func (s *Stack) GRPCAddr(name string) string { return s.byName[name].grpcAddr }
 
@@ -311,7 +364,11 @@ func (s *Stack) EdgeURL(region string) string { return "http://" + s.opts.Edges[
 // plan lays out the processes and their flags.
 func (s *Stack) plan(regions []string, clientsPath string) error {
 	type svc struct{ name, binary, region string }
-	plan := []svc{{"authn", "authn", regions[0]}, {"statestore", "statestore", regions[0]}, {"merge", "merge", regions[0]}}
+	plan := []svc{{"authn", "authn", regions[0]}}
+	for _, name := range s.StateStoreNames() {
+		plan = append(plan, svc{name, "statestore", regions[0]})
+	}
+	plan = append(plan, svc{"merge", "merge", regions[0]})
 	for _, r := range regions {
 		plan = append(plan, svc{"validation-" + r, "validation", r}, svc{"broadcaster-" + r, "broadcaster", r})
 	}
@@ -319,6 +376,7 @@ func (s *Stack) plan(regions []string, clientsPath string) error {
 	defaults := map[string]int{"authn": 19101, "validation": 19102, "merge": 19103, "statestore": 19104, "broadcaster": 19105, "healthmonitor": 19106}
 	grpcAddr := map[string]string{}
 	httpAddr := map[string]string{}
+	raftAddr := map[string]string{}
 	for i, p := range plan {
 		var gp, hp int
 		if s.opts.FreePorts {
@@ -340,6 +398,16 @@ func (s *Stack) plan(regions []string, clientsPath string) error {
 		}
 		grpcAddr[p.name] = fmt.Sprintf("127.0.0.1:%d", gp)
 		httpAddr[p.name] = fmt.Sprintf("127.0.0.1:%d", hp)
+		if p.binary == "statestore" { // replication between the replicas
+			rp := 19504 + (gp - defaults["statestore"])
+			if s.opts.FreePorts {
+				var err error
+				if rp, err = FreePort(); err != nil {
+					return err
+				}
+			}
+			raftAddr[p.name] = fmt.Sprintf("127.0.0.1:%d", rp)
+		}
 		if p.binary == "broadcaster" { // the agents' public gRPC endpoint
 			pp := 19405 + (gp - defaults["broadcaster"])
 			if s.opts.FreePorts {
@@ -357,6 +425,10 @@ func (s *Stack) plan(regions []string, clientsPath string) error {
 	peers := map[string][]string{}
 	for _, p := range plan {
 		peers[p.binary] = append(peers[p.binary], grpcAddr[p.name])
+	}
+	var raftPeers []string
+	for _, name := range s.StateStoreNames() {
+		raftPeers = append(raftPeers, grpcAddr[name]+"="+raftAddr[name])
 	}
 	var peerFlag []string
 	for _, name := range []string{"authn", "validation", "merge", "statestore", "broadcaster", "healthmonitor"} {
@@ -381,6 +453,9 @@ func (s *Stack) plan(regions []string, clientsPath string) error {
 		args = append(args, "-tls.ca="+id.CA, "-tls.cert="+id.Cert, "-tls.key="+id.Key)
 		if p.binary == "validation" || p.binary == "merge" {
 			args = append(args, "-datatypes="+s.opts.DataTypes)
+		}
+		if p.binary == "statestore" {
+			args = append(args, "-raft.addr="+raftAddr[p.name], "-raft.peers="+strings.Join(raftPeers, ","))
 		}
 		if s.opts.OTLPEndpoint != "" {
 			args = append(args, "-otel.endpoint="+s.opts.OTLPEndpoint)

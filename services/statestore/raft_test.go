@@ -1,0 +1,250 @@
+package statestore
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/go-kit/log"
+	"github.com/hashicorp/raft"
+
+	"github.com/fedsync/fedsync/libs/digest"
+	fedsyncv1 "github.com/fedsync/fedsync/proto/fedsync/v1"
+)
+
+// replica is one member of an in-process Raft group over real TCP on
+// loopback, with its own store on disk.
+type replica struct {
+	dir  string
+	cfg  RaftConfig
+	st   *store
+	svc  *service
+	node *node
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func startReplica(t *testing.T, r *replica) {
+	t.Helper()
+	st, err := openStore(r.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := newService(st, 1000)
+	n, err := startNode(r.cfg, r.dir, svc.fsm, nil, log.NewNopLogger())
+	if err != nil {
+		st.close()
+		t.Fatal(err)
+	}
+	svc.repl = n
+	r.st, r.svc, r.node = st, svc, n
+}
+
+func (r *replica) stop() {
+	if r.node != nil {
+		r.node.close()
+		r.st.close()
+		r.node = nil
+	}
+}
+
+func startGroup(t *testing.T, size int) []*replica {
+	t.Helper()
+	var peers PeerList
+	for i := 0; i < size; i++ {
+		peers = append(peers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(fmt.Sprintf("r%d", i)), Address: raft.ServerAddress(freeAddr(t))})
+	}
+	group := make([]*replica, size)
+	for i := range group {
+		cfg := RaftConfig{ID: string(peers[i].ID), Addr: string(peers[i].Address), Peers: peers, HeartbeatTimeout: 150 * time.Millisecond,
+			LeaderLease: 100 * time.Millisecond, SnapshotThreshold: 8192, SnapshotInterval: time.Minute, TrailingLogs: 10240, LeaderWait: 3 * time.Second}
+		group[i] = &replica{dir: t.TempDir(), cfg: cfg}
+		startReplica(t, group[i])
+	}
+	t.Cleanup(func() {
+		for _, r := range group {
+			r.stop()
+		}
+	})
+	return group
+}
+
+func leaderOf(t *testing.T, group []*replica) *replica {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, r := range group {
+			if r.node != nil && r.node.isLeader() {
+				return r
+			}
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatal("no leader within 10 s")
+	return nil
+}
+
+// storeDigest is a digest of every document a replica holds, and its log head.
+func storeDigest(t *testing.T, r *replica) string {
+	t.Helper()
+	states, _, err := r.st.query("", "", "", 100000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	for _, st := range states {
+		fmt.Fprintf(&b, "%s@%d:%x;", st.GetId(), st.GetVersion(), digest.ValueHash(st.GetValue()))
+	}
+	head, _ := r.st.head()
+	fmt.Fprintf(&b, "head=%d", head)
+	return b.String()
+}
+
+func waitConverged(t *testing.T, group []*replica) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var want string
+		same := true
+		for _, r := range group {
+			if r.node == nil {
+				continue
+			}
+			d := storeDigest(t, r)
+			if want == "" {
+				want = d
+			}
+			same = same && d == want
+		}
+		if same {
+			return
+		}
+		if time.Now().After(deadline) {
+			for _, r := range group {
+				if r.node != nil {
+					t.Logf("%s: %.200s", r.cfg.ID, storeDigest(t, r))
+				}
+			}
+			t.Fatal("replicas did not converge within 10 s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func commitBatch(t *testing.T, r *replica, round int) {
+	t.Helper()
+	req := &fedsyncv1.ApplyBatchRequest{}
+	for i := 0; i < 10; i++ {
+		req.Items = append(req.Items, &fedsyncv1.ApplyRequest{Id: fmt.Sprintf("doc-%d", i%4), DataType: "note", Writer: "ai-001",
+			MessageId: fmt.Sprintf("m-%d-%d", round, i), Patch: []byte(fmt.Sprintf(`{"round":%d,"i":%d}`, round, i))})
+	}
+	resp, err := r.svc.ApplyBatch(context.Background(), req)
+	if err != nil {
+		t.Fatalf("round %d on %s: %v", round, r.cfg.ID, err)
+	}
+	for _, res := range resp.GetResults() {
+		if res.GetErrorCode() != "" {
+			t.Fatalf("round %d: %s %s", round, res.GetErrorCode(), res.GetErrorMessage())
+		}
+	}
+}
+
+// TestRaftGroupReplicatesFailsOverAndCatchesUp runs three replicas: every
+// batch the leader commits is on all three, byte for byte; when the leader
+// stops a new one is elected within the seed's bounds and takes writes; the
+// old leader, restarted on its own directory, catches up; a follower is not
+// allowed to write.
+func TestRaftGroupReplicatesFailsOverAndCatchesUp(t *testing.T) {
+	group := startGroup(t, 3)
+	leader := leaderOf(t, group)
+	for round := 0; round < 20; round++ {
+		commitBatch(t, leader, round)
+	}
+	waitConverged(t, group)
+
+	for _, r := range group {
+		if r != leader {
+			if _, err := r.svc.ApplyBatch(context.Background(), &fedsyncv1.ApplyBatchRequest{Items: []*fedsyncv1.ApplyRequest{{Id: "x", DataType: "note", Patch: []byte(`{}`)}}}); err == nil {
+				t.Fatal("a follower committed a change itself")
+			}
+			break
+		}
+	}
+
+	old := leader
+	stopped := time.Now()
+	old.stop()
+	leader = leaderOf(t, group)
+	t.Logf("new leader %s after %v", leader.cfg.ID, time.Since(stopped))
+	if d := time.Since(stopped); d > 2*time.Second {
+		t.Errorf("a new leader took %v", d)
+	}
+	for round := 20; round < 30; round++ {
+		commitBatch(t, leader, round)
+	}
+	// A re-delivered batch (merge retrying after the old leader died) is a
+	// duplicate, not a second version.
+	req := &fedsyncv1.ApplyBatchRequest{Items: []*fedsyncv1.ApplyRequest{{Id: "doc-0", DataType: "note", MessageId: "m-3-0", Patch: []byte(`{"round":3}`)}}}
+	resp, err := leader.svc.ApplyBatch(context.Background(), req)
+	if err != nil || !resp.GetResults()[0].GetDuplicate() {
+		t.Fatalf("re-delivered delta: %v %v", resp, err)
+	}
+	startReplica(t, old)
+	waitConverged(t, group)
+	st, err := old.st.get("doc-0")
+	if err != nil || st.GetVersion() != 90 { // 30 rounds of 3 changes (items 0, 4 and 8)
+		t.Fatalf("doc-0 on the restarted replica: version %d, %v", st.GetVersion(), err)
+	}
+}
+
+// TestSnapshotRestoresAnotherStore copies one store into another through
+// the snapshot a lagging replica would be sent, sequences included.
+func TestSnapshotRestoresAnotherStore(t *testing.T) {
+	src, _ := newTestService(t, t.TempDir())
+	for i := 0; i < 30; i++ {
+		apply(t, src, &fedsyncv1.ApplyRequest{Id: fmt.Sprintf("d%d", i%3), DataType: "note", Patch: []byte(fmt.Sprintf(`{"i":%d}`, i)), MessageId: fmt.Sprint(i)})
+	}
+	snap, err := src.fsm.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink := &memSink{}
+	if err := snap.Persist(sink); err != nil {
+		t.Fatal(err)
+	}
+	snap.Release()
+	dst, dstStore := newTestService(t, t.TempDir())
+	apply(t, dst, &fedsyncv1.ApplyRequest{Id: "stale", DataType: "note", Patch: []byte(`{"gone":true}`)})
+	if err := dst.fsm.Restore(sink); err != nil {
+		t.Fatal(err)
+	}
+	a, b := storeDigest(t, &replica{st: src.store}), storeDigest(t, &replica{st: dstStore})
+	if a != b {
+		t.Fatalf("restored store differs:\n%s\n%s", a, b)
+	}
+	// The log continues at the same sequence.
+	r := apply(t, dst, &fedsyncv1.ApplyRequest{Id: "d0", DataType: "note", Patch: []byte(`{"i":99}`)})
+	if r.GetSeq() != 31 || r.GetVersion() != 11 {
+		t.Fatalf("after restore: seq %d version %d", r.GetSeq(), r.GetVersion())
+	}
+	if r := apply(t, dst, &fedsyncv1.ApplyRequest{Id: "d1", DataType: "note", Patch: []byte(`{"i":1}`), MessageId: "1"}); !r.GetDuplicate() {
+		t.Fatal("applied message ids were not restored")
+	}
+}
+
+type memSink struct{ bytes.Buffer }
+
+func (s *memSink) ID() string    { return "mem" }
+func (s *memSink) Cancel() error { return nil }
+func (s *memSink) Close() error  { return nil }
