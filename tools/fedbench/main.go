@@ -111,6 +111,7 @@ func run(args []string) (int, error) {
 	api := fs.String("api", "rest", "fedsync writes: rest (POST /api/v1/sync/state through the edge) or grpc (ValidationService.PushState)")
 	sub := fs.String("sub", "ws", "fedsync subscriptions: ws (WebSocket /stream through the edge) or grpc (BroadcasterService.Subscribe)")
 	bin := fs.String("bin", ".fedsync/bin", "fedsync's service binaries (make build)")
+	replicas := fs.Int("statestore-replicas", 3, "size of fedsync's statestore Raft group (1 measures a single replica)")
 	kafka := fs.String("kafka", "", "run fedsync on this external Kafka (e.g. 127.0.0.1:19093 from make kafka-start) instead of the embedded broker")
 	types := fs.String("datatypes", "config/datatypes.yaml", "fedsync's data-type registry")
 	out := fs.String("out", "bench/results", "directory for the JSON, Markdown and SVG results")
@@ -243,7 +244,7 @@ Usage: fedbench [flags]
 	for _, s := range strings.Split(*systems, ",") {
 		switch strings.TrimSpace(s) {
 		case "fedsync":
-			syss = append(syss, newFedsync(*bin, *types, *api, *sub, *kafka))
+			syss = append(syss, newFedsync(*bin, *types, *api, *sub, *kafka, *replicas))
 		case "etcd":
 			syss = append(syss, newEtcd())
 		case "nats":

@@ -51,6 +51,7 @@ func stackMain(args []string) error {
 	types := fs.String("datatypes", "config/datatypes.yaml", "data-type registry")
 	kafka := fs.String("kafka", "", "external Kafka bootstrap addresses; empty runs the embedded broker")
 	prefix := fs.String("topic-prefix", "", "topic and group prefix on an external Kafka")
+	replicas := fs.Int("statestore-replicas", 3, "size of the statestore's Raft group")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -68,7 +69,7 @@ func stackMain(args []string) error {
 		edges[r] = fmt.Sprintf("127.0.0.1:%d", p)
 	}
 	opts := devstack.Options{BinDir: *bin, StateDir: *state, DataTypes: *types, Edges: edges, FreePorts: true, Progress: os.Stderr,
-		KafkaTopicPrefix: *prefix}
+		KafkaTopicPrefix: *prefix, StateStoreReplicas: *replicas}
 	if *kafka != "" {
 		opts.KafkaBrokers = strings.Split(*kafka, ",")
 	}

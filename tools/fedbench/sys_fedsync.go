@@ -45,6 +45,7 @@ type fedsyncSystem struct {
 	binDir, dataTypes string
 	api, sub          string // "rest"|"grpc", "ws"|"grpc"
 	kafka             string // external Kafka; "" = the embedded broker
+	replicas          int    // the statestore's Raft group size
 	// direct: WebSocket subscribers connect to the broadcasters' HTTP ports
 	// instead of through the edge (see Scenario.DirectSubscribe).
 	direct bool
@@ -58,8 +59,8 @@ type fedsyncSystem struct {
 	agents []devstack.Client // ai-001 ...
 }
 
-func newFedsync(binDir, dataTypes, api, sub, kafka string) *fedsyncSystem {
-	return &fedsyncSystem{binDir: binDir, dataTypes: dataTypes, api: api, sub: sub, kafka: kafka, tokens: map[string]string{}}
+func newFedsync(binDir, dataTypes, api, sub, kafka string, replicas int) *fedsyncSystem {
+	return &fedsyncSystem{binDir: binDir, dataTypes: dataTypes, api: api, sub: sub, kafka: kafka, replicas: replicas, tokens: map[string]string{}}
 }
 
 func (f *fedsyncSystem) Name() string         { return "fedsync" }
@@ -89,9 +90,9 @@ func (f *fedsyncSystem) Info() SystemInfo {
 	}
 	return SystemInfo{
 		Version: gitDescribe(),
-		Config: fmt.Sprintf("devstack: 2 regions (na, eu), %s, writes over %s, subscriptions over %s, default rate limits (1,000/s per client, 10,000/s per regional hub)",
-			broker, map[string]string{"rest": "REST through the edge", "grpc": "gRPC to validation (mutual TLS)"}[f.api], subs),
-		Durability: "202 only once the delta is in the Kafka log with acks=all; " + durable + "; statestore commits in bbolt (fsync per transaction)",
+		Config: fmt.Sprintf("devstack: 2 regions (na, eu), statestore as a Raft group of %d, %s, writes over %s, subscriptions over %s, default rate limits (1,000/s per client, 10,000/s per regional hub)",
+			f.replicas, broker, map[string]string{"rest": "REST through the edge", "grpc": "gRPC to validation (mutual TLS)"}[f.api], subs),
+		Durability: "202 only once the delta is in the Kafka log with acks=all; " + durable + "; statestore commits once the batch's Raft entry is in the log of a majority of its replicas (fsync on each) and applied in bbolt (fsync per transaction)",
 	}
 }
 
@@ -107,7 +108,7 @@ func (f *fedsyncSystem) Start(ctx context.Context, dir string) error {
 	if err := os.Symlink(self, link); err == nil {
 		self = link
 	}
-	args := []string{"__stack", "-bin", f.binDir, "-state", dir, "-datatypes", f.dataTypes}
+	args := []string{"__stack", "-bin", f.binDir, "-state", dir, "-datatypes", f.dataTypes, "-statestore-replicas", strconv.Itoa(f.replicas)}
 	if f.kafka != "" {
 		args = append(args, "-kafka", f.kafka, "-topic-prefix", "fedbench-"+filepath.Base(dir)+"-")
 	}
