@@ -237,6 +237,29 @@ func IsAvailability(err error) bool {
 	return false
 }
 
+// IsAnswered reports whether err is an error a fedsync service answered with
+// on purpose (a gRPC status carrying fedsync's ErrorInfo), as opposed to one
+// the transport made up (a refused connection, a deadline). A service that
+// answers "unavailable" because something behind it is (its own peer, a
+// Raft election) is up: that answer must not open the caller's circuit
+// breaker for it, though the call may still be retried elsewhere.
+func IsAnswered(err error) bool {
+	var e *Error
+	if err == nil || errors.As(err, &e) {
+		return false
+	}
+	s, ok := status.FromError(err)
+	if !ok {
+		return false
+	}
+	for _, d := range s.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.Domain == errorDomain {
+			return true
+		}
+	}
+	return false
+}
+
 // IsInfrastructure reports whether err is a failure of the infrastructure (a peer
 // down, overloaded or broken) rather than an answer about the request. Only these
 // count against circuit breakers and are retried on another instance.

@@ -98,3 +98,22 @@ func TestIsInfrastructure(t *testing.T) {
 		}
 	}
 }
+
+func TestIsAnswered(t *testing.T) {
+	tests := []struct {
+		err  error
+		want bool
+	}{
+		{nil, false},
+		{New(Unavailable, "made up on this side"), false},
+		{status.Error(codes.Unavailable, "connection refused"), false},
+		{New(Unavailable, "my statestore is away").GRPCStatus().Err(), true},
+		{fmt.Errorf("wrapped: %w", New(VersionConflict, "x").GRPCStatus().Err()), true},
+		{errors.New("eof"), false},
+	}
+	for _, tt := range tests {
+		if got := IsAnswered(tt.err); got != tt.want {
+			t.Errorf("IsAnswered(%v) = %v, want %v", tt.err, got, tt.want)
+		}
+	}
+}

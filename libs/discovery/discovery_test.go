@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -74,6 +75,49 @@ func TestStaticPeerSkipsDeadInstance(t *testing.T) {
 		if err != nil || st != healthpb.HealthCheckResponse_SERVING {
 			t.Fatalf("call %d: %v %v", i, st, err)
 		}
+	}
+}
+
+// TestDeadInstanceCostsNoMoreThanConnectWait: with the default options
+// (3 s per attempt) a call that lands on an instance that refuses
+// connections moves to another after ConnectWait, not after the attempt's
+// whole budget, and the dead instance's breaker opens; the caller's own
+// deadline (shorter than the attempt's, as when one service's call is part
+// of another's) is never spent waiting for it.
+func TestDeadInstanceCostsNoMoreThanConnectWait(t *testing.T) {
+	good, _ := startHealthServer(t, healthpb.HealthCheckResponse_SERVING)
+	d, _ := New(Config{Mode: ModeStatic, Peers: PeerMap{"x": {"127.0.0.1:1", good}}}, log.NewNopLogger())
+	opts := DefaultPeerOptions()
+	opened := make(chan string, 4)
+	opts.BreakerState = func(b string, st int) {
+		if st == 2 {
+			opened <- b
+		}
+	}
+	p, err := d.NewPeer("x", opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	for i := 0; i < 12; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		start := time.Now()
+		st, err := check(ctx, p)
+		cancel()
+		if err != nil || st != healthpb.HealthCheckResponse_SERVING {
+			t.Fatalf("call %d: %v %v", i, st, err)
+		}
+		if took := time.Since(start); took > time.Second {
+			t.Fatalf("call %d took %v: it waited for the dead instance", i, took)
+		}
+	}
+	select {
+	case b := <-opened:
+		if b != "x@127.0.0.1:1" {
+			t.Fatalf("breaker %s opened", b)
+		}
+	default:
+		t.Fatal("the dead instance's breaker did not open")
 	}
 }
 
@@ -338,5 +382,44 @@ func TestConsulCheckUsesHealthPortWithTLS(t *testing.T) {
 	got, _ = fake.registration("x-3")
 	if got.Check.GRPC != "10.0.0.8:19102" || !got.Check.GRPCUseTLS {
 		t.Fatalf("check %+v: without a health port, TLS on the gRPC port", got.Check)
+	}
+}
+
+// TestAnsweredUnavailableDoesNotTripBreaker: an instance that answers
+// "unavailable" itself (its own dependency is away, a Raft election) is up.
+// The call is retried on another instance, but the answering instance's
+// breaker stays closed, so it takes calls again as soon as it can serve them
+// instead of being shut out for BreakerOpen.
+func TestAnsweredUnavailableDoesNotTripBreaker(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var away atomic.Bool
+	away.Store(true)
+	s := grpc.NewServer(grpc.UnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		if away.Load() {
+			return nil, apierr.New(apierr.Unavailable, "my own peer is away")
+		}
+		return h(ctx, req)
+	}))
+	h := health.NewServer()
+	h.SetServingStatus("x", healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(s, h)
+	go s.Serve(lis)
+	defer s.Stop()
+	d, _ := New(Config{Mode: ModeStatic, Peers: PeerMap{"x": {lis.Addr().String()}}}, log.NewNopLogger())
+	opts := DefaultPeerOptions()
+	opts.Attempts, opts.BreakerFailures = 2, 2
+	p, _ := d.NewPeer("x", opts)
+	defer p.Close()
+	for i := 0; i < 5; i++ {
+		if _, err := check(context.Background(), p); apierr.As(err).Code != apierr.Unavailable {
+			t.Fatalf("call %d: want the unavailable answer, got %v", i, err)
+		}
+	}
+	away.Store(false)
+	if st, err := check(context.Background(), p); err != nil || st != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("breaker tripped by unavailable answers: %v %v", st, err)
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/sony/gobreaker"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -44,11 +45,17 @@ type PeerOptions struct {
 	BreakerState func(breaker string, state int)
 	// Credentials secure the connections (mutual TLS); nil means plaintext.
 	Credentials credentials.TransportCredentials
+	// ConnectWait is how long an attempt waits for its instance's connection
+	// when the peer has other instances: an instance that cannot be reached
+	// by then (a dead replica) fails the attempt at once, counting against
+	// its breaker, and the call is retried on another instance. A peer with
+	// one instance is waited for up to AttemptTimeout (a restart).
+	ConnectWait time.Duration
 }
 
 // DefaultPeerOptions are the seed's circuit-breaker numbers with a 10 s call budget.
 func DefaultPeerOptions() PeerOptions {
-	return PeerOptions{Attempts: 3, Timeout: 10 * time.Second, AttemptTimeout: 3 * time.Second, BreakerFailures: 5, BreakerOpen: 60 * time.Second}
+	return PeerOptions{Attempts: 3, Timeout: 10 * time.Second, AttemptTimeout: 3 * time.Second, ConnectWait: 300 * time.Millisecond, BreakerFailures: 5, BreakerOpen: 60 * time.Second}
 }
 
 // Peer calls one service through load balancing, retries and per-instance breakers.
@@ -90,6 +97,11 @@ func (d *Discovery) NewPeer(service string, opts PeerOptions) (*Peer, error) {
 		}),
 	}, telemetry.GRPCDialOptions()...)
 	dialOpts = append(dialOpts, opts.DialOptions...)
+	var endpointer *sd.DefaultEndpointer // set below; the factory runs only once it is
+	others := func() bool {
+		eps, err := endpointer.Endpoints()
+		return err == nil && len(eps) > 1
+	}
 	factory := func(instance string) (endpoint.Endpoint, io.Closer, error) {
 		cc, err := grpc.NewClient(instance, dialOpts...)
 		if err != nil {
@@ -101,6 +113,10 @@ func (d *Discovery) NewPeer(service string, opts PeerOptions) (*Peer, error) {
 			ReadyToTrip: func(c gobreaker.Counts) bool {
 				return c.ConsecutiveFailures >= opts.BreakerFailures
 			},
+			// An instance that answered (even "unavailable": its own
+			// dependency is away) is up; only what the transport reports
+			// counts against it. The call is still retried elsewhere.
+			IsSuccessful: func(err error) bool { return err == nil || apierr.IsAnswered(err) },
 			OnStateChange: func(name string, from, to gobreaker.State) {
 				logger.Log("msg", "circuit breaker changed state", "breaker", name, "from", from.String(), "to", to.String())
 				if opts.BreakerState != nil {
@@ -117,6 +133,9 @@ func (d *Discovery) NewPeer(service string, opts PeerOptions) (*Peer, error) {
 				ctx, cancel = context.WithTimeout(ctx, opts.AttemptTimeout)
 				defer cancel()
 			}
+			if opts.ConnectWait > 0 && cc.GetState() != connectivity.Ready && others() && !connected(ctx, cc, opts.ConnectWait) {
+				return nil, apierr.New(apierr.Unavailable, "Service %s at %s cannot be reached.", service, instance)
+			}
 			resp, err := req.(Invocation)(ctx, cc)
 			// Only availability failures count against the breaker and are
 			// retried elsewhere; any other error (INTERNAL included: one
@@ -131,7 +150,7 @@ func (d *Discovery) NewPeer(service string, opts PeerOptions) (*Peer, error) {
 		}
 		return circuitbreaker.Gobreaker(breaker)(ep), cc, nil
 	}
-	endpointer := sd.NewEndpointer(inst, factory, logger)
+	endpointer = sd.NewEndpointer(inst, factory, logger)
 	balancer := lb.NewRoundRobin(endpointer)
 	retry := lb.RetryWithCallback(opts.Timeout, balancer, func(n int, err error) (bool, error) {
 		if n >= opts.Attempts {
@@ -186,6 +205,25 @@ func (p *Peer) Each(ctx context.Context, inv Invocation) ([]string, map[string]e
 	}
 	wg.Wait()
 	return ev.Instances, failed
+}
+
+// connected waits up to d for cc's connection to be ready, connecting an idle
+// one.
+func connected(ctx context.Context, cc *grpc.ClientConn, d time.Duration) bool {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	for {
+		st := cc.GetState()
+		switch st {
+		case connectivity.Ready:
+			return true
+		case connectivity.Idle:
+			cc.Connect()
+		}
+		if !cc.WaitForStateChange(ctx, st) {
+			return false
+		}
+	}
 }
 
 // breakerLevel is a breaker state as a number: 0 closed, 1 half-open, 2 open.

@@ -7,7 +7,9 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
 	"github.com/fedsync/fedsync/libs/apierr"
 	"github.com/fedsync/fedsync/libs/telemetry"
@@ -90,8 +92,29 @@ func (m *leaderRouting) client(addr string) (fedsyncv1.StateStoreServiceClient, 
 }
 
 // route serves req here when this replica leads (or, for a read that may be
-// stale, always), else on the leader.
+// stale, always), else on the leader. During an election it waits for the
+// new leader (up to -raft.leader-wait) rather than refuse at once, retrying
+// only what certainly did not happen: a call refused before it was proposed,
+// or one the old leader's address never took.
 func route[Req, Resp any](ctx context.Context, m *leaderRouting, req Req, read bool,
+	local func(context.Context, Req) (Resp, error),
+	remote func(fedsyncv1.StateStoreServiceClient, context.Context, Req, ...grpc.CallOption) (Resp, error),
+) (Resp, error) {
+	deadline := time.Now().Add(m.node.wait)
+	for {
+		resp, err := routeOnce(ctx, m, req, read, local, remote)
+		if err == nil || !notTaken(err) || time.Now().After(deadline) || ctx.Err() != nil {
+			return resp, err
+		}
+		select {
+		case <-ctx.Done():
+			return resp, err
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+func routeOnce[Req, Resp any](ctx context.Context, m *leaderRouting, req Req, read bool,
 	local func(context.Context, Req) (Resp, error),
 	remote func(fedsyncv1.StateStoreServiceClient, context.Context, Req, ...grpc.CallOption) (Resp, error),
 ) (Resp, error) {
@@ -101,7 +124,7 @@ func route[Req, Resp any](ctx context.Context, m *leaderRouting, req Req, read b
 	}
 	md, _ := metadata.FromIncomingContext(ctx)
 	if len(md.Get(mdForwarded)) > 0 {
-		return zero, apierr.New(apierr.Unavailable, "Replica %s is no longer the statestore leader; retry.", m.node.id)
+		return zero, errNotLeader(m.node.id)
 	}
 	leader := m.node.leader(ctx)
 	switch leader {
@@ -119,6 +142,28 @@ func route[Req, Resp any](ctx context.Context, m *leaderRouting, req Req, read b
 		out.Set(mdConsistency, "stale")
 	}
 	return remote(c, metadata.NewOutgoingContext(ctx, out), req)
+}
+
+// causeNotLeader marks a refusal made before anything was proposed.
+const causeNotLeader = "not_leader"
+
+func errNotLeader(id string) error {
+	return apierr.New(apierr.Unavailable, "Replica %s is not the statestore leader; retry.", id).
+		WithRetryAfter(100*time.Millisecond).WithDetail("cause", causeNotLeader)
+}
+
+// notTaken reports whether err certainly left the call undone: a replica
+// refused it as not the leader, or the transport could not reach the
+// replica it was sent to (a leader that just died).
+func notTaken(err error) bool {
+	if e := apierr.As(err); e.Details["cause"] == causeNotLeader {
+		return true
+	}
+	if apierr.IsAnswered(err) {
+		return false
+	}
+	st, ok := status.FromError(err)
+	return ok && st.Code() == codes.Unavailable
 }
 
 // verified returns resp once this replica has confirmed it still leads (a

@@ -299,7 +299,7 @@ func (n *node) propose(ctx context.Context, c *command) (any, error) {
 		return nil, err
 	}
 	if !n.isLeader() {
-		return nil, apierr.New(apierr.Unavailable, "Replica %s is not the statestore leader; retry.", n.id).WithRetryAfter(100 * time.Millisecond)
+		return nil, errNotLeader(n.id)
 	}
 	timeout := 10 * time.Second
 	if d, ok := ctx.Deadline(); ok {
@@ -308,7 +308,9 @@ func (n *node) propose(ctx context.Context, c *command) (any, error) {
 	f := n.raft.Apply(raw, timeout)
 	if err := f.Error(); err != nil {
 		switch {
-		case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrLeadershipTransferInProgress):
+		case errors.Is(err, raft.ErrNotLeader):
+			return nil, errNotLeader(n.id) // refused before it entered the log
+		case errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrLeadershipTransferInProgress):
 			// Lost leadership: the entry may still commit under the new
 			// leader; a retry is safe (message ids apply once).
 			return nil, apierr.New(apierr.Unavailable, "Replica %s lost the statestore leadership before the change committed: %v. Retry; a change that did commit comes back as a duplicate.", n.id, err).WithRetryAfter(200 * time.Millisecond)
