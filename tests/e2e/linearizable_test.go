@@ -32,8 +32,8 @@ type linInput struct {
 
 type linOutput struct {
 	ok, conflict, unknown bool // a write's outcome; a read is ok
-	version                   int
-	value                     string
+	version               int
+	value                 string
 	// status is the HTTP status or the transport error of an unknown write
 	// (for the report).
 	status string
