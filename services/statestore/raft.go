@@ -58,6 +58,10 @@ type RaftConfig struct {
 	// LeaderWait is how long a call waits for a leader during an election
 	// before it is refused as unavailable.
 	LeaderWait time.Duration
+
+	// dialAddr, when set, picks the address this replica dials for a peer
+	// (tests put a proxy between each pair of replicas to cut them apart).
+	dialAddr raft.ServerAddressProvider
 }
 
 // PeerList is the -raft.peers flag: ID=address,...
@@ -181,7 +185,8 @@ func startNode(cfg RaftConfig, dir string, f *fsm, id *mtls.Identity, logger log
 		logs.Close()
 		return nil, err
 	}
-	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{Stream: stream, MaxPool: 3, Timeout: 10 * time.Second, Logger: hl})
+	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{Stream: stream, MaxPool: 3, Timeout: 10 * time.Second, Logger: hl,
+		ServerAddressProvider: cfg.dialAddr})
 
 	if err := catchUpFromSnapshot(f, snaps); err != nil {
 		trans.Close()

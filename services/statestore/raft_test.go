@@ -8,9 +8,13 @@ import (
 	"testing"
 	"time"
 
+	toxiproxy "github.com/Shopify/toxiproxy/v2"
 	"github.com/go-kit/log"
 	"github.com/hashicorp/raft"
+	"github.com/rs/zerolog"
+	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/fedsync/fedsync/libs/apierr"
 	"github.com/fedsync/fedsync/libs/digest"
 	fedsyncv1 "github.com/fedsync/fedsync/proto/fedsync/v1"
 )
@@ -248,3 +252,128 @@ type memSink struct{ bytes.Buffer }
 func (s *memSink) ID() string    { return "mem" }
 func (s *memSink) Cancel() error { return nil }
 func (s *memSink) Close() error  { return nil }
+
+// pairProxies puts a toxiproxy proxy on each directed pair of replicas, so a
+// test can cut one replica off from the others in both directions.
+type pairProxies struct {
+	proxies map[[2]string]*toxiproxy.Proxy // [from, to]
+	addrs   map[[2]string]string
+}
+
+func (p *pairProxies) provider(from string) raft.ServerAddressProvider {
+	return addrFunc(func(id raft.ServerID) (raft.ServerAddress, error) {
+		return raft.ServerAddress(p.addrs[[2]string{from, string(id)}]), nil
+	})
+}
+
+type addrFunc func(raft.ServerID) (raft.ServerAddress, error)
+
+func (f addrFunc) ServerAddr(id raft.ServerID) (raft.ServerAddress, error) { return f(id) }
+
+// isolate cuts (or, with cut false, heals) every link to and from id.
+func (p *pairProxies) isolate(t *testing.T, id string, cut bool) {
+	t.Helper()
+	for pair, px := range p.proxies {
+		if pair[0] != id && pair[1] != id {
+			continue
+		}
+		if cut {
+			px.Stop()
+		} else if err := px.Start(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestPartitionedReplicaRefusesWritesServesStaleReadsAndRejoins cuts a
+// follower off from the other two (seed 4.1 scenario 3): the majority goes
+// on committing; the cut-off replica knows no leader, refuses writes with
+// 503, Retry-After and the cause, and still serves reads marked stale; after
+// the heal it catches up and all three hold the same bytes.
+func TestPartitionedReplicaRefusesWritesServesStaleReadsAndRejoins(t *testing.T) {
+	server := toxiproxy.NewServer(toxiproxy.NewMetricsContainer(nil), zerolog.Nop())
+	ids := []string{"r0", "r1", "r2"}
+	real := map[string]string{}
+	var peers PeerList
+	for _, id := range ids {
+		real[id] = freeAddr(t)
+		peers = append(peers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(id), Address: raft.ServerAddress(real[id])})
+	}
+	pp := &pairProxies{proxies: map[[2]string]*toxiproxy.Proxy{}, addrs: map[[2]string]string{}}
+	for _, from := range ids {
+		for _, to := range ids {
+			if from == to {
+				continue
+			}
+			px := toxiproxy.NewProxy(server, from+"-"+to, "127.0.0.1:0", real[to])
+			if err := px.Start(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(px.Stop)
+			pp.proxies[[2]string{from, to}], pp.addrs[[2]string{from, to}] = px, px.Listen
+		}
+	}
+	group := make([]*replica, len(ids))
+	for i, id := range ids {
+		cfg := RaftConfig{ID: id, Addr: real[id], Peers: peers, HeartbeatTimeout: 150 * time.Millisecond, LeaderLease: 100 * time.Millisecond,
+			SnapshotThreshold: 8192, SnapshotInterval: time.Minute, TrailingLogs: 10240, LeaderWait: 500 * time.Millisecond, dialAddr: pp.provider(id)}
+		group[i] = &replica{dir: t.TempDir(), cfg: cfg}
+		startReplica(t, group[i])
+	}
+	t.Cleanup(func() {
+		for _, r := range group {
+			r.stop()
+		}
+	})
+	leader := leaderOf(t, group)
+	for round := 0; round < 5; round++ {
+		commitBatch(t, leader, round)
+	}
+	waitConverged(t, group)
+	var cut *replica
+	for _, r := range group {
+		if r != leader {
+			cut = r
+			break
+		}
+	}
+	pp.isolate(t, cut.cfg.ID, true)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, id := cut.node.raft.LeaderWithID(); id == "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the cut-off replica still names a leader after 5 s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// The majority goes on.
+	leader = leaderOf(t, []*replica{group[0], group[1], group[2]})
+	if leader == cut {
+		t.Fatal("the cut-off replica claims to lead")
+	}
+	for round := 5; round < 10; round++ {
+		commitBatch(t, leader, round)
+	}
+	// The minority refuses writes, naming the cause, and serves stale reads.
+	routed := LeaderRoutingMiddleware(cut.node, insecure.NewCredentials())(cut.svc)
+	_, err := routed.ApplyBatch(context.Background(), &fedsyncv1.ApplyBatchRequest{Items: []*fedsyncv1.ApplyRequest{{Id: "doc-0", DataType: "note", Patch: []byte(`{"x":1}`)}}})
+	e := apierr.As(err)
+	if e.Code != apierr.Unavailable || e.RetryAfter == 0 || e.Details["cause"] != "no_quorum" {
+		t.Fatalf("a write on the minority: %+v", e)
+	}
+	if _, err := routed.Get(context.Background(), &fedsyncv1.GetRequest{Id: "doc-0"}); apierr.As(err).Code != apierr.Unavailable {
+		t.Fatalf("a linearizable read on the minority: %v", err)
+	}
+	stale, err := routed.Get(WithStaleRead(context.Background()), &fedsyncv1.GetRequest{Id: "doc-0"})
+	if err != nil || stale.GetState().GetVersion() != 15 { // 5 rounds of 3 changes, before the cut
+		t.Fatalf("a stale read on the minority: %v %v", stale.GetState().GetVersion(), err)
+	}
+	// Heal: the replica catches up before it serves linearizable reads again.
+	pp.isolate(t, cut.cfg.ID, false)
+	waitConverged(t, group)
+	if st, _ := cut.st.get("doc-0"); st.GetVersion() != 30 {
+		t.Fatalf("after the heal the replica holds doc-0 at version %d, want 30", st.GetVersion())
+	}
+}
