@@ -144,22 +144,13 @@ func TestBusinessErrorsDoNotTripBreaker(t *testing.T) {
 // panic recovered, a poison input), not the peer: it is passed back and the
 // breaker stays closed for the requests that work.
 func TestInternalErrorsDoNotTripBreaker(t *testing.T) {
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := grpc.NewServer(grpc.UnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	addr := startInterceptedHealthServer(t, func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 		if req.(*healthpb.HealthCheckRequest).GetService() == "poison" {
 			return nil, status.Error(codes.Internal, "handler failed")
 		}
 		return h(ctx, req)
-	}))
-	h := health.NewServer()
-	h.SetServingStatus("x", healthpb.HealthCheckResponse_SERVING)
-	healthpb.RegisterHealthServer(s, h)
-	go s.Serve(lis)
-	defer s.Stop()
-	d, _ := New(Config{Mode: ModeStatic, Peers: PeerMap{"x": {lis.Addr().String()}}}, log.NewNopLogger())
+	})
+	d, _ := New(Config{Mode: ModeStatic, Peers: PeerMap{"x": {addr}}}, log.NewNopLogger())
 	p, _ := d.NewPeer("x", PeerOptions{Attempts: 1, Timeout: 5 * time.Second, BreakerFailures: 2, BreakerOpen: time.Minute})
 	defer p.Close()
 	for i := 0; i < 5; i++ {
@@ -391,24 +382,15 @@ func TestConsulCheckUsesHealthPortWithTLS(t *testing.T) {
 // breaker stays closed, so it takes calls again as soon as it can serve them
 // instead of being shut out for BreakerOpen.
 func TestAnsweredUnavailableDoesNotTripBreaker(t *testing.T) {
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	var away atomic.Bool
 	away.Store(true)
-	s := grpc.NewServer(grpc.UnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	addr := startInterceptedHealthServer(t, func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 		if away.Load() {
 			return nil, apierr.New(apierr.Unavailable, "my own peer is away")
 		}
 		return h(ctx, req)
-	}))
-	h := health.NewServer()
-	h.SetServingStatus("x", healthpb.HealthCheckResponse_SERVING)
-	healthpb.RegisterHealthServer(s, h)
-	go s.Serve(lis)
-	defer s.Stop()
-	d, _ := New(Config{Mode: ModeStatic, Peers: PeerMap{"x": {lis.Addr().String()}}}, log.NewNopLogger())
+	})
+	d, _ := New(Config{Mode: ModeStatic, Peers: PeerMap{"x": {addr}}}, log.NewNopLogger())
 	opts := DefaultPeerOptions()
 	opts.Attempts, opts.BreakerFailures = 2, 2
 	p, _ := d.NewPeer("x", opts)
@@ -422,4 +404,21 @@ func TestAnsweredUnavailableDoesNotTripBreaker(t *testing.T) {
 	if st, err := check(context.Background(), p); err != nil || st != healthpb.HealthCheckResponse_SERVING {
 		t.Fatalf("breaker tripped by unavailable answers: %v %v", st, err)
 	}
+}
+
+// startInterceptedHealthServer serves grpc.health.v1 ("x" SERVING) behind
+// interceptor on 127.0.0.1 until the test ends, and returns its address.
+func startInterceptedHealthServer(t *testing.T, interceptor grpc.UnaryServerInterceptor) string {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := grpc.NewServer(grpc.UnaryInterceptor(interceptor))
+	h := health.NewServer()
+	h.SetServingStatus("x", healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(s, h)
+	go s.Serve(lis)
+	t.Cleanup(s.Stop)
+	return lis.Addr().String()
 }
