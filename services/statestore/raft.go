@@ -9,7 +9,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -382,35 +381,6 @@ func (n *node) startTask(ctx context.Context, fn func(ctx context.Context) error
 		cancel()
 		<-done
 	}
-}
-
-// RaftStatus is this replica's view of the group (GET /raft).
-type RaftStatus struct {
-	ID           string   `json:"id"`
-	State        string   `json:"state"`
-	Leader       string   `json:"leader"`
-	Term         string   `json:"term"`
-	LastIndex    uint64   `json:"last_index"`
-	AppliedIndex uint64   `json:"applied_index"`
-	Voters       []string `json:"voters"`
-	NonVoters    []string `json:"non_voters,omitempty"`
-}
-
-func (n *node) status() RaftStatus {
-	_, leader := n.raft.LeaderWithID()
-	st := RaftStatus{ID: n.id, State: n.raft.State().String(), Leader: string(leader), Term: n.raft.Stats()["term"],
-		LastIndex: n.raft.LastIndex(), AppliedIndex: n.raft.AppliedIndex()}
-	if f := n.raft.GetConfiguration(); f.Error() == nil {
-		for _, s := range f.Configuration().Servers {
-			if s.Suffrage == raft.Voter {
-				st.Voters = append(st.Voters, string(s.ID))
-			} else {
-				st.NonVoters = append(st.NonVoters, string(s.ID))
-			}
-		}
-	}
-	sort.Strings(st.Voters)
-	return st
 }
 
 // tlsStream is Raft's transport over mutual TLS: only statestore replicas
