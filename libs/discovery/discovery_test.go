@@ -80,10 +80,12 @@ func TestStaticPeerSkipsDeadInstance(t *testing.T) {
 
 // TestDeadInstanceCostsNoMoreThanConnectWait: with the default options
 // (3 s per attempt) a call that lands on an instance that refuses
-// connections moves to another after ConnectWait, not after the attempt's
-// whole budget, and the dead instance's breaker opens; the caller's own
-// deadline (shorter than the attempt's, as when one service's call is part
-// of another's) is never spent waiting for it.
+// connections moves to another at once, not after the attempt's whole
+// budget; the caller's own deadline (shorter than the attempt's, as when
+// one service's call is part of another's) is never spent waiting for it.
+// Skipping the instance does not open its breaker: repeated restarts of
+// replicas once opened every replica's breaker together, and the peer was
+// shut out for the breaker's minute.
 func TestDeadInstanceCostsNoMoreThanConnectWait(t *testing.T) {
 	good, _ := startHealthServer(t, healthpb.HealthCheckResponse_SERVING)
 	d, _ := New(Config{Mode: ModeStatic, Peers: PeerMap{"x": {"127.0.0.1:1", good}}}, log.NewNopLogger())
@@ -113,11 +115,8 @@ func TestDeadInstanceCostsNoMoreThanConnectWait(t *testing.T) {
 	}
 	select {
 	case b := <-opened:
-		if b != "x@127.0.0.1:1" {
-			t.Fatalf("breaker %s opened", b)
-		}
+		t.Fatalf("breaker %s opened for an instance that was skipped, not called", b)
 	default:
-		t.Fatal("the dead instance's breaker did not open")
 	}
 }
 

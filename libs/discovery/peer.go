@@ -46,9 +46,11 @@ type PeerOptions struct {
 	// Credentials secure the connections (mutual TLS); nil means plaintext.
 	Credentials credentials.TransportCredentials
 	// ConnectWait is how long an attempt waits for its instance's connection
-	// when the peer has other instances: an instance that cannot be reached
-	// by then (a dead replica) fails the attempt at once, counting against
-	// its breaker, and the call is retried on another instance. A peer with
+	// when the peer has other instances. An instance whose connection is
+	// down (or not up by then: a dead or restarting replica) is skipped: the
+	// call moves on to another instance at once, and the skip does not count
+	// against the instance's breaker (it was not called; counting it opened
+	// every replica's breaker at once during repeated restarts). A peer with
 	// one instance is waited for up to AttemptTimeout (a restart).
 	ConnectWait time.Duration
 }
@@ -116,7 +118,10 @@ func (d *Discovery) NewPeer(service string, opts PeerOptions) (*Peer, error) {
 			// An instance that answered (even "unavailable": its own
 			// dependency is away) is up; only what the transport reports
 			// counts against it. The call is still retried elsewhere.
-			IsSuccessful: func(err error) bool { return err == nil || apierr.IsAnswered(err) },
+			IsSuccessful: func(err error) bool {
+				var skipped *notConnected
+				return err == nil || apierr.IsAnswered(err) || errors.As(err, &skipped)
+			},
 			OnStateChange: func(name string, from, to gobreaker.State) {
 				logger.Log("msg", "circuit breaker changed state", "breaker", name, "from", from.String(), "to", to.String())
 				if opts.BreakerState != nil {
@@ -134,7 +139,7 @@ func (d *Discovery) NewPeer(service string, opts PeerOptions) (*Peer, error) {
 				defer cancel()
 			}
 			if opts.ConnectWait > 0 && cc.GetState() != connectivity.Ready && others() && !connected(ctx, cc, opts.ConnectWait) {
-				return nil, apierr.New(apierr.Unavailable, "Service %s at %s cannot be reached.", service, instance)
+				return nil, &notConnected{apierr.New(apierr.Unavailable, "Service %s at %s cannot be reached.", service, instance)}
 			}
 			resp, err := req.(Invocation)(ctx, cc)
 			// Only availability failures count against the breaker and are
@@ -207,8 +212,15 @@ func (p *Peer) Each(ctx context.Context, inv Invocation) ([]string, map[string]e
 	return ev.Instances, failed
 }
 
+// notConnected is an attempt skipped because its instance's connection was
+// down: the instance was not called.
+type notConnected struct{ err *apierr.Error }
+
+func (e *notConnected) Error() string { return e.err.Error() }
+func (e *notConnected) Unwrap() error { return e.err }
+
 // connected waits up to d for cc's connection to be ready, connecting an idle
-// one.
+// one; a connection in transient failure (refused, backing off) is down now.
 func connected(ctx context.Context, cc *grpc.ClientConn, d time.Duration) bool {
 	ctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
@@ -217,6 +229,8 @@ func connected(ctx context.Context, cc *grpc.ClientConn, d time.Duration) bool {
 		switch st {
 		case connectivity.Ready:
 			return true
+		case connectivity.TransientFailure:
+			return false
 		case connectivity.Idle:
 			cc.Connect()
 		}

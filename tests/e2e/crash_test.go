@@ -82,7 +82,8 @@ func crashUnderLoad(t *testing.T, s *devstack.Stack, agents, perAgent int, pause
 				id := fmt.Sprintf("shared-crash-%d", n%ids)
 				field := fmt.Sprintf("a%d_n%d", i, n)
 				body := fmt.Sprintf(`{"id":%q,"data_type":"note","patch":{%q:%d},"message_id":"m-%d-%d"}`, id, field, n, i, n)
-				for attempt := 0; ; attempt++ {
+				first := time.Now()
+				for {
 					status, _ := ag.push(body)
 					if status == 202 {
 						mu.Lock()
@@ -93,8 +94,8 @@ func crashUnderLoad(t *testing.T, s *devstack.Stack, agents, perAgent int, pause
 						mu.Unlock()
 						break
 					}
-					if attempt > 100 {
-						t.Errorf("delta %s never accepted (last status %d)", field, status)
+					if time.Since(first) > 60*time.Second {
+						t.Errorf("delta %s not accepted within 60 s (last status %d)", field, status)
 						return
 					}
 					time.Sleep(100 * time.Millisecond)
@@ -104,9 +105,15 @@ func crashUnderLoad(t *testing.T, s *devstack.Stack, agents, perAgent int, pause
 			}
 		}()
 	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
 	waitSent := func(n int32) {
 		for sent.Load() < n {
-			time.Sleep(10 * time.Millisecond)
+			select {
+			case <-done: // every agent finished or gave up
+				t.Fatalf("the agents stopped after %d of %d deltas", sent.Load(), agents*perAgent)
+			case <-time.After(10 * time.Millisecond):
+			}
 		}
 	}
 	ctx := context.Background()
