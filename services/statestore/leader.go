@@ -197,21 +197,33 @@ func (m *leaderRouting) SetControl(ctx context.Context, req *fedsyncv1.SetContro
 }
 
 func (m *leaderRouting) Get(ctx context.Context, req *fedsyncv1.GetRequest) (*fedsyncv1.GetResponse, error) {
-	return route(ctx, m, req, true, func(ctx context.Context, req *fedsyncv1.GetRequest) (*fedsyncv1.GetResponse, error) {
-		resp, err := m.Service.Get(ctx, req)
-		return verified(ctx, m, resp, err)
-	}, fedsyncv1.StateStoreServiceClient.Get)
+	return route(ctx, m, req, true, linearizable(m, m.Service.Get), fedsyncv1.StateStoreServiceClient.Get)
 }
 
 func (m *leaderRouting) Query(ctx context.Context, req *fedsyncv1.QueryRequest) (*fedsyncv1.QueryResponse, error) {
-	return route(ctx, m, req, true, func(ctx context.Context, req *fedsyncv1.QueryRequest) (*fedsyncv1.QueryResponse, error) {
-		resp, err := m.Service.Query(ctx, req)
-		return verified(ctx, m, resp, err)
-	}, fedsyncv1.StateStoreServiceClient.Query)
+	return route(ctx, m, req, true, linearizable(m, m.Service.Query), fedsyncv1.StateStoreServiceClient.Query)
 }
 
 func (m *leaderRouting) GetMany(ctx context.Context, req *fedsyncv1.GetManyRequest) (*fedsyncv1.GetManyResponse, error) {
-	return route(ctx, m, req, true, m.Service.GetMany, fedsyncv1.StateStoreServiceClient.GetMany)
+	return route(ctx, m, req, true, linearizable(m, m.Service.GetMany), fedsyncv1.StateStoreServiceClient.GetMany)
+}
+
+// linearizable wraps a read served by the leader: first the leader has
+// applied everything committed before its term began (a new leader may
+// hold entries its predecessor acknowledged and it has not applied yet: a
+// Raft barrier once per term), then the read, then a round of heartbeats
+// confirms it still led.
+func linearizable[Req, Resp any](m *leaderRouting, read func(context.Context, Req) (Resp, error)) func(context.Context, Req) (Resp, error) {
+	return func(ctx context.Context, req Req) (Resp, error) {
+		var zero Resp
+		if !staleAllowed(ctx) && m.node.isLeader() {
+			if err := m.node.caughtUp(ctx); err != nil {
+				return zero, apierr.New(apierr.Unavailable, "Replica %s could not apply its log before a linearizable read: %v. Retry.", m.node.id, err).WithRetryAfter(200 * time.Millisecond)
+			}
+		}
+		resp, err := read(ctx, req)
+		return verified(ctx, m, resp, err)
+	}
 }
 
 func (m *leaderRouting) ReadLog(ctx context.Context, req *fedsyncv1.ReadLogRequest) (*fedsyncv1.ReadLogResponse, error) {

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-kit/log"
@@ -129,11 +130,14 @@ func (c *RaftConfig) Validate() error {
 
 // node is this replica's Raft member.
 type node struct {
-	raft   *raft.Raft
-	id     string
-	wait   time.Duration
-	logger log.Logger
-	close  func()
+	// readyTerm is the term in which this replica, leading, applied
+	// everything committed before it (caughtUp).
+	readyTerm atomic.Uint64
+	raft      *raft.Raft
+	id        string
+	wait      time.Duration
+	logger    log.Logger
+	close     func()
 }
 
 // startNode starts the replica's Raft member on the store in dir, joining
@@ -255,6 +259,24 @@ type logWriter struct{ logger log.Logger }
 func (w logWriter) Write(p []byte) (int, error) {
 	w.logger.Log("msg", strings.TrimSpace(string(p)))
 	return len(p), nil
+}
+
+// caughtUp makes sure the leader has applied every entry committed before
+// its term: once per term, a barrier through the log.
+func (n *node) caughtUp(ctx context.Context) error {
+	term := n.raft.CurrentTerm()
+	if n.readyTerm.Load() == term {
+		return nil
+	}
+	timeout := 5 * time.Second
+	if d, ok := ctx.Deadline(); ok {
+		timeout = time.Until(d)
+	}
+	if err := n.raft.Barrier(timeout).Error(); err != nil {
+		return err
+	}
+	n.readyTerm.Store(term)
+	return nil
 }
 
 // isLeader reports whether this replica leads the group.
