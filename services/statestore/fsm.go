@@ -203,6 +203,11 @@ type fsm struct {
 
 	mu     sync.Mutex
 	broken error
+	// lastIndex caches the store's last applied Raft index for ApplyBatch (Raft
+	// calls it, Restore and Snapshot from one goroutine); known says whether
+	// it has been read from the store.
+	lastIndex uint64
+	known     bool
 }
 
 var keyRaftApplied = []byte("raft_applied") // the index of the last Raft entry applied
@@ -230,7 +235,12 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	var cmds []*command
 	var at []int
 	var last uint64
-	done, _ := f.appliedIndex()
+	if !f.known {
+		if idx, err := f.appliedIndex(); err == nil {
+			f.lastIndex, f.known = idx, true
+		}
+	}
+	done := f.lastIndex
 	for i, l := range logs {
 		if l.Type != raft.LogCommand || l.Index <= done {
 			continue
@@ -251,6 +261,9 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 		return out
 	}
 	res, err := f.applyCommands(last, cmds)
+	if err == nil {
+		f.lastIndex = last
+	}
 	for j, i := range at {
 		if err != nil {
 			out[i] = err
@@ -369,6 +382,7 @@ func (s *boltSnapshot) Release() { s.tx.Rollback() }
 // so readers see either the old state or the new one.
 func (f *fsm) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
+	f.known = false // the snapshot brings its own applied index
 	tmp, err := os.CreateTemp(filepath.Dir(f.store.db.Path()), "restore-*.db")
 	if err != nil {
 		return err
