@@ -74,7 +74,14 @@ func startGroupWith(t *testing.T, size int, tune func(*RaftConfig)) []*replica {
 	for i := 0; i < size; i++ {
 		peers = append(peers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(fmt.Sprintf("r%d", i)), Address: raft.ServerAddress(freeAddr(t))})
 	}
-	group := make([]*replica, size)
+	return startGroupOn(t, peers, tune)
+}
+
+// startGroupOn starts one replica per peer, each listening at its peer
+// address, after tune.
+func startGroupOn(t *testing.T, peers PeerList, tune func(*RaftConfig)) []*replica {
+	t.Helper()
+	group := make([]*replica, len(peers))
 	for i := range group {
 		cfg := RaftConfig{ID: string(peers[i].ID), Addr: string(peers[i].Address), Peers: peers, HeartbeatTimeout: 150 * time.Millisecond,
 			LeaderLease: 100 * time.Millisecond, SnapshotThreshold: 8192, SnapshotInterval: time.Minute, TrailingLogs: 10240, LeaderWait: 3 * time.Second}
@@ -88,6 +95,16 @@ func startGroupWith(t *testing.T, size int, tune func(*RaftConfig)) []*replica {
 		}
 	})
 	return group
+}
+
+// followerOf returns a replica of group other than leader.
+func followerOf(group []*replica, leader *replica) *replica {
+	for _, r := range group {
+		if r != leader {
+			return r
+		}
+	}
+	return nil
 }
 
 func leaderOf(t *testing.T, group []*replica) *replica {
@@ -319,30 +336,15 @@ func TestPartitionedReplicaRefusesWritesServesStaleReadsAndRejoins(t *testing.T)
 			pp.proxies[[2]string{from, to}], pp.addrs[[2]string{from, to}] = px, px.Listen
 		}
 	}
-	group := make([]*replica, len(ids))
-	for i, id := range ids {
-		cfg := RaftConfig{ID: id, Addr: real[id], Peers: peers, HeartbeatTimeout: 150 * time.Millisecond, LeaderLease: 100 * time.Millisecond,
-			SnapshotThreshold: 8192, SnapshotInterval: time.Minute, TrailingLogs: 10240, LeaderWait: 500 * time.Millisecond, dialAddr: pp.provider(id)}
-		group[i] = &replica{dir: t.TempDir(), cfg: cfg}
-		startReplica(t, group[i])
-	}
-	t.Cleanup(func() {
-		for _, r := range group {
-			r.stop()
-		}
+	group := startGroupOn(t, peers, func(c *RaftConfig) {
+		c.LeaderWait, c.dialAddr = 500*time.Millisecond, pp.provider(c.ID)
 	})
 	leader := leaderOf(t, group)
 	for round := 0; round < 5; round++ {
 		commitBatch(t, leader, round)
 	}
 	waitConverged(t, group)
-	var cut *replica
-	for _, r := range group {
-		if r != leader {
-			cut = r
-			break
-		}
-	}
+	cut := followerOf(group, leader)
 	pp.isolate(t, cut.cfg.ID, true)
 	deadline := time.Now().Add(5 * time.Second)
 	for {
@@ -395,13 +397,7 @@ func TestReplicaWithLostDiskCatchesUpFromSnapshot(t *testing.T) {
 		commitBatch(t, leader, round)
 	}
 	waitConverged(t, group)
-	var lost *replica
-	for _, r := range group {
-		if r != leader {
-			lost = r
-			break
-		}
-	}
+	lost := followerOf(group, leader)
 	lost.stop()
 	for round := 10; round < 15; round++ {
 		commitBatch(t, leader, round)
