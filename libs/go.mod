@@ -80,6 +80,13 @@ require (
 	sigs.k8s.io/yaml v1.6.0
 )
 
-require github.com/felixge/httpsnoop v1.1.0 // indirect
+require (
+	github.com/boltdb/bolt v1.3.1 // indirect
+	github.com/felixge/httpsnoop v1.1.0 // indirect
+	github.com/hashicorp/go-msgpack/v2 v2.1.5 // indirect
+	github.com/hashicorp/raft v1.7.2 // indirect
+	github.com/hashicorp/raft-boltdb/v2 v2.3.1 // indirect
+	go.etcd.io/bbolt v1.5.0 // indirect
+)
 
 replace github.com/fedsync/fedsync/proto => ../proto

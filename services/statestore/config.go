@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/fedsync/fedsync/libs/kafkabus"
+	"github.com/fedsync/fedsync/libs/raftgroup"
 	"github.com/fedsync/fedsync/libs/svcrun"
 )
 
@@ -31,7 +32,7 @@ type Config struct {
 	// removed too (change_omitted) and consumers read it from the log.
 	PublishMaxRecord int
 	// Raft places this replica in the statestore's Raft group.
-	Raft RaftConfig
+	Raft raftgroup.Config
 }
 
 // ParseConfig reads the configuration from flags and FEDSYNC_* variables.
@@ -45,7 +46,7 @@ func ParseConfig(fs *flag.FlagSet, args []string) (*Config, error) {
 	fs.IntVar(&c.PublishWholeMax, "publish.whole-max", 256<<10, "largest document (bytes) a change on fedsync.committed carries whole; larger ones carry only the fields set and removed")
 	fs.IntVar(&c.MaxDocBytes, "doc.max-bytes", DefaultMaxDocBytes, "largest document (bytes of its JSON value) a commit may produce; larger results are refused with 413 too_large")
 	fs.IntVar(&c.PublishMaxRecord, "publish.max-record", 900<<10, "largest record (bytes) put on fedsync.committed; a larger change goes out without its fields (change_omitted) and is read from the log")
-	c.Raft.RegisterFlags(fs)
+	c.Raft.RegisterFlags(fs, "127.0.0.1:19504")
 	return c, svcrun.Parse(fs, args, c.Validate)
 }
 

@@ -2,19 +2,14 @@ package statestore
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
-	"io"
-	"os"
-	"path/filepath"
 	"strings"
-	"sync"
 
-	"github.com/hashicorp/raft"
 	bolt "go.etcd.io/bbolt"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/fedsync/fedsync/libs/raftgroup"
 	fedsyncv1 "github.com/fedsync/fedsync/proto/fedsync/v1"
 )
 
@@ -190,135 +185,27 @@ func batchItems(req *fedsyncv1.ApplyBatchRequest) []*batchItem {
 	return items
 }
 
-// fsm applies commands to the store: Raft's state machine, and the local
+// fsm applies commands to the store: Raft's state machine (a
+// raftgroup.BoltFSM whose commands are those above), and the local
 // proposer's.
 type fsm struct {
+	*raftgroup.BoltFSM
 	store *store
-	// applied is called after a transaction with commands committed (wakes
-	// the outbox publisher).
-	applied func()
-	// fatal is told when the store cannot apply a command (its disk): the
-	// replica must stop rather than skip it; a restart replays the log.
-	fatal func(error)
-
-	mu     sync.Mutex
-	broken error
-	// lastIndex caches the store's last applied Raft index for ApplyBatch (Raft
-	// calls it, Restore and Snapshot from one goroutine); known says whether
-	// it has been read from the store.
-	lastIndex uint64
-	known     bool
 }
 
-var keyRaftApplied = []byte("raft_applied") // the index of the last Raft entry applied
-
-// appliedIndex returns the index of the last Raft entry the store holds.
-func (f *fsm) appliedIndex() (uint64, error) {
-	var idx uint64
-	err := f.store.db.View(func(tx *bolt.Tx) error {
-		if v := tx.Bucket(bucketMeta).Get(keyRaftApplied); len(v) == 8 {
-			idx = binary.BigEndian.Uint64(v)
-		}
-		return nil
-	})
-	return idx, err
-}
-
-// Apply applies one entry (raft.FSM).
-func (f *fsm) Apply(l *raft.Log) any { return f.ApplyBatch([]*raft.Log{l})[0] }
-
-// ApplyBatch applies the commands among logs in one transaction and one fsync
-// (raft.BatchingFSM). Entries the store already holds (a restart replays the
-// log from the last snapshot; the store itself is durable) are skipped.
-func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
-	out := make([]any, len(logs))
-	var cmds []*command
-	var at []int
-	var last uint64
-	if !f.known {
-		if idx, err := f.appliedIndex(); err == nil {
-			f.lastIndex, f.known = idx, true
-		}
-	}
-	done := f.lastIndex
-	for i, l := range logs {
-		if l.Type != raft.LogCommand || l.Index <= done {
-			continue
-		}
-		last = l.Index
-		c, err := decodeCommand(l.Data)
-		if err != nil {
-			// A command this build cannot read: a newer build wrote it. Stop
-			// instead of diverging.
-			f.fail(fmt.Errorf("raft entry %d: %w", l.Index, err))
-			out[i] = err
-			continue
-		}
-		cmds = append(cmds, c)
-		at = append(at, i)
-	}
-	if len(cmds) == 0 {
-		return out
-	}
-	res, err := f.applyCommands(last, cmds)
-	if err == nil {
-		f.lastIndex = last
-	}
-	for j, i := range at {
-		if err != nil {
-			out[i] = err
-		} else {
-			out[i] = res[j]
-		}
-	}
-	return out
-}
-
-func (f *fsm) fail(err error) {
-	f.mu.Lock()
-	first := f.broken == nil
-	if first {
-		f.broken = err
-	}
-	f.mu.Unlock()
-	if first && f.fatal != nil {
-		f.fatal(err)
-	}
-}
-
-// applyCommands applies cmds in one transaction and records index (when not
-// 0) as applied in the same transaction. A result is a *batchResult, a
-// *sweepResult or nil.
-func (f *fsm) applyCommands(index uint64, cmds []*command) ([]any, error) {
-	f.mu.Lock()
-	broken := f.broken
-	f.mu.Unlock()
-	if broken != nil {
-		return nil, fmt.Errorf("statestore stopped applying changes: %w", broken)
-	}
-	res := make([]any, len(cmds))
-	wake := false
-	err := f.store.db.Update(func(tx *bolt.Tx) error {
-		for i, c := range cmds {
-			r, w, err := f.applyTx(tx, c)
+func newFSM(st *store, applied func()) *fsm {
+	f := &fsm{store: st}
+	f.BoltFSM = &raftgroup.BoltFSM{DB: st.db, Buckets: allBuckets, Meta: bucketMeta, Notify: applied,
+		Command: func(tx *bolt.Tx, raw []byte) (any, bool, error) {
+			c, err := decodeCommand(raw)
 			if err != nil {
-				return err
+				// A command this build cannot read: a newer build wrote it.
+				// Stop instead of diverging.
+				return nil, false, err
 			}
-			res[i], wake = r, wake || w
-		}
-		if index > 0 {
-			return tx.Bucket(bucketMeta).Put(keyRaftApplied, u64(index))
-		}
-		return nil
-	})
-	if err != nil {
-		f.fail(err)
-		return nil, err
-	}
-	if wake && f.applied != nil {
-		f.applied()
-	}
-	return res, nil
+			return f.applyTx(tx, c)
+		}}
+	return f
 }
 
 // applyTx applies one command; wake reports whether it gave the outbox
@@ -354,84 +241,6 @@ func (f *fsm) applyTx(tx *bolt.Tx, c *command) (res any, wake bool, err error) {
 	return nil, false, fmt.Errorf("unknown command kind %d", c.kind)
 }
 
-// Snapshot returns a point-in-time copy of the store (raft.FSM): the bbolt
-// file as one read transaction sees it.
-func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
-	tx, err := f.store.db.Begin(false)
-	if err != nil {
-		return nil, err
-	}
-	return &boltSnapshot{tx: tx}, nil
-}
-
-type boltSnapshot struct{ tx *bolt.Tx }
-
-func (s *boltSnapshot) Persist(sink raft.SnapshotSink) error {
-	if _, err := s.tx.WriteTo(sink); err != nil {
-		sink.Cancel()
-		return err
-	}
-	return sink.Close()
-}
-
-func (s *boltSnapshot) Release() { s.tx.Rollback() }
-
-// Restore replaces the store's contents with a snapshot (raft.FSM): a replica
-// too far behind the leader's log catches up this way. The snapshot is a
-// bbolt file; its buckets are copied into the open store in one transaction,
-// so readers see either the old state or the new one.
-func (f *fsm) Restore(rc io.ReadCloser) error {
-	defer rc.Close()
-	f.known = false // the snapshot brings its own applied index
-	tmp, err := os.CreateTemp(filepath.Dir(f.store.db.Path()), "restore-*.db")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := io.Copy(tmp, rc); err != nil {
-		tmp.Close()
-		return fmt.Errorf("receive snapshot: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	src, err := bolt.Open(tmp.Name(), 0o600, &bolt.Options{ReadOnly: true})
-	if err != nil {
-		return fmt.Errorf("open snapshot: %w", err)
-	}
-	defer src.Close()
-	return src.View(func(from *bolt.Tx) error {
-		return f.store.db.Update(func(to *bolt.Tx) error { return copyBuckets(from, to) })
-	})
-}
-
-// copyBuckets makes to's buckets those of from: keys, values and sequences.
-func copyBuckets(from, to *bolt.Tx) error {
-	for _, name := range allBuckets {
-		if to.Bucket(name) != nil {
-			if err := to.DeleteBucket(name); err != nil {
-				return err
-			}
-		}
-		dst, err := to.CreateBucket(name)
-		if err != nil {
-			return err
-		}
-		src := from.Bucket(name)
-		if src == nil {
-			continue
-		}
-		dst.FillPercent = 1 // keys arrive in order
-		if err := src.ForEach(func(k, v []byte) error { return dst.Put(k, v) }); err != nil {
-			return err
-		}
-		if err := dst.SetSequence(src.Sequence()); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 // proposer puts commands through: the Raft group, or directly.
 type proposer interface {
 	propose(ctx context.Context, c *command) (any, error)
@@ -447,12 +256,5 @@ func (p localProposer) propose(_ context.Context, c *command) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	if c, err = decodeCommand(raw); err != nil {
-		return nil, err
-	}
-	res, err := p.f.applyCommands(0, []*command{c})
-	if err != nil {
-		return nil, err
-	}
-	return res[0], nil
+	return p.f.ApplyLocal(raw)
 }

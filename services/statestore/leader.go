@@ -6,12 +6,11 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/status"
 
 	"github.com/fedsync/fedsync/libs/apierr"
+	"github.com/fedsync/fedsync/libs/raftgroup"
 	"github.com/fedsync/fedsync/libs/telemetry"
 	fedsyncv1 "github.com/fedsync/fedsync/proto/fedsync/v1"
 )
@@ -52,7 +51,7 @@ func staleAllowed(ctx context.Context) bool {
 // leader.
 type leaderRouting struct {
 	Service
-	node  *node
+	node  node
 	creds credentials.TransportCredentials
 
 	mu    sync.Mutex
@@ -60,7 +59,7 @@ type leaderRouting struct {
 }
 
 // LeaderRoutingMiddleware serves calls that need the leader on it.
-func LeaderRoutingMiddleware(n *node, creds credentials.TransportCredentials) Middleware {
+func LeaderRoutingMiddleware(n node, creds credentials.TransportCredentials) Middleware {
 	return func(next Service) Service {
 		return &leaderRouting{Service: next, node: n, creds: creds, conns: map[string]*grpc.ClientConn{}}
 	}
@@ -100,10 +99,10 @@ func route[Req, Resp any](ctx context.Context, m *leaderRouting, req Req, read b
 	local func(context.Context, Req) (Resp, error),
 	remote func(fedsyncv1.StateStoreServiceClient, context.Context, Req, ...grpc.CallOption) (Resp, error),
 ) (Resp, error) {
-	deadline := time.Now().Add(m.node.wait)
+	deadline := time.Now().Add(m.node.Wait)
 	for {
 		resp, err := routeOnce(ctx, m, req, read, local, remote)
-		if err == nil || !notTaken(err) || time.Now().After(deadline) || ctx.Err() != nil {
+		if err == nil || !raftgroup.NotTaken(err) || time.Now().After(deadline) || ctx.Err() != nil {
 			return resp, err
 		}
 		select {
@@ -119,63 +118,41 @@ func routeOnce[Req, Resp any](ctx context.Context, m *leaderRouting, req Req, re
 	remote func(fedsyncv1.StateStoreServiceClient, context.Context, Req, ...grpc.CallOption) (Resp, error),
 ) (Resp, error) {
 	var zero Resp
-	if m.node.isLeader() || (read && staleAllowed(ctx)) {
+	if m.node.IsLeader() || (read && staleAllowed(ctx)) {
 		return local(ctx, req)
 	}
 	md, _ := metadata.FromIncomingContext(ctx)
 	if len(md.Get(mdForwarded)) > 0 {
-		return zero, errNotLeader(m.node.id)
+		return zero, m.node.NotLeader()
 	}
-	leader := m.node.leader(ctx)
+	leader := m.node.Leader(ctx)
 	switch leader {
 	case "":
-		return zero, m.node.noLeader()
-	case m.node.id:
+		return zero, m.node.NoLeader()
+	case m.node.ID:
 		return local(ctx, req)
 	}
 	c, err := m.client(leader)
 	if err != nil {
 		return zero, err
 	}
-	out := metadata.Pairs(mdForwarded, m.node.id)
+	out := metadata.Pairs(mdForwarded, m.node.ID)
 	if read && staleAllowed(ctx) {
 		out.Set(mdConsistency, "stale")
 	}
 	return remote(c, metadata.NewOutgoingContext(ctx, out), req)
 }
 
-// causeNotLeader marks a refusal made before anything was proposed.
-const causeNotLeader = "not_leader"
-
-func errNotLeader(id string) error {
-	return apierr.New(apierr.Unavailable, "Replica %s is not the statestore leader; retry.", id).
-		WithRetryAfter(100*time.Millisecond).WithDetail("cause", causeNotLeader)
-}
-
-// notTaken reports whether err certainly left the call undone: a replica
-// refused it as not the leader, or the transport could not reach the
-// replica it was sent to (a leader that just died).
-func notTaken(err error) bool {
-	if e := apierr.As(err); e.Details["cause"] == causeNotLeader {
-		return true
-	}
-	if apierr.IsAnswered(err) {
-		return false
-	}
-	st, ok := status.FromError(err)
-	return ok && st.Code() == codes.Unavailable
-}
-
 // verified returns resp once this replica has confirmed it still leads (a
 // round of heartbeats to a majority), so that a read it served is
 // linearizable: no newer leader can have committed anything it does not hold.
 func verified[Resp any](ctx context.Context, m *leaderRouting, resp Resp, err error) (Resp, error) {
-	if err != nil || staleAllowed(ctx) || !m.node.isLeader() {
+	if err != nil || staleAllowed(ctx) || !m.node.IsLeader() {
 		return resp, err
 	}
-	if verr := m.node.raft.VerifyLeader().Error(); verr != nil {
+	if verr := m.node.VerifyLeader(); verr != nil {
 		var zero Resp
-		return zero, apierr.New(apierr.Unavailable, "Replica %s could not confirm its statestore leadership for a linearizable read: %v. Retry.", m.node.id, verr).WithRetryAfter(200 * time.Millisecond)
+		return zero, verr
 	}
 	return resp, nil
 }
@@ -216,9 +193,9 @@ func (m *leaderRouting) GetMany(ctx context.Context, req *fedsyncv1.GetManyReque
 func linearizable[Req, Resp any](m *leaderRouting, read func(context.Context, Req) (Resp, error)) func(context.Context, Req) (Resp, error) {
 	return func(ctx context.Context, req Req) (Resp, error) {
 		var zero Resp
-		if !staleAllowed(ctx) && m.node.isLeader() {
-			if err := m.node.caughtUp(ctx); err != nil {
-				return zero, apierr.New(apierr.Unavailable, "Replica %s could not apply its log before a linearizable read: %v. Retry.", m.node.id, err).WithRetryAfter(200 * time.Millisecond)
+		if !staleAllowed(ctx) && m.node.IsLeader() {
+			if err := m.node.CaughtUp(ctx); err != nil {
+				return zero, apierr.New(apierr.Unavailable, "Replica %s could not apply its log before a linearizable read: %v. Retry.", m.node.ID, err).WithRetryAfter(200 * time.Millisecond)
 			}
 		}
 		resp, err := read(ctx, req)

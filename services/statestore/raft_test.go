@@ -16,6 +16,7 @@ import (
 
 	"github.com/fedsync/fedsync/libs/apierr"
 	"github.com/fedsync/fedsync/libs/digest"
+	"github.com/fedsync/fedsync/libs/raftgroup"
 	fedsyncv1 "github.com/fedsync/fedsync/proto/fedsync/v1"
 )
 
@@ -23,10 +24,10 @@ import (
 // loopback, with its own store on disk.
 type replica struct {
 	dir  string
-	cfg  RaftConfig
+	cfg  raftgroup.Config
 	st   *store
 	svc  *service
-	node *node
+	node *raftgroup.Node
 }
 
 func freeAddr(t *testing.T) string {
@@ -46,18 +47,18 @@ func startReplica(t *testing.T, r *replica) {
 		t.Fatal(err)
 	}
 	svc := newService(st, 1000)
-	n, err := startNode(r.cfg, r.dir, svc.fsm, nil, log.NewNopLogger())
+	n, err := raftgroup.Start(r.cfg, "statestore", r.dir, svc.fsm, nil, log.NewNopLogger())
 	if err != nil {
 		st.close()
 		t.Fatal(err)
 	}
-	svc.repl = n
+	svc.repl = node{n}
 	r.st, r.svc, r.node = st, svc, n
 }
 
 func (r *replica) stop() {
 	if r.node != nil {
-		r.node.close()
+		r.node.Close()
 		r.st.close()
 		r.node = nil
 	}
@@ -65,12 +66,12 @@ func (r *replica) stop() {
 
 func startGroup(t *testing.T, size int) []*replica {
 	t.Helper()
-	return startGroupWith(t, size, func(*RaftConfig) {})
+	return startGroupWith(t, size, func(*raftgroup.Config) {})
 }
 
-func startGroupWith(t *testing.T, size int, tune func(*RaftConfig)) []*replica {
+func startGroupWith(t *testing.T, size int, tune func(*raftgroup.Config)) []*replica {
 	t.Helper()
-	var peers PeerList
+	var peers raftgroup.PeerList
 	for i := 0; i < size; i++ {
 		peers = append(peers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(fmt.Sprintf("r%d", i)), Address: raft.ServerAddress(freeAddr(t))})
 	}
@@ -79,11 +80,11 @@ func startGroupWith(t *testing.T, size int, tune func(*RaftConfig)) []*replica {
 
 // startGroupOn starts one replica per peer, each listening at its peer
 // address, after tune.
-func startGroupOn(t *testing.T, peers PeerList, tune func(*RaftConfig)) []*replica {
+func startGroupOn(t *testing.T, peers raftgroup.PeerList, tune func(*raftgroup.Config)) []*replica {
 	t.Helper()
 	group := make([]*replica, len(peers))
 	for i := range group {
-		cfg := RaftConfig{ID: string(peers[i].ID), Addr: string(peers[i].Address), Peers: peers, HeartbeatTimeout: 150 * time.Millisecond,
+		cfg := raftgroup.Config{ID: string(peers[i].ID), Addr: string(peers[i].Address), Peers: peers, HeartbeatTimeout: 150 * time.Millisecond,
 			LeaderLease: 100 * time.Millisecond, SnapshotThreshold: 8192, SnapshotInterval: time.Minute, TrailingLogs: 10240, LeaderWait: 3 * time.Second}
 		tune(&cfg)
 		group[i] = &replica{dir: t.TempDir(), cfg: cfg}
@@ -112,7 +113,7 @@ func leaderOf(t *testing.T, group []*replica) *replica {
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
 		for _, r := range group {
-			if r.node != nil && r.node.isLeader() {
+			if r.node != nil && r.node.IsLeader() {
 				return r
 			}
 		}
@@ -317,7 +318,7 @@ func TestPartitionedReplicaRefusesWritesServesStaleReadsAndRejoins(t *testing.T)
 	server := toxiproxy.NewServer(toxiproxy.NewMetricsContainer(nil), zerolog.Nop())
 	ids := []string{"r0", "r1", "r2"}
 	real := map[string]string{}
-	var peers PeerList
+	var peers raftgroup.PeerList
 	for _, id := range ids {
 		real[id] = freeAddr(t)
 		peers = append(peers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(id), Address: raft.ServerAddress(real[id])})
@@ -336,8 +337,8 @@ func TestPartitionedReplicaRefusesWritesServesStaleReadsAndRejoins(t *testing.T)
 			pp.proxies[[2]string{from, to}], pp.addrs[[2]string{from, to}] = px, px.Listen
 		}
 	}
-	group := startGroupOn(t, peers, func(c *RaftConfig) {
-		c.LeaderWait, c.dialAddr = 500*time.Millisecond, pp.provider(c.ID)
+	group := startGroupOn(t, peers, func(c *raftgroup.Config) {
+		c.LeaderWait, c.DialAddr = 500*time.Millisecond, pp.provider(c.ID)
 	})
 	leader := leaderOf(t, group)
 	for round := 0; round < 5; round++ {
@@ -348,7 +349,7 @@ func TestPartitionedReplicaRefusesWritesServesStaleReadsAndRejoins(t *testing.T)
 	pp.isolate(t, cut.cfg.ID, true)
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		if _, id := cut.node.raft.LeaderWithID(); id == "" {
+		if _, id := cut.node.Raft.LeaderWithID(); id == "" {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -365,7 +366,7 @@ func TestPartitionedReplicaRefusesWritesServesStaleReadsAndRejoins(t *testing.T)
 		commitBatch(t, leader, round)
 	}
 	// The minority refuses writes, naming the cause, and serves stale reads.
-	routed := LeaderRoutingMiddleware(cut.node, insecure.NewCredentials())(cut.svc)
+	routed := LeaderRoutingMiddleware(node{cut.node}, insecure.NewCredentials())(cut.svc)
 	_, err := routed.ApplyBatch(context.Background(), &fedsyncv1.ApplyBatchRequest{Items: []*fedsyncv1.ApplyRequest{{Id: "doc-0", DataType: "note", Patch: []byte(`{"x":1}`)}}})
 	e := apierr.As(err)
 	if e.Code != apierr.Unavailable || e.RetryAfter == 0 || e.Details["cause"] != "no_quorum" {
@@ -391,7 +392,7 @@ func TestPartitionedReplicaRefusesWritesServesStaleReadsAndRejoins(t *testing.T)
 // the replica, started again under its ID, is sent the snapshot (Restore),
 // then the entries after it, and holds the same bytes as the others.
 func TestReplicaWithLostDiskCatchesUpFromSnapshot(t *testing.T) {
-	group := startGroupWith(t, 3, func(c *RaftConfig) { c.TrailingLogs = 2 })
+	group := startGroupWith(t, 3, func(c *raftgroup.Config) { c.TrailingLogs = 2 })
 	leader := leaderOf(t, group)
 	for round := 0; round < 10; round++ {
 		commitBatch(t, leader, round)
@@ -402,7 +403,7 @@ func TestReplicaWithLostDiskCatchesUpFromSnapshot(t *testing.T) {
 	for round := 10; round < 15; round++ {
 		commitBatch(t, leader, round)
 	}
-	if err := leader.node.raft.Snapshot().Error(); err != nil {
+	if err := leader.node.Raft.Snapshot().Error(); err != nil {
 		t.Fatal(err)
 	}
 	lost.dir = t.TempDir() // the disk is gone
@@ -414,7 +415,7 @@ func TestReplicaWithLostDiskCatchesUpFromSnapshot(t *testing.T) {
 	if st, err := lost.st.get("doc-0"); err != nil || st.GetVersion() != 51 {
 		t.Fatalf("the rebuilt replica holds doc-0 at version %d, %v; want 51", st.GetVersion(), err)
 	}
-	if idx := lost.node.raft.Stats()["last_snapshot_index"]; idx == "0" {
+	if idx := lost.node.Raft.Stats()["last_snapshot_index"]; idx == "0" {
 		t.Fatal("the rebuilt replica caught up without the snapshot: the test did not exercise Restore")
 	}
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/fedsync/fedsync/libs/kafkabus"
 	"github.com/fedsync/fedsync/libs/periodic"
+	"github.com/fedsync/fedsync/libs/raftgroup"
 	"github.com/fedsync/fedsync/libs/svcrun"
 	fedsyncv1 "github.com/fedsync/fedsync/proto/fedsync/v1"
 )
@@ -38,7 +39,7 @@ func Run(ctx context.Context, cfg *Config) error {
 	// A replica that cannot apply a committed entry (its disk) stops: the
 	// others go on, and a restart replays the log.
 	fatal := make(chan error, 1)
-	core.fsm.fatal = func(err error) {
+	core.fsm.Fatal = func(err error) {
 		select {
 		case fatal <- fmt.Errorf("apply a committed change: %w", err):
 		default:
@@ -52,13 +53,14 @@ func Run(ctx context.Context, cfg *Config) error {
 			return nil
 		}
 	})
-	node, err := startNode(cfg.Raft, cfg.Service.DataDir, core.fsm, rt.Identity, rt.Logger)
+	member, err := raftgroup.Start(cfg.Raft, "statestore", cfg.Service.DataDir, core.fsm, rt.Identity, rt.Logger)
 	if err != nil {
 		return err
 	}
-	rt.OnClose(node.close)
+	rt.OnClose(member.Close)
+	node := node{member}
 	core.repl = node
-	registerRaftMetrics(rt.Metrics.Registry, node)
+	member.RegisterMetrics(rt.Metrics.Registry)
 
 	var svc Service = core
 	svc = InstrumentingMiddleware(rt.Metrics.Registry, rt.Audit)(svc)
@@ -73,9 +75,9 @@ func Run(ctx context.Context, cfg *Config) error {
 	// Only the leader publishes fedsync.committed and sweeps; a new leader
 	// resumes from the replicated published position, and consumers drop
 	// what is published twice by seq.
-	rt.Go("outbox publisher", func(ctx context.Context) error { return node.whileLeader(ctx, pub.run) })
+	rt.Go("outbox publisher", func(ctx context.Context) error { return node.WhileLeader(ctx, pub.run) })
 	rt.Go("dedup sweep", func(ctx context.Context) error {
-		return node.whileLeader(ctx, func(ctx context.Context) error {
+		return node.WhileLeader(ctx, func(ctx context.Context) error {
 			return periodic.Run(ctx, 10*time.Minute, func(ctx context.Context) {
 				if n, err := core.sweep(ctx, cfg.DedupRetention); err != nil {
 					level.Warn(rt.Logger).Log("msg", "sweep applied message ids", "err", err)

@@ -59,7 +59,7 @@ type service struct {
 // replaces repl with the Raft group.
 func newService(st *store, maxLimit int) *service {
 	s := &service{store: st, maxLimit: maxLimit, committed: make(chan struct{}, 1)}
-	s.fsm = &fsm{store: st, applied: s.wake}
+	s.fsm = newFSM(st, s.wake)
 	s.repl = localProposer{f: s.fsm}
 	return s
 }

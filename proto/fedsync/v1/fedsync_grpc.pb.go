@@ -210,6 +210,120 @@ var AuthnService_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
+	RaftService_Propose_FullMethodName = "/fedsync.v1.RaftService/Propose"
+)
+
+// RaftServiceClient is the client API for RaftService service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// RaftService is internal to a service whose replicas form a Raft group
+// (authn): a follower hands a command to the group's leader, which proposes
+// it and returns what applying it returned. Only replicas of the same
+// service may call it.
+type RaftServiceClient interface {
+	// Propose commits command through the callee's group; the callee must lead.
+	Propose(ctx context.Context, in *ProposeRequest, opts ...grpc.CallOption) (*ProposeResponse, error)
+}
+
+type raftServiceClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewRaftServiceClient(cc grpc.ClientConnInterface) RaftServiceClient {
+	return &raftServiceClient{cc}
+}
+
+func (c *raftServiceClient) Propose(ctx context.Context, in *ProposeRequest, opts ...grpc.CallOption) (*ProposeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ProposeResponse)
+	err := c.cc.Invoke(ctx, RaftService_Propose_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// RaftServiceServer is the server API for RaftService service.
+// All implementations must embed UnimplementedRaftServiceServer
+// for forward compatibility.
+//
+// RaftService is internal to a service whose replicas form a Raft group
+// (authn): a follower hands a command to the group's leader, which proposes
+// it and returns what applying it returned. Only replicas of the same
+// service may call it.
+type RaftServiceServer interface {
+	// Propose commits command through the callee's group; the callee must lead.
+	Propose(context.Context, *ProposeRequest) (*ProposeResponse, error)
+	mustEmbedUnimplementedRaftServiceServer()
+}
+
+// UnimplementedRaftServiceServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedRaftServiceServer struct{}
+
+func (UnimplementedRaftServiceServer) Propose(context.Context, *ProposeRequest) (*ProposeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Propose not implemented")
+}
+func (UnimplementedRaftServiceServer) mustEmbedUnimplementedRaftServiceServer() {}
+func (UnimplementedRaftServiceServer) testEmbeddedByValue()                     {}
+
+// UnsafeRaftServiceServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to RaftServiceServer will
+// result in compilation errors.
+type UnsafeRaftServiceServer interface {
+	mustEmbedUnimplementedRaftServiceServer()
+}
+
+func RegisterRaftServiceServer(s grpc.ServiceRegistrar, srv RaftServiceServer) {
+	// If the following call panics, it indicates UnimplementedRaftServiceServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&RaftService_ServiceDesc, srv)
+}
+
+func _RaftService_Propose_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ProposeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RaftServiceServer).Propose(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: RaftService_Propose_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RaftServiceServer).Propose(ctx, req.(*ProposeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// RaftService_ServiceDesc is the grpc.ServiceDesc for RaftService service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var RaftService_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "fedsync.v1.RaftService",
+	HandlerType: (*RaftServiceServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "Propose",
+			Handler:    _RaftService_Propose_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "fedsync/v1/fedsync.proto",
+}
+
+const (
 	ValidationService_PushState_FullMethodName   = "/fedsync.v1.ValidationService/PushState"
 	ValidationService_Heartbeat_FullMethodName   = "/fedsync.v1.ValidationService/Heartbeat"
 	ValidationService_SyncControl_FullMethodName = "/fedsync.v1.ValidationService/SyncControl"

@@ -1,0 +1,123 @@
+// Package raftgroup runs a service's replicas as one Raft group
+// (github.com/hashicorp/raft, with raft-boltdb/v2 for the log and snapshots
+// on disk): the flags that place a replica in its group, the member itself
+// over mutual TLS, leader-only tasks, and a way for a follower to hand a
+// command to the leader. The statestore and authn are built on it
+// (docs/replication.md).
+package raftgroup
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// Config places a replica in its service's Raft group.
+//
+// A replica is named by the address its gRPC API is reached at (its ID), so
+// that a follower can send a request on to the leader it knows by ID. Its
+// Raft address is where the replicas replicate to each other.
+type Config struct {
+	// ID is this replica's name: the gRPC address others reach it at
+	// (default: the advertised gRPC address).
+	ID string
+	// Addr is where this replica listens for Raft traffic.
+	Addr string
+	// Advertise is the Raft address the others reach this replica at
+	// (default: its entry in Peers, else Addr).
+	Advertise string
+	// Peers are the voters a new group starts with, ID=raft-address each,
+	// this replica among them. Empty: a group of one.
+	Peers PeerList
+	// HeartbeatTimeout: a follower that hears nothing from the leader for a
+	// random time between this and twice this starts an election (seed 4.1:
+	// elections in 150-300 ms).
+	HeartbeatTimeout time.Duration
+	// LeaderLease: a leader that cannot reach a majority this long steps down.
+	LeaderLease time.Duration
+	// SnapshotThreshold is how many log entries since the last snapshot make
+	// a new one; SnapshotInterval how often that is checked.
+	SnapshotThreshold uint64
+	SnapshotInterval  time.Duration
+	// TrailingLogs are the log entries kept after a snapshot, so a follower
+	// that was briefly away catches up from the log, not a whole snapshot.
+	TrailingLogs uint64
+	// LeaderWait is how long a call waits for a leader during an election
+	// before it is refused as unavailable.
+	LeaderWait time.Duration
+
+	// DialAddr, when set, picks the address this replica dials for a peer.
+	// Not a flag: tests put a proxy between each pair of replicas to cut
+	// them apart.
+	DialAddr raft.ServerAddressProvider
+}
+
+// PeerList is the -raft.peers flag: ID=address,...
+type PeerList []raft.Server
+
+func (p *PeerList) String() string {
+	var parts []string
+	for _, s := range *p {
+		parts = append(parts, string(s.ID)+"="+string(s.Address))
+	}
+	return strings.Join(parts, ",")
+}
+
+func (p *PeerList) Set(v string) error {
+	*p = nil
+	for _, part := range strings.Split(v, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		id, addr, ok := strings.Cut(part, "=")
+		if !ok || id == "" || addr == "" {
+			return fmt.Errorf("peer %q: want ID=RAFT_ADDRESS (ID is the replica's gRPC address)", part)
+		}
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return fmt.Errorf("peer %q: %w", part, err)
+		}
+		*p = append(*p, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(id), Address: raft.ServerAddress(addr)})
+	}
+	return nil
+}
+
+// RegisterFlags registers the -raft.* flags; addr is the default Raft
+// listen address.
+func (c *Config) RegisterFlags(fs *flag.FlagSet, addr string) {
+	fs.StringVar(&c.ID, "raft.id", "", "this replica's name in the Raft group: the gRPC address the other replicas reach it at (default: -advertise-addr, else -grpc-addr)")
+	fs.StringVar(&c.Addr, "raft.addr", addr, "where this replica listens for Raft traffic from the other replicas")
+	fs.StringVar(&c.Advertise, "raft.advertise", "", "the Raft address the other replicas reach this one at (default: its -raft.peers entry, else -raft.addr)")
+	fs.Var(&c.Peers, "raft.peers", "the voters a new group starts with: ID=RAFT_ADDRESS,... with this replica among them (IDs are gRPC addresses); empty: a group of one")
+	fs.DurationVar(&c.HeartbeatTimeout, "raft.heartbeat-timeout", 150*time.Millisecond, "a follower that hears nothing from the leader for a random time between this and twice this starts an election (seed: 150-300 ms)")
+	fs.DurationVar(&c.LeaderLease, "raft.leader-lease", 100*time.Millisecond, "a leader that cannot reach a majority this long steps down; at most -raft.heartbeat-timeout")
+	fs.Uint64Var(&c.SnapshotThreshold, "raft.snapshot-threshold", 8192, "log entries since the last snapshot that make a new one")
+	fs.DurationVar(&c.SnapshotInterval, "raft.snapshot-interval", 2*time.Minute, "how often the snapshot threshold is checked")
+	fs.Uint64Var(&c.TrailingLogs, "raft.trailing-logs", 10240, "log entries kept after a snapshot for followers that catch up")
+	fs.DurationVar(&c.LeaderWait, "raft.leader-wait", 3*time.Second, "how long a call waits for a leader during an election before it is refused with 503")
+}
+
+// Validate reports the first invalid setting.
+func (c *Config) Validate() error {
+	if c.HeartbeatTimeout < 10*time.Millisecond {
+		return errors.New("raft.heartbeat-timeout: must be at least 10ms")
+	}
+	if c.LeaderLease <= 0 || c.LeaderLease > c.HeartbeatTimeout {
+		return errors.New("raft.leader-lease: must be above 0 and at most raft.heartbeat-timeout")
+	}
+	if len(c.Peers) > 0 && c.ID != "" {
+		found := false
+		for _, p := range c.Peers {
+			found = found || string(p.ID) == c.ID
+		}
+		if !found {
+			return fmt.Errorf("raft.peers: this replica (%s) is not among them", c.ID)
+		}
+	}
+	return nil
+}

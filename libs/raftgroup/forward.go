@@ -1,0 +1,148 @@
+package raftgroup
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
+
+	"github.com/fedsync/fedsync/libs/apierr"
+	"github.com/fedsync/fedsync/libs/mtls"
+	"github.com/fedsync/fedsync/libs/telemetry"
+	fedsyncv1 "github.com/fedsync/fedsync/proto/fedsync/v1"
+)
+
+// A service whose writes are commands of its state machine (authn) lets any
+// replica take a write: Submit proposes it on the leader, here or over the
+// RaftService of the leader's gRPC address (its ID). The state machine's
+// result travels back as bytes, its errors as fedsync errors.
+
+// forwarder keeps one connection per leader address.
+type forwarder struct {
+	creds credentials.TransportCredentials
+	mu    sync.Mutex
+	conns map[string]*grpc.ClientConn
+}
+
+// EnableForwarding lets Submit send commands to a leader elsewhere, over
+// connections made with creds (the service's client certificate).
+func (n *Node) EnableForwarding(creds credentials.TransportCredentials) {
+	n.fwd = &forwarder{creds: creds, conns: map[string]*grpc.ClientConn{}}
+}
+
+func (f *forwarder) client(addr string) (fedsyncv1.RaftServiceClient, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	cc, ok := f.conns[addr]
+	if !ok {
+		var err error
+		if cc, err = grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(f.creds)}, telemetry.GRPCDialOptions()...)...); err != nil {
+			return nil, err
+		}
+		f.conns[addr] = cc
+	}
+	return fedsyncv1.NewRaftServiceClient(cc), nil
+}
+
+func (f *forwarder) close() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, cc := range f.conns {
+		cc.Close()
+	}
+}
+
+// Submit commits the encoded command raw through the group from any
+// replica and returns the bytes the state machine returned for it (nil
+// when it returned nothing). During an election it waits for the new leader
+// (up to Wait), retrying only what certainly did not happen: a call refused
+// before it was proposed, or one the old leader's address never took.
+func (n *Node) Submit(ctx context.Context, raw []byte) ([]byte, error) {
+	deadline := time.Now().Add(n.Wait)
+	for {
+		out, err := n.submitOnce(ctx, raw)
+		if err == nil || !NotTaken(err) || time.Now().After(deadline) || ctx.Err() != nil {
+			return out, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+func (n *Node) submitOnce(ctx context.Context, raw []byte) ([]byte, error) {
+	if n.IsLeader() {
+		return n.proposeBytes(ctx, raw)
+	}
+	leader := n.Leader(ctx)
+	switch {
+	case leader == "":
+		return nil, n.NoLeader()
+	case leader == n.ID:
+		return n.proposeBytes(ctx, raw)
+	case n.fwd == nil:
+		return nil, n.NotLeader()
+	}
+	c, err := n.fwd.client(leader)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.Propose(ctx, &fedsyncv1.ProposeRequest{Command: raw})
+	if err != nil {
+		return nil, err
+	}
+	return resp.Result, nil
+}
+
+func (n *Node) proposeBytes(ctx context.Context, raw []byte) ([]byte, error) {
+	res, err := n.Propose(ctx, raw)
+	if err != nil {
+		return nil, err
+	}
+	b, _ := res.([]byte)
+	return b, nil
+}
+
+// NotTaken reports whether err certainly left the call undone: a replica
+// refused it as not the leader, or the transport could not reach the
+// replica it was sent to (a leader that just died).
+func NotTaken(err error) bool {
+	if IsNotLeader(err) {
+		return true
+	}
+	if apierr.IsAnswered(err) {
+		return false
+	}
+	st, ok := status.FromError(err)
+	return ok && st.Code() == codes.Unavailable
+}
+
+// Server is the RaftService of a replica: it proposes what a follower of the
+// same service hands it, when it leads.
+type Server struct {
+	fedsyncv1.UnimplementedRaftServiceServer
+	Node *Node
+}
+
+// Propose implements RaftService.
+func (s Server) Propose(ctx context.Context, req *fedsyncv1.ProposeRequest) (*fedsyncv1.ProposeResponse, error) {
+	// Without certificates (tests, a group of one on loopback) there is no
+	// caller to check; with them only a replica of the same service may
+	// propose.
+	if caller := mtls.CallerService(ctx); caller != "" && caller != s.Node.Group {
+		return nil, apierr.New(apierr.PermissionDenied, "Only %s replicas may propose to the %s group, not %s.", s.Node.Group, s.Node.Group, caller)
+	}
+	// A follower forwards only to the leader it knows; a replica that is no
+	// longer the leader refuses instead of forwarding again.
+	out, err := s.Node.proposeBytes(ctx, req.Command)
+	if err != nil {
+		return nil, err
+	}
+	return &fedsyncv1.ProposeResponse{Result: out}, nil
+}
