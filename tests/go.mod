@@ -16,7 +16,9 @@ require (
 	google.golang.org/grpc v1.85.0
 )
 
-require github.com/anishathalye/porcupine v1.3.1 // indirect
+require github.com/anishathalye/porcupine v1.3.1
+
+require go.etcd.io/bbolt v1.5.0 // indirect
 
 require (
 	github.com/bahlo/generic-list-go v0.2.0 // indirect

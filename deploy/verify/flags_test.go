@@ -83,9 +83,14 @@ var serviceEnv = sync.OnceValues(func() (map[string]map[string]bool, error) {
 			common[k] = true
 		}
 	}
-	kafka, err := flagsIn(repoPath("libs/kafkabus"))
-	if err != nil {
-		return nil, err
+	// Flags of libraries a service registers itself: by the call that does.
+	optional := map[string]map[string]bool{}
+	for marker, d := range map[string]string{"Kafka.RegisterFlags(": "libs/kafkabus", "Raft.RegisterFlags(": "libs/raftgroup", "AtRest.RegisterFlags(": "libs/atrest"} {
+		f, err := flagsIn(repoPath(d))
+		if err != nil {
+			return nil, err
+		}
+		optional[marker] = f
 	}
 	out := map[string]map[string]bool{}
 	for _, svc := range services {
@@ -94,20 +99,19 @@ var serviceEnv = sync.OnceValues(func() (map[string]map[string]bool, error) {
 		if err != nil {
 			return nil, err
 		}
-		usesKafka := false
+		sets := []map[string]bool{common, own}
 		files, _ := filepath.Glob(filepath.Join(dir, "*.go"))
-		for _, f := range files {
-			b, _ := os.ReadFile(f)
-			usesKafka = usesKafka || strings.Contains(string(b), "Kafka.RegisterFlags(")
-		}
-		env := map[string]bool{}
-		for _, set := range []map[string]bool{common, own} {
-			for k := range set {
-				env[envName(k)] = true
+		for marker, f := range optional {
+			for _, name := range files {
+				if b, _ := os.ReadFile(name); strings.Contains(string(b), marker) {
+					sets = append(sets, f)
+					break
+				}
 			}
 		}
-		if usesKafka {
-			for k := range kafka {
+		env := map[string]bool{}
+		for _, set := range sets {
+			for k := range set {
 				env[envName(k)] = true
 			}
 		}

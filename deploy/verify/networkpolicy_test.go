@@ -294,6 +294,13 @@ func TestNetworkPolicies(t *testing.T) {
 				)
 			}
 			allow = append(allow, tcp(pods["merge"], pods["statestore"], port(pods["statestore"], "grpc")))
+			// Raft groups: each replica reaches the others' Raft port (and
+			// gRPC, to hand calls to the leader); nothing else does.
+			for _, g := range []string{"authn", "statestore"} {
+				allow = append(allow, tcp(pods[g], pods[g], port(pods[g], "raft")), tcp(pods[g], pods[g], port(pods[g], "grpc")))
+				deny = append(deny, tcp(pods["merge"], pods[g], port(pods[g], "raft")), tcp(stranger, pods[g], port(pods[g], "raft")))
+			}
+			deny = append(deny, tcp(pods["authn"], pods["statestore"], port(pods["statestore"], "raft")), tcp(pods["statestore"], pods["authn"], port(pods["authn"], "raft")))
 			deny = append(deny,
 				tcp(pods["authn"], pods["merge"], port(pods["merge"], "grpc")),
 				tcp(pods["statestore"], pods["merge"], port(pods["merge"], "grpc")),

@@ -61,12 +61,16 @@ var externalRefs = map[string]map[string]bool{
 }
 
 // statefulServices keep their durable state in their own data dir, so they run as
-// a StatefulSet with exactly one replica on a PersistentVolumeClaim; the value is
-// why (until when), for the violation messages.
+// a StatefulSet on PersistentVolumeClaims; the value is why, for the violation
+// messages.
 var statefulServices = map[string]string{
-	"authn": "its data dir (authn.db) holds the client registry, signing keys and revocations, so a second replica would keep its own clients and revocations " +
-		"and rotate its own keys (until authn's state moves to a shared store)",
+	"authn":      "its data dir holds its copy of the replicated client registry, signing keys and revocations, and its Raft log",
+	"statestore": "its data dir holds its copy of the replicated documents and its Raft log",
 }
+
+// raftGroups are the services whose replicas form a Raft group: their gRPC
+// port (a replica's ID) and Raft port.
+var raftGroups = map[string][2]int{"authn": {19101, 19501}, "statestore": {19104, 19504}}
 
 // workload is a Deployment or StatefulSet, reduced to what the policies look at.
 type workload struct {
@@ -672,10 +676,12 @@ func selects(sel *metav1.LabelSelector, podLabels map[string]string) bool {
 	return !s.Empty() && s.Matches(labels.Set(podLabels))
 }
 
-// checkRaftGroup: statestore is a Raft group. An odd number of voters, at
-// least three; FEDSYNC_RAFT_PEERS naming exactly the StatefulSet's pods by
-// their stable DNS names; a disruption budget that keeps a majority.
-func checkRaftGroup(objs []object, w workload) []string {
+// checkRaftGroup: statestore and authn are Raft groups. An odd number of
+// voters, at least three; FEDSYNC_RAFT_PEERS naming exactly the
+// StatefulSet's pods by their stable DNS names; a disruption budget that
+// keeps a majority.
+func checkRaftGroup(objs []object, w workload, svc string) []string {
+	ports := raftGroups[svc]
 	var v []string
 	n := int32(0)
 	if w.Replicas != nil {
@@ -691,12 +697,12 @@ func checkRaftGroup(objs []object, w workload) []string {
 		}
 	}
 	if ss == nil {
-		return append(v, w.id()+": statestore must be a StatefulSet (stable names for its Raft IDs)")
+		return append(v, w.id()+": "+svc+" must be a StatefulSet (stable names for its Raft IDs)")
 	}
 	var want []string
 	for i := int32(0); i < n; i++ {
 		host := fmt.Sprintf("%s-%d.%s", ss.Name, i, ss.Spec.ServiceName)
-		want = append(want, host+":19104="+host+":19504")
+		want = append(want, fmt.Sprintf("%s:%d=%s:%d", host, ports[0], host, ports[1]))
 	}
 	peers := ""
 	for _, e := range ss.Spec.Template.Spec.Containers[0].Env {
@@ -709,11 +715,11 @@ func checkRaftGroup(objs []object, w workload) []string {
 	}
 	majority := n/2 + 1
 	for _, pdb := range objectsOf[*policyv1.PodDisruptionBudget](objs) {
-		if pdb.Spec.Selector == nil || pdb.Spec.Selector.MatchLabels["app.kubernetes.io/name"] != "statestore" {
+		if pdb.Spec.Selector == nil || pdb.Spec.Selector.MatchLabels["app.kubernetes.io/name"] != svc {
 			continue
 		}
 		if pdb.Spec.MinAvailable == nil || pdb.Spec.MinAvailable.IntValue() < int(majority) {
-			v = append(v, fmt.Sprintf("PodDisruptionBudget/%s: must keep a majority (minAvailable %d) of the statestore's Raft group", pdb.Name, majority))
+			v = append(v, fmt.Sprintf("PodDisruptionBudget/%s: must keep a majority (minAvailable %d) of the %s's Raft group", pdb.Name, majority, svc))
 		}
 	}
 	return v
@@ -756,12 +762,8 @@ func checkProd(objs []object) []string {
 			if w.Replicas != nil {
 				v = append(v, w.id()+": sets replicas although a HorizontalPodAutoscaler owns them (every apply would reset them)")
 			}
-		case svc == "statestore":
-			v = append(v, checkRaftGroup(objs, w)...)
-		case statefulServices[svc] != "":
-			if w.Replicas == nil || *w.Replicas != 1 {
-				v = append(v, fmt.Sprintf("%s: %s must run exactly one replica: %s", w.id(), svc, statefulServices[svc]))
-			}
+		case raftGroups[svc] != [2]int{}:
+			v = append(v, checkRaftGroup(objs, w, svc)...)
 		default:
 			if w.Replicas == nil || *w.Replicas < 2 {
 				v = append(v, w.id()+": fewer than 2 replicas in prod")
@@ -1046,9 +1048,21 @@ func TestPoliciesCatchViolations(t *testing.T) {
 				}
 			}
 		}, "Deployment/authn container authn: authn must keep its data dir"},
-		{"three authn replicas", checkProd, func(t *testing.T, objs []object) {
-			statefulSet(t, objs, "authn").Spec.Replicas = new(int32(3))
-		}, "StatefulSet/authn: authn must run exactly one replica: its data dir (authn.db)"},
+		{"one authn replica", checkProd, func(t *testing.T, objs []object) {
+			statefulSet(t, objs, "authn").Spec.Replicas = new(int32(1))
+		}, "StatefulSet/authn: a Raft group needs an odd number of replicas"},
+		{"authn peers name the statestore's port", checkProd, func(t *testing.T, objs []object) {
+			c := &statefulSet(t, objs, "authn").Spec.Template.Spec.Containers[0]
+			for i, e := range c.Env {
+				if e.Name == "FEDSYNC_RAFT_PEERS" {
+					c.Env[i].Value = strings.ReplaceAll(e.Value, ":19501", ":19504")
+				}
+			}
+		}, "StatefulSet/authn: FEDSYNC_RAFT_PEERS is"},
+		{"authn budget allows losing the majority", checkProd, func(t *testing.T, objs []object) {
+			pdb := find[*policyv1.PodDisruptionBudget](t, objs, "authn")
+			pdb.Spec.MinAvailable = new(intstr.FromInt32(1))
+		}, "of the authn's Raft group"},
 		{"two statestore replicas", checkProd, func(t *testing.T, objs []object) {
 			statefulSet(t, objs, "statestore").Spec.Replicas = new(int32(2))
 		}, "StatefulSet/statestore: a Raft group needs an odd number of replicas"},

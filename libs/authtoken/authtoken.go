@@ -216,6 +216,16 @@ func (v *Verifier) RefreshKeys(ctx context.Context) error {
 // a disabled client's, a revoked token's or a withdrawn key's requests are
 // refused, and their open streams closed (Watch), within interval.
 func (v *Verifier) RunRevocations(ctx context.Context, interval time.Duration) error {
+	// At start, until both load (authn may still be starting), every second.
+	for ctx.Err() == nil {
+		if v.RefreshRevocations(ctx) == nil && v.RefreshKeys(ctx) == nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
 	return periodic.Run(ctx, interval, func(ctx context.Context) {
 		// On failure the last known revocations and keys stay in force.
 		_ = v.RefreshRevocations(ctx)
@@ -382,7 +392,13 @@ func (v *Verifier) key(ctx context.Context, kid string) (ed25519.PublicKey, erro
 	for attempt := 0; ; attempt++ {
 		v.mu.Lock()
 		k, ok := v.keys[kid]
-		recent := !v.lastAttempt.IsZero() && time.Since(v.lastAttempt) < v.MinRefresh
+		// Until keys were loaded once (authn still starting), a failure is
+		// held for a second, not MinRefresh: the first tokens must not wait.
+		hold := v.MinRefresh
+		if v.keys == nil {
+			hold = min(hold, time.Second)
+		}
+		recent := !v.lastAttempt.IsZero() && time.Since(v.lastAttempt) < hold
 		lastErr := v.lastErr
 		v.mu.Unlock()
 		switch {
@@ -397,6 +413,14 @@ func (v *Verifier) key(ctx context.Context, kid string) (ed25519.PublicKey, erro
 			return nil, err
 		}
 	}
+}
+
+// Loaded reports whether the key set has been loaded at least once: a
+// service that verifies tokens is not ready before.
+func (v *Verifier) Loaded() bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.keys != nil
 }
 
 // fetchKeys loads the key set; RefreshKeys runs one at a time. Tokens cached

@@ -27,6 +27,10 @@ var Policy = map[string][]string{
 	"/fedsync.v1.AuthnService/IssueToken":     {Anyone},
 	"/fedsync.v1.AuthnService/GetJWKS":        {Anyone},
 	"/fedsync.v1.AuthnService/GetRevocations": {Anyone},
+	// a follower authn replica hands a registry change to its leader, and
+	// asks it how far to catch up before a read.
+	"/fedsync.v1.RaftService/Propose":   {"authn"},
+	"/fedsync.v1.RaftService/ReadIndex": {"authn"},
 	// validation: the agents' write API.
 	"/fedsync.v1.ValidationService/PushState": {Anyone},
 	"/fedsync.v1.ValidationService/Heartbeat": {Anyone},

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/fedsync/fedsync/libs/atrest"
 )
 
 // Config places a replica in its service's Raft group.
@@ -55,6 +57,9 @@ type Config struct {
 	// Not a flag: tests put a proxy between each pair of replicas to cut
 	// them apart.
 	DialAddr raft.ServerAddressProvider
+	// Vault, when set, seals the Raft log and snapshots at rest (not a flag:
+	// the service's at-rest keyring).
+	Vault *atrest.Vault
 }
 
 // PeerList is the -raft.peers flag: ID=address,...
@@ -100,6 +105,15 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet, addr string) {
 	fs.DurationVar(&c.SnapshotInterval, "raft.snapshot-interval", 2*time.Minute, "how often the snapshot threshold is checked")
 	fs.Uint64Var(&c.TrailingLogs, "raft.trailing-logs", 10240, "log entries kept after a snapshot for followers that catch up")
 	fs.DurationVar(&c.LeaderWait, "raft.leader-wait", 3*time.Second, "how long a call waits for a leader during an election before it is refused with 503")
+}
+
+// ValidateFor names the replica by advertise (its gRPC address) unless
+// -raft.id did, and reports the first invalid setting.
+func (c *Config) ValidateFor(advertise string) error {
+	if c.ID == "" {
+		c.ID = advertise
+	}
+	return c.Validate()
 }
 
 // Validate reports the first invalid setting.

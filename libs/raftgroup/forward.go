@@ -97,16 +97,37 @@ func (n *Node) submitOnce(ctx context.Context, raw []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return resp.Result, nil
+	// Read-your-writes: what the caller reads from this replica next
+	// includes the change.
+	n.awaitApplied(ctx, resp.GetIndex())
+	return resp.GetResult(), nil
+}
+
+// awaitApplied waits until this replica's store holds the log up to index,
+// for at most Wait. (Raft's own AppliedIndex counts entries handed to the
+// state machine, not yet applied.)
+func (n *Node) awaitApplied(ctx context.Context, index uint64) {
+	deadline := time.Now().Add(n.Wait)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		if applied, err := n.fsm.AppliedIndex(); err == nil && applied >= index {
+			return
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
 }
 
 func (n *Node) proposeBytes(ctx context.Context, raw []byte) ([]byte, error) {
-	res, err := n.Propose(ctx, raw)
+	b, _, err := n.proposeIndexed(ctx, raw)
+	return b, err
+}
+
+func (n *Node) proposeIndexed(ctx context.Context, raw []byte) ([]byte, uint64, error) {
+	res, index, err := n.apply(ctx, raw)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	b, _ := res.([]byte)
-	return b, nil
+	return b, index, nil
 }
 
 // NotTaken reports whether err certainly left the call undone: a replica
@@ -132,17 +153,63 @@ type Server struct {
 
 // Propose implements RaftService.
 func (s Server) Propose(ctx context.Context, req *fedsyncv1.ProposeRequest) (*fedsyncv1.ProposeResponse, error) {
-	// Without certificates (tests, a group of one on loopback) there is no
-	// caller to check; with them only a replica of the same service may
-	// propose.
-	if caller := mtls.CallerService(ctx); caller != "" && caller != s.Node.Group {
-		return nil, apierr.New(apierr.PermissionDenied, "Only %s replicas may propose to the %s group, not %s.", s.Node.Group, s.Node.Group, caller)
+	if err := s.allowed(ctx); err != nil {
+		return nil, err
 	}
 	// A follower forwards only to the leader it knows; a replica that is no
 	// longer the leader refuses instead of forwarding again.
-	out, err := s.Node.proposeBytes(ctx, req.Command)
+	out, index, err := s.Node.proposeIndexed(ctx, req.Command)
 	if err != nil {
 		return nil, err
 	}
-	return &fedsyncv1.ProposeResponse{Result: out}, nil
+	return &fedsyncv1.ProposeResponse{Result: out, Index: index}, nil
+}
+
+// CatchUp makes this replica hold every change the group acknowledged before
+// the call: on a follower, it asks the leader how far it has applied
+// (ReadIndex) and waits, up to Wait, to have applied as far.
+func (n *Node) CatchUp(ctx context.Context) error {
+	if n.IsLeader() {
+		return nil // the leader applies before it acknowledges
+	}
+	leader := n.Leader(ctx)
+	switch {
+	case leader == "":
+		return n.NoLeader()
+	case leader == n.ID || n.fwd == nil:
+		return nil
+	}
+	c, err := n.fwd.client(leader)
+	if err != nil {
+		return err
+	}
+	resp, err := c.ReadIndex(ctx, &fedsyncv1.ReadIndexRequest{})
+	if err != nil {
+		return err
+	}
+	n.awaitApplied(ctx, resp.GetIndex())
+	return nil
+}
+
+// ReadIndex implements RaftService.
+func (s Server) ReadIndex(ctx context.Context, _ *fedsyncv1.ReadIndexRequest) (*fedsyncv1.ReadIndexResponse, error) {
+	if err := s.allowed(ctx); err != nil {
+		return nil, err
+	}
+	if !s.Node.IsLeader() {
+		return nil, s.Node.NotLeader()
+	}
+	if err := s.Node.VerifyLeader(); err != nil {
+		return nil, err
+	}
+	return &fedsyncv1.ReadIndexResponse{Index: s.Node.Raft.AppliedIndex()}, nil
+}
+
+// allowed admits only replicas of the same service. Without certificates
+// (tests, a group of one on loopback) there is no caller to check.
+func (s Server) allowed(ctx context.Context) error {
+	if caller := mtls.CallerService(ctx); caller != "" && caller != s.Node.Group {
+		return apierr.New(apierr.PermissionDenied, "Only %s replicas may call the %s group's RaftService, not %s.", s.Node.Group, s.Node.Group, caller)
+	}
+	return nil
 }

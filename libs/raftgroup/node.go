@@ -50,6 +50,27 @@ type Node struct {
 	logger    log.Logger
 	close     func()
 	fwd       *forwarder
+	fsm       FSM
+	logs      *sealedLogs
+	snaps     *sealedSnaps
+}
+
+// snapshotsKept is how many snapshots each replica keeps on disk.
+const snapshotsKept = 2
+
+// Reseal re-seals the Raft log and the snapshots with the active at-rest
+// key (after a rotation) and returns how many entries and snapshots each key
+// (by id; "" is not sealed) seals after the pass.
+func (n *Node) Reseal() (map[string]int, error) {
+	refs, err := n.logs.reseal()
+	if err != nil {
+		return refs, err
+	}
+	snaps, err := n.snaps.reseal(snapshotsKept)
+	for k, c := range snaps {
+		refs[k] += c
+	}
+	return refs, err
 }
 
 // Start starts the replica's Raft member over the store f, with the Raft
@@ -79,15 +100,19 @@ func Start(cfg Config, group, dir string, f FSM, id *mtls.Identity, logger log.L
 	rc.NoSnapshotRestoreOnStart = true
 	rc.Logger = hl
 
-	logs, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(rdir, "raft.db")})
+	bolt, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(rdir, "raft.db")})
 	if err != nil {
 		return nil, fmt.Errorf("open raft log: %w", err)
 	}
-	snaps, err := raft.NewFileSnapshotStoreWithLogger(rdir, 2, hl)
+	files, err := raft.NewFileSnapshotStoreWithLogger(rdir, snapshotsKept, hl)
 	if err != nil {
-		logs.Close()
+		bolt.Close()
 		return nil, fmt.Errorf("open snapshot store: %w", err)
 	}
+	// Entries and snapshots are sealed at rest with the service's keyring
+	// (without one they pass through as they are).
+	logs := &sealedLogs{LogStore: bolt, vault: cfg.Vault}
+	snaps := &sealedSnaps{SnapshotStore: files, vault: cfg.Vault}
 	advertise := cfg.Advertise
 	for _, p := range cfg.Peers {
 		if string(p.ID) == cfg.ID && advertise == "" {
@@ -99,20 +124,21 @@ func Start(cfg Config, group, dir string, f FSM, id *mtls.Identity, logger log.L
 	}
 	stream, err := listenStream(cfg.Addr, advertise, group, id)
 	if err != nil {
-		logs.Close()
+		bolt.Close()
 		return nil, err
 	}
 	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{Stream: stream, MaxPool: 3, Timeout: 10 * time.Second, Logger: hl,
 		ServerAddressProvider: cfg.DialAddr})
+	snaps.trans = trans
 	fail := func(err error) (*Node, error) {
 		trans.Close()
-		logs.Close()
+		bolt.Close()
 		return nil, err
 	}
 	if err := catchUpFromSnapshot(f, snaps); err != nil {
 		return fail(err)
 	}
-	existing, err := raft.HasExistingState(logs, logs, snaps)
+	existing, err := raft.HasExistingState(logs, bolt, snaps)
 	if err != nil {
 		return fail(err)
 	}
@@ -121,22 +147,22 @@ func Start(cfg Config, group, dir string, f FSM, id *mtls.Identity, logger log.L
 		if len(peers) == 0 {
 			peers = PeerList{{Suffrage: raft.Voter, ID: rc.LocalID, Address: raft.ServerAddress(advertise)}}
 		}
-		if err := raft.BootstrapCluster(rc, logs, logs, snaps, trans, raft.Configuration{Servers: peers}); err != nil {
+		if err := raft.BootstrapCluster(rc, logs, bolt, snaps, trans, raft.Configuration{Servers: peers}); err != nil {
 			return fail(fmt.Errorf("bootstrap raft group: %w", err))
 		}
 		level.Info(logger).Log("msg", "founded the "+group+" raft group", "voters", peers.String())
 	}
-	r, err := raft.NewRaft(rc, f, logs, logs, snaps, trans)
+	r, err := raft.NewRaft(rc, f, logs, bolt, snaps, trans)
 	if err != nil {
 		return fail(err)
 	}
-	n := &Node{Raft: r, ID: cfg.ID, Group: group, Wait: cfg.LeaderWait, logger: logger}
+	n := &Node{Raft: r, ID: cfg.ID, Group: group, Wait: cfg.LeaderWait, logger: logger, fsm: f, logs: logs, snaps: snaps}
 	n.close = func() {
 		if err := r.Shutdown().Error(); err != nil {
 			level.Warn(logger).Log("msg", "raft shutdown", "err", err)
 		}
 		trans.Close()
-		logs.Close()
+		bolt.Close()
 	}
 	return n, nil
 }
@@ -152,7 +178,7 @@ func (n *Node) Close() {
 // catchUpFromSnapshot restores the newest snapshot into a store that is
 // behind it (its file was lost or replaced): Raft replays only the entries
 // after the snapshot.
-func catchUpFromSnapshot(f FSM, snaps *raft.FileSnapshotStore) error {
+func catchUpFromSnapshot(f FSM, snaps raft.SnapshotStore) error {
 	list, err := snaps.List()
 	if err != nil || len(list) == 0 {
 		return err
@@ -252,8 +278,14 @@ func IsNotLeader(err error) bool { return apierr.As(err).Details["cause"] == cau
 // for it; an error the state machine returned is returned as the error.
 // Only the leader proposes (NotLeader otherwise).
 func (n *Node) Propose(ctx context.Context, raw []byte) (any, error) {
+	res, _, err := n.apply(ctx, raw)
+	return res, err
+}
+
+// apply is Propose, with the index the command took in the log.
+func (n *Node) apply(ctx context.Context, raw []byte) (any, uint64, error) {
 	if !n.IsLeader() {
-		return nil, n.NotLeader()
+		return nil, 0, n.NotLeader()
 	}
 	timeout := 10 * time.Second
 	if d, ok := ctx.Deadline(); ok {
@@ -263,22 +295,22 @@ func (n *Node) Propose(ctx context.Context, raw []byte) (any, error) {
 	if err := f.Error(); err != nil {
 		switch {
 		case errors.Is(err, raft.ErrNotLeader):
-			return nil, n.NotLeader() // refused before it entered the log
+			return nil, 0, n.NotLeader() // refused before it entered the log
 		case errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrLeadershipTransferInProgress):
 			// Lost leadership: the entry may still commit under the new
 			// leader; a retry is safe only for commands that apply once.
-			return nil, apierr.New(apierr.Unavailable, "Replica %s lost the %s leadership before the change committed: %v. Retry; a change that did commit comes back as a duplicate.", n.ID, n.Group, err).WithRetryAfter(200 * time.Millisecond)
+			return nil, 0, apierr.New(apierr.Unavailable, "Replica %s lost the %s leadership before the change committed: %v. Retry; a change that did commit comes back as a duplicate.", n.ID, n.Group, err).WithRetryAfter(200 * time.Millisecond)
 		case errors.Is(err, raft.ErrEnqueueTimeout):
-			return nil, apierr.New(apierr.Unavailable, "The %s leader %s could not reach a majority in time; retry.", n.Group, n.ID).WithRetryAfter(time.Second)
+			return nil, 0, apierr.New(apierr.Unavailable, "The %s leader %s could not reach a majority in time; retry.", n.Group, n.ID).WithRetryAfter(time.Second)
 		case errors.Is(err, raft.ErrRaftShutdown):
-			return nil, apierr.New(apierr.Unavailable, "Replica %s is shutting down; retry.", n.ID)
+			return nil, 0, apierr.New(apierr.Unavailable, "Replica %s is shutting down; retry.", n.ID)
 		}
-		return nil, err
+		return nil, 0, err
 	}
 	if err, ok := f.Response().(error); ok {
-		return nil, err
+		return nil, f.Index(), err
 	}
-	return f.Response(), nil
+	return f.Response(), f.Index(), nil
 }
 
 // VerifyLeader confirms with a round of heartbeats to a majority that this

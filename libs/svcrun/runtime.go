@@ -15,6 +15,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/go-kit/kit/endpoint"
 	"github.com/go-kit/log"
@@ -101,6 +102,30 @@ type Runtime struct {
 	closers     []func()
 	peers       map[string]*discovery.Peer
 	breakers    *prometheus.GaugeVec
+	// ready are the conditions, besides listening, of serving requests.
+	ready []readiness
+}
+
+type readiness struct {
+	what string
+	ok   func() bool
+}
+
+// ReadyWhen adds a condition of this instance's readiness: until ok, /healthz
+// answers 503 naming what, grpc.health.v1 says NOT_SERVING and the instance
+// is not registered in discovery.
+func (r *Runtime) ReadyWhen(what string, ok func() bool) {
+	r.ready = append(r.ready, readiness{what, ok})
+}
+
+// notReady names the first unmet readiness condition, or "".
+func (r *Runtime) notReady() string {
+	for _, c := range r.ready {
+		if !c.ok() {
+			return c.what
+		}
+	}
+	return ""
 }
 
 type worker struct {
@@ -292,6 +317,7 @@ func (r *Runtime) Verifier() (*authtoken.Verifier, error) {
 		return resp.GetDisabledClients(), resp.GetRevokedTokens(), err
 	}
 	r.Go("token revocations", func(ctx context.Context) error { return v.RunRevocations(ctx, r.Cfg.RevocationRefresh) })
+	r.ReadyWhen("token keys from authn", v.Loaded)
 	return v, nil
 }
 
@@ -357,7 +383,13 @@ func (r *Runtime) Run(ctx context.Context, s Servers) error {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", r.Metrics.Handler())
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if what := r.notReady(); what != "" {
+			http.Error(w, "starting: "+what, http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("ok\n"))
+	})
 	if r.Cfg.Pprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
@@ -434,12 +466,30 @@ func (r *Runtime) Run(ctx context.Context, s Servers) error {
 			r.auditWorker(auditCtx)
 		}
 	}()
-	r.Health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	// The region travels as a health "service" so that health monitors can group
-	// instances by region with grpc.health.v1 List alone.
-	r.Health.SetServingStatus(RegionHealthPrefix+r.Cfg.Region, healthpb.HealthCheckResponse_SERVING)
-	reg.Register()
-	level.Info(logger).Log("msg", "serving", "grpc", grpcLis.Addr(), "http", r.Cfg.HTTPAddr, "region", r.Cfg.Region, "discovery", r.Cfg.Discovery.Mode)
+	// Ready once every condition holds (token keys loaded, ...): only then
+	// SERVING and in discovery.
+	readyCtx, stopReady := context.WithCancel(gctx)
+	readyDone := make(chan struct{})
+	go func() {
+		defer close(readyDone)
+		for start, next := time.Now(), 10*time.Second; r.notReady() != ""; {
+			if time.Since(start) > next {
+				level.Warn(logger).Log("msg", "not ready yet", "waiting_for", r.notReady(), "waited", time.Since(start).Round(time.Second))
+				next += 10 * time.Second
+			}
+			select {
+			case <-readyCtx.Done():
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+		r.Health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+		// The region travels as a health "service" so that health monitors can group
+		// instances by region with grpc.health.v1 List alone.
+		r.Health.SetServingStatus(RegionHealthPrefix+r.Cfg.Region, healthpb.HealthCheckResponse_SERVING)
+		reg.Register()
+		level.Info(logger).Log("msg", "serving", "grpc", grpcLis.Addr(), "http", r.Cfg.HTTPAddr, "region", r.Cfg.Region, "discovery", r.Cfg.Discovery.Mode)
+	}()
 
 	var runErr error
 	select {
@@ -447,6 +497,8 @@ func (r *Runtime) Run(ctx context.Context, s Servers) error {
 	case runErr = <-workerErr:
 	}
 	level.Info(logger).Log("msg", "shutting down")
+	stopReady()
+	<-readyDone
 	r.Health.Shutdown()
 	reg.Deregister()
 	shutCtx, cancel := context.WithTimeout(context.Background(), r.Cfg.ShutdownTimeout)

@@ -5,6 +5,8 @@ import (
 	"flag"
 	"time"
 
+	"github.com/fedsync/fedsync/libs/atrest"
+	"github.com/fedsync/fedsync/libs/raftgroup"
 	"github.com/fedsync/fedsync/libs/svcrun"
 )
 
@@ -25,6 +27,10 @@ type Config struct {
 	AddrRate                         float64
 	AddrBurst                        int
 	ProxyHops                        int
+	// Raft places this replica in authn's Raft group (docs/replication.md).
+	Raft raftgroup.Config
+	// AtRest are the keys that seal the registry, the Raft log and snapshots.
+	AtRest atrest.Config
 }
 
 // ParseConfig reads the configuration from flags and FEDSYNC_* variables.
@@ -42,6 +48,8 @@ func ParseConfig(fs *flag.FlagSet, args []string) (*Config, error) {
 	fs.Float64Var(&c.AddrRate, "token.rate", 10, "credential checks per second one address may make (0: no limit)")
 	fs.IntVar(&c.AddrBurst, "token.burst", 100, "burst of credential checks one address may make")
 	fs.IntVar(&c.ProxyHops, "trusted-proxy-hops", 1, "proxies in front of authn that append to X-Forwarded-For (the edge or Ingress: 1); 0 takes the connection's address")
+	c.Raft.RegisterFlags(fs, "127.0.0.1:19501")
+	c.AtRest.RegisterFlags(fs)
 	return c, svcrun.Parse(fs, args, c.Validate)
 }
 
@@ -60,6 +68,12 @@ func (c *Config) Validate() error {
 		return errors.New("key-rotation: must be at least 1h")
 	case c.FreeFailuresAddr < 1 || c.FreeFailuresID < 1 || c.MaxDelay < time.Second || c.AddrRate < 0 || c.AddrBurst < 1 || c.ProxyHops < 0:
 		return errors.New("token.*: free failures and burst must be at least 1, max-delay at least 1s, rate and trusted-proxy-hops not negative")
+	}
+	if err := c.Raft.ValidateFor(c.Service.Advertise()); err != nil {
+		return err
+	}
+	if err := c.AtRest.Validate(); err != nil {
+		return err
 	}
 	return c.Service.Validate()
 }

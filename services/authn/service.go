@@ -125,8 +125,8 @@ func (s *service) jwks() ([]byte, error) {
 	return authtoken.JWKS(pub), nil
 }
 
-func (s *service) IssueToken(_ context.Context, req *fedsyncv1.IssueTokenRequest) (*fedsyncv1.IssueTokenResponse, error) {
-	c, why := s.store.authenticate(req.GetClientId(), req.GetClientSecret())
+func (s *service) IssueToken(ctx context.Context, req *fedsyncv1.IssueTokenRequest) (*fedsyncv1.IssueTokenResponse, error) {
+	c, why := s.store.authenticate(ctx, req.GetClientId(), req.GetClientSecret())
 	if c == nil {
 		e := *ErrInvalidClient
 		return nil, e.WithDetail("reason", why) // for the audit log; the HTTP answer stays invalid_client
@@ -178,7 +178,7 @@ func (s *service) GetRevocations(context.Context, *fedsyncv1.GetRevocationsReque
 }
 
 func (s *service) Revoke(ctx context.Context, req RevokeRequest) (struct{}, error) {
-	c, _ := s.store.authenticate(req.ClientID, req.ClientSecret)
+	c, _ := s.store.authenticate(ctx, req.ClientID, req.ClientSecret)
 	if c == nil {
 		return struct{}{}, ErrInvalidClient
 	}
@@ -186,14 +186,21 @@ func (s *service) Revoke(ctx context.Context, req RevokeRequest) (struct{}, erro
 	if err != nil || claims.Subject != c.ClientID {
 		return struct{}{}, nil // RFC 7009 2.2: an invalid or foreign token is not an error
 	}
-	return struct{}{}, s.store.revoke(claims.ID, claims.ExpiresAt.Time)
+	return struct{}{}, s.store.revoke(ctx, claims.ID, claims.ExpiresAt.Time)
 }
 
 var clientIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 
-func (s *service) ListClients(context.Context, struct{}) ([]Client, error) { return s.store.clients() }
+// ListClients and ListKeys answer from a replica caught up with the group:
+// what an administrator changed a moment ago through another replica is there.
+func (s *service) ListClients(ctx context.Context, _ struct{}) ([]Client, error) {
+	if err := s.store.sync(ctx); err != nil {
+		return nil, err
+	}
+	return s.store.clients()
+}
 
-func (s *service) CreateClient(_ context.Context, req CreateClientRequest) (ClientWithSecret, error) {
+func (s *service) CreateClient(ctx context.Context, req CreateClientRequest) (ClientWithSecret, error) {
 	switch {
 	case !clientIDPattern.MatchString(req.ClientID):
 		return ClientWithSecret{}, apierr.New(apierr.InvalidArgument, "Field client_id must match %s.", clientIDPattern)
@@ -202,28 +209,29 @@ func (s *service) CreateClient(_ context.Context, req CreateClientRequest) (Clie
 	case !levelPattern.MatchString(req.Level):
 		return ClientWithSecret{}, apierr.New(apierr.InvalidArgument, "Field level must be L1, L2, L3 or L4.")
 	}
-	c := Client{ClientID: req.ClientID, Role: req.Role, Level: req.Level, Region: req.Region, Domains: req.Domains}
-	secret, err := s.store.createClient(c)
-	if err != nil {
-		return ClientWithSecret{}, err
-	}
-	c.SecretHash = nil
-	return ClientWithSecret{Client: &c, ClientSecret: secret}, nil
-}
-
-func (s *service) SetClientDisabled(_ context.Context, req SetDisabledRequest) (*Client, error) {
-	return s.store.setDisabled(req.ClientID, req.Disabled)
-}
-
-func (s *service) RotateClientSecret(_ context.Context, id string) (ClientWithSecret, error) {
-	secret, c, err := s.store.rotateSecret(id)
+	secret, c, err := s.store.createClient(ctx, Client{ClientID: req.ClientID, Role: req.Role, Level: req.Level, Region: req.Region, Domains: req.Domains})
 	if err != nil {
 		return ClientWithSecret{}, err
 	}
 	return ClientWithSecret{Client: c, ClientSecret: secret}, nil
 }
 
-func (s *service) ListKeys(context.Context, struct{}) ([]KeyInfo, error) {
+func (s *service) SetClientDisabled(ctx context.Context, req SetDisabledRequest) (*Client, error) {
+	return s.store.setDisabled(ctx, req.ClientID, req.Disabled)
+}
+
+func (s *service) RotateClientSecret(ctx context.Context, id string) (ClientWithSecret, error) {
+	secret, c, err := s.store.rotateSecret(ctx, id)
+	if err != nil {
+		return ClientWithSecret{}, err
+	}
+	return ClientWithSecret{Client: c, ClientSecret: secret}, nil
+}
+
+func (s *service) ListKeys(ctx context.Context, _ struct{}) ([]KeyInfo, error) {
+	if err := s.store.sync(ctx); err != nil {
+		return nil, err
+	}
 	keys, err := s.store.keys()
 	if err != nil {
 		return nil, err
@@ -236,7 +244,7 @@ func (s *service) ListKeys(context.Context, struct{}) ([]KeyInfo, error) {
 }
 
 func (s *service) RotateKeys(ctx context.Context, _ struct{}) ([]KeyInfo, error) {
-	if err := s.store.rotateKeys(); err != nil {
+	if err := s.store.rotateKeys(ctx); err != nil {
 		return nil, err
 	}
 	return s.ListKeys(ctx, struct{}{})

@@ -44,13 +44,13 @@ func newFixture(t testing.TB) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.close() })
-	if n, err := st.importClients(entries); err != nil || n != 3 {
+	if n, err := st.importClients(context.Background(), entries); err != nil || n != 3 {
 		t.Fatalf("import: %d %v", n, err)
 	}
-	if n, _ := st.importClients(entries); n != 0 {
+	if n, _ := st.importClients(context.Background(), entries); n != 0 {
 		t.Fatalf("a second import added %d clients", n)
 	}
-	if err := st.ensureKeys(dir); err != nil {
+	if err := st.ensureKeys(context.Background(), dir); err != nil {
 		t.Fatal(err)
 	}
 	cfg := &Config{Service: svcrun.Config{Issuer: "fedsync-authn", Audience: "fedsync"}, TokenTTL: time.Hour, FederationID: "fed-1"}

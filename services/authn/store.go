@@ -1,6 +1,7 @@
 package authn
 
 import (
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/hex"
@@ -16,13 +17,19 @@ import (
 	bolt "go.etcd.io/bbolt"
 	"golang.org/x/crypto/bcrypt"
 
-	"github.com/fedsync/fedsync/libs/apierr"
+	"github.com/fedsync/fedsync/libs/atrest"
+	"github.com/fedsync/fedsync/libs/raftgroup"
 )
 
 var (
 	bucketClients = []byte("clients")
 	bucketKeys    = []byte("keys")
 	bucketRevoked = []byte("revoked")
+	bucketMeta    = []byte("meta")
+	allBuckets    = [][]byte{bucketClients, bucketKeys, bucketRevoked, bucketMeta}
+	// sealedBuckets hold secrets (hashes, key seeds) and revocations: their
+	// values are sealed at rest.
+	sealedBuckets = [][]byte{bucketClients, bucketKeys, bucketRevoked}
 )
 
 // Client is a registered client. Its secret is kept only as a bcrypt hash.
@@ -57,11 +64,22 @@ type Key struct {
 	RetiredAt time.Time `json:"retired_at,omitzero"`
 }
 
-// store is authn's durable state in one bbolt file: clients, keys, revocations.
+// store is authn's state in one bbolt file: clients, keys, revocations. It is
+// replicated: every change is a command (fsm.go) that the authn Raft group
+// commits and each replica applies; reads are served from this replica's own
+// copy. Whatever is not deterministic (secret hashes, new keys, the time) is
+// fixed before the command is proposed.
 type store struct {
 	db   *bolt.DB
+	fsm  *raftgroup.BoltFSM
 	cost int
 	now  func() time.Time
+	// submit commits a command through the group from any replica (the
+	// local state machine when the store is not replicated).
+	submit func(ctx context.Context, cmd []byte) ([]byte, error)
+	// catchUp, when set, makes this replica hold every change the group
+	// acknowledged before the call (a follower may be a round behind).
+	catchUp func(ctx context.Context) error
 	// dummy is compared against for unknown client ids.
 	dummy []byte
 }
@@ -73,7 +91,7 @@ func openStore(dir string, bcryptCost int) (*store, error) {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketClients, bucketKeys, bucketRevoked} {
+		for _, b := range allBuckets {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -92,15 +110,25 @@ func openStore(dir string, bcryptCost int) (*store, error) {
 		db.Close()
 		return nil, err
 	}
-	return &store{db: db, cost: bcryptCost, now: time.Now, dummy: dummy}, nil
+	s := &store{db: db, cost: bcryptCost, now: time.Now, dummy: dummy}
+	s.fsm = &raftgroup.BoltFSM{DB: db, Buckets: allBuckets, Meta: bucketMeta, Command: applyCommand}
+	s.submit = func(_ context.Context, cmd []byte) ([]byte, error) {
+		res, err := s.fsm.ApplyLocal(cmd)
+		b, _ := res.([]byte)
+		return b, err
+	}
+	return s, nil
 }
 
 func (s *store) close() error { return s.db.Close() }
 
-func getJSON[T any](b *bolt.Bucket, key string) (*T, error) {
-	raw := b.Get([]byte(key))
-	if raw == nil {
-		return nil, nil
+// getJSON decodes the value under key in bucket name (nil when absent). The
+// registry's values are sealed at rest (libs/atrest): secret hashes and key
+// seeds never reach the disk in the clear.
+func getJSON[T any](tx *bolt.Tx, name []byte, key string) (*T, error) {
+	raw, err := atrest.Get(tx, name, []byte(key))
+	if err != nil || raw == nil {
+		return nil, err
 	}
 	var v T
 	if err := json.Unmarshal(raw, &v); err != nil {
@@ -109,54 +137,109 @@ func getJSON[T any](b *bolt.Bucket, key string) (*T, error) {
 	return &v, nil
 }
 
-func putJSON(b *bolt.Bucket, key string, v any) error {
+func putJSON(tx *bolt.Tx, name []byte, key string, v any) error {
 	raw, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
-	return b.Put([]byte(key), raw)
+	return atrest.Put(tx, name, []byte(key), raw)
+}
+
+// eachJSON decodes every value of bucket name in key order.
+func eachJSON[T any](tx *bolt.Tx, name []byte, fn func(key string, v *T) error) error {
+	return tx.Bucket(name).ForEach(func(k, raw []byte) error {
+		plain, err := atrest.OpenValue(tx, name, k, raw)
+		if err != nil {
+			return err
+		}
+		var v T
+		if err := json.Unmarshal(plain, &v); err != nil {
+			return fmt.Errorf("decode %s: %w", k, err)
+		}
+		return fn(string(k), &v)
+	})
+}
+
+// propose commits c through the group and decodes its result into out
+// (when not nil).
+func (s *store) propose(ctx context.Context, c command, out any) error {
+	raw, err := json.Marshal(c)
+	if err != nil {
+		return err
+	}
+	res, err := s.submit(ctx, raw)
+	if err != nil || out == nil || len(res) == 0 {
+		return err
+	}
+	return json.Unmarshal(res, out)
+}
+
+// has reports whether the registry holds client id.
+func (s *store) has(id string) bool {
+	found := false
+	_ = s.db.View(func(tx *bolt.Tx) error {
+		found = tx.Bucket(bucketClients).Get([]byte(id)) != nil
+		return nil
+	})
+	return found
+}
+
+// hasAll reports whether the registry holds every client of entries.
+func (s *store) hasAll(entries []ClientEntry) bool {
+	for _, e := range entries {
+		if !s.has(e.ClientID) {
+			return false
+		}
+	}
+	return true
 }
 
 // importClients adds the clients of a bootstrap file that the registry does not
 // have yet; existing clients are left as the registry has them.
-func (s *store) importClients(entries []ClientEntry) (int, error) {
-	added := 0
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketClients)
-		for _, e := range entries {
-			if b.Get([]byte(e.ClientID)) != nil {
-				continue
-			}
-			hash, err := bcrypt.GenerateFromPassword([]byte(e.ClientSecret), s.cost)
-			if err != nil {
-				return fmt.Errorf("hash secret of %s: %w", e.ClientID, err)
-			}
-			c := Client{ClientID: e.ClientID, SecretHash: hash, Role: e.Role, Level: e.Level, Region: e.Region, Domains: e.Domains, CreatedAt: s.now().UTC()}
-			if err := putJSON(b, e.ClientID, c); err != nil {
-				return err
-			}
-			added++
+func (s *store) importClients(ctx context.Context, entries []ClientEntry) (int, error) {
+	var add []Client
+	for _, e := range entries {
+		if s.has(e.ClientID) {
+			continue
 		}
-		return nil
-	})
+		hash, err := bcrypt.GenerateFromPassword([]byte(e.ClientSecret), s.cost)
+		if err != nil {
+			return 0, fmt.Errorf("hash secret of %s: %w", e.ClientID, err)
+		}
+		add = append(add, Client{ClientID: e.ClientID, SecretHash: hash, Role: e.Role, Level: e.Level, Region: e.Region, Domains: e.Domains, CreatedAt: s.now().UTC()})
+	}
+	if len(add) == 0 {
+		return 0, nil
+	}
+	var added int
+	err := s.propose(ctx, command{Op: opImport, Clients: add}, &added)
 	return added, err
 }
 
 // authenticate returns the client whose id and secret match; it reports why not
-// for the audit log, never to the caller.
-func (s *store) authenticate(id, secret string) (*Client, string) {
-	var c *Client
-	_ = s.db.View(func(tx *bolt.Tx) error {
-		c, _ = getJSON[Client](tx.Bucket(bucketClients), id)
-		return nil
-	})
+// for the audit log, never to the caller. A replica that finds no such client,
+// or a secret that does not match, first catches up with the group and looks
+// again: a client created, or a secret rotated, through another replica a
+// moment ago is known.
+func (s *store) authenticate(ctx context.Context, id, secret string) (*Client, string) {
+	c := s.client(id)
+	if c == nil && s.catchUp != nil && s.catchUp(ctx) == nil {
+		c = s.client(id)
+	}
 	if c == nil {
 		// An unknown id costs what a wrong secret does: the same bcrypt work.
 		bcrypt.CompareHashAndPassword(s.dummy, []byte(secret))
 		return nil, "unknown client"
 	}
 	if bcrypt.CompareHashAndPassword(c.SecretHash, []byte(secret)) != nil {
-		return nil, "wrong secret"
+		if s.catchUp == nil || s.catchUp(ctx) != nil {
+			return nil, "wrong secret"
+		}
+		newer := s.client(id)
+		if newer == nil || string(newer.SecretHash) == string(c.SecretHash) || bcrypt.CompareHashAndPassword(newer.SecretHash, []byte(secret)) != nil {
+			return nil, "wrong secret"
+		}
+		c = newer
 	}
 	if c.Disabled {
 		return nil, "client disabled"
@@ -164,16 +247,22 @@ func (s *store) authenticate(id, secret string) (*Client, string) {
 	return c, ""
 }
 
+// client returns this replica's copy of client id, or nil.
+func (s *store) client(id string) *Client {
+	var c *Client
+	_ = s.db.View(func(tx *bolt.Tx) error {
+		c, _ = getJSON[Client](tx, bucketClients, id)
+		return nil
+	})
+	return c
+}
+
 func (s *store) clients() ([]Client, error) {
 	var out []Client
 	err := s.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketClients).ForEach(func(k, v []byte) error {
-			var c Client
-			if err := json.Unmarshal(v, &c); err != nil {
-				return err
-			}
+		return eachJSON(tx, bucketClients, func(_ string, c *Client) error {
 			c.SecretHash = nil
-			out = append(out, c)
+			out = append(out, *c)
 			return nil
 		})
 	})
@@ -186,89 +275,63 @@ func newSecret() string {
 	return hex.EncodeToString(b)
 }
 
-// createClient registers a client and returns its secret, shown only now.
-func (s *store) createClient(c Client) (string, error) {
-	secret := newSecret()
-	hash, err := bcrypt.GenerateFromPassword([]byte(secret), s.cost)
-	if err != nil {
-		return "", err
-	}
-	c.SecretHash, c.CreatedAt = hash, s.now().UTC()
-	err = s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketClients)
-		if b.Get([]byte(c.ClientID)) != nil {
-			return apierr.New(apierr.VersionConflict, "Client %s already exists.", c.ClientID)
-		}
-		return putJSON(b, c.ClientID, c)
-	})
-	return secret, err
-}
-
-// updateClient changes a client in one transaction.
-func (s *store) updateClient(id string, fn func(c *Client) error) (*Client, error) {
-	var out *Client
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketClients)
-		c, err := getJSON[Client](b, id)
-		if err != nil {
-			return err
-		}
-		if c == nil {
-			return apierr.New(apierr.NotFound, "Client %s does not exist.", id)
-		}
-		if err := fn(c); err != nil {
-			return err
-		}
-		out = c
-		return putJSON(b, id, c)
-	})
-	if out != nil {
-		out.SecretHash = nil
-	}
-	return out, err
-}
-
-func (s *store) setDisabled(id string, disabled bool) (*Client, error) {
-	return s.updateClient(id, func(c *Client) error {
-		c.Disabled = disabled
-		if disabled {
-			c.DisabledAt = s.now().UTC()
-		}
-		return nil
-	})
-}
-
-func (s *store) rotateSecret(id string) (string, *Client, error) {
+// createClient registers a client and returns its secret, shown only now,
+// and the client as registered.
+func (s *store) createClient(ctx context.Context, c Client) (string, *Client, error) {
 	secret := newSecret()
 	hash, err := bcrypt.GenerateFromPassword([]byte(secret), s.cost)
 	if err != nil {
 		return "", nil, err
 	}
-	c, err := s.updateClient(id, func(c *Client) error {
-		c.SecretHash, c.RotatedAt = hash, s.now().UTC()
+	c.SecretHash, c.CreatedAt = hash, s.now().UTC()
+	if err := s.propose(ctx, command{Op: opCreate, Client: &c}, nil); err != nil {
+		return "", nil, err
+	}
+	c.SecretHash = nil
+	return secret, &c, nil
+}
+
+// sync catches this replica up with the group before an administration read.
+func (s *store) sync(ctx context.Context) error {
+	if s.catchUp == nil {
 		return nil
-	})
-	return secret, c, err
+	}
+	return s.catchUp(ctx)
+}
+
+func (s *store) setDisabled(ctx context.Context, id string, disabled bool) (*Client, error) {
+	var out Client
+	if err := s.propose(ctx, command{Op: opDisable, ID: id, Disabled: disabled, At: s.now().UTC()}, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+func (s *store) rotateSecret(ctx context.Context, id string) (string, *Client, error) {
+	secret := newSecret()
+	hash, err := bcrypt.GenerateFromPassword([]byte(secret), s.cost)
+	if err != nil {
+		return "", nil, err
+	}
+	var out Client
+	if err := s.propose(ctx, command{Op: opSecret, ID: id, Hash: hash, At: s.now().UTC()}, &out); err != nil {
+		return "", nil, err
+	}
+	return secret, &out, nil
 }
 
 // revoke records a revoked token id until it expires.
-func (s *store) revoke(jti string, exp time.Time) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
-		return putJSON(tx.Bucket(bucketRevoked), jti, exp.Unix())
-	})
+func (s *store) revoke(ctx context.Context, jti string, exp time.Time) error {
+	return s.propose(ctx, command{Op: opRevoke, ID: jti, At: exp.UTC()}, nil)
 }
 
-// revocations returns disabled clients and unexpired revoked tokens, dropping
-// expired revocations.
+// revocations returns disabled clients and unexpired revoked tokens (the
+// leader drops expired ones: prune).
 func (s *store) revocations() (map[string]int64, map[string]int64, error) {
 	disabled, revoked := map[string]int64{}, map[string]int64{}
 	now := s.now().Unix()
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		err := tx.Bucket(bucketClients).ForEach(func(k, v []byte) error {
-			var c Client
-			if err := json.Unmarshal(v, &c); err != nil {
-				return err
-			}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		err := eachJSON(tx, bucketClients, func(_ string, c *Client) error {
 			if c.Disabled {
 				disabled[c.ClientID] = c.DisabledAt.Unix()
 			}
@@ -277,17 +340,12 @@ func (s *store) revocations() (map[string]int64, map[string]int64, error) {
 		if err != nil {
 			return err
 		}
-		cur := tx.Bucket(bucketRevoked).Cursor()
-		for k, v := cur.First(); k != nil; k, v = cur.Next() {
-			var exp int64
-			json.Unmarshal(v, &exp)
-			if exp < now {
-				cur.Delete()
-				continue
+		return eachJSON(tx, bucketRevoked, func(jti string, exp *int64) error {
+			if *exp >= now {
+				revoked[jti] = *exp
 			}
-			revoked[string(k)] = exp
-		}
-		return nil
+			return nil
+		})
 	})
 	return disabled, revoked, err
 }
@@ -296,17 +354,24 @@ func (s *store) revocations() (map[string]int64, map[string]int64, error) {
 func (s *store) keys() ([]Key, error) {
 	var out []Key
 	err := s.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketKeys).ForEach(func(k, v []byte) error {
-			var key Key
-			if err := json.Unmarshal(v, &key); err != nil {
-				return err
-			}
-			out = append(out, key)
+		return eachJSON(tx, bucketKeys, func(_ string, k *Key) error {
+			out = append(out, *k)
 			return nil
 		})
 	})
 	sort.Slice(out, func(i, j int) bool { return out[i].CreatedAt.Before(out[j].CreatedAt) })
 	return out, err
+}
+
+// hasCurrentKey reports whether this replica holds a signing key.
+func (s *store) hasCurrentKey() bool {
+	keys, _ := s.keys()
+	for _, k := range keys {
+		if k.State == KeyCurrent {
+			return true
+		}
+	}
+	return false
 }
 
 func newKey(state string, now time.Time) Key {
@@ -318,36 +383,15 @@ func newKey(state string, now time.Time) Key {
 
 // ensureKeys makes sure there is a current and a next key. A legacy
 // signing-key.json (or one mounted from a Kubernetes Secret) in dir becomes the
-// current key when the store has none.
-func (s *store) ensureKeys(dir string) error {
-	keys, err := s.keys()
-	if err != nil {
+// current key when the group has none.
+func (s *store) ensureKeys(ctx context.Context, dir string) error {
+	cur, next := newKey(KeyCurrent, s.now()), newKey(KeyNext, s.now())
+	if imported, err := readKeyFile(filepath.Join(dir, "signing-key.json")); err != nil {
 		return err
+	} else if imported != nil {
+		cur.ID, cur.Seed = imported.ID, imported.Seed
 	}
-	var haveCurrent, haveNext bool
-	for _, k := range keys {
-		haveCurrent = haveCurrent || k.State == KeyCurrent
-		haveNext = haveNext || k.State == KeyNext
-	}
-	return s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketKeys)
-		if !haveCurrent {
-			k := newKey(KeyCurrent, s.now())
-			if imported, err := readKeyFile(filepath.Join(dir, "signing-key.json")); err != nil {
-				return err
-			} else if imported != nil {
-				k.ID, k.Seed = imported.ID, imported.Seed
-			}
-			if err := putJSON(b, k.ID, k); err != nil {
-				return err
-			}
-		}
-		if !haveNext {
-			k := newKey(KeyNext, s.now())
-			return putJSON(b, k.ID, k)
-		}
-		return nil
-	})
+	return s.propose(ctx, command{Op: opEnsureKeys, Key: &cur, Next: &next}, nil)
 }
 
 func readKeyFile(path string) (*Key, error) {
@@ -366,58 +410,15 @@ func readKeyFile(path string) (*Key, error) {
 }
 
 // rotateKeys makes the next key current, retires the current one and creates a
-// new next key, in one transaction.
-func (s *store) rotateKeys() error {
-	return s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketKeys)
-		now := s.now().UTC()
-		var next *Key
-		err := b.ForEach(func(k, v []byte) error {
-			var key Key
-			if err := json.Unmarshal(v, &key); err != nil {
-				return err
-			}
-			switch key.State {
-			case KeyCurrent:
-				key.State, key.RetiredAt = KeyRetired, now
-				return putJSON(b, key.ID, key)
-			case KeyNext:
-				next = &key
-			}
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		if next == nil {
-			return errors.New("no next key to rotate to")
-		}
-		next.State = KeyCurrent
-		if err := putJSON(b, next.ID, next); err != nil {
-			return err
-		}
-		nk := newKey(KeyNext, now)
-		return putJSON(b, nk.ID, nk)
-	})
+// new next key, in one command.
+func (s *store) rotateKeys(ctx context.Context) error {
+	next := newKey(KeyNext, s.now())
+	return s.propose(ctx, command{Op: opRotateKeys, Next: &next, At: s.now().UTC()}, nil)
 }
 
-// dropExpiredKeys deletes retired keys whose every token has expired.
-func (s *store) dropExpiredKeys(tokenTTL time.Duration) error {
-	cutoff := s.now().Add(-tokenTTL - time.Minute)
-	return s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketKeys)
-		c := b.Cursor()
-		for k, v := c.First(); k != nil; k, v = c.Next() {
-			var key Key
-			if err := json.Unmarshal(v, &key); err != nil {
-				return err
-			}
-			if key.State == KeyRetired && key.RetiredAt.Before(cutoff) {
-				if err := c.Delete(); err != nil {
-					return err
-				}
-			}
-		}
-		return nil
-	})
+// prune deletes retired keys whose every token has expired and revocations
+// of tokens that have expired.
+func (s *store) prune(ctx context.Context, tokenTTL time.Duration) error {
+	now := s.now().UTC()
+	return s.propose(ctx, command{Op: opPrune, At: now, Cutoff: now.Add(-tokenTTL - time.Minute)}, nil)
 }

@@ -1,6 +1,7 @@
 package authn
 
 import (
+	"context"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -146,14 +147,14 @@ func TestUnknownClientCostsAsMuchAsWrongSecret(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.close()
-	if _, err := st.importClients([]ClientEntry{{ClientID: "known", ClientSecret: "right", Role: "observer", Level: "L1"}}); err != nil {
+	if _, err := st.importClients(context.Background(), []ClientEntry{{ClientID: "known", ClientSecret: "right", Role: "observer", Level: "L1"}}); err != nil {
 		t.Fatal(err)
 	}
 	median := func(id string) time.Duration {
 		var ds []time.Duration
 		for i := 0; i < 7; i++ {
 			start := time.Now()
-			if c, _ := st.authenticate(id, "wrong"); c != nil {
+			if c, _ := st.authenticate(context.Background(), id, "wrong"); c != nil {
 				t.Fatal("authenticated")
 			}
 			ds = append(ds, time.Since(start))

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"time"
 
+	"github.com/fedsync/fedsync/libs/atrest"
 	"github.com/fedsync/fedsync/libs/kafkabus"
 	"github.com/fedsync/fedsync/libs/raftgroup"
 	"github.com/fedsync/fedsync/libs/svcrun"
@@ -33,6 +34,8 @@ type Config struct {
 	PublishMaxRecord int
 	// Raft places this replica in the statestore's Raft group.
 	Raft raftgroup.Config
+	// AtRest are the keys that seal the store, the Raft log and snapshots.
+	AtRest atrest.Config
 }
 
 // ParseConfig reads the configuration from flags and FEDSYNC_* variables.
@@ -47,6 +50,7 @@ func ParseConfig(fs *flag.FlagSet, args []string) (*Config, error) {
 	fs.IntVar(&c.MaxDocBytes, "doc.max-bytes", DefaultMaxDocBytes, "largest document (bytes of its JSON value) a commit may produce; larger results are refused with 413 too_large")
 	fs.IntVar(&c.PublishMaxRecord, "publish.max-record", 900<<10, "largest record (bytes) put on fedsync.committed; a larger change goes out without its fields (change_omitted) and is read from the log")
 	c.Raft.RegisterFlags(fs, "127.0.0.1:19504")
+	c.AtRest.RegisterFlags(fs)
 	return c, svcrun.Parse(fs, args, c.Validate)
 }
 
@@ -70,10 +74,10 @@ func (c *Config) Validate() error {
 	if c.PublishMaxRecord < 4096 || c.PublishMaxRecord < c.PublishWholeMax {
 		return errors.New("publish.max-record: must be at least 4 KiB and at least publish.whole-max")
 	}
-	if c.Raft.ID == "" {
-		c.Raft.ID = c.Service.Advertise()
+	if err := c.Raft.ValidateFor(c.Service.Advertise()); err != nil {
+		return err
 	}
-	if err := c.Raft.Validate(); err != nil {
+	if err := c.AtRest.Validate(); err != nil {
 		return err
 	}
 	if c.MaxQueryLimit < 1 {

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/fedsync/fedsync/libs/apierr"
+	"github.com/fedsync/fedsync/libs/atrest"
 	"github.com/fedsync/fedsync/libs/digest"
 	fedsyncv1 "github.com/fedsync/fedsync/proto/fedsync/v1"
 )
@@ -117,6 +118,10 @@ func changedAfter(tx *bolt.Tx, after uint64) (map[string]bool, uint64, error) {
 		if len(changed) >= maxDigestChanged {
 			return nil, head, apierr.New(apierr.Unavailable, "More than %d documents changed after position %d; ask from a newer one.", maxDigestChanged, after)
 		}
+		v, err := atrest.OpenValue(tx, bucketLog, k, v)
+		if err != nil {
+			return nil, head, err
+		}
 		msg := &fedsyncv1.SyncMessage{}
 		if err := proto.Unmarshal(v, msg); err != nil {
 			return nil, head, fmt.Errorf("decode log entry %d: %w", binary.BigEndian.Uint64(k), err)
@@ -146,6 +151,10 @@ func eachLeaf(docs *bolt.Bucket, prefix []byte, changed map[string]bool, fn func
 		id := string(k)
 		if changed[id] {
 			continue
+		}
+		v, err := atrest.OpenValue(docs.Tx(), bucketDocs, k, v)
+		if err != nil {
+			return err
 		}
 		version, value, err := versionAndValue(v)
 		if err != nil {

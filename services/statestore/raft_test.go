@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/fedsync/fedsync/libs/apierr"
+	"github.com/fedsync/fedsync/libs/atrest"
 	"github.com/fedsync/fedsync/libs/digest"
 	"github.com/fedsync/fedsync/libs/raftgroup"
 	fedsyncv1 "github.com/fedsync/fedsync/proto/fedsync/v1"
@@ -47,6 +48,7 @@ func startReplica(t *testing.T, r *replica) {
 		t.Fatal(err)
 	}
 	svc := newService(st, 1000)
+	atrest.Register(st.db, r.cfg.Vault)
 	n, err := raftgroup.Start(r.cfg, "statestore", r.dir, svc.fsm, nil, log.NewNopLogger())
 	if err != nil {
 		st.close()

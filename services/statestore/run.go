@@ -36,31 +36,13 @@ func Run(ctx context.Context, cfg *Config) error {
 	rt.OnClose(func() { producer.Close(); conflicts.Close() })
 
 	core := newService(st, cfg.MaxQueryLimit)
-	// A replica that cannot apply a committed entry (its disk) stops: the
-	// others go on, and a restart replays the log.
-	fatal := make(chan error, 1)
-	core.fsm.Fatal = func(err error) {
-		select {
-		case fatal <- fmt.Errorf("apply a committed change: %w", err):
-		default:
-		}
-	}
-	rt.Go("raft apply", func(ctx context.Context) error {
-		select {
-		case err := <-fatal:
-			return err
-		case <-ctx.Done():
-			return nil
-		}
-	})
-	member, err := raftgroup.Start(cfg.Raft, "statestore", cfg.Service.DataDir, core.fsm, rt.Identity, rt.Logger)
+	// The replicas form a Raft group over stores sealed at rest.
+	member, err := raftgroup.StartReplica(rt, cfg.Raft, cfg.AtRest, "statestore", core.fsm.BoltFSM, sealedBuckets)
 	if err != nil {
 		return err
 	}
-	rt.OnClose(member.Close)
-	node := node{member}
+	node := node{member.Node}
 	core.repl = node
-	member.RegisterMetrics(rt.Metrics.Registry)
 
 	var svc Service = core
 	svc = InstrumentingMiddleware(rt.Metrics.Registry, rt.Audit)(svc)

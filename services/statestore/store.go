@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/fedsync/fedsync/libs/apierr"
+	"github.com/fedsync/fedsync/libs/atrest"
 	"github.com/fedsync/fedsync/libs/digest"
 	"github.com/fedsync/fedsync/libs/statedoc"
 	fedsyncv1 "github.com/fedsync/fedsync/proto/fedsync/v1"
@@ -156,7 +157,7 @@ func isBusiness(err error) bool {
 // applyTx commits req inside tx. Every business check comes before the first
 // write, so a business error leaves tx untouched.
 func (s *store) applyTx(tx *bolt.Tx, req *fedsyncv1.ApplyRequest, patch statedoc.Object, traceMeta map[string]string, now int64) (commit, error) {
-	docs, applied, logb := tx.Bucket(bucketDocs), tx.Bucket(bucketApplied), tx.Bucket(bucketLog)
+	applied, logb := tx.Bucket(bucketApplied), tx.Bucket(bucketLog)
 	if req.GetMessageId() != "" {
 		if v := applied.Get(appliedKey(req.GetId(), req.GetMessageId())); v != nil {
 			return commit{version: int64(binary.BigEndian.Uint64(v[:8])), duplicate: true}, nil
@@ -166,7 +167,9 @@ func (s *store) applyTx(tx *bolt.Tx, req *fedsyncv1.ApplyRequest, patch statedoc
 		return commit{}, err
 	}
 	cur := &fedsyncv1.State{}
-	if raw := docs.Get([]byte(req.GetId())); raw != nil {
+	if raw, err := atrest.Get(tx, bucketDocs, []byte(req.GetId())); err != nil {
+		return commit{}, err
+	} else if raw != nil {
 		if err := proto.Unmarshal(raw, cur); err != nil {
 			return commit{}, fmt.Errorf("decode state %s: %w", req.GetId(), err)
 		}
@@ -207,7 +210,7 @@ func (s *store) applyTx(tx *bolt.Tx, req *fedsyncv1.ApplyRequest, patch statedoc
 	if err != nil {
 		return commit{}, err
 	}
-	if err := docs.Put([]byte(next.Id), raw); err != nil {
+	if err := atrest.Put(tx, bucketDocs, []byte(next.Id), raw); err != nil {
 		return commit{}, err
 	}
 	seq, err := logb.NextSequence()
@@ -227,7 +230,7 @@ func (s *store) applyTx(tx *bolt.Tx, req *fedsyncv1.ApplyRequest, patch statedoc
 	if err != nil {
 		return commit{}, err
 	}
-	if err := logb.Put(u64(seq), entry); err != nil {
+	if err := atrest.Put(tx, bucketLog, u64(seq), entry); err != nil {
 		return commit{}, err
 	}
 	if req.GetMessageId() != "" {
@@ -245,7 +248,10 @@ var errNotFound = errors.New("not found")
 func (s *store) get(id string) (*fedsyncv1.State, error) {
 	st := &fedsyncv1.State{}
 	err := s.db.View(func(tx *bolt.Tx) error {
-		raw := tx.Bucket(bucketDocs).Get([]byte(id))
+		raw, err := atrest.Get(tx, bucketDocs, []byte(id))
+		if err != nil {
+			return err
+		}
 		if raw == nil {
 			return errNotFound
 		}
@@ -258,9 +264,11 @@ func (s *store) get(id string) (*fedsyncv1.State, error) {
 func (s *store) getMany(ids []string) ([]*fedsyncv1.State, error) {
 	var out []*fedsyncv1.State
 	err := s.db.View(func(tx *bolt.Tx) error {
-		docs := tx.Bucket(bucketDocs)
 		for _, id := range ids {
-			raw := docs.Get([]byte(id))
+			raw, err := atrest.Get(tx, bucketDocs, []byte(id))
+			if err != nil {
+				return err
+			}
 			if raw == nil {
 				continue
 			}
@@ -287,6 +295,10 @@ func (s *store) query(prefix, dataType, after string, limit int) ([]*fedsyncv1.S
 			start = []byte(after + "\x00")
 		}
 		for k, v := c.Seek(start); k != nil && bytes.HasPrefix(k, []byte(prefix)); k, v = c.Next() {
+			v, err := atrest.OpenValue(tx, bucketDocs, k, v)
+			if err != nil {
+				return err
+			}
 			st := &fedsyncv1.State{}
 			if err := proto.Unmarshal(v, st); err != nil {
 				return fmt.Errorf("decode state %s: %w", k, err)
@@ -331,6 +343,10 @@ func (s *store) readLog(after uint64, limit int) ([]logEntry, uint64, error) {
 			return apierr.New(apierr.CursorExpired, "Cursor %d is older than the retained log; read a snapshot and subscribe again.", after)
 		}
 		for k, v := c.Seek(u64(after + 1)); k != nil && len(out) < limit; k, v = c.Next() {
+			v, err := atrest.OpenValue(tx, bucketLog, k, v)
+			if err != nil {
+				return err
+			}
 			e := logEntry{seq: binary.BigEndian.Uint64(k), raw: append([]byte(nil), v...), msg: &fedsyncv1.SyncMessage{}}
 			if err := proto.Unmarshal(e.raw, e.msg); err != nil {
 				return fmt.Errorf("decode log entry %d: %w", e.seq, err)
@@ -420,7 +436,10 @@ func checkConflicts(tx *bolt.Tx, resolves string, conflicts []*fedsyncv1.Conflic
 	if resolves == "" {
 		return nil
 	}
-	raw := tx.Bucket(bucketConflicts).Get([]byte(resolves))
+	raw, err := atrest.Get(tx, bucketConflicts, []byte(resolves))
+	if err != nil {
+		return err
+	}
 	if raw == nil {
 		return apierr.New(apierr.NotFound, "Conflict %s does not exist.", resolves)
 	}
@@ -451,7 +470,7 @@ func putConflicts(tx *bolt.Tx, conflicts []*fedsyncv1.Conflict, version int64) e
 		if err != nil {
 			return err
 		}
-		if err := tx.Bucket(bucketConflicts).Put([]byte(c.GetId()), raw); err != nil {
+		if err := atrest.Put(tx, bucketConflicts, []byte(c.GetId()), raw); err != nil {
 			return err
 		}
 		if c.GetStatus() == "pending" {
@@ -459,9 +478,8 @@ func putConflicts(tx *bolt.Tx, conflicts []*fedsyncv1.Conflict, version int64) e
 				return err
 			}
 		}
-		ob := tx.Bucket(bucketConflictOutbox)
-		seq, _ := ob.NextSequence()
-		if err := ob.Put(u64(seq), raw); err != nil {
+		seq, _ := tx.Bucket(bucketConflictOutbox).NextSequence()
+		if err := atrest.Put(tx, bucketConflictOutbox, u64(seq), raw); err != nil {
 			return err
 		}
 	}
@@ -473,7 +491,10 @@ func resolveConflict(tx *bolt.Tx, id, resolver string, version int64) error {
 	if id == "" {
 		return nil
 	}
-	raw := tx.Bucket(bucketConflicts).Get([]byte(id))
+	raw, err := atrest.Get(tx, bucketConflicts, []byte(id))
+	if err != nil {
+		return err
+	}
 	if raw == nil {
 		return apierr.New(apierr.NotFound, "Conflict %s does not exist.", id)
 	}
@@ -486,16 +507,15 @@ func resolveConflict(tx *bolt.Tx, id, resolver string, version int64) error {
 	}
 	c.Status, c.ResolvedBy = "resolved", resolver
 	c.Detail = strings.TrimSpace(c.GetDetail() + fmt.Sprintf(" Resolved by %s at version %d.", resolver, version))
-	raw, err := proto.Marshal(c)
+	raw, err = proto.Marshal(c)
 	if err != nil {
 		return err
 	}
-	if err := tx.Bucket(bucketConflicts).Put([]byte(id), raw); err != nil {
+	if err := atrest.Put(tx, bucketConflicts, []byte(id), raw); err != nil {
 		return err
 	}
-	ob := tx.Bucket(bucketConflictOutbox)
-	seq, _ := ob.NextSequence()
-	if err := ob.Put(u64(seq), raw); err != nil {
+	seq, _ := tx.Bucket(bucketConflictOutbox).NextSequence()
+	if err := atrest.Put(tx, bucketConflictOutbox, u64(seq), raw); err != nil {
 		return err
 	}
 	return tx.Bucket(bucketPending).Delete([]byte(id))
@@ -509,7 +529,7 @@ func putOutcome(tx *bolt.Tx, o *fedsyncv1.Outcome) error {
 	if err != nil {
 		return err
 	}
-	return tx.Bucket(bucketOutcomes).Put([]byte(o.GetMessageId()), raw)
+	return atrest.Put(tx, bucketOutcomes, []byte(o.GetMessageId()), raw)
 }
 
 // recordOutcomeTx records what became of a delta that committed nothing, with
@@ -545,7 +565,10 @@ func advanceCausalAtLeast(tx *bolt.Tx, agent string, counter int64) error {
 func (s *store) outcome(messageID string) (*fedsyncv1.Outcome, error) {
 	o := &fedsyncv1.Outcome{}
 	err := s.db.View(func(tx *bolt.Tx) error {
-		raw := tx.Bucket(bucketOutcomes).Get([]byte(messageID))
+		raw, err := atrest.Get(tx, bucketOutcomes, []byte(messageID))
+		if err != nil {
+			return err
+		}
 		if raw == nil {
 			return errNotFound
 		}
@@ -568,7 +591,10 @@ func (s *store) frontier() (map[string]int64, error) {
 func (s *store) conflict(id string) (*fedsyncv1.Conflict, error) {
 	c := &fedsyncv1.Conflict{}
 	err := s.db.View(func(tx *bolt.Tx) error {
-		raw := tx.Bucket(bucketConflicts).Get([]byte(id))
+		raw, err := atrest.Get(tx, bucketConflicts, []byte(id))
+		if err != nil {
+			return err
+		}
 		if raw == nil {
 			return errNotFound
 		}
@@ -583,8 +609,7 @@ func (s *store) conflicts(status, before string, limit int) ([]*fedsyncv1.Confli
 	var out []*fedsyncv1.Conflict
 	more := false
 	err := s.db.View(func(tx *bolt.Tx) error {
-		all := tx.Bucket(bucketConflicts)
-		src := all
+		src := tx.Bucket(bucketConflicts)
 		if status == "pending" {
 			src = tx.Bucket(bucketPending)
 		}
@@ -597,7 +622,10 @@ func (s *store) conflicts(status, before string, limit int) ([]*fedsyncv1.Confli
 			k, _ = c.Prev()
 		}
 		for ; k != nil; k, _ = c.Prev() {
-			raw := all.Get(k)
+			raw, err := atrest.Get(tx, bucketConflicts, k)
+			if err != nil {
+				return err
+			}
 			if raw == nil {
 				continue
 			}
@@ -626,6 +654,10 @@ func (s *store) conflictOutbox(limit int) ([]uint64, [][]byte, error) {
 	err := s.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketConflictOutbox).Cursor()
 		for k, v := c.First(); k != nil && len(keys) < limit; k, v = c.Next() {
+			v, err := atrest.OpenValue(tx, bucketConflictOutbox, k, v)
+			if err != nil {
+				return err
+			}
 			keys = append(keys, binary.BigEndian.Uint64(k))
 			vals = append(vals, append([]byte(nil), v...))
 		}
@@ -681,6 +713,12 @@ func sweepBatchTx(tx *bolt.Tx, b, after []byte, cutoff int64, limit int) (int, [
 	for seen := 0; k != nil; k, v = c.Next() {
 		if seen++; seen > limit {
 			return removed, append([]byte(nil), k...), nil
+		}
+		if string(b) == string(bucketOutcomes) {
+			var err error
+			if v, err = atrest.OpenValue(tx, b, k, v); err != nil {
+				return removed, nil, err
+			}
 		}
 		if at := entryTime(b, v); at > 0 && at < cutoff {
 			if err := c.Delete(); err != nil {

@@ -55,10 +55,14 @@ func (f *forger) sign(t *testing.T, mutate func(c *authtoken.Claims)) string {
 func plantKey(t *testing.T, dir string) *forger {
 	_, priv, _ := ed25519.GenerateKey(rand.Reader)
 	raw, _ := json.Marshal(map[string]any{"kid": "planted", "seed": priv.Seed()})
-	authnDir := filepath.Join(dir, "data", "authn")
-	os.MkdirAll(authnDir, 0o700)
-	if err := os.WriteFile(filepath.Join(authnDir, "signing-key.json"), raw, 0o600); err != nil {
-		t.Fatal(err)
+	// Every authn replica finds it (as each would mount the Kubernetes
+	// Secret): whichever founds the group's keys makes it current.
+	for _, name := range []string{"authn", "authn-2", "authn-3"} {
+		authnDir := filepath.Join(dir, "data", name)
+		os.MkdirAll(authnDir, 0o700)
+		if err := os.WriteFile(filepath.Join(authnDir, "signing-key.json"), raw, 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
 	return &forger{kid: "planted", key: priv}
 }
@@ -286,10 +290,11 @@ func TestSecuritySuite(t *testing.T) {
 	t.Run("every denial is in a verifiable audit log", func(t *testing.T) {
 		time.Sleep(500 * time.Millisecond)
 		found := 0
-		// Each statestore replica keeps its own log: commits are audited by
-		// the leader, denials by the replica the request reached.
+		// Each replica of authn and the statestore keeps its own log:
+		// commits are audited by the leader, denials by the replica the
+		// request reached.
 		records := map[string]int{}
-		for _, name := range append([]string{"authn", "validation-na", "merge"}, s.StateStoreNames()...) {
+		for _, name := range append(append([]string{"validation-na", "merge"}, s.AuthnNames()...), s.StateStoreNames()...) {
 			path := filepath.Join(s.DataDir(name), "audit.log")
 			n, err := audit.VerifyFile(path)
 			if err != nil {

@@ -70,8 +70,14 @@ func ensureClients(path string, regions []string) ([]Client, error) {
 	if !errors.Is(err, fs.ErrNotExist) {
 		return nil, err
 	}
-	// New secrets: a registry imported from an older file would not know them.
-	os.Remove(filepath.Join(filepath.Dir(path), "data", "authn", "authn.db"))
+	// New secrets: a registry imported from an older file would not know
+	// them. The registry is replicated: every authn replica's store and Raft
+	// log go (a signing-key.json beside them stays).
+	old, _ := filepath.Glob(filepath.Join(filepath.Dir(path), "data", "authn*"))
+	for _, dir := range old {
+		os.Remove(filepath.Join(dir, "authn.db"))
+		os.RemoveAll(filepath.Join(dir, "raft"))
+	}
 	f := clientsFile{Clients: devClients(regions)}
 	raw, _ = json.MarshalIndent(f, "", "  ")
 	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {

@@ -58,6 +58,9 @@ type Options struct {
 	// StateStoreReplicas is the size of the statestore's Raft group: the
 	// replicas are named statestore, statestore-2, statestore-3, ... 0 means 3.
 	StateStoreReplicas int
+	// AuthnReplicas is the size of authn's Raft group: authn, authn-2,
+	// authn-3, ... 0 means 3.
+	AuthnReplicas int
 	// OTLPEndpoint, when set, is where every service sends its spans
 	// (-otel.endpoint), e.g. a Jaeger started with StartJaeger.
 	OTLPEndpoint string
@@ -208,8 +211,8 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 	s.progress("services: %d processes ready (logs in %s)", len(s.procs), filepath.Join(opts.StateDir, "logs"))
 	for _, region := range regions {
 		routes := Routes{
-			Authn: s.byName["authn"].httpAddr, Validation: s.byName["validation-"+region].httpAddr, Merge: s.byName["merge"].httpAddr,
-			StateStore: strings.Join(s.statestoreHTTP(), ","), Broadcaster: s.byName["broadcaster-"+region].httpAddr,
+			Authn: s.httpAddrs(s.AuthnNames()), Validation: s.byName["validation-"+region].httpAddr, Merge: s.byName["merge"].httpAddr,
+			StateStore: s.httpAddrs(s.StateStoreNames()), Broadcaster: s.byName["broadcaster-"+region].httpAddr,
 			HealthMonitor: s.byName["healthmonitor"].httpAddr,
 		}
 		lis, err := net.Listen("tcp", opts.Edges[region])
@@ -293,45 +296,65 @@ func (s *Stack) BrokerSyncStats() (stats groupsync.Stats, ok bool) {
 
 // StateStoreNames returns the names of the statestore's replicas.
 func (s *Stack) StateStoreNames() []string {
-	n := s.opts.StateStoreReplicas
+	return replicaNames("statestore", s.opts.StateStoreReplicas)
+}
+
+// AuthnNames returns the names of authn's replicas.
+func (s *Stack) AuthnNames() []string { return replicaNames("authn", s.opts.AuthnReplicas) }
+
+// replicaNames names the n replicas of a Raft-replicated service (0: 3):
+// service, service-2, service-3, ...
+func replicaNames(service string, n int) []string {
 	if n <= 0 {
 		n = 3
 	}
-	names := []string{"statestore"}
+	names := []string{service}
 	for i := 2; i <= n; i++ {
-		names = append(names, fmt.Sprintf("statestore-%d", i))
+		names = append(names, fmt.Sprintf("%s-%d", service, i))
 	}
 	return names
 }
 
-func (s *Stack) statestoreHTTP() []string {
+func (s *Stack) httpAddrs(names []string) string {
 	var addrs []string
-	for _, n := range s.StateStoreNames() {
+	for _, n := range names {
 		addrs = append(addrs, s.byName[n].httpAddr)
 	}
-	return addrs
+	return strings.Join(addrs, ",")
 }
 
 // StateStoreLeader returns the name of the statestore replica that leads its
-// Raft group now (from each replica's fedsync_statestore_raft_leader gauge),
-// waiting up to timeout for one.
+// Raft group now, waiting up to timeout for one.
 func (s *Stack) StateStoreLeader(ctx context.Context, timeout time.Duration) (string, error) {
+	return s.leader(ctx, "statestore", s.StateStoreNames(), timeout)
+}
+
+// AuthnLeader returns the name of the authn replica that leads its Raft
+// group now, waiting up to timeout for one.
+func (s *Stack) AuthnLeader(ctx context.Context, timeout time.Duration) (string, error) {
+	return s.leader(ctx, "authn", s.AuthnNames(), timeout)
+}
+
+// leader finds the leader among a service's replicas by each one's
+// fedsync_<service>_raft_leader gauge.
+func (s *Stack) leader(ctx context.Context, service string, names []string, timeout time.Duration) (string, error) {
 	deadline := time.Now().Add(timeout)
 	client := &http.Client{Timeout: time.Second}
+	gauge := "\nfedsync_" + service + "_raft_leader 1\n"
 	for {
-		for _, name := range s.StateStoreNames() {
+		for _, name := range names {
 			resp, err := client.Get("http://" + s.byName[name].httpAddr + "/metrics")
 			if err != nil {
 				continue
 			}
 			body, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
-			if strings.Contains(string(body), "\nfedsync_statestore_raft_leader 1\n") {
+			if strings.Contains(string(body), gauge) {
 				return name, nil
 			}
 		}
 		if time.Now().After(deadline) {
-			return "", fmt.Errorf("no statestore replica leads after %v", timeout)
+			return "", fmt.Errorf("no %s replica leads after %v", service, timeout)
 		}
 		select {
 		case <-ctx.Done():
@@ -364,7 +387,10 @@ func (s *Stack) EdgeURL(region string) string { return "http://" + s.opts.Edges[
 // plan lays out the processes and their flags.
 func (s *Stack) plan(regions []string, clientsPath string) error {
 	type svc struct{ name, binary, region string }
-	plan := []svc{{"authn", "authn", regions[0]}}
+	var plan []svc
+	for _, name := range s.AuthnNames() {
+		plan = append(plan, svc{name, "authn", regions[0]})
+	}
 	for _, name := range s.StateStoreNames() {
 		plan = append(plan, svc{name, "statestore", regions[0]})
 	}
@@ -377,6 +403,7 @@ func (s *Stack) plan(regions []string, clientsPath string) error {
 	grpcAddr := map[string]string{}
 	httpAddr := map[string]string{}
 	raftAddr := map[string]string{}
+	raftPorts := map[string]int{"authn": 19501, "statestore": 19504}
 	for i, p := range plan {
 		var gp, hp int
 		if s.opts.FreePorts {
@@ -398,8 +425,8 @@ func (s *Stack) plan(regions []string, clientsPath string) error {
 		}
 		grpcAddr[p.name] = fmt.Sprintf("127.0.0.1:%d", gp)
 		httpAddr[p.name] = fmt.Sprintf("127.0.0.1:%d", hp)
-		if p.binary == "statestore" { // replication between the replicas
-			rp := 19504 + (gp - defaults["statestore"])
+		if base, ok := raftPorts[p.binary]; ok { // replication between the replicas
+			rp := base + (gp - defaults[p.binary])
 			if s.opts.FreePorts {
 				var err error
 				if rp, err = FreePort(); err != nil {
@@ -426,9 +453,11 @@ func (s *Stack) plan(regions []string, clientsPath string) error {
 	for _, p := range plan {
 		peers[p.binary] = append(peers[p.binary], grpcAddr[p.name])
 	}
-	var raftPeers []string
-	for _, name := range s.StateStoreNames() {
-		raftPeers = append(raftPeers, grpcAddr[name]+"="+raftAddr[name])
+	raftPeers := map[string][]string{}
+	for _, p := range plan {
+		if raftAddr[p.name] != "" {
+			raftPeers[p.binary] = append(raftPeers[p.binary], grpcAddr[p.name]+"="+raftAddr[p.name])
+		}
 	}
 	var peerFlag []string
 	for _, name := range []string{"authn", "validation", "merge", "statestore", "broadcaster", "healthmonitor"} {
@@ -454,8 +483,13 @@ func (s *Stack) plan(regions []string, clientsPath string) error {
 		if p.binary == "validation" || p.binary == "merge" {
 			args = append(args, "-datatypes="+s.opts.DataTypes)
 		}
-		if p.binary == "statestore" {
-			args = append(args, "-raft.addr="+raftAddr[p.name], "-raft.peers="+strings.Join(raftPeers, ","))
+		if raftAddr[p.name] != "" {
+			keys, err := atRestKeys(s.opts.StateDir, p.binary)
+			if err != nil {
+				return err
+			}
+			args = append(args, "-raft.addr="+raftAddr[p.name], "-raft.peers="+strings.Join(raftPeers[p.binary], ","),
+				"-at-rest.keys-file="+keys, "-at-rest.required")
 		}
 		if s.opts.OTLPEndpoint != "" {
 			args = append(args, "-otel.endpoint="+s.opts.OTLPEndpoint)

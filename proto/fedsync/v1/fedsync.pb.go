@@ -779,6 +779,86 @@ func (x *Heartbeat) GetSentAt() int64 {
 	return 0
 }
 
+type ReadIndexRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadIndexRequest) Reset() {
+	*x = ReadIndexRequest{}
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadIndexRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadIndexRequest) ProtoMessage() {}
+
+func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadIndexRequest.ProtoReflect.Descriptor instead.
+func (*ReadIndexRequest) Descriptor() ([]byte, []int) {
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{6}
+}
+
+type ReadIndexResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Index         uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadIndexResponse) Reset() {
+	*x = ReadIndexResponse{}
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadIndexResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadIndexResponse) ProtoMessage() {}
+
+func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadIndexResponse.ProtoReflect.Descriptor instead.
+func (*ReadIndexResponse) Descriptor() ([]byte, []int) {
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ReadIndexResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
 // ProposeRequest is an encoded command of the callee's state machine.
 type ProposeRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -789,7 +869,7 @@ type ProposeRequest struct {
 
 func (x *ProposeRequest) Reset() {
 	*x = ProposeRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[6]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -801,7 +881,7 @@ func (x *ProposeRequest) String() string {
 func (*ProposeRequest) ProtoMessage() {}
 
 func (x *ProposeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[6]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -814,7 +894,7 @@ func (x *ProposeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProposeRequest.ProtoReflect.Descriptor instead.
 func (*ProposeRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{6}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ProposeRequest) GetCommand() []byte {
@@ -827,15 +907,18 @@ func (x *ProposeRequest) GetCommand() []byte {
 // ProposeResponse is what applying the command returned, encoded by the
 // state machine.
 type ProposeResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Result        []byte                 `protobuf:"bytes,1,opt,name=result,proto3" json:"result,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Result []byte                 `protobuf:"bytes,1,opt,name=result,proto3" json:"result,omitempty"`
+	// The command's index in the group's log: the follower that forwarded it
+	// answers its caller once it has applied that far (read-your-writes).
+	Index         uint64 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ProposeResponse) Reset() {
 	*x = ProposeResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[7]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -847,7 +930,7 @@ func (x *ProposeResponse) String() string {
 func (*ProposeResponse) ProtoMessage() {}
 
 func (x *ProposeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[7]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -860,7 +943,7 @@ func (x *ProposeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProposeResponse.ProtoReflect.Descriptor instead.
 func (*ProposeResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{7}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ProposeResponse) GetResult() []byte {
@@ -868,6 +951,13 @@ func (x *ProposeResponse) GetResult() []byte {
 		return x.Result
 	}
 	return nil
+}
+
+func (x *ProposeResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
 }
 
 type GetRevocationsRequest struct {
@@ -878,7 +968,7 @@ type GetRevocationsRequest struct {
 
 func (x *GetRevocationsRequest) Reset() {
 	*x = GetRevocationsRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[8]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -890,7 +980,7 @@ func (x *GetRevocationsRequest) String() string {
 func (*GetRevocationsRequest) ProtoMessage() {}
 
 func (x *GetRevocationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[8]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -903,7 +993,7 @@ func (x *GetRevocationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRevocationsRequest.ProtoReflect.Descriptor instead.
 func (*GetRevocationsRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{8}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{10}
 }
 
 type GetRevocationsResponse struct {
@@ -919,7 +1009,7 @@ type GetRevocationsResponse struct {
 
 func (x *GetRevocationsResponse) Reset() {
 	*x = GetRevocationsResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[9]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -931,7 +1021,7 @@ func (x *GetRevocationsResponse) String() string {
 func (*GetRevocationsResponse) ProtoMessage() {}
 
 func (x *GetRevocationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[9]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -944,7 +1034,7 @@ func (x *GetRevocationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRevocationsResponse.ProtoReflect.Descriptor instead.
 func (*GetRevocationsResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{9}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetRevocationsResponse) GetDisabledClients() map[string]int64 {
@@ -971,7 +1061,7 @@ type IssueTokenRequest struct {
 
 func (x *IssueTokenRequest) Reset() {
 	*x = IssueTokenRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[10]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -983,7 +1073,7 @@ func (x *IssueTokenRequest) String() string {
 func (*IssueTokenRequest) ProtoMessage() {}
 
 func (x *IssueTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[10]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -996,7 +1086,7 @@ func (x *IssueTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueTokenRequest.ProtoReflect.Descriptor instead.
 func (*IssueTokenRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{10}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *IssueTokenRequest) GetClientId() string {
@@ -1024,7 +1114,7 @@ type IssueTokenResponse struct {
 
 func (x *IssueTokenResponse) Reset() {
 	*x = IssueTokenResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[11]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1036,7 +1126,7 @@ func (x *IssueTokenResponse) String() string {
 func (*IssueTokenResponse) ProtoMessage() {}
 
 func (x *IssueTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[11]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1049,7 +1139,7 @@ func (x *IssueTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueTokenResponse.ProtoReflect.Descriptor instead.
 func (*IssueTokenResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{11}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *IssueTokenResponse) GetAccessToken() string {
@@ -1081,7 +1171,7 @@ type GetJWKSRequest struct {
 
 func (x *GetJWKSRequest) Reset() {
 	*x = GetJWKSRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[12]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1093,7 +1183,7 @@ func (x *GetJWKSRequest) String() string {
 func (*GetJWKSRequest) ProtoMessage() {}
 
 func (x *GetJWKSRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[12]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1106,7 +1196,7 @@ func (x *GetJWKSRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJWKSRequest.ProtoReflect.Descriptor instead.
 func (*GetJWKSRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{12}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{14}
 }
 
 type GetJWKSResponse struct {
@@ -1119,7 +1209,7 @@ type GetJWKSResponse struct {
 
 func (x *GetJWKSResponse) Reset() {
 	*x = GetJWKSResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[13]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1131,7 +1221,7 @@ func (x *GetJWKSResponse) String() string {
 func (*GetJWKSResponse) ProtoMessage() {}
 
 func (x *GetJWKSResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[13]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1144,7 +1234,7 @@ func (x *GetJWKSResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJWKSResponse.ProtoReflect.Descriptor instead.
 func (*GetJWKSResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{13}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GetJWKSResponse) GetJwks() []byte {
@@ -1162,7 +1252,7 @@ type SyncControlRequest struct {
 
 func (x *SyncControlRequest) Reset() {
 	*x = SyncControlRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[14]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1174,7 +1264,7 @@ func (x *SyncControlRequest) String() string {
 func (*SyncControlRequest) ProtoMessage() {}
 
 func (x *SyncControlRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[14]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1187,7 +1277,7 @@ func (x *SyncControlRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncControlRequest.ProtoReflect.Descriptor instead.
 func (*SyncControlRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{14}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{16}
 }
 
 type SyncControlResponse struct {
@@ -1199,7 +1289,7 @@ type SyncControlResponse struct {
 
 func (x *SyncControlResponse) Reset() {
 	*x = SyncControlResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[15]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1211,7 +1301,7 @@ func (x *SyncControlResponse) String() string {
 func (*SyncControlResponse) ProtoMessage() {}
 
 func (x *SyncControlResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[15]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1224,7 +1314,7 @@ func (x *SyncControlResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncControlResponse.ProtoReflect.Descriptor instead.
 func (*SyncControlResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{15}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SyncControlResponse) GetState() *ControlState {
@@ -1258,7 +1348,7 @@ type PushStateRequest struct {
 
 func (x *PushStateRequest) Reset() {
 	*x = PushStateRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[16]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1270,7 +1360,7 @@ func (x *PushStateRequest) String() string {
 func (*PushStateRequest) ProtoMessage() {}
 
 func (x *PushStateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[16]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1283,7 +1373,7 @@ func (x *PushStateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushStateRequest.ProtoReflect.Descriptor instead.
 func (*PushStateRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{16}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *PushStateRequest) GetId() string {
@@ -1382,7 +1472,7 @@ type PushStateResponse struct {
 
 func (x *PushStateResponse) Reset() {
 	*x = PushStateResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[17]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1394,7 +1484,7 @@ func (x *PushStateResponse) String() string {
 func (*PushStateResponse) ProtoMessage() {}
 
 func (x *PushStateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[17]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1407,7 +1497,7 @@ func (x *PushStateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushStateResponse.ProtoReflect.Descriptor instead.
 func (*PushStateResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{17}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *PushStateResponse) GetMessageId() string {
@@ -1439,7 +1529,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[18]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1451,7 +1541,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[18]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1464,7 +1554,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{18}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{20}
 }
 
 type HeartbeatResponse struct {
@@ -1475,7 +1565,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[19]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1487,7 +1577,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[19]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1500,7 +1590,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{19}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{21}
 }
 
 type ResolveConflictRequest struct {
@@ -1517,7 +1607,7 @@ type ResolveConflictRequest struct {
 
 func (x *ResolveConflictRequest) Reset() {
 	*x = ResolveConflictRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[20]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1529,7 +1619,7 @@ func (x *ResolveConflictRequest) String() string {
 func (*ResolveConflictRequest) ProtoMessage() {}
 
 func (x *ResolveConflictRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[20]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1542,7 +1632,7 @@ func (x *ResolveConflictRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveConflictRequest.ProtoReflect.Descriptor instead.
 func (*ResolveConflictRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{20}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ResolveConflictRequest) GetId() string {
@@ -1583,7 +1673,7 @@ type ResolveConflictResponse struct {
 
 func (x *ResolveConflictResponse) Reset() {
 	*x = ResolveConflictResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[21]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1595,7 +1685,7 @@ func (x *ResolveConflictResponse) String() string {
 func (*ResolveConflictResponse) ProtoMessage() {}
 
 func (x *ResolveConflictResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[21]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1608,7 +1698,7 @@ func (x *ResolveConflictResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveConflictResponse.ProtoReflect.Descriptor instead.
 func (*ResolveConflictResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{21}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ResolveConflictResponse) GetConflict() *Conflict {
@@ -1634,7 +1724,7 @@ type CommitStrongRequest struct {
 
 func (x *CommitStrongRequest) Reset() {
 	*x = CommitStrongRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[22]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1646,7 +1736,7 @@ func (x *CommitStrongRequest) String() string {
 func (*CommitStrongRequest) ProtoMessage() {}
 
 func (x *CommitStrongRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[22]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1659,7 +1749,7 @@ func (x *CommitStrongRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitStrongRequest.ProtoReflect.Descriptor instead.
 func (*CommitStrongRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{22}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *CommitStrongRequest) GetDelta() *Delta {
@@ -1678,7 +1768,7 @@ type CommitStrongResponse struct {
 
 func (x *CommitStrongResponse) Reset() {
 	*x = CommitStrongResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[23]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1690,7 +1780,7 @@ func (x *CommitStrongResponse) String() string {
 func (*CommitStrongResponse) ProtoMessage() {}
 
 func (x *CommitStrongResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[23]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1703,7 +1793,7 @@ func (x *CommitStrongResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitStrongResponse.ProtoReflect.Descriptor instead.
 func (*CommitStrongResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{23}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *CommitStrongResponse) GetVersion() int64 {
@@ -1727,7 +1817,7 @@ type ControlState struct {
 
 func (x *ControlState) Reset() {
 	*x = ControlState{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[24]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1739,7 +1829,7 @@ func (x *ControlState) String() string {
 func (*ControlState) ProtoMessage() {}
 
 func (x *ControlState) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[24]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1752,7 +1842,7 @@ func (x *ControlState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ControlState.ProtoReflect.Descriptor instead.
 func (*ControlState) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{24}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ControlState) GetPaused() bool {
@@ -1791,7 +1881,7 @@ type GetControlRequest struct {
 
 func (x *GetControlRequest) Reset() {
 	*x = GetControlRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[25]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1803,7 +1893,7 @@ func (x *GetControlRequest) String() string {
 func (*GetControlRequest) ProtoMessage() {}
 
 func (x *GetControlRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[25]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1816,7 +1906,7 @@ func (x *GetControlRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetControlRequest.ProtoReflect.Descriptor instead.
 func (*GetControlRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{25}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{27}
 }
 
 type GetControlResponse struct {
@@ -1828,7 +1918,7 @@ type GetControlResponse struct {
 
 func (x *GetControlResponse) Reset() {
 	*x = GetControlResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[26]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1840,7 +1930,7 @@ func (x *GetControlResponse) String() string {
 func (*GetControlResponse) ProtoMessage() {}
 
 func (x *GetControlResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[26]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1853,7 +1943,7 @@ func (x *GetControlResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetControlResponse.ProtoReflect.Descriptor instead.
 func (*GetControlResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{26}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *GetControlResponse) GetState() *ControlState {
@@ -1872,7 +1962,7 @@ type SetControlRequest struct {
 
 func (x *SetControlRequest) Reset() {
 	*x = SetControlRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[27]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1884,7 +1974,7 @@ func (x *SetControlRequest) String() string {
 func (*SetControlRequest) ProtoMessage() {}
 
 func (x *SetControlRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[27]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1897,7 +1987,7 @@ func (x *SetControlRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetControlRequest.ProtoReflect.Descriptor instead.
 func (*SetControlRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{27}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *SetControlRequest) GetState() *ControlState {
@@ -1916,7 +2006,7 @@ type SetControlResponse struct {
 
 func (x *SetControlResponse) Reset() {
 	*x = SetControlResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[28]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1928,7 +2018,7 @@ func (x *SetControlResponse) String() string {
 func (*SetControlResponse) ProtoMessage() {}
 
 func (x *SetControlResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[28]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1941,7 +2031,7 @@ func (x *SetControlResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetControlResponse.ProtoReflect.Descriptor instead.
 func (*SetControlResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{28}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *SetControlResponse) GetState() *ControlState {
@@ -1982,7 +2072,7 @@ type Conflict struct {
 
 func (x *Conflict) Reset() {
 	*x = Conflict{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[29]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1994,7 +2084,7 @@ func (x *Conflict) String() string {
 func (*Conflict) ProtoMessage() {}
 
 func (x *Conflict) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[29]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2007,7 +2097,7 @@ func (x *Conflict) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Conflict.ProtoReflect.Descriptor instead.
 func (*Conflict) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{29}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Conflict) GetId() string {
@@ -2137,7 +2227,7 @@ type GetFrontierRequest struct {
 
 func (x *GetFrontierRequest) Reset() {
 	*x = GetFrontierRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[30]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2149,7 +2239,7 @@ func (x *GetFrontierRequest) String() string {
 func (*GetFrontierRequest) ProtoMessage() {}
 
 func (x *GetFrontierRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[30]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2162,7 +2252,7 @@ func (x *GetFrontierRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetFrontierRequest.ProtoReflect.Descriptor instead.
 func (*GetFrontierRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{30}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{32}
 }
 
 type GetFrontierResponse struct {
@@ -2174,7 +2264,7 @@ type GetFrontierResponse struct {
 
 func (x *GetFrontierResponse) Reset() {
 	*x = GetFrontierResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[31]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2186,7 +2276,7 @@ func (x *GetFrontierResponse) String() string {
 func (*GetFrontierResponse) ProtoMessage() {}
 
 func (x *GetFrontierResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[31]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2199,7 +2289,7 @@ func (x *GetFrontierResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetFrontierResponse.ProtoReflect.Descriptor instead.
 func (*GetFrontierResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{31}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *GetFrontierResponse) GetFrontier() map[string]int64 {
@@ -2225,7 +2315,7 @@ type DigestNode struct {
 
 func (x *DigestNode) Reset() {
 	*x = DigestNode{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[32]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2237,7 +2327,7 @@ func (x *DigestNode) String() string {
 func (*DigestNode) ProtoMessage() {}
 
 func (x *DigestNode) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[32]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2250,7 +2340,7 @@ func (x *DigestNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DigestNode.ProtoReflect.Descriptor instead.
 func (*DigestNode) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{32}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *DigestNode) GetPrefix() string {
@@ -2280,7 +2370,7 @@ type GetDigestsRequest struct {
 
 func (x *GetDigestsRequest) Reset() {
 	*x = GetDigestsRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[33]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2292,7 +2382,7 @@ func (x *GetDigestsRequest) String() string {
 func (*GetDigestsRequest) ProtoMessage() {}
 
 func (x *GetDigestsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[33]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2305,7 +2395,7 @@ func (x *GetDigestsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDigestsRequest.ProtoReflect.Descriptor instead.
 func (*GetDigestsRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{33}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *GetDigestsRequest) GetAfterSeq() uint64 {
@@ -2335,7 +2425,7 @@ type Digest struct {
 
 func (x *Digest) Reset() {
 	*x = Digest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[34]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2347,7 +2437,7 @@ func (x *Digest) String() string {
 func (*Digest) ProtoMessage() {}
 
 func (x *Digest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[34]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2360,7 +2450,7 @@ func (x *Digest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Digest.ProtoReflect.Descriptor instead.
 func (*Digest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{34}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *Digest) GetNode() *DigestNode {
@@ -2396,7 +2486,7 @@ type Leaf struct {
 
 func (x *Leaf) Reset() {
 	*x = Leaf{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[35]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2408,7 +2498,7 @@ func (x *Leaf) String() string {
 func (*Leaf) ProtoMessage() {}
 
 func (x *Leaf) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[35]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2421,7 +2511,7 @@ func (x *Leaf) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Leaf.ProtoReflect.Descriptor instead.
 func (*Leaf) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{35}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *Leaf) GetId() string {
@@ -2461,7 +2551,7 @@ type GetDigestsResponse struct {
 
 func (x *GetDigestsResponse) Reset() {
 	*x = GetDigestsResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[36]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2473,7 +2563,7 @@ func (x *GetDigestsResponse) String() string {
 func (*GetDigestsResponse) ProtoMessage() {}
 
 func (x *GetDigestsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[36]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2486,7 +2576,7 @@ func (x *GetDigestsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDigestsResponse.ProtoReflect.Descriptor instead.
 func (*GetDigestsResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{36}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *GetDigestsResponse) GetHeadSeq() uint64 {
@@ -2533,7 +2623,7 @@ type Outcome struct {
 
 func (x *Outcome) Reset() {
 	*x = Outcome{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[37]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2545,7 +2635,7 @@ func (x *Outcome) String() string {
 func (*Outcome) ProtoMessage() {}
 
 func (x *Outcome) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[37]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2558,7 +2648,7 @@ func (x *Outcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Outcome.ProtoReflect.Descriptor instead.
 func (*Outcome) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{37}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *Outcome) GetMessageId() string {
@@ -2616,7 +2706,7 @@ type RecordOutcomeRequest struct {
 
 func (x *RecordOutcomeRequest) Reset() {
 	*x = RecordOutcomeRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[38]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2628,7 +2718,7 @@ func (x *RecordOutcomeRequest) String() string {
 func (*RecordOutcomeRequest) ProtoMessage() {}
 
 func (x *RecordOutcomeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[38]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2641,7 +2731,7 @@ func (x *RecordOutcomeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordOutcomeRequest.ProtoReflect.Descriptor instead.
 func (*RecordOutcomeRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{38}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *RecordOutcomeRequest) GetOutcome() *Outcome {
@@ -2680,7 +2770,7 @@ type RecordOutcomeResponse struct {
 
 func (x *RecordOutcomeResponse) Reset() {
 	*x = RecordOutcomeResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[39]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2692,7 +2782,7 @@ func (x *RecordOutcomeResponse) String() string {
 func (*RecordOutcomeResponse) ProtoMessage() {}
 
 func (x *RecordOutcomeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[39]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2705,7 +2795,7 @@ func (x *RecordOutcomeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordOutcomeResponse.ProtoReflect.Descriptor instead.
 func (*RecordOutcomeResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{39}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{41}
 }
 
 type GetOutcomeRequest struct {
@@ -2717,7 +2807,7 @@ type GetOutcomeRequest struct {
 
 func (x *GetOutcomeRequest) Reset() {
 	*x = GetOutcomeRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[40]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2729,7 +2819,7 @@ func (x *GetOutcomeRequest) String() string {
 func (*GetOutcomeRequest) ProtoMessage() {}
 
 func (x *GetOutcomeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[40]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2742,7 +2832,7 @@ func (x *GetOutcomeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOutcomeRequest.ProtoReflect.Descriptor instead.
 func (*GetOutcomeRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{40}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *GetOutcomeRequest) GetMessageId() string {
@@ -2761,7 +2851,7 @@ type GetOutcomeResponse struct {
 
 func (x *GetOutcomeResponse) Reset() {
 	*x = GetOutcomeResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[41]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2773,7 +2863,7 @@ func (x *GetOutcomeResponse) String() string {
 func (*GetOutcomeResponse) ProtoMessage() {}
 
 func (x *GetOutcomeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[41]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2786,7 +2876,7 @@ func (x *GetOutcomeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOutcomeResponse.ProtoReflect.Descriptor instead.
 func (*GetOutcomeResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{41}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *GetOutcomeResponse) GetOutcome() *Outcome {
@@ -2808,7 +2898,7 @@ type ListConflictsRequest struct {
 
 func (x *ListConflictsRequest) Reset() {
 	*x = ListConflictsRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[42]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2820,7 +2910,7 @@ func (x *ListConflictsRequest) String() string {
 func (*ListConflictsRequest) ProtoMessage() {}
 
 func (x *ListConflictsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[42]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2833,7 +2923,7 @@ func (x *ListConflictsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConflictsRequest.ProtoReflect.Descriptor instead.
 func (*ListConflictsRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{42}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ListConflictsRequest) GetStatus() string {
@@ -2867,7 +2957,7 @@ type ListConflictsResponse struct {
 
 func (x *ListConflictsResponse) Reset() {
 	*x = ListConflictsResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[43]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2879,7 +2969,7 @@ func (x *ListConflictsResponse) String() string {
 func (*ListConflictsResponse) ProtoMessage() {}
 
 func (x *ListConflictsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[43]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2892,7 +2982,7 @@ func (x *ListConflictsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConflictsResponse.ProtoReflect.Descriptor instead.
 func (*ListConflictsResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{43}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ListConflictsResponse) GetConflicts() []*Conflict {
@@ -2918,7 +3008,7 @@ type GetConflictRequest struct {
 
 func (x *GetConflictRequest) Reset() {
 	*x = GetConflictRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[44]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2930,7 +3020,7 @@ func (x *GetConflictRequest) String() string {
 func (*GetConflictRequest) ProtoMessage() {}
 
 func (x *GetConflictRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[44]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2943,7 +3033,7 @@ func (x *GetConflictRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConflictRequest.ProtoReflect.Descriptor instead.
 func (*GetConflictRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{44}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *GetConflictRequest) GetId() string {
@@ -2962,7 +3052,7 @@ type GetConflictResponse struct {
 
 func (x *GetConflictResponse) Reset() {
 	*x = GetConflictResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[45]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2974,7 +3064,7 @@ func (x *GetConflictResponse) String() string {
 func (*GetConflictResponse) ProtoMessage() {}
 
 func (x *GetConflictResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[45]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2987,7 +3077,7 @@ func (x *GetConflictResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConflictResponse.ProtoReflect.Descriptor instead.
 func (*GetConflictResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{45}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *GetConflictResponse) GetConflict() *Conflict {
@@ -3033,7 +3123,7 @@ type ApplyRequest struct {
 
 func (x *ApplyRequest) Reset() {
 	*x = ApplyRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[46]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3045,7 +3135,7 @@ func (x *ApplyRequest) String() string {
 func (*ApplyRequest) ProtoMessage() {}
 
 func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[46]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3058,7 +3148,7 @@ func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyRequest.ProtoReflect.Descriptor instead.
 func (*ApplyRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{46}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ApplyRequest) GetId() string {
@@ -3192,7 +3282,7 @@ type ApplyResponse struct {
 
 func (x *ApplyResponse) Reset() {
 	*x = ApplyResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[47]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3204,7 +3294,7 @@ func (x *ApplyResponse) String() string {
 func (*ApplyResponse) ProtoMessage() {}
 
 func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[47]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3217,7 +3307,7 @@ func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyResponse.ProtoReflect.Descriptor instead.
 func (*ApplyResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{47}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ApplyResponse) GetVersion() int64 {
@@ -3253,7 +3343,7 @@ type ApplyBatchRequest struct {
 
 func (x *ApplyBatchRequest) Reset() {
 	*x = ApplyBatchRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[48]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3265,7 +3355,7 @@ func (x *ApplyBatchRequest) String() string {
 func (*ApplyBatchRequest) ProtoMessage() {}
 
 func (x *ApplyBatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[48]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3278,7 +3368,7 @@ func (x *ApplyBatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyBatchRequest.ProtoReflect.Descriptor instead.
 func (*ApplyBatchRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{48}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ApplyBatchRequest) GetItems() []*ApplyRequest {
@@ -3316,7 +3406,7 @@ type ApplyResult struct {
 
 func (x *ApplyResult) Reset() {
 	*x = ApplyResult{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[49]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3328,7 +3418,7 @@ func (x *ApplyResult) String() string {
 func (*ApplyResult) ProtoMessage() {}
 
 func (x *ApplyResult) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[49]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3341,7 +3431,7 @@ func (x *ApplyResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyResult.ProtoReflect.Descriptor instead.
 func (*ApplyResult) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{49}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ApplyResult) GetVersion() int64 {
@@ -3403,7 +3493,7 @@ type ApplyBatchResponse struct {
 
 func (x *ApplyBatchResponse) Reset() {
 	*x = ApplyBatchResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[50]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3415,7 +3505,7 @@ func (x *ApplyBatchResponse) String() string {
 func (*ApplyBatchResponse) ProtoMessage() {}
 
 func (x *ApplyBatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[50]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3428,7 +3518,7 @@ func (x *ApplyBatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyBatchResponse.ProtoReflect.Descriptor instead.
 func (*ApplyBatchResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{50}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *ApplyBatchResponse) GetResults() []*ApplyResult {
@@ -3447,7 +3537,7 @@ type GetManyRequest struct {
 
 func (x *GetManyRequest) Reset() {
 	*x = GetManyRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[51]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3459,7 +3549,7 @@ func (x *GetManyRequest) String() string {
 func (*GetManyRequest) ProtoMessage() {}
 
 func (x *GetManyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[51]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3472,7 +3562,7 @@ func (x *GetManyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetManyRequest.ProtoReflect.Descriptor instead.
 func (*GetManyRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{51}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *GetManyRequest) GetIds() []string {
@@ -3491,7 +3581,7 @@ type GetManyResponse struct {
 
 func (x *GetManyResponse) Reset() {
 	*x = GetManyResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[52]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3503,7 +3593,7 @@ func (x *GetManyResponse) String() string {
 func (*GetManyResponse) ProtoMessage() {}
 
 func (x *GetManyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[52]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3516,7 +3606,7 @@ func (x *GetManyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetManyResponse.ProtoReflect.Descriptor instead.
 func (*GetManyResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{52}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *GetManyResponse) GetStates() []*State {
@@ -3535,7 +3625,7 @@ type GetRequest struct {
 
 func (x *GetRequest) Reset() {
 	*x = GetRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[53]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3547,7 +3637,7 @@ func (x *GetRequest) String() string {
 func (*GetRequest) ProtoMessage() {}
 
 func (x *GetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[53]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3560,7 +3650,7 @@ func (x *GetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequest.ProtoReflect.Descriptor instead.
 func (*GetRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{53}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *GetRequest) GetId() string {
@@ -3579,7 +3669,7 @@ type GetResponse struct {
 
 func (x *GetResponse) Reset() {
 	*x = GetResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[54]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3591,7 +3681,7 @@ func (x *GetResponse) String() string {
 func (*GetResponse) ProtoMessage() {}
 
 func (x *GetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[54]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3604,7 +3694,7 @@ func (x *GetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResponse.ProtoReflect.Descriptor instead.
 func (*GetResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{54}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *GetResponse) GetState() *State {
@@ -3626,7 +3716,7 @@ type QueryRequest struct {
 
 func (x *QueryRequest) Reset() {
 	*x = QueryRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[55]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3638,7 +3728,7 @@ func (x *QueryRequest) String() string {
 func (*QueryRequest) ProtoMessage() {}
 
 func (x *QueryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[55]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3651,7 +3741,7 @@ func (x *QueryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueryRequest.ProtoReflect.Descriptor instead.
 func (*QueryRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{55}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *QueryRequest) GetIdPrefix() string {
@@ -3692,7 +3782,7 @@ type QueryResponse struct {
 
 func (x *QueryResponse) Reset() {
 	*x = QueryResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[56]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3704,7 +3794,7 @@ func (x *QueryResponse) String() string {
 func (*QueryResponse) ProtoMessage() {}
 
 func (x *QueryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[56]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3717,7 +3807,7 @@ func (x *QueryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueryResponse.ProtoReflect.Descriptor instead.
 func (*QueryResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{56}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *QueryResponse) GetItems() []*State {
@@ -3745,7 +3835,7 @@ type ReadLogRequest struct {
 
 func (x *ReadLogRequest) Reset() {
 	*x = ReadLogRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[57]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3757,7 +3847,7 @@ func (x *ReadLogRequest) String() string {
 func (*ReadLogRequest) ProtoMessage() {}
 
 func (x *ReadLogRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[57]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3770,7 +3860,7 @@ func (x *ReadLogRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadLogRequest.ProtoReflect.Descriptor instead.
 func (*ReadLogRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{57}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *ReadLogRequest) GetAfterSeq() uint64 {
@@ -3798,7 +3888,7 @@ type ReadLogResponse struct {
 
 func (x *ReadLogResponse) Reset() {
 	*x = ReadLogResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[58]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3810,7 +3900,7 @@ func (x *ReadLogResponse) String() string {
 func (*ReadLogResponse) ProtoMessage() {}
 
 func (x *ReadLogResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[58]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3823,7 +3913,7 @@ func (x *ReadLogResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadLogResponse.ProtoReflect.Descriptor instead.
 func (*ReadLogResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{58}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *ReadLogResponse) GetChanges() []*Change {
@@ -3855,7 +3945,7 @@ type SubscribeRequest struct {
 
 func (x *SubscribeRequest) Reset() {
 	*x = SubscribeRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[59]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3867,7 +3957,7 @@ func (x *SubscribeRequest) String() string {
 func (*SubscribeRequest) ProtoMessage() {}
 
 func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[59]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3880,7 +3970,7 @@ func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeRequest.ProtoReflect.Descriptor instead.
 func (*SubscribeRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{59}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *SubscribeRequest) GetIdPrefix() string {
@@ -3932,7 +4022,7 @@ type SubscribeResponse struct {
 
 func (x *SubscribeResponse) Reset() {
 	*x = SubscribeResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[60]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3944,7 +4034,7 @@ func (x *SubscribeResponse) String() string {
 func (*SubscribeResponse) ProtoMessage() {}
 
 func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[60]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3957,7 +4047,7 @@ func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeResponse.ProtoReflect.Descriptor instead.
 func (*SubscribeResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{60}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *SubscribeResponse) GetType() string {
@@ -4038,7 +4128,7 @@ type GetHealthRequest struct {
 
 func (x *GetHealthRequest) Reset() {
 	*x = GetHealthRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[61]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4050,7 +4140,7 @@ func (x *GetHealthRequest) String() string {
 func (*GetHealthRequest) ProtoMessage() {}
 
 func (x *GetHealthRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[61]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4063,7 +4153,7 @@ func (x *GetHealthRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHealthRequest.ProtoReflect.Descriptor instead.
 func (*GetHealthRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{61}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{63}
 }
 
 type ServiceHealth struct {
@@ -4077,7 +4167,7 @@ type ServiceHealth struct {
 
 func (x *ServiceHealth) Reset() {
 	*x = ServiceHealth{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[62]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4089,7 +4179,7 @@ func (x *ServiceHealth) String() string {
 func (*ServiceHealth) ProtoMessage() {}
 
 func (x *ServiceHealth) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[62]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4102,7 +4192,7 @@ func (x *ServiceHealth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceHealth.ProtoReflect.Descriptor instead.
 func (*ServiceHealth) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{62}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *ServiceHealth) GetStatus() string {
@@ -4136,7 +4226,7 @@ type AgentHealth struct {
 
 func (x *AgentHealth) Reset() {
 	*x = AgentHealth{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[63]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4148,7 +4238,7 @@ func (x *AgentHealth) String() string {
 func (*AgentHealth) ProtoMessage() {}
 
 func (x *AgentHealth) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[63]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4161,7 +4251,7 @@ func (x *AgentHealth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentHealth.ProtoReflect.Descriptor instead.
 func (*AgentHealth) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{63}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *AgentHealth) GetHealthy() int32 {
@@ -4194,7 +4284,7 @@ type GetHealthResponse struct {
 
 func (x *GetHealthResponse) Reset() {
 	*x = GetHealthResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[64]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4206,7 +4296,7 @@ func (x *GetHealthResponse) String() string {
 func (*GetHealthResponse) ProtoMessage() {}
 
 func (x *GetHealthResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[64]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4219,7 +4309,7 @@ func (x *GetHealthResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHealthResponse.ProtoReflect.Descriptor instead.
 func (*GetHealthResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{64}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *GetHealthResponse) GetStatus() string {
@@ -4268,7 +4358,7 @@ type HealthIssue struct {
 
 func (x *HealthIssue) Reset() {
 	*x = HealthIssue{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[65]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4280,7 +4370,7 @@ func (x *HealthIssue) String() string {
 func (*HealthIssue) ProtoMessage() {}
 
 func (x *HealthIssue) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[65]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4293,7 +4383,7 @@ func (x *HealthIssue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthIssue.ProtoReflect.Descriptor instead.
 func (*HealthIssue) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{65}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *HealthIssue) GetKind() string {
@@ -4395,11 +4485,15 @@ const file_fedsync_v1_fedsync_proto_rawDesc = "" +
 	"\tHeartbeat\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x16\n" +
 	"\x06region\x18\x02 \x01(\tR\x06region\x12\x17\n" +
-	"\asent_at\x18\x03 \x01(\x03R\x06sentAt\"*\n" +
+	"\asent_at\x18\x03 \x01(\x03R\x06sentAt\"\x12\n" +
+	"\x10ReadIndexRequest\")\n" +
+	"\x11ReadIndexResponse\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\"*\n" +
 	"\x0eProposeRequest\x12\x18\n" +
-	"\acommand\x18\x01 \x01(\fR\acommand\")\n" +
+	"\acommand\x18\x01 \x01(\fR\acommand\"?\n" +
 	"\x0fProposeResponse\x12\x16\n" +
-	"\x06result\x18\x01 \x01(\fR\x06result\"\x17\n" +
+	"\x06result\x18\x01 \x01(\fR\x06result\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\"\x17\n" +
 	"\x15GetRevocationsRequest\"\xe0\x02\n" +
 	"\x16GetRevocationsResponse\x12b\n" +
 	"\x10disabled_clients\x18\x01 \x03(\v27.fedsync.v1.GetRevocationsResponse.DisabledClientsEntryR\x0fdisabledClients\x12\\\n" +
@@ -4691,9 +4785,10 @@ const file_fedsync_v1_fedsync_proto_rawDesc = "" +
 	"\n" +
 	"IssueToken\x12\x1d.fedsync.v1.IssueTokenRequest\x1a\x1e.fedsync.v1.IssueTokenResponse\x12B\n" +
 	"\aGetJWKS\x12\x1a.fedsync.v1.GetJWKSRequest\x1a\x1b.fedsync.v1.GetJWKSResponse\x12W\n" +
-	"\x0eGetRevocations\x12!.fedsync.v1.GetRevocationsRequest\x1a\".fedsync.v1.GetRevocationsResponse2Q\n" +
+	"\x0eGetRevocations\x12!.fedsync.v1.GetRevocationsRequest\x1a\".fedsync.v1.GetRevocationsResponse2\x9b\x01\n" +
 	"\vRaftService\x12B\n" +
-	"\aPropose\x12\x1a.fedsync.v1.ProposeRequest\x1a\x1b.fedsync.v1.ProposeResponse2\xf7\x01\n" +
+	"\aPropose\x12\x1a.fedsync.v1.ProposeRequest\x1a\x1b.fedsync.v1.ProposeResponse\x12H\n" +
+	"\tReadIndex\x12\x1c.fedsync.v1.ReadIndexRequest\x1a\x1d.fedsync.v1.ReadIndexResponse2\xf7\x01\n" +
 	"\x11ValidationService\x12H\n" +
 	"\tPushState\x12\x1c.fedsync.v1.PushStateRequest\x1a\x1d.fedsync.v1.PushStateResponse\x12H\n" +
 	"\tHeartbeat\x12\x1c.fedsync.v1.HeartbeatRequest\x1a\x1d.fedsync.v1.HeartbeatResponse\x12N\n" +
@@ -4741,7 +4836,7 @@ func file_fedsync_v1_fedsync_proto_rawDescGZIP() []byte {
 }
 
 var file_fedsync_v1_fedsync_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_fedsync_v1_fedsync_proto_msgTypes = make([]protoimpl.MessageInfo, 81)
+var file_fedsync_v1_fedsync_proto_msgTypes = make([]protoimpl.MessageInfo, 83)
 var file_fedsync_v1_fedsync_proto_goTypes = []any{
 	(MessageType)(0),                // 0: fedsync.v1.MessageType
 	(Consistency)(0),                // 1: fedsync.v1.Consistency
@@ -4751,184 +4846,188 @@ var file_fedsync_v1_fedsync_proto_goTypes = []any{
 	(*State)(nil),                   // 5: fedsync.v1.State
 	(*Change)(nil),                  // 6: fedsync.v1.Change
 	(*Heartbeat)(nil),               // 7: fedsync.v1.Heartbeat
-	(*ProposeRequest)(nil),          // 8: fedsync.v1.ProposeRequest
-	(*ProposeResponse)(nil),         // 9: fedsync.v1.ProposeResponse
-	(*GetRevocationsRequest)(nil),   // 10: fedsync.v1.GetRevocationsRequest
-	(*GetRevocationsResponse)(nil),  // 11: fedsync.v1.GetRevocationsResponse
-	(*IssueTokenRequest)(nil),       // 12: fedsync.v1.IssueTokenRequest
-	(*IssueTokenResponse)(nil),      // 13: fedsync.v1.IssueTokenResponse
-	(*GetJWKSRequest)(nil),          // 14: fedsync.v1.GetJWKSRequest
-	(*GetJWKSResponse)(nil),         // 15: fedsync.v1.GetJWKSResponse
-	(*SyncControlRequest)(nil),      // 16: fedsync.v1.SyncControlRequest
-	(*SyncControlResponse)(nil),     // 17: fedsync.v1.SyncControlResponse
-	(*PushStateRequest)(nil),        // 18: fedsync.v1.PushStateRequest
-	(*PushStateResponse)(nil),       // 19: fedsync.v1.PushStateResponse
-	(*HeartbeatRequest)(nil),        // 20: fedsync.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),       // 21: fedsync.v1.HeartbeatResponse
-	(*ResolveConflictRequest)(nil),  // 22: fedsync.v1.ResolveConflictRequest
-	(*ResolveConflictResponse)(nil), // 23: fedsync.v1.ResolveConflictResponse
-	(*CommitStrongRequest)(nil),     // 24: fedsync.v1.CommitStrongRequest
-	(*CommitStrongResponse)(nil),    // 25: fedsync.v1.CommitStrongResponse
-	(*ControlState)(nil),            // 26: fedsync.v1.ControlState
-	(*GetControlRequest)(nil),       // 27: fedsync.v1.GetControlRequest
-	(*GetControlResponse)(nil),      // 28: fedsync.v1.GetControlResponse
-	(*SetControlRequest)(nil),       // 29: fedsync.v1.SetControlRequest
-	(*SetControlResponse)(nil),      // 30: fedsync.v1.SetControlResponse
-	(*Conflict)(nil),                // 31: fedsync.v1.Conflict
-	(*GetFrontierRequest)(nil),      // 32: fedsync.v1.GetFrontierRequest
-	(*GetFrontierResponse)(nil),     // 33: fedsync.v1.GetFrontierResponse
-	(*DigestNode)(nil),              // 34: fedsync.v1.DigestNode
-	(*GetDigestsRequest)(nil),       // 35: fedsync.v1.GetDigestsRequest
-	(*Digest)(nil),                  // 36: fedsync.v1.Digest
-	(*Leaf)(nil),                    // 37: fedsync.v1.Leaf
-	(*GetDigestsResponse)(nil),      // 38: fedsync.v1.GetDigestsResponse
-	(*Outcome)(nil),                 // 39: fedsync.v1.Outcome
-	(*RecordOutcomeRequest)(nil),    // 40: fedsync.v1.RecordOutcomeRequest
-	(*RecordOutcomeResponse)(nil),   // 41: fedsync.v1.RecordOutcomeResponse
-	(*GetOutcomeRequest)(nil),       // 42: fedsync.v1.GetOutcomeRequest
-	(*GetOutcomeResponse)(nil),      // 43: fedsync.v1.GetOutcomeResponse
-	(*ListConflictsRequest)(nil),    // 44: fedsync.v1.ListConflictsRequest
-	(*ListConflictsResponse)(nil),   // 45: fedsync.v1.ListConflictsResponse
-	(*GetConflictRequest)(nil),      // 46: fedsync.v1.GetConflictRequest
-	(*GetConflictResponse)(nil),     // 47: fedsync.v1.GetConflictResponse
-	(*ApplyRequest)(nil),            // 48: fedsync.v1.ApplyRequest
-	(*ApplyResponse)(nil),           // 49: fedsync.v1.ApplyResponse
-	(*ApplyBatchRequest)(nil),       // 50: fedsync.v1.ApplyBatchRequest
-	(*ApplyResult)(nil),             // 51: fedsync.v1.ApplyResult
-	(*ApplyBatchResponse)(nil),      // 52: fedsync.v1.ApplyBatchResponse
-	(*GetManyRequest)(nil),          // 53: fedsync.v1.GetManyRequest
-	(*GetManyResponse)(nil),         // 54: fedsync.v1.GetManyResponse
-	(*GetRequest)(nil),              // 55: fedsync.v1.GetRequest
-	(*GetResponse)(nil),             // 56: fedsync.v1.GetResponse
-	(*QueryRequest)(nil),            // 57: fedsync.v1.QueryRequest
-	(*QueryResponse)(nil),           // 58: fedsync.v1.QueryResponse
-	(*ReadLogRequest)(nil),          // 59: fedsync.v1.ReadLogRequest
-	(*ReadLogResponse)(nil),         // 60: fedsync.v1.ReadLogResponse
-	(*SubscribeRequest)(nil),        // 61: fedsync.v1.SubscribeRequest
-	(*SubscribeResponse)(nil),       // 62: fedsync.v1.SubscribeResponse
-	(*GetHealthRequest)(nil),        // 63: fedsync.v1.GetHealthRequest
-	(*ServiceHealth)(nil),           // 64: fedsync.v1.ServiceHealth
-	(*AgentHealth)(nil),             // 65: fedsync.v1.AgentHealth
-	(*GetHealthResponse)(nil),       // 66: fedsync.v1.GetHealthResponse
-	(*HealthIssue)(nil),             // 67: fedsync.v1.HealthIssue
-	nil,                             // 68: fedsync.v1.SyncMessage.MetadataEntry
-	nil,                             // 69: fedsync.v1.Delta.VectorClockEntry
-	nil,                             // 70: fedsync.v1.Delta.PatchFieldsEntry
-	nil,                             // 71: fedsync.v1.State.VectorClockEntry
-	nil,                             // 72: fedsync.v1.State.FieldsEntry
-	nil,                             // 73: fedsync.v1.GetRevocationsResponse.DisabledClientsEntry
-	nil,                             // 74: fedsync.v1.GetRevocationsResponse.RevokedTokensEntry
-	nil,                             // 75: fedsync.v1.PushStateRequest.VectorClockEntry
-	nil,                             // 76: fedsync.v1.GetFrontierResponse.FrontierEntry
-	nil,                             // 77: fedsync.v1.ApplyRequest.FieldsEntry
-	nil,                             // 78: fedsync.v1.ApplyRequest.VectorClockEntry
-	nil,                             // 79: fedsync.v1.ApplyRequest.PatchFieldsEntry
-	nil,                             // 80: fedsync.v1.ApplyRequest.TraceEntry
-	nil,                             // 81: fedsync.v1.GetHealthResponse.ServicesEntry
-	nil,                             // 82: fedsync.v1.GetHealthResponse.RegionsEntry
+	(*ReadIndexRequest)(nil),        // 8: fedsync.v1.ReadIndexRequest
+	(*ReadIndexResponse)(nil),       // 9: fedsync.v1.ReadIndexResponse
+	(*ProposeRequest)(nil),          // 10: fedsync.v1.ProposeRequest
+	(*ProposeResponse)(nil),         // 11: fedsync.v1.ProposeResponse
+	(*GetRevocationsRequest)(nil),   // 12: fedsync.v1.GetRevocationsRequest
+	(*GetRevocationsResponse)(nil),  // 13: fedsync.v1.GetRevocationsResponse
+	(*IssueTokenRequest)(nil),       // 14: fedsync.v1.IssueTokenRequest
+	(*IssueTokenResponse)(nil),      // 15: fedsync.v1.IssueTokenResponse
+	(*GetJWKSRequest)(nil),          // 16: fedsync.v1.GetJWKSRequest
+	(*GetJWKSResponse)(nil),         // 17: fedsync.v1.GetJWKSResponse
+	(*SyncControlRequest)(nil),      // 18: fedsync.v1.SyncControlRequest
+	(*SyncControlResponse)(nil),     // 19: fedsync.v1.SyncControlResponse
+	(*PushStateRequest)(nil),        // 20: fedsync.v1.PushStateRequest
+	(*PushStateResponse)(nil),       // 21: fedsync.v1.PushStateResponse
+	(*HeartbeatRequest)(nil),        // 22: fedsync.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),       // 23: fedsync.v1.HeartbeatResponse
+	(*ResolveConflictRequest)(nil),  // 24: fedsync.v1.ResolveConflictRequest
+	(*ResolveConflictResponse)(nil), // 25: fedsync.v1.ResolveConflictResponse
+	(*CommitStrongRequest)(nil),     // 26: fedsync.v1.CommitStrongRequest
+	(*CommitStrongResponse)(nil),    // 27: fedsync.v1.CommitStrongResponse
+	(*ControlState)(nil),            // 28: fedsync.v1.ControlState
+	(*GetControlRequest)(nil),       // 29: fedsync.v1.GetControlRequest
+	(*GetControlResponse)(nil),      // 30: fedsync.v1.GetControlResponse
+	(*SetControlRequest)(nil),       // 31: fedsync.v1.SetControlRequest
+	(*SetControlResponse)(nil),      // 32: fedsync.v1.SetControlResponse
+	(*Conflict)(nil),                // 33: fedsync.v1.Conflict
+	(*GetFrontierRequest)(nil),      // 34: fedsync.v1.GetFrontierRequest
+	(*GetFrontierResponse)(nil),     // 35: fedsync.v1.GetFrontierResponse
+	(*DigestNode)(nil),              // 36: fedsync.v1.DigestNode
+	(*GetDigestsRequest)(nil),       // 37: fedsync.v1.GetDigestsRequest
+	(*Digest)(nil),                  // 38: fedsync.v1.Digest
+	(*Leaf)(nil),                    // 39: fedsync.v1.Leaf
+	(*GetDigestsResponse)(nil),      // 40: fedsync.v1.GetDigestsResponse
+	(*Outcome)(nil),                 // 41: fedsync.v1.Outcome
+	(*RecordOutcomeRequest)(nil),    // 42: fedsync.v1.RecordOutcomeRequest
+	(*RecordOutcomeResponse)(nil),   // 43: fedsync.v1.RecordOutcomeResponse
+	(*GetOutcomeRequest)(nil),       // 44: fedsync.v1.GetOutcomeRequest
+	(*GetOutcomeResponse)(nil),      // 45: fedsync.v1.GetOutcomeResponse
+	(*ListConflictsRequest)(nil),    // 46: fedsync.v1.ListConflictsRequest
+	(*ListConflictsResponse)(nil),   // 47: fedsync.v1.ListConflictsResponse
+	(*GetConflictRequest)(nil),      // 48: fedsync.v1.GetConflictRequest
+	(*GetConflictResponse)(nil),     // 49: fedsync.v1.GetConflictResponse
+	(*ApplyRequest)(nil),            // 50: fedsync.v1.ApplyRequest
+	(*ApplyResponse)(nil),           // 51: fedsync.v1.ApplyResponse
+	(*ApplyBatchRequest)(nil),       // 52: fedsync.v1.ApplyBatchRequest
+	(*ApplyResult)(nil),             // 53: fedsync.v1.ApplyResult
+	(*ApplyBatchResponse)(nil),      // 54: fedsync.v1.ApplyBatchResponse
+	(*GetManyRequest)(nil),          // 55: fedsync.v1.GetManyRequest
+	(*GetManyResponse)(nil),         // 56: fedsync.v1.GetManyResponse
+	(*GetRequest)(nil),              // 57: fedsync.v1.GetRequest
+	(*GetResponse)(nil),             // 58: fedsync.v1.GetResponse
+	(*QueryRequest)(nil),            // 59: fedsync.v1.QueryRequest
+	(*QueryResponse)(nil),           // 60: fedsync.v1.QueryResponse
+	(*ReadLogRequest)(nil),          // 61: fedsync.v1.ReadLogRequest
+	(*ReadLogResponse)(nil),         // 62: fedsync.v1.ReadLogResponse
+	(*SubscribeRequest)(nil),        // 63: fedsync.v1.SubscribeRequest
+	(*SubscribeResponse)(nil),       // 64: fedsync.v1.SubscribeResponse
+	(*GetHealthRequest)(nil),        // 65: fedsync.v1.GetHealthRequest
+	(*ServiceHealth)(nil),           // 66: fedsync.v1.ServiceHealth
+	(*AgentHealth)(nil),             // 67: fedsync.v1.AgentHealth
+	(*GetHealthResponse)(nil),       // 68: fedsync.v1.GetHealthResponse
+	(*HealthIssue)(nil),             // 69: fedsync.v1.HealthIssue
+	nil,                             // 70: fedsync.v1.SyncMessage.MetadataEntry
+	nil,                             // 71: fedsync.v1.Delta.VectorClockEntry
+	nil,                             // 72: fedsync.v1.Delta.PatchFieldsEntry
+	nil,                             // 73: fedsync.v1.State.VectorClockEntry
+	nil,                             // 74: fedsync.v1.State.FieldsEntry
+	nil,                             // 75: fedsync.v1.GetRevocationsResponse.DisabledClientsEntry
+	nil,                             // 76: fedsync.v1.GetRevocationsResponse.RevokedTokensEntry
+	nil,                             // 77: fedsync.v1.PushStateRequest.VectorClockEntry
+	nil,                             // 78: fedsync.v1.GetFrontierResponse.FrontierEntry
+	nil,                             // 79: fedsync.v1.ApplyRequest.FieldsEntry
+	nil,                             // 80: fedsync.v1.ApplyRequest.VectorClockEntry
+	nil,                             // 81: fedsync.v1.ApplyRequest.PatchFieldsEntry
+	nil,                             // 82: fedsync.v1.ApplyRequest.TraceEntry
+	nil,                             // 83: fedsync.v1.GetHealthResponse.ServicesEntry
+	nil,                             // 84: fedsync.v1.GetHealthResponse.RegionsEntry
 }
 var file_fedsync_v1_fedsync_proto_depIdxs = []int32{
 	0,  // 0: fedsync.v1.SyncMessage.type:type_name -> fedsync.v1.MessageType
-	68, // 1: fedsync.v1.SyncMessage.metadata:type_name -> fedsync.v1.SyncMessage.MetadataEntry
+	70, // 1: fedsync.v1.SyncMessage.metadata:type_name -> fedsync.v1.SyncMessage.MetadataEntry
 	1,  // 2: fedsync.v1.Delta.consistency:type_name -> fedsync.v1.Consistency
-	69, // 3: fedsync.v1.Delta.vector_clock:type_name -> fedsync.v1.Delta.VectorClockEntry
-	70, // 4: fedsync.v1.Delta.patch_fields:type_name -> fedsync.v1.Delta.PatchFieldsEntry
-	71, // 5: fedsync.v1.State.vector_clock:type_name -> fedsync.v1.State.VectorClockEntry
-	72, // 6: fedsync.v1.State.fields:type_name -> fedsync.v1.State.FieldsEntry
+	71, // 3: fedsync.v1.Delta.vector_clock:type_name -> fedsync.v1.Delta.VectorClockEntry
+	72, // 4: fedsync.v1.Delta.patch_fields:type_name -> fedsync.v1.Delta.PatchFieldsEntry
+	73, // 5: fedsync.v1.State.vector_clock:type_name -> fedsync.v1.State.VectorClockEntry
+	74, // 6: fedsync.v1.State.fields:type_name -> fedsync.v1.State.FieldsEntry
 	5,  // 7: fedsync.v1.Change.state:type_name -> fedsync.v1.State
-	73, // 8: fedsync.v1.GetRevocationsResponse.disabled_clients:type_name -> fedsync.v1.GetRevocationsResponse.DisabledClientsEntry
-	74, // 9: fedsync.v1.GetRevocationsResponse.revoked_tokens:type_name -> fedsync.v1.GetRevocationsResponse.RevokedTokensEntry
-	26, // 10: fedsync.v1.SyncControlResponse.state:type_name -> fedsync.v1.ControlState
-	75, // 11: fedsync.v1.PushStateRequest.vector_clock:type_name -> fedsync.v1.PushStateRequest.VectorClockEntry
-	31, // 12: fedsync.v1.ResolveConflictResponse.conflict:type_name -> fedsync.v1.Conflict
+	75, // 8: fedsync.v1.GetRevocationsResponse.disabled_clients:type_name -> fedsync.v1.GetRevocationsResponse.DisabledClientsEntry
+	76, // 9: fedsync.v1.GetRevocationsResponse.revoked_tokens:type_name -> fedsync.v1.GetRevocationsResponse.RevokedTokensEntry
+	28, // 10: fedsync.v1.SyncControlResponse.state:type_name -> fedsync.v1.ControlState
+	77, // 11: fedsync.v1.PushStateRequest.vector_clock:type_name -> fedsync.v1.PushStateRequest.VectorClockEntry
+	33, // 12: fedsync.v1.ResolveConflictResponse.conflict:type_name -> fedsync.v1.Conflict
 	3,  // 13: fedsync.v1.CommitStrongRequest.delta:type_name -> fedsync.v1.Delta
-	26, // 14: fedsync.v1.GetControlResponse.state:type_name -> fedsync.v1.ControlState
-	26, // 15: fedsync.v1.SetControlRequest.state:type_name -> fedsync.v1.ControlState
-	26, // 16: fedsync.v1.SetControlResponse.state:type_name -> fedsync.v1.ControlState
-	76, // 17: fedsync.v1.GetFrontierResponse.frontier:type_name -> fedsync.v1.GetFrontierResponse.FrontierEntry
-	34, // 18: fedsync.v1.GetDigestsRequest.nodes:type_name -> fedsync.v1.DigestNode
-	34, // 19: fedsync.v1.Digest.node:type_name -> fedsync.v1.DigestNode
-	36, // 20: fedsync.v1.GetDigestsResponse.digests:type_name -> fedsync.v1.Digest
-	37, // 21: fedsync.v1.GetDigestsResponse.leaves:type_name -> fedsync.v1.Leaf
-	39, // 22: fedsync.v1.RecordOutcomeRequest.outcome:type_name -> fedsync.v1.Outcome
-	31, // 23: fedsync.v1.RecordOutcomeRequest.conflicts:type_name -> fedsync.v1.Conflict
-	39, // 24: fedsync.v1.GetOutcomeResponse.outcome:type_name -> fedsync.v1.Outcome
-	31, // 25: fedsync.v1.ListConflictsResponse.conflicts:type_name -> fedsync.v1.Conflict
-	31, // 26: fedsync.v1.GetConflictResponse.conflict:type_name -> fedsync.v1.Conflict
-	77, // 27: fedsync.v1.ApplyRequest.fields:type_name -> fedsync.v1.ApplyRequest.FieldsEntry
-	78, // 28: fedsync.v1.ApplyRequest.vector_clock:type_name -> fedsync.v1.ApplyRequest.VectorClockEntry
-	31, // 29: fedsync.v1.ApplyRequest.conflicts:type_name -> fedsync.v1.Conflict
-	79, // 30: fedsync.v1.ApplyRequest.patch_fields:type_name -> fedsync.v1.ApplyRequest.PatchFieldsEntry
-	80, // 31: fedsync.v1.ApplyRequest.trace:type_name -> fedsync.v1.ApplyRequest.TraceEntry
-	48, // 32: fedsync.v1.ApplyBatchRequest.items:type_name -> fedsync.v1.ApplyRequest
-	40, // 33: fedsync.v1.ApplyBatchRequest.outcomes:type_name -> fedsync.v1.RecordOutcomeRequest
-	51, // 34: fedsync.v1.ApplyBatchResponse.results:type_name -> fedsync.v1.ApplyResult
+	28, // 14: fedsync.v1.GetControlResponse.state:type_name -> fedsync.v1.ControlState
+	28, // 15: fedsync.v1.SetControlRequest.state:type_name -> fedsync.v1.ControlState
+	28, // 16: fedsync.v1.SetControlResponse.state:type_name -> fedsync.v1.ControlState
+	78, // 17: fedsync.v1.GetFrontierResponse.frontier:type_name -> fedsync.v1.GetFrontierResponse.FrontierEntry
+	36, // 18: fedsync.v1.GetDigestsRequest.nodes:type_name -> fedsync.v1.DigestNode
+	36, // 19: fedsync.v1.Digest.node:type_name -> fedsync.v1.DigestNode
+	38, // 20: fedsync.v1.GetDigestsResponse.digests:type_name -> fedsync.v1.Digest
+	39, // 21: fedsync.v1.GetDigestsResponse.leaves:type_name -> fedsync.v1.Leaf
+	41, // 22: fedsync.v1.RecordOutcomeRequest.outcome:type_name -> fedsync.v1.Outcome
+	33, // 23: fedsync.v1.RecordOutcomeRequest.conflicts:type_name -> fedsync.v1.Conflict
+	41, // 24: fedsync.v1.GetOutcomeResponse.outcome:type_name -> fedsync.v1.Outcome
+	33, // 25: fedsync.v1.ListConflictsResponse.conflicts:type_name -> fedsync.v1.Conflict
+	33, // 26: fedsync.v1.GetConflictResponse.conflict:type_name -> fedsync.v1.Conflict
+	79, // 27: fedsync.v1.ApplyRequest.fields:type_name -> fedsync.v1.ApplyRequest.FieldsEntry
+	80, // 28: fedsync.v1.ApplyRequest.vector_clock:type_name -> fedsync.v1.ApplyRequest.VectorClockEntry
+	33, // 29: fedsync.v1.ApplyRequest.conflicts:type_name -> fedsync.v1.Conflict
+	81, // 30: fedsync.v1.ApplyRequest.patch_fields:type_name -> fedsync.v1.ApplyRequest.PatchFieldsEntry
+	82, // 31: fedsync.v1.ApplyRequest.trace:type_name -> fedsync.v1.ApplyRequest.TraceEntry
+	50, // 32: fedsync.v1.ApplyBatchRequest.items:type_name -> fedsync.v1.ApplyRequest
+	42, // 33: fedsync.v1.ApplyBatchRequest.outcomes:type_name -> fedsync.v1.RecordOutcomeRequest
+	53, // 34: fedsync.v1.ApplyBatchResponse.results:type_name -> fedsync.v1.ApplyResult
 	5,  // 35: fedsync.v1.GetManyResponse.states:type_name -> fedsync.v1.State
 	5,  // 36: fedsync.v1.GetResponse.state:type_name -> fedsync.v1.State
 	5,  // 37: fedsync.v1.QueryResponse.items:type_name -> fedsync.v1.State
 	6,  // 38: fedsync.v1.ReadLogResponse.changes:type_name -> fedsync.v1.Change
-	81, // 39: fedsync.v1.GetHealthResponse.services:type_name -> fedsync.v1.GetHealthResponse.ServicesEntry
-	82, // 40: fedsync.v1.GetHealthResponse.regions:type_name -> fedsync.v1.GetHealthResponse.RegionsEntry
-	65, // 41: fedsync.v1.GetHealthResponse.agents:type_name -> fedsync.v1.AgentHealth
-	67, // 42: fedsync.v1.GetHealthResponse.issues:type_name -> fedsync.v1.HealthIssue
+	83, // 39: fedsync.v1.GetHealthResponse.services:type_name -> fedsync.v1.GetHealthResponse.ServicesEntry
+	84, // 40: fedsync.v1.GetHealthResponse.regions:type_name -> fedsync.v1.GetHealthResponse.RegionsEntry
+	67, // 41: fedsync.v1.GetHealthResponse.agents:type_name -> fedsync.v1.AgentHealth
+	69, // 42: fedsync.v1.GetHealthResponse.issues:type_name -> fedsync.v1.HealthIssue
 	4,  // 43: fedsync.v1.State.FieldsEntry.value:type_name -> fedsync.v1.FieldMeta
 	4,  // 44: fedsync.v1.ApplyRequest.FieldsEntry.value:type_name -> fedsync.v1.FieldMeta
-	64, // 45: fedsync.v1.GetHealthResponse.ServicesEntry.value:type_name -> fedsync.v1.ServiceHealth
-	64, // 46: fedsync.v1.GetHealthResponse.RegionsEntry.value:type_name -> fedsync.v1.ServiceHealth
-	12, // 47: fedsync.v1.AuthnService.IssueToken:input_type -> fedsync.v1.IssueTokenRequest
-	14, // 48: fedsync.v1.AuthnService.GetJWKS:input_type -> fedsync.v1.GetJWKSRequest
-	10, // 49: fedsync.v1.AuthnService.GetRevocations:input_type -> fedsync.v1.GetRevocationsRequest
-	8,  // 50: fedsync.v1.RaftService.Propose:input_type -> fedsync.v1.ProposeRequest
-	18, // 51: fedsync.v1.ValidationService.PushState:input_type -> fedsync.v1.PushStateRequest
-	20, // 52: fedsync.v1.ValidationService.Heartbeat:input_type -> fedsync.v1.HeartbeatRequest
-	16, // 53: fedsync.v1.ValidationService.SyncControl:input_type -> fedsync.v1.SyncControlRequest
-	24, // 54: fedsync.v1.MergeService.CommitStrong:input_type -> fedsync.v1.CommitStrongRequest
-	22, // 55: fedsync.v1.MergeService.ResolveConflict:input_type -> fedsync.v1.ResolveConflictRequest
-	48, // 56: fedsync.v1.StateStoreService.Apply:input_type -> fedsync.v1.ApplyRequest
-	50, // 57: fedsync.v1.StateStoreService.ApplyBatch:input_type -> fedsync.v1.ApplyBatchRequest
-	53, // 58: fedsync.v1.StateStoreService.GetMany:input_type -> fedsync.v1.GetManyRequest
-	55, // 59: fedsync.v1.StateStoreService.Get:input_type -> fedsync.v1.GetRequest
-	57, // 60: fedsync.v1.StateStoreService.Query:input_type -> fedsync.v1.QueryRequest
-	59, // 61: fedsync.v1.StateStoreService.ReadLog:input_type -> fedsync.v1.ReadLogRequest
-	32, // 62: fedsync.v1.StateStoreService.GetFrontier:input_type -> fedsync.v1.GetFrontierRequest
-	35, // 63: fedsync.v1.StateStoreService.GetDigests:input_type -> fedsync.v1.GetDigestsRequest
-	40, // 64: fedsync.v1.StateStoreService.RecordOutcome:input_type -> fedsync.v1.RecordOutcomeRequest
-	42, // 65: fedsync.v1.StateStoreService.GetOutcome:input_type -> fedsync.v1.GetOutcomeRequest
-	44, // 66: fedsync.v1.StateStoreService.ListConflicts:input_type -> fedsync.v1.ListConflictsRequest
-	46, // 67: fedsync.v1.StateStoreService.GetConflict:input_type -> fedsync.v1.GetConflictRequest
-	27, // 68: fedsync.v1.StateStoreService.GetControl:input_type -> fedsync.v1.GetControlRequest
-	29, // 69: fedsync.v1.StateStoreService.SetControl:input_type -> fedsync.v1.SetControlRequest
-	61, // 70: fedsync.v1.BroadcasterService.Subscribe:input_type -> fedsync.v1.SubscribeRequest
-	2,  // 71: fedsync.v1.AgentService.Sync:input_type -> fedsync.v1.SyncMessage
-	63, // 72: fedsync.v1.HealthMonitorService.GetHealth:input_type -> fedsync.v1.GetHealthRequest
-	13, // 73: fedsync.v1.AuthnService.IssueToken:output_type -> fedsync.v1.IssueTokenResponse
-	15, // 74: fedsync.v1.AuthnService.GetJWKS:output_type -> fedsync.v1.GetJWKSResponse
-	11, // 75: fedsync.v1.AuthnService.GetRevocations:output_type -> fedsync.v1.GetRevocationsResponse
-	9,  // 76: fedsync.v1.RaftService.Propose:output_type -> fedsync.v1.ProposeResponse
-	19, // 77: fedsync.v1.ValidationService.PushState:output_type -> fedsync.v1.PushStateResponse
-	21, // 78: fedsync.v1.ValidationService.Heartbeat:output_type -> fedsync.v1.HeartbeatResponse
-	17, // 79: fedsync.v1.ValidationService.SyncControl:output_type -> fedsync.v1.SyncControlResponse
-	25, // 80: fedsync.v1.MergeService.CommitStrong:output_type -> fedsync.v1.CommitStrongResponse
-	23, // 81: fedsync.v1.MergeService.ResolveConflict:output_type -> fedsync.v1.ResolveConflictResponse
-	49, // 82: fedsync.v1.StateStoreService.Apply:output_type -> fedsync.v1.ApplyResponse
-	52, // 83: fedsync.v1.StateStoreService.ApplyBatch:output_type -> fedsync.v1.ApplyBatchResponse
-	54, // 84: fedsync.v1.StateStoreService.GetMany:output_type -> fedsync.v1.GetManyResponse
-	56, // 85: fedsync.v1.StateStoreService.Get:output_type -> fedsync.v1.GetResponse
-	58, // 86: fedsync.v1.StateStoreService.Query:output_type -> fedsync.v1.QueryResponse
-	60, // 87: fedsync.v1.StateStoreService.ReadLog:output_type -> fedsync.v1.ReadLogResponse
-	33, // 88: fedsync.v1.StateStoreService.GetFrontier:output_type -> fedsync.v1.GetFrontierResponse
-	38, // 89: fedsync.v1.StateStoreService.GetDigests:output_type -> fedsync.v1.GetDigestsResponse
-	41, // 90: fedsync.v1.StateStoreService.RecordOutcome:output_type -> fedsync.v1.RecordOutcomeResponse
-	43, // 91: fedsync.v1.StateStoreService.GetOutcome:output_type -> fedsync.v1.GetOutcomeResponse
-	45, // 92: fedsync.v1.StateStoreService.ListConflicts:output_type -> fedsync.v1.ListConflictsResponse
-	47, // 93: fedsync.v1.StateStoreService.GetConflict:output_type -> fedsync.v1.GetConflictResponse
-	28, // 94: fedsync.v1.StateStoreService.GetControl:output_type -> fedsync.v1.GetControlResponse
-	30, // 95: fedsync.v1.StateStoreService.SetControl:output_type -> fedsync.v1.SetControlResponse
-	62, // 96: fedsync.v1.BroadcasterService.Subscribe:output_type -> fedsync.v1.SubscribeResponse
-	2,  // 97: fedsync.v1.AgentService.Sync:output_type -> fedsync.v1.SyncMessage
-	66, // 98: fedsync.v1.HealthMonitorService.GetHealth:output_type -> fedsync.v1.GetHealthResponse
-	73, // [73:99] is the sub-list for method output_type
-	47, // [47:73] is the sub-list for method input_type
+	66, // 45: fedsync.v1.GetHealthResponse.ServicesEntry.value:type_name -> fedsync.v1.ServiceHealth
+	66, // 46: fedsync.v1.GetHealthResponse.RegionsEntry.value:type_name -> fedsync.v1.ServiceHealth
+	14, // 47: fedsync.v1.AuthnService.IssueToken:input_type -> fedsync.v1.IssueTokenRequest
+	16, // 48: fedsync.v1.AuthnService.GetJWKS:input_type -> fedsync.v1.GetJWKSRequest
+	12, // 49: fedsync.v1.AuthnService.GetRevocations:input_type -> fedsync.v1.GetRevocationsRequest
+	10, // 50: fedsync.v1.RaftService.Propose:input_type -> fedsync.v1.ProposeRequest
+	8,  // 51: fedsync.v1.RaftService.ReadIndex:input_type -> fedsync.v1.ReadIndexRequest
+	20, // 52: fedsync.v1.ValidationService.PushState:input_type -> fedsync.v1.PushStateRequest
+	22, // 53: fedsync.v1.ValidationService.Heartbeat:input_type -> fedsync.v1.HeartbeatRequest
+	18, // 54: fedsync.v1.ValidationService.SyncControl:input_type -> fedsync.v1.SyncControlRequest
+	26, // 55: fedsync.v1.MergeService.CommitStrong:input_type -> fedsync.v1.CommitStrongRequest
+	24, // 56: fedsync.v1.MergeService.ResolveConflict:input_type -> fedsync.v1.ResolveConflictRequest
+	50, // 57: fedsync.v1.StateStoreService.Apply:input_type -> fedsync.v1.ApplyRequest
+	52, // 58: fedsync.v1.StateStoreService.ApplyBatch:input_type -> fedsync.v1.ApplyBatchRequest
+	55, // 59: fedsync.v1.StateStoreService.GetMany:input_type -> fedsync.v1.GetManyRequest
+	57, // 60: fedsync.v1.StateStoreService.Get:input_type -> fedsync.v1.GetRequest
+	59, // 61: fedsync.v1.StateStoreService.Query:input_type -> fedsync.v1.QueryRequest
+	61, // 62: fedsync.v1.StateStoreService.ReadLog:input_type -> fedsync.v1.ReadLogRequest
+	34, // 63: fedsync.v1.StateStoreService.GetFrontier:input_type -> fedsync.v1.GetFrontierRequest
+	37, // 64: fedsync.v1.StateStoreService.GetDigests:input_type -> fedsync.v1.GetDigestsRequest
+	42, // 65: fedsync.v1.StateStoreService.RecordOutcome:input_type -> fedsync.v1.RecordOutcomeRequest
+	44, // 66: fedsync.v1.StateStoreService.GetOutcome:input_type -> fedsync.v1.GetOutcomeRequest
+	46, // 67: fedsync.v1.StateStoreService.ListConflicts:input_type -> fedsync.v1.ListConflictsRequest
+	48, // 68: fedsync.v1.StateStoreService.GetConflict:input_type -> fedsync.v1.GetConflictRequest
+	29, // 69: fedsync.v1.StateStoreService.GetControl:input_type -> fedsync.v1.GetControlRequest
+	31, // 70: fedsync.v1.StateStoreService.SetControl:input_type -> fedsync.v1.SetControlRequest
+	63, // 71: fedsync.v1.BroadcasterService.Subscribe:input_type -> fedsync.v1.SubscribeRequest
+	2,  // 72: fedsync.v1.AgentService.Sync:input_type -> fedsync.v1.SyncMessage
+	65, // 73: fedsync.v1.HealthMonitorService.GetHealth:input_type -> fedsync.v1.GetHealthRequest
+	15, // 74: fedsync.v1.AuthnService.IssueToken:output_type -> fedsync.v1.IssueTokenResponse
+	17, // 75: fedsync.v1.AuthnService.GetJWKS:output_type -> fedsync.v1.GetJWKSResponse
+	13, // 76: fedsync.v1.AuthnService.GetRevocations:output_type -> fedsync.v1.GetRevocationsResponse
+	11, // 77: fedsync.v1.RaftService.Propose:output_type -> fedsync.v1.ProposeResponse
+	9,  // 78: fedsync.v1.RaftService.ReadIndex:output_type -> fedsync.v1.ReadIndexResponse
+	21, // 79: fedsync.v1.ValidationService.PushState:output_type -> fedsync.v1.PushStateResponse
+	23, // 80: fedsync.v1.ValidationService.Heartbeat:output_type -> fedsync.v1.HeartbeatResponse
+	19, // 81: fedsync.v1.ValidationService.SyncControl:output_type -> fedsync.v1.SyncControlResponse
+	27, // 82: fedsync.v1.MergeService.CommitStrong:output_type -> fedsync.v1.CommitStrongResponse
+	25, // 83: fedsync.v1.MergeService.ResolveConflict:output_type -> fedsync.v1.ResolveConflictResponse
+	51, // 84: fedsync.v1.StateStoreService.Apply:output_type -> fedsync.v1.ApplyResponse
+	54, // 85: fedsync.v1.StateStoreService.ApplyBatch:output_type -> fedsync.v1.ApplyBatchResponse
+	56, // 86: fedsync.v1.StateStoreService.GetMany:output_type -> fedsync.v1.GetManyResponse
+	58, // 87: fedsync.v1.StateStoreService.Get:output_type -> fedsync.v1.GetResponse
+	60, // 88: fedsync.v1.StateStoreService.Query:output_type -> fedsync.v1.QueryResponse
+	62, // 89: fedsync.v1.StateStoreService.ReadLog:output_type -> fedsync.v1.ReadLogResponse
+	35, // 90: fedsync.v1.StateStoreService.GetFrontier:output_type -> fedsync.v1.GetFrontierResponse
+	40, // 91: fedsync.v1.StateStoreService.GetDigests:output_type -> fedsync.v1.GetDigestsResponse
+	43, // 92: fedsync.v1.StateStoreService.RecordOutcome:output_type -> fedsync.v1.RecordOutcomeResponse
+	45, // 93: fedsync.v1.StateStoreService.GetOutcome:output_type -> fedsync.v1.GetOutcomeResponse
+	47, // 94: fedsync.v1.StateStoreService.ListConflicts:output_type -> fedsync.v1.ListConflictsResponse
+	49, // 95: fedsync.v1.StateStoreService.GetConflict:output_type -> fedsync.v1.GetConflictResponse
+	30, // 96: fedsync.v1.StateStoreService.GetControl:output_type -> fedsync.v1.GetControlResponse
+	32, // 97: fedsync.v1.StateStoreService.SetControl:output_type -> fedsync.v1.SetControlResponse
+	64, // 98: fedsync.v1.BroadcasterService.Subscribe:output_type -> fedsync.v1.SubscribeResponse
+	2,  // 99: fedsync.v1.AgentService.Sync:output_type -> fedsync.v1.SyncMessage
+	68, // 100: fedsync.v1.HealthMonitorService.GetHealth:output_type -> fedsync.v1.GetHealthResponse
+	74, // [74:101] is the sub-list for method output_type
+	47, // [47:74] is the sub-list for method input_type
 	47, // [47:47] is the sub-list for extension type_name
 	47, // [47:47] is the sub-list for extension extendee
 	0,  // [0:47] is the sub-list for field type_name
@@ -4945,7 +5044,7 @@ func file_fedsync_v1_fedsync_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fedsync_v1_fedsync_proto_rawDesc), len(file_fedsync_v1_fedsync_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   81,
+			NumMessages:   83,
 			NumExtensions: 0,
 			NumServices:   8,
 		},

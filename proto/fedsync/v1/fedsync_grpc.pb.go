@@ -210,7 +210,8 @@ var AuthnService_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	RaftService_Propose_FullMethodName = "/fedsync.v1.RaftService/Propose"
+	RaftService_Propose_FullMethodName   = "/fedsync.v1.RaftService/Propose"
+	RaftService_ReadIndex_FullMethodName = "/fedsync.v1.RaftService/ReadIndex"
 )
 
 // RaftServiceClient is the client API for RaftService service.
@@ -224,6 +225,10 @@ const (
 type RaftServiceClient interface {
 	// Propose commits command through the callee's group; the callee must lead.
 	Propose(ctx context.Context, in *ProposeRequest, opts ...grpc.CallOption) (*ProposeResponse, error)
+	// ReadIndex confirms the callee leads and returns the last index it has
+	// applied: a follower that has applied that far holds every change
+	// acknowledged before the call (read-your-writes across replicas).
+	ReadIndex(ctx context.Context, in *ReadIndexRequest, opts ...grpc.CallOption) (*ReadIndexResponse, error)
 }
 
 type raftServiceClient struct {
@@ -244,6 +249,16 @@ func (c *raftServiceClient) Propose(ctx context.Context, in *ProposeRequest, opt
 	return out, nil
 }
 
+func (c *raftServiceClient) ReadIndex(ctx context.Context, in *ReadIndexRequest, opts ...grpc.CallOption) (*ReadIndexResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReadIndexResponse)
+	err := c.cc.Invoke(ctx, RaftService_ReadIndex_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // RaftServiceServer is the server API for RaftService service.
 // All implementations must embed UnimplementedRaftServiceServer
 // for forward compatibility.
@@ -255,6 +270,10 @@ func (c *raftServiceClient) Propose(ctx context.Context, in *ProposeRequest, opt
 type RaftServiceServer interface {
 	// Propose commits command through the callee's group; the callee must lead.
 	Propose(context.Context, *ProposeRequest) (*ProposeResponse, error)
+	// ReadIndex confirms the callee leads and returns the last index it has
+	// applied: a follower that has applied that far holds every change
+	// acknowledged before the call (read-your-writes across replicas).
+	ReadIndex(context.Context, *ReadIndexRequest) (*ReadIndexResponse, error)
 	mustEmbedUnimplementedRaftServiceServer()
 }
 
@@ -267,6 +286,9 @@ type UnimplementedRaftServiceServer struct{}
 
 func (UnimplementedRaftServiceServer) Propose(context.Context, *ProposeRequest) (*ProposeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Propose not implemented")
+}
+func (UnimplementedRaftServiceServer) ReadIndex(context.Context, *ReadIndexRequest) (*ReadIndexResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReadIndex not implemented")
 }
 func (UnimplementedRaftServiceServer) mustEmbedUnimplementedRaftServiceServer() {}
 func (UnimplementedRaftServiceServer) testEmbeddedByValue()                     {}
@@ -307,6 +329,24 @@ func _RaftService_Propose_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _RaftService_ReadIndex_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReadIndexRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RaftServiceServer).ReadIndex(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: RaftService_ReadIndex_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RaftServiceServer).ReadIndex(ctx, req.(*ReadIndexRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // RaftService_ServiceDesc is the grpc.ServiceDesc for RaftService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -317,6 +357,10 @@ var RaftService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Propose",
 			Handler:    _RaftService_Propose_Handler,
+		},
+		{
+			MethodName: "ReadIndex",
+			Handler:    _RaftService_ReadIndex_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
