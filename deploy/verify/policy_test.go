@@ -46,10 +46,13 @@ var externalRefs = map[string]map[string]bool{
 		"ConfigMap/fedsync-datatypes": true,
 		"Secret/authn-clients":        true,
 		"Secret/authn-signing-key":    true,
-		"Secret/fedsync-na-tls":       true,
-		"Secret/fedsync-eu-tls":       true,
-		"Secret/fedsync-grpc-na-tls":  true,
-		"Secret/fedsync-grpc-eu-tls":  true,
+		// fedctl keys new: the AES-256-GCM keys that seal data at rest.
+		"Secret/fedsync-at-rest-authn":      true,
+		"Secret/fedsync-at-rest-statestore": true,
+		"Secret/fedsync-na-tls":             true,
+		"Secret/fedsync-eu-tls":             true,
+		"Secret/fedsync-grpc-na-tls":        true,
+		"Secret/fedsync-grpc-eu-tls":        true,
 		// cert-manager Certificates or `fedctl tls issue`: mutual TLS.
 		"Secret/fedsync-tls-authn":         true,
 		"Secret/fedsync-tls-validation":    true,

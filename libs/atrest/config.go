@@ -30,7 +30,7 @@ type Config struct {
 
 // RegisterFlags registers the -at-rest.* flags.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
-	fs.StringVar(&c.KeysFile, "at-rest.keys-file", "", `AES-256-GCM keys that seal this service's data on disk: a JSON file {"active":"ID","keys":{"ID":"<base64 of 32 bytes>"}} (fedctl keys new writes one), read again every -at-rest.reload`)
+	fs.StringVar(&c.KeysFile, "at-rest.keys-file", "", `AES-256-GCM keys that seal this service's data on disk: a JSON file {"active":"ID","keys":{"ID":"<base64 of 32 bytes>"}} (fedctl at-rest add-key writes one), read again every -at-rest.reload`)
 	fs.StringVar(&c.Keys, "at-rest.keys", "", "the same JSON given directly (an environment variable from a Secret); -at-rest.keys-file wins")
 	fs.BoolVar(&c.Required, "at-rest.required", false, "refuse to start without at-rest keys (production)")
 	fs.DurationVar(&c.Reload, "at-rest.reload", time.Minute, "how often the keys are read again; a new active key re-seals everything stored under the others in the background")

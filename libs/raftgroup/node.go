@@ -459,3 +459,18 @@ func (n *Node) RegisterMetrics(reg prometheus.Registerer) {
 			func() float64 { return float64(n.Raft.AppliedIndex()) }),
 	)
 }
+
+// AwaitLeader waits up to timeout for one of nodes (nil ones are down) to
+// lead and returns its position, or -1.
+func AwaitLeader(nodes func() []*Node, timeout time.Duration) int {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		for i, n := range nodes() {
+			if n != nil && n.IsLeader() {
+				return i
+			}
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return -1
+}

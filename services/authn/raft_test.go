@@ -94,17 +94,17 @@ func startAuthnGroup(t *testing.T) []*member {
 
 func leaderMember(t *testing.T, group []*member) *member {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
+	i := raftgroup.AwaitLeader(func() []*raftgroup.Node {
+		var nodes []*raftgroup.Node
 		for _, m := range group {
-			if m.node != nil && m.node.IsLeader() {
-				return m
-			}
+			nodes = append(nodes, m.node)
 		}
-		time.Sleep(5 * time.Millisecond)
+		return nodes
+	}, 10*time.Second)
+	if i < 0 {
+		t.Fatal("no leader within 10 s")
 	}
-	t.Fatal("no leader")
-	return nil
+	return group[i]
 }
 
 // The registry is replicated: a change made through any replica is on every
@@ -219,11 +219,10 @@ func TestAuthnGroupReplicatesRegistryAndSurvivesLeaderLoss(t *testing.T) {
 	// The old leader returns and catches up.
 	leader.start(t)
 	want = keysOf(survivor)
-	waitAll("caught up", func(m *member) bool { return m.st.has("agent-8") && keysOf(m) == want })
-	_, revoked, _ = leader.st.revocations()
-	if len(revoked) != 1 {
-		t.Fatalf("revocations on the returned replica: %v", revoked)
-	}
+	waitAll("caught up: the client, the keys and the revocation made while it was down", func(m *member) bool {
+		_, revoked, _ := m.st.revocations()
+		return m.st.has("agent-8") && keysOf(m) == want && len(revoked) == 1
+	})
 }
 
 func (s *store) mustKeys(t *testing.T) []Key {

@@ -60,8 +60,14 @@ func Run(ctx context.Context, cfg *Config) error {
 	svc = InstrumentingMiddleware(rt.Metrics.Registry)(svc)
 	svc = AuditingMiddleware(rt.Audit)(svc)
 	eps := MakeEndpoints(svc, rt.Instrument)
+	// The token endpoint's limits are the federation's: requests spread over
+	// the replicas, and each replica counts only the ones it sees, so each
+	// enforces its share (a guesser gets no more tries for the replicas).
 	th := newThrottle()
-	th.FreeAddr, th.FreeID, th.Max, th.Rate, th.Burst = cfg.FreeFailuresAddr, cfg.FreeFailuresID, cfg.MaxDelay, cfg.AddrRate, float64(cfg.AddrBurst)
+	replicas := max(len(cfg.Raft.Peers), 1)
+	share := func(n int) int { return (n + replicas - 1) / replicas }
+	th.FreeAddr, th.FreeID, th.Max = share(cfg.FreeFailuresAddr), share(cfg.FreeFailuresID), cfg.MaxDelay
+	th.Rate, th.Burst = cfg.AddrRate/float64(replicas), float64(share(cfg.AddrBurst))
 	for name, v := range map[string]float64{"token_free_failures_addr": float64(th.FreeAddr), "token_free_failures_client": float64(th.FreeID),
 		"token_max_delay_seconds": th.Max.Seconds(), "token_rate_per_addr": th.Rate, "token_burst_per_addr": th.Burst} {
 		rt.Guard.Limit.WithLabelValues(name).Set(v)

@@ -112,17 +112,17 @@ func followerOf(group []*replica, leader *replica) *replica {
 
 func leaderOf(t *testing.T, group []*replica) *replica {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
+	i := raftgroup.AwaitLeader(func() []*raftgroup.Node {
+		var nodes []*raftgroup.Node
 		for _, r := range group {
-			if r.node != nil && r.node.IsLeader() {
-				return r
-			}
+			nodes = append(nodes, r.node)
 		}
-		time.Sleep(5 * time.Millisecond)
+		return nodes
+	}, 10*time.Second)
+	if i < 0 {
+		t.Fatal("no leader within 10 s")
 	}
-	t.Fatal("no leader within 10 s")
-	return nil
+	return group[i]
 }
 
 // storeDigest is a digest of every document a replica holds, and its log head.

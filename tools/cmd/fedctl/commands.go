@@ -52,7 +52,7 @@ token was refused; 4 permission denied; 5 not found; 6 version conflict;
 		return []string{"table", "json"}, cobra.ShellCompDirectiveNoFileComp
 	})
 	root.AddCommand(a.loginCmd(), a.putCmd(), a.getCmd(), a.queryCmd(), a.watchCmd(), a.conflictsCmd(), a.clientsCmd(), a.keysCmd(),
-		a.pauseCmd(true), a.pauseCmd(false), a.healthCmd(), a.auditCmd(), a.tlsCmd())
+		a.pauseCmd(true), a.pauseCmd(false), a.healthCmd(), a.auditCmd(), a.tlsCmd(), a.atRestCmd())
 	return root
 }
 
@@ -590,6 +590,30 @@ For development and small installs: DIR holds the CA's key.`,
 			return tlsIssue(a, args[0], args[1:])
 		},
 	})
+	return cmd
+}
+
+func (a *app) atRestCmd() *cobra.Command {
+	cmd := group("at-rest", "Keys that seal the statestore's and authn's data on disk (AES-256-GCM)")
+	var id string
+	var activate bool
+	add := &cobra.Command{
+		Use:   "add-key FILE",
+		Short: "Add a new random key to a key file (creating it), optionally making it the active one",
+		Long: `add-key adds a new random 256-bit key named --id to the at-rest key file FILE
+({"active":"ID","keys":{"ID":"<base64>"}}), creating the file with the key
+active when it does not exist. Rotation is two steps, each a change of the
+Secret every replica of the service mounts: add the key (every replica can
+then read what it seals), then --activate it (new data is sealed with it and
+the replicas re-seal the rest in the background). Remove the old key from the
+file once fedsync_at_rest_references{key="old"} is 0 on every replica; a
+replica refuses a key file that drops a key it still uses.`,
+		Args: nArgs("FILE"),
+		RunE: func(_ *cobra.Command, args []string) error { return atRestAddKey(a, args[0], id, activate) },
+	}
+	add.Flags().StringVar(&id, "id", "", "the new key's id (default: k<unix time>)")
+	add.Flags().BoolVar(&activate, "activate", false, "make the new key the active one")
+	cmd.AddCommand(add)
 	return cmd
 }
 

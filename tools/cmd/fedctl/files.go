@@ -2,9 +2,14 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"regexp"
+	"time"
 
+	"github.com/fedsync/fedsync/libs/atrest"
 	"github.com/fedsync/fedsync/libs/audit"
 	"github.com/fedsync/fedsync/libs/mtls"
 )
@@ -44,6 +49,46 @@ func tlsIssue(a *app, dir string, services []string) error {
 		}
 		fmt.Fprintf(a.stdout, "%s: ca=%s cert=%s key=%s uri=%s%s\n", s, cfg.CA, cfg.Cert, cfg.Key, mtls.URIPrefix, s)
 	}
+	return nil
+}
+
+// atRestAddKey adds a new key to the at-rest key file path (see atRestCmd).
+func atRestAddKey(a *app, path, id string, activate bool) error {
+	if id == "" {
+		id = fmt.Sprintf("k%d", time.Now().Unix())
+	}
+	f := atrest.KeyFile{Keys: map[string]string{}}
+	raw, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		activate = true // a new file's only key
+	case err != nil:
+		return err
+	default:
+		if err := json.Unmarshal(raw, &f); err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+	}
+	if _, ok := f.Keys[id]; ok {
+		return usageErr("%s already holds a key %q", path, id)
+	}
+	k := atrest.NewKeyFile(id)
+	f.Keys[id] = k.Keys[id]
+	if activate {
+		f.Active = id
+	}
+	out, _ := json.MarshalIndent(f, "", "  ")
+	if _, _, err := atrest.StaticSource(out).Keys(); err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, append(out, '\n'), 0o600); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	fmt.Fprintf(a.stdout, "%s: added key %s; active key %s; keys %d\n", path, id, f.Active, len(f.Keys))
 	return nil
 }
 
