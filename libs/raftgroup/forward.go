@@ -166,11 +166,38 @@ func (s Server) Propose(ctx context.Context, req *fedsyncv1.ProposeRequest) (*fe
 }
 
 // CatchUp makes this replica hold every change the group acknowledged before
-// the call: on a follower, it asks the leader how far it has applied
-// (ReadIndex) and waits, up to Wait, to have applied as far.
+// the call: the leader confirms it still leads (a heartbeat round); a
+// follower asks the leader how far it has applied (ReadIndex) and waits, up
+// to Wait, to have applied as far. A read is safe to repeat, so during an
+// election CatchUp waits for the new leader, up to Wait, and only then
+// reports the group unavailable.
 func (n *Node) CatchUp(ctx context.Context) error {
+	deadline := time.Now().Add(n.Wait)
+	for {
+		err := n.catchUpOnce(ctx)
+		if err == nil || time.Now().After(deadline) || ctx.Err() != nil || !retryableRead(err) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// retryableRead: a refusal by a replica that no longer leads, no leader yet,
+// or a transport failure; never a refusal of the caller (permission).
+func retryableRead(err error) bool {
+	if NotTaken(err) {
+		return true
+	}
+	return apierr.As(err).Code == apierr.Unavailable
+}
+
+func (n *Node) catchUpOnce(ctx context.Context) error {
 	if n.IsLeader() {
-		return nil // the leader applies before it acknowledges
+		return n.VerifyLeader() // the leader applies before it acknowledges
 	}
 	leader := n.Leader(ctx)
 	switch {

@@ -134,14 +134,14 @@ func TestAuthnGroupReplicatesRegistryAndSurvivesLeaderLoss(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Read-your-writes on the follower that forwarded the change.
-	if _, why := follower.st.authenticate(ctx, "agent-7", created.ClientSecret); why != "" {
-		t.Fatalf("the forwarding replica does not see its own write: %s", why)
+	if _, why, err := follower.st.authenticate(ctx, "agent-7", created.ClientSecret); why != "" || err != nil {
+		t.Fatalf("the forwarding replica does not see its own write: %s %v", why, err)
 	}
-	// Any other replica knows it at once too: one that does not find a
-	// client catches up with the leader before it answers.
+	// Any other replica knows it at once too: a login catches up with the
+	// leader before it answers.
 	for _, m := range group {
-		if _, why := m.st.authenticate(ctx, "agent-7", created.ClientSecret); why != "" {
-			t.Fatalf("replica %s right after the client was created elsewhere: %s", m.cfg.ID, why)
+		if _, why, err := m.st.authenticate(ctx, "agent-7", created.ClientSecret); why != "" || err != nil {
+			t.Fatalf("replica %s right after the client was created elsewhere: %s %v", m.cfg.ID, why, err)
 		}
 	}
 	rotated, err := leader.svc.RotateClientSecret(ctx, "agent-7")
@@ -149,9 +149,25 @@ func TestAuthnGroupReplicatesRegistryAndSurvivesLeaderLoss(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, m := range group {
-		if _, why := m.st.authenticate(ctx, "agent-7", rotated.ClientSecret); why != "" {
-			t.Fatalf("replica %s right after the secret was rotated on the leader: %s", m.cfg.ID, why)
+		if _, why, err := m.st.authenticate(ctx, "agent-7", rotated.ClientSecret); why != "" || err != nil {
+			t.Fatalf("replica %s right after the secret was rotated on the leader: %s %v", m.cfg.ID, why, err)
 		}
+		// The old secret is refused everywhere at once: no replica answers
+		// a login from state older than the rotation.
+		if c, why, _ := m.st.authenticate(ctx, "agent-7", created.ClientSecret); c != nil || why != "wrong secret" {
+			t.Fatalf("replica %s accepted the secret rotated away a moment ago (%q)", m.cfg.ID, why)
+		}
+	}
+	if _, err := leader.svc.SetClientDisabled(ctx, SetDisabledRequest{ClientID: "agent-7", Disabled: true}); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range group {
+		if c, why, _ := m.st.authenticate(ctx, "agent-7", rotated.ClientSecret); c != nil || why != "client disabled" {
+			t.Fatalf("replica %s right after the client was disabled on the leader: %q", m.cfg.ID, why)
+		}
+	}
+	if _, err := leader.svc.SetClientDisabled(ctx, SetDisabledRequest{ClientID: "agent-7"}); err != nil {
+		t.Fatal(err)
 	}
 	created = rotated
 	_, err = follower.svc.CreateClient(ctx, CreateClientRequest{ClientID: "agent-7", Role: "ai_system_basic", Level: "L2"})

@@ -126,7 +126,10 @@ func (s *service) jwks() ([]byte, error) {
 }
 
 func (s *service) IssueToken(ctx context.Context, req *fedsyncv1.IssueTokenRequest) (*fedsyncv1.IssueTokenResponse, error) {
-	c, why := s.store.authenticate(ctx, req.GetClientId(), req.GetClientSecret())
+	c, why, err := s.store.authenticate(ctx, req.GetClientId(), req.GetClientSecret())
+	if err != nil {
+		return nil, err
+	}
 	if c == nil {
 		e := *ErrInvalidClient
 		return nil, e.WithDetail("reason", why) // for the audit log; the HTTP answer stays invalid_client
@@ -178,7 +181,10 @@ func (s *service) GetRevocations(context.Context, *fedsyncv1.GetRevocationsReque
 }
 
 func (s *service) Revoke(ctx context.Context, req RevokeRequest) (struct{}, error) {
-	c, _ := s.store.authenticate(ctx, req.ClientID, req.ClientSecret)
+	c, _, err := s.store.authenticate(ctx, req.ClientID, req.ClientSecret)
+	if err != nil {
+		return struct{}{}, err
+	}
 	if c == nil {
 		return struct{}{}, ErrInvalidClient
 	}

@@ -217,34 +217,29 @@ func (s *store) importClients(ctx context.Context, entries []ClientEntry) (int, 
 }
 
 // authenticate returns the client whose id and secret match; it reports why not
-// for the audit log, never to the caller. A replica that finds no such client,
-// or a secret that does not match, first catches up with the group and looks
-// again: a client created, or a secret rotated, through another replica a
-// moment ago is known.
-func (s *store) authenticate(ctx context.Context, id, secret string) (*Client, string) {
-	c := s.client(id)
-	if c == nil && s.catchUp != nil && s.catchUp(ctx) == nil {
-		c = s.client(id)
+// for the audit log, never to the caller. The replica first catches up with the
+// group (a read-index round trip to the leader), so a client disabled, or a
+// secret rotated, through another replica a moment ago is refused here too: a
+// login is a linearizable read. A replica that cannot reach a majority cannot
+// know that, and refuses with the error of the catch-up (unavailable) instead
+// of answering from state that may be stale; tokens already issued stay valid.
+func (s *store) authenticate(ctx context.Context, id, secret string) (*Client, string, error) {
+	if err := s.sync(ctx); err != nil {
+		return nil, "", err
 	}
+	c := s.client(id)
 	if c == nil {
 		// An unknown id costs what a wrong secret does: the same bcrypt work.
 		bcrypt.CompareHashAndPassword(s.dummy, []byte(secret))
-		return nil, "unknown client"
+		return nil, "unknown client", nil
 	}
 	if bcrypt.CompareHashAndPassword(c.SecretHash, []byte(secret)) != nil {
-		if s.catchUp == nil || s.catchUp(ctx) != nil {
-			return nil, "wrong secret"
-		}
-		newer := s.client(id)
-		if newer == nil || string(newer.SecretHash) == string(c.SecretHash) || bcrypt.CompareHashAndPassword(newer.SecretHash, []byte(secret)) != nil {
-			return nil, "wrong secret"
-		}
-		c = newer
+		return nil, "wrong secret", nil
 	}
 	if c.Disabled {
-		return nil, "client disabled"
+		return nil, "client disabled", nil
 	}
-	return c, ""
+	return c, "", nil
 }
 
 // client returns this replica's copy of client id, or nil.

@@ -172,21 +172,35 @@ func waitConverged(t *testing.T, group []*replica) {
 	}
 }
 
-func commitBatch(t *testing.T, r *replica, round int) {
+// commitBatch commits round's ten deltas through the group's leader. A leader
+// can lose its leadership in the middle (a re-election on a busy machine):
+// then, as merge does, it sends the same batch again to the leader of the
+// moment, and what did commit comes back as duplicates.
+func commitBatch(t *testing.T, group []*replica, round int) {
 	t.Helper()
 	req := &fedsyncv1.ApplyBatchRequest{}
 	for i := 0; i < 10; i++ {
 		req.Items = append(req.Items, &fedsyncv1.ApplyRequest{Id: fmt.Sprintf("doc-%d", i%4), DataType: "note", Writer: "ai-001",
 			MessageId: fmt.Sprintf("m-%d-%d", round, i), Patch: []byte(fmt.Sprintf(`{"round":%d,"i":%d}`, round, i))})
 	}
-	resp, err := r.svc.ApplyBatch(context.Background(), req)
-	if err != nil {
-		t.Fatalf("round %d on %s: %v", round, r.cfg.ID, err)
-	}
-	for _, res := range resp.GetResults() {
-		if res.GetErrorCode() != "" {
-			t.Fatalf("round %d: %s %s", round, res.GetErrorCode(), res.GetErrorMessage())
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		r := leaderOf(t, group)
+		resp, err := r.svc.ApplyBatch(context.Background(), req)
+		if err != nil && apierr.As(err).Code == apierr.Unavailable && time.Now().Before(deadline) {
+			t.Logf("round %d on %s: %v; again", round, r.cfg.ID, err)
+			time.Sleep(50 * time.Millisecond)
+			continue
 		}
+		if err != nil {
+			t.Fatalf("round %d on %s: %v", round, r.cfg.ID, err)
+		}
+		for _, res := range resp.GetResults() {
+			if res.GetErrorCode() != "" {
+				t.Fatalf("round %d: %s %s", round, res.GetErrorCode(), res.GetErrorMessage())
+			}
+		}
+		return
 	}
 }
 
@@ -197,14 +211,14 @@ func commitBatch(t *testing.T, r *replica, round int) {
 // allowed to write.
 func TestRaftGroupReplicatesFailsOverAndCatchesUp(t *testing.T) {
 	group := startGroup(t, 3)
-	leader := leaderOf(t, group)
+
 	for round := 0; round < 20; round++ {
-		commitBatch(t, leader, round)
+		commitBatch(t, group, round)
 	}
 	waitConverged(t, group)
 
 	for _, r := range group {
-		if r != leader {
+		if r != leaderOf(t, group) {
 			if _, err := r.svc.ApplyBatch(context.Background(), &fedsyncv1.ApplyBatchRequest{Items: []*fedsyncv1.ApplyRequest{{Id: "x", DataType: "note", Patch: []byte(`{}`)}}}); err == nil {
 				t.Fatal("a follower committed a change itself")
 			}
@@ -212,21 +226,21 @@ func TestRaftGroupReplicatesFailsOverAndCatchesUp(t *testing.T) {
 		}
 	}
 
-	old := leader
+	old := leaderOf(t, group)
 	stopped := time.Now()
 	old.stop()
-	leader = leaderOf(t, group)
+	leader := leaderOf(t, group)
 	t.Logf("new leader %s after %v", leader.cfg.ID, time.Since(stopped))
 	if d := time.Since(stopped); d > 2*time.Second {
 		t.Errorf("a new leader took %v", d)
 	}
 	for round := 20; round < 30; round++ {
-		commitBatch(t, leader, round)
+		commitBatch(t, group, round)
 	}
 	// A re-delivered batch (merge retrying after the old leader died) is a
 	// duplicate, not a second version.
 	req := &fedsyncv1.ApplyBatchRequest{Items: []*fedsyncv1.ApplyRequest{{Id: "doc-0", DataType: "note", MessageId: "m-3-0", Patch: []byte(`{"round":3}`)}}}
-	resp, err := leader.svc.ApplyBatch(context.Background(), req)
+	resp, err := leaderOf(t, group).svc.ApplyBatch(context.Background(), req)
 	if err != nil || !resp.GetResults()[0].GetDuplicate() {
 		t.Fatalf("re-delivered delta: %v %v", resp, err)
 	}
@@ -342,12 +356,12 @@ func TestPartitionedReplicaRefusesWritesServesStaleReadsAndRejoins(t *testing.T)
 	group := startGroupOn(t, peers, func(c *raftgroup.Config) {
 		c.LeaderWait, c.DialAddr = 500*time.Millisecond, pp.provider(c.ID)
 	})
-	leader := leaderOf(t, group)
+
 	for round := 0; round < 5; round++ {
-		commitBatch(t, leader, round)
+		commitBatch(t, group, round)
 	}
 	waitConverged(t, group)
-	cut := followerOf(group, leader)
+	cut := followerOf(group, leaderOf(t, group))
 	pp.isolate(t, cut.cfg.ID, true)
 	deadline := time.Now().Add(5 * time.Second)
 	for {
@@ -360,12 +374,11 @@ func TestPartitionedReplicaRefusesWritesServesStaleReadsAndRejoins(t *testing.T)
 		time.Sleep(20 * time.Millisecond)
 	}
 	// The majority goes on.
-	leader = leaderOf(t, []*replica{group[0], group[1], group[2]})
-	if leader == cut {
+	if leaderOf(t, group) == cut {
 		t.Fatal("the cut-off replica claims to lead")
 	}
 	for round := 5; round < 10; round++ {
-		commitBatch(t, leader, round)
+		commitBatch(t, group, round)
 	}
 	// The minority refuses writes, naming the cause, and serves stale reads.
 	routed := LeaderRoutingMiddleware(node{cut.node}, insecure.NewCredentials())(cut.svc)
@@ -395,23 +408,23 @@ func TestPartitionedReplicaRefusesWritesServesStaleReadsAndRejoins(t *testing.T)
 // then the entries after it, and holds the same bytes as the others.
 func TestReplicaWithLostDiskCatchesUpFromSnapshot(t *testing.T) {
 	group := startGroupWith(t, 3, func(c *raftgroup.Config) { c.TrailingLogs = 2 })
-	leader := leaderOf(t, group)
+
 	for round := 0; round < 10; round++ {
-		commitBatch(t, leader, round)
+		commitBatch(t, group, round)
 	}
 	waitConverged(t, group)
-	lost := followerOf(group, leader)
+	lost := followerOf(group, leaderOf(t, group))
 	lost.stop()
 	for round := 10; round < 15; round++ {
-		commitBatch(t, leader, round)
+		commitBatch(t, group, round)
 	}
-	if err := leader.node.Raft.Snapshot().Error(); err != nil {
+	if err := leaderOf(t, group).node.Raft.Snapshot().Error(); err != nil {
 		t.Fatal(err)
 	}
 	lost.dir = t.TempDir() // the disk is gone
 	startReplica(t, lost)
 	for round := 15; round < 17; round++ {
-		commitBatch(t, leader, round)
+		commitBatch(t, group, round)
 	}
 	waitConverged(t, group)
 	if st, err := lost.st.get("doc-0"); err != nil || st.GetVersion() != 51 {
