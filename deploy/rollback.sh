@@ -6,7 +6,10 @@
 #   3. revert to previous version  kubectl rollout undo of every fedsync workload
 #                                  (statestore first, then merge, authn, healthmonitor,
 #                                  then the regional hubs), and wait for each rollout
-#   4. restore from backup         not yet: arrives with backups
+#   4. restore from backup         with --restore-backup ID only: the statestore's
+#                                  leader verifies the cold backup (digest, sealed
+#                                  chunks, documents) and installs it on every
+#                                  replica; `fedctl backup list` names the backups
 #   5. resume operations           POST /api/v1/control/resume on every region's edge
 #
 # Usage: deploy/rollback.sh [--dry-run] [options]
@@ -19,6 +22,8 @@
 #   --workload KIND/NAME   roll back only these (repeatable; default: every
 #                          Deployment and StatefulSet labelled app.kubernetes.io/part-of=fedsync)
 #   --rollout-timeout DUR  how long to wait for each rollout (default: 5m)
+#   --restore-backup ID    step 4: restore this backup (every change committed
+#                          after it is lost); without it step 4 is skipped
 #
 # `rollout undo` returns each workload to its previous revision. That is the
 # previous release when a release updates every fedsync workload together (one
@@ -41,6 +46,7 @@ namespace=${FEDSYNC_NAMESPACE:-fedsync}
 context=
 drain=${FEDSYNC_DRAIN_SECONDS:-30}
 rollout_timeout=5m
+restore_backup=
 dry_run=false
 urls=()
 workloads=()
@@ -61,6 +67,7 @@ while [[ $# -gt 0 ]]; do
 	--drain) drain=${2:?--drain needs a value}; shift ;;
 	--workload) workloads+=("${2:?--workload needs a value}"); shift ;;
 	--rollout-timeout) rollout_timeout=${2:?--rollout-timeout needs a value}; shift ;;
+	--restore-backup) restore_backup=${2:?--restore-backup needs a backup id}; shift ;;
 	-h | --help) usage; exit 0 ;;
 	*) die "unknown argument $1 (see --help)" ;;
 	esac
@@ -69,6 +76,7 @@ done
 if [[ ${#cli_urls[@]} -gt 0 ]]; then urls=("${cli_urls[@]}"); fi
 [[ ${#urls[@]} -gt 0 ]] || die "no control URL: pass --control-url https://<region edge> (once per region) or set FEDSYNC_CONTROL_URLS"
 [[ $drain =~ ^[0-9]+$ ]] || die "--drain must be whole seconds, got $drain"
+[[ -z $restore_backup || $restore_backup =~ ^[A-Za-z0-9][A-Za-z0-9._-]*$ ]] || die "--restore-backup: $restore_backup is not a backup id"
 if ! $dry_run && [[ -z ${FEDSYNC_CONTROL_TOKEN:-} ]]; then
 	die "FEDSYNC_CONTROL_TOKEN is not set: the control API needs a federation_admin (L4) bearer token"
 fi
@@ -153,7 +161,28 @@ for w in "${workloads[@]}"; do
 		die "$w did not become ready; the federation stays paused"
 done
 
-step "4/5 restore from backup: skipped (backups are not implemented yet)"
+# restore asks the statestore, through the first region's edge (it is
+# federation-wide), to restore backup $1; the leader verifies it whole first.
+restore() {
+	local url="${urls[0]%/}/api/v1/admin/backups/$1/restore"
+	if $dry_run; then
+		echo "[dry-run] POST $url (Authorization: Bearer \$FEDSYNC_CONTROL_TOKEN)"
+		return
+	fi
+	echo "+ POST $url"
+	printf 'Authorization: Bearer %s\n' "$FEDSYNC_CONTROL_TOKEN" |
+		"$CURL" --silent --show-error --fail-with-body --max-time 900 \
+			-X POST -H @- -H 'Content-Length: 0' "$url" ||
+		die "restoring backup $1 failed; the federation stays paused"
+	echo
+}
+
+if [[ -n $restore_backup ]]; then
+	step "4/5 restore from backup $restore_backup"
+	restore "$restore_backup"
+else
+	step "4/5 restore from backup: skipped (no --restore-backup)"
+fi
 
 step "5/5 resume operations"
 control resume

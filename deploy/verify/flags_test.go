@@ -85,7 +85,7 @@ var serviceEnv = sync.OnceValues(func() (map[string]map[string]bool, error) {
 	}
 	// Flags of libraries a service registers itself: by the call that does.
 	optional := map[string]map[string]bool{}
-	for marker, d := range map[string]string{"Kafka.RegisterFlags(": "libs/kafkabus", "Raft.RegisterFlags(": "libs/raftgroup", "AtRest.RegisterFlags(": "libs/atrest"} {
+	for marker, d := range map[string]string{"Kafka.RegisterFlags(": "libs/kafkabus", "Raft.RegisterFlags(": "libs/raftgroup", "AtRest.RegisterFlags(": "libs/atrest", "Backup.RegisterFlags(": "libs/backup"} {
 		f, err := flagsIn(repoPath(d))
 		if err != nil {
 			return nil, err

@@ -272,7 +272,7 @@ func TestNetworkPolicies(t *testing.T) {
 					tcp(p, stranger, 8080),
 					tcp(p, privateNet, 443),
 				)
-				if name := p.labels["app.kubernetes.io/name"]; name != "broadcaster" {
+				if name := p.labels["app.kubernetes.io/name"]; name != "broadcaster" && name != "statestore" {
 					deny = append(deny, tcp(p, internet, 443))
 				}
 			}
@@ -293,7 +293,8 @@ func TestNetworkPolicies(t *testing.T) {
 					tcp(b, v, port(v, "grpc")),
 				)
 			}
-			allow = append(allow, tcp(pods["merge"], pods["statestore"], port(pods["statestore"], "grpc")))
+			allow = append(allow, tcp(pods["merge"], pods["statestore"], port(pods["statestore"], "grpc")),
+				tcp(pods["statestore"], internet, 443)) // cold backups to object storage (S3 API)
 			// Raft groups: each replica reaches the others' Raft port (and
 			// gRPC, to hand calls to the leader); nothing else does.
 			for _, g := range []string{"authn", "statestore"} {

@@ -188,6 +188,32 @@ func TestRollbackDryRun(t *testing.T) {
 	}
 }
 
+// TestRollbackRestoresABackup: with --restore-backup, step 4 asks the
+// statestore (through the first region's edge) to restore the backup, after
+// every rollout and before the resume; a failed restore leaves the
+// federation paused.
+func TestRollbackRestoresABackup(t *testing.T) {
+	const id = "statestore-20261201T000000Z-42"
+	path := "/api/v1/admin/backups/" + id + "/restore"
+	r := runRollback(t, []string{"FEDSYNC_CONTROL_TOKEN=" + testToken}, nil, "--drain", "0", "--restore-backup", id)
+	if r.err != nil {
+		t.Fatalf("rollback failed: %v\n%s", r.err, r.out)
+	}
+	want := wantRollbackCalls()
+	restore := fmt.Sprintf("na POST %s auth=%q", path, "Bearer "+testToken)
+	want = append(want[:len(want)-2:len(want)-2], restore, want[len(want)-2], want[len(want)-1])
+	if strings.Join(r.calls, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("calls:\n%s\nwant:\n%s", strings.Join(r.calls, "\n"), strings.Join(want, "\n"))
+	}
+	failed := runRollback(t, []string{"FEDSYNC_CONTROL_TOKEN=" + testToken}, map[string]bool{path: true}, "--drain", "0", "--restore-backup", id)
+	if failed.err == nil || strings.Contains(strings.Join(failed.calls, "\n"), "resume") || !strings.Contains(failed.out, "stays paused") {
+		t.Fatalf("a failed restore: err=%v calls=%q\n%s", failed.err, failed.calls, failed.out)
+	}
+	if bad := runRollback(t, []string{"FEDSYNC_CONTROL_TOKEN=" + testToken}, nil, "--restore-backup", "../etc"); bad.err == nil || len(bad.calls) != 0 {
+		t.Fatalf("a bad backup id: err=%v calls=%q", bad.err, bad.calls)
+	}
+}
+
 // TestRollbackStopsOnFailure: a failed pause rolls nothing back; a failed undo
 // leaves the federation paused; no token, no calls.
 func TestRollbackStopsOnFailure(t *testing.T) {

@@ -55,6 +55,11 @@ var Policy = map[string][]string{
 	"/fedsync.v1.StateStoreService/GetDigests":    {"broadcaster", "statestore"},
 	"/fedsync.v1.StateStoreService/GetControl":    {"validation", "merge", "statestore"},
 	"/fedsync.v1.StateStoreService/SetControl":    {"validation", "statestore"},
+	// Backups: the admin API of a replica sends them on to the leader only.
+	"/fedsync.v1.StateStoreService/CreateBackup":  {"statestore"},
+	"/fedsync.v1.StateStoreService/ListBackups":   {"statestore"},
+	"/fedsync.v1.StateStoreService/VerifyBackup":  {"statestore"},
+	"/fedsync.v1.StateStoreService/RestoreBackup": {"statestore"},
 	"/fedsync.v1.StateStoreService/Get":           {Anyone},
 	"/fedsync.v1.StateStoreService/Query":         {Anyone},
 	// the agents' subscriptions and the health API.

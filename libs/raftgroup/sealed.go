@@ -129,13 +129,10 @@ func (s *sealedLogs) reseal() (map[string]int, error) {
 	return refs, nil
 }
 
-// Snapshots are sealed as a header (magic, key id) and chunks of
-// snapChunk plaintext bytes, the last one shorter (possibly empty), each
-// [nonce][ciphertext][tag] bound to its position and to whether it is the
-// last: a truncated or reordered snapshot does not open.
-const snapChunk = 64 << 10
-
-var snapMagic = []byte("FSS1")
+// Snapshots are sealed streams (atrest.SealWriter): a header naming the
+// key, then chunks each bound to their position and to whether they are the
+// last, so a truncated or reordered snapshot does not open.
+const snapPurpose = "raft-snapshot"
 
 type sealedSnaps struct {
 	raft.SnapshotStore
@@ -145,158 +142,64 @@ type sealedSnaps struct {
 	trans raft.Transport
 }
 
-func chunkAAD(i uint64, last bool) []byte {
-	b := binary.BigEndian.AppendUint64([]byte("raft-snapshot"), i)
-	if last {
-		return append(b, 1)
-	}
-	return append(b, 0)
-}
-
 func (s *sealedSnaps) Create(version raft.SnapshotVersion, index, term uint64, configuration raft.Configuration,
 	configurationIndex uint64, trans raft.Transport) (raft.SnapshotSink, error) {
 	sink, err := s.SnapshotStore.Create(version, index, term, configuration, configurationIndex, trans)
 	if err != nil || !s.vault.On() {
 		return sink, err
 	}
-	ring := s.vault.Ring()
-	header := append(append([]byte(nil), snapMagic...), byte(len(ring.Active())))
-	header = append(header, ring.Active()...)
-	if _, err := sink.Write(header); err != nil {
-		sink.Cancel()
-		return nil, err
-	}
-	return &sealedSink{SnapshotSink: sink, ring: ring}, nil
+	return &sealedSink{SnapshotSink: sink, w: atrest.NewSealWriter(sink, s.vault.Ring(), snapPurpose)}, nil
 }
 
 type sealedSink struct {
 	raft.SnapshotSink
-	ring *atrest.Keyring
-	buf  []byte
-	n    uint64
+	w io.WriteCloser
 }
 
-func (w *sealedSink) Write(p []byte) (int, error) {
-	written := 0
-	for len(p) > 0 {
-		take := min(snapChunk-len(w.buf), len(p))
-		w.buf = append(w.buf, p[:take]...)
-		p, written = p[take:], written+take
-		if len(w.buf) == snapChunk {
-			if err := w.flush(false); err != nil {
-				return written, err
-			}
-		}
-	}
-	return written, nil
-}
-
-func (w *sealedSink) flush(last bool) error {
-	sealed := w.ring.Seal(w.buf, chunkAAD(w.n, last))
-	// The chunk without the value header (the key is in the stream's).
-	_, body, _ := cutHeader(sealed)
-	w.n++
-	w.buf = w.buf[:0]
-	_, err := w.SnapshotSink.Write(body)
-	return err
-}
+func (w *sealedSink) Write(p []byte) (int, error) { return w.w.Write(p) }
 
 func (w *sealedSink) Close() error {
-	if err := w.flush(true); err != nil {
+	if err := w.w.Close(); err != nil {
 		w.SnapshotSink.Cancel()
 		return err
 	}
 	return w.SnapshotSink.Close()
 }
 
-// cutHeader splits a sealed value into its header and [nonce][ciphertext].
-func cutHeader(sealed []byte) (header, body []byte, ok bool) {
-	if len(sealed) < 5 {
-		return nil, nil, false
-	}
-	n := 5 + int(sealed[4])
-	return sealed[:n], sealed[n:], len(sealed) >= n
-}
-
-const chunkOverhead = 12 + 16 // GCM nonce and tag
-
 func (s *sealedSnaps) Open(id string) (*raft.SnapshotMeta, io.ReadCloser, error) {
 	meta, rc, err := s.SnapshotStore.Open(id)
 	if err != nil {
 		return nil, nil, err
 	}
-	head := make([]byte, len(snapMagic)+1)
-	if _, err := io.ReadFull(rc, head); err != nil || string(head[:len(snapMagic)]) != string(snapMagic) {
+	keyID, err := atrest.ReadStreamHeader(rc)
+	if errors.Is(err, atrest.ErrNotSealedStream) {
 		// Not sealed (written before encryption was on): read it as it is.
 		rc.Close()
 		return s.SnapshotStore.Open(id)
 	}
-	keyID := make([]byte, head[len(snapMagic)])
-	if _, err := io.ReadFull(rc, keyID); err != nil {
+	if err != nil {
 		rc.Close()
 		return nil, nil, err
 	}
-	ring := s.vault.Ring()
-	if ring == nil {
-		rc.Close()
-		return nil, nil, fmt.Errorf("snapshot %s is sealed with at-rest key %q, and no keyring is configured", id, keyID)
-	}
-	body := meta.Size - int64(len(head)+len(keyID))
-	full := body / (snapChunk + chunkOverhead)
-	rest := body % (snapChunk + chunkOverhead)
-	if rest < chunkOverhead {
+	body := meta.Size - int64(len(atrest.StreamHeader(keyID)))
+	full := body / (atrest.StreamChunk + atrest.ChunkOverhead)
+	rest := body % (atrest.StreamChunk + atrest.ChunkOverhead)
+	if rest < atrest.ChunkOverhead {
 		rc.Close()
 		return nil, nil, fmt.Errorf("snapshot %s is truncated", id)
 	}
-	plain := *meta
-	plain.Size = full*snapChunk + rest - chunkOverhead
-	// The chunks were sealed as values: put back the value header the
-	// stream's header stands for.
-	prefix := append([]byte("FSE1"), byte(len(keyID)))
-	prefix = append(prefix, keyID...)
-	return &plain, &sealedReader{rc: rc, ring: ring, prefix: prefix, chunks: uint64(full) + 1}, nil
-}
-
-// sealedReader opens a sealed snapshot chunk by chunk.
-type sealedReader struct {
-	rc     io.ReadCloser
-	ring   *atrest.Keyring
-	prefix []byte // the value header the chunks were sealed under
-	chunks uint64
-	n      uint64
-	buf    []byte
-}
-
-func (r *sealedReader) Read(p []byte) (int, error) {
-	for len(r.buf) == 0 {
-		if r.n == r.chunks {
-			return 0, io.EOF
-		}
-		last := r.n == r.chunks-1
-		size := snapChunk + chunkOverhead
-		chunk := make([]byte, size)
-		got, err := io.ReadFull(r.rc, chunk)
-		if last {
-			if err != io.ErrUnexpectedEOF && err != io.EOF && err != nil {
-				return 0, err
-			}
-			chunk = chunk[:got]
-		} else if err != nil {
-			return 0, fmt.Errorf("read sealed snapshot chunk %d: %w", r.n, err)
-		}
-		plain, err := r.ring.Open(append(append([]byte(nil), r.prefix...), chunk...), chunkAAD(r.n, last))
-		if err != nil {
-			return 0, fmt.Errorf("snapshot chunk %d: %w", r.n, err)
-		}
-		r.n++
-		r.buf = plain
+	or, err := atrest.NewOpenReader(rc, s.vault.Ring(), keyID, snapPurpose)
+	if err != nil {
+		rc.Close()
+		return nil, nil, fmt.Errorf("snapshot %s: %w", id, err)
 	}
-	n := copy(p, r.buf)
-	r.buf = r.buf[n:]
-	return n, nil
+	plain := *meta
+	plain.Size = full*atrest.StreamChunk + rest - atrest.ChunkOverhead
+	return &plain, struct {
+		io.Reader
+		io.Closer
+	}{or, rc}, nil
 }
-
-func (r *sealedReader) Close() error { return r.rc.Close() }
 
 // snapshotKey returns the id of the key snapshot id is sealed with ("" when
 // it is not sealed).
@@ -306,15 +209,11 @@ func (s *sealedSnaps) snapshotKey(id string) (string, error) {
 		return "", err
 	}
 	defer rc.Close()
-	head := make([]byte, len(snapMagic)+1)
-	if _, err := io.ReadFull(rc, head); err != nil || string(head[:len(snapMagic)]) != string(snapMagic) {
+	keyID, err := atrest.ReadStreamHeader(rc)
+	if errors.Is(err, atrest.ErrNotSealedStream) {
 		return "", nil
 	}
-	keyID := make([]byte, head[len(snapMagic)])
-	if _, err := io.ReadFull(rc, keyID); err != nil {
-		return "", err
-	}
-	return string(keyID), nil
+	return keyID, err
 }
 
 // reseal rewrites the newest snapshot with the active key when any kept

@@ -69,7 +69,7 @@ func TestSealedSnapshots(t *testing.T) {
 		}
 		return sink.ID()
 	}
-	for i, size := range []int{0, 1, snapChunk - 1, snapChunk, snapChunk + 1, 3*snapChunk + 17} {
+	for i, size := range []int{0, 1, atrest.StreamChunk - 1, atrest.StreamChunk, atrest.StreamChunk + 1, 3*atrest.StreamChunk + 17} {
 		data := make([]byte, size)
 		rand.Read(data)
 		if size > len(marker) {

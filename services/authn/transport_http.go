@@ -30,6 +30,29 @@ type tokenResponse struct {
 	ExpiresIn   int64  `json:"expires_in"`
 }
 
+// writeOAuthFailure answers a token or revocation request that failed: 401
+// invalid_client for credentials that do not match; 503
+// temporarily_unavailable with Retry-After when this replica cannot reach a
+// majority of the authn group to check them against the latest registry
+// (RFC 6749 5.2 leaves the code open; RFC 6749 4.1.2.1 names it); 500
+// server_error for anything else.
+func writeOAuthFailure(w http.ResponseWriter, err error) {
+	e := apierr.As(err)
+	switch e.Code {
+	case apierr.Unauthenticated:
+		writeOAuthError(w, http.StatusUnauthorized, "invalid_client", "")
+	case apierr.Unavailable:
+		retry := e.RetryAfter
+		if retry <= 0 {
+			retry = time.Second
+		}
+		w.Header().Set("Retry-After", strconv.Itoa(int(max(1, retry.Round(time.Second)/time.Second))))
+		writeOAuthError(w, http.StatusServiceUnavailable, "temporarily_unavailable", e.Message)
+	default:
+		writeOAuthError(w, http.StatusInternalServerError, "server_error", "")
+	}
+}
+
 func writeOAuthError(w http.ResponseWriter, status int, code, desc string) {
 	if status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Basic realm="fedsync"`)
@@ -123,7 +146,7 @@ func NewHTTPHandler(e Endpoints, v *authtoken.Verifier, o HTTPOptions) http.Hand
 		_, err := endpoints.Call[struct{}](r.Context(), e.Revoke, RevokeRequest{ClientID: id, ClientSecret: secret, Token: r.PostForm.Get("token")})
 		o.settled(addr, id, err == nil || apierr.As(err).Code != apierr.Unauthenticated)
 		if err != nil {
-			writeOAuthError(w, http.StatusUnauthorized, "invalid_client", "")
+			writeOAuthFailure(w, err)
 			return
 		}
 		w.WriteHeader(http.StatusOK)
@@ -156,11 +179,7 @@ func NewHTTPHandler(e Endpoints, v *authtoken.Verifier, o HTTPOptions) http.Hand
 		resp, err := endpoints.Call[*fedsyncv1.IssueTokenResponse](r.Context(), e.IssueToken, &fedsyncv1.IssueTokenRequest{ClientId: id, ClientSecret: secret})
 		o.settled(addr, id, err == nil || apierr.As(err).Code != apierr.Unauthenticated)
 		if err != nil {
-			if apierr.As(err).Code == apierr.Unauthenticated {
-				writeOAuthError(w, http.StatusUnauthorized, "invalid_client", "")
-				return
-			}
-			writeOAuthError(w, http.StatusInternalServerError, "server_error", "")
+			writeOAuthFailure(w, err)
 			return
 		}
 		w.Header().Set("Cache-Control", "no-store")

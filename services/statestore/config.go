@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/fedsync/fedsync/libs/atrest"
+	"github.com/fedsync/fedsync/libs/backup"
 	"github.com/fedsync/fedsync/libs/kafkabus"
 	"github.com/fedsync/fedsync/libs/raftgroup"
 	"github.com/fedsync/fedsync/libs/svcrun"
@@ -36,6 +37,8 @@ type Config struct {
 	Raft raftgroup.Config
 	// AtRest are the keys that seal the store, the Raft log and snapshots.
 	AtRest atrest.Config
+	// Backup is where and how often the leader exports cold backups.
+	Backup backup.Config
 }
 
 // ParseConfig reads the configuration from flags and FEDSYNC_* variables.
@@ -51,6 +54,7 @@ func ParseConfig(fs *flag.FlagSet, args []string) (*Config, error) {
 	fs.IntVar(&c.PublishMaxRecord, "publish.max-record", 900<<10, "largest record (bytes) put on fedsync.committed; a larger change goes out without its fields (change_omitted) and is read from the log")
 	c.Raft.RegisterFlags(fs, "127.0.0.1:19504")
 	c.AtRest.RegisterFlags(fs)
+	c.Backup.RegisterFlags(fs)
 	return c, svcrun.Parse(fs, args, c.Validate)
 }
 
@@ -78,6 +82,9 @@ func (c *Config) Validate() error {
 		return err
 	}
 	if err := c.AtRest.Validate(); err != nil {
+		return err
+	}
+	if err := c.Backup.Validate(); err != nil {
 		return err
 	}
 	if c.MaxQueryLimit < 1 {

@@ -23,6 +23,11 @@ type Endpoints struct {
 	GetConflict   endpoint.Endpoint
 	GetControl    endpoint.Endpoint
 	SetControl    endpoint.Endpoint
+
+	CreateBackup  endpoint.Endpoint
+	ListBackups   endpoint.Endpoint
+	VerifyBackup  endpoint.Endpoint
+	RestoreBackup endpoint.Endpoint
 }
 
 // MakeEndpoints wraps every method of svc in mw(method name).
@@ -43,5 +48,10 @@ func MakeEndpoints(svc Service, mw func(method string) endpoint.Middleware) Endp
 		GetConflict:   mw("GetConflict")(endpoints.Make(svc.GetConflict)),
 		GetControl:    mw("GetControl")(endpoints.Make(svc.GetControl)),
 		SetControl:    mw("SetControl")(endpoints.Make(svc.SetControl)),
+
+		CreateBackup:  mw("CreateBackup")(endpoints.Make(svc.CreateBackup)),
+		ListBackups:   mw("ListBackups")(endpoints.Make(svc.ListBackups)),
+		VerifyBackup:  mw("VerifyBackup")(endpoints.Make(svc.VerifyBackup)),
+		RestoreBackup: mw("RestoreBackup")(endpoints.Make(svc.RestoreBackup)),
 	}
 }

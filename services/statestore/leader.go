@@ -230,3 +230,23 @@ func (m *leaderRouting) GetConflict(ctx context.Context, req *fedsyncv1.GetConfl
 func (m *leaderRouting) GetControl(ctx context.Context, req *fedsyncv1.GetControlRequest) (*fedsyncv1.GetControlResponse, error) {
 	return route(ctx, m, req, true, m.Service.GetControl, fedsyncv1.StateStoreServiceClient.GetControl)
 }
+
+// Backups are the leader's: it exports its state, lists and verifies what
+// its backup store holds, and restores (Raft's user restore runs only on the
+// leader).
+
+func (m *leaderRouting) CreateBackup(ctx context.Context, req *fedsyncv1.CreateBackupRequest) (*fedsyncv1.CreateBackupResponse, error) {
+	return route(ctx, m, req, false, m.Service.CreateBackup, fedsyncv1.StateStoreServiceClient.CreateBackup)
+}
+
+func (m *leaderRouting) ListBackups(ctx context.Context, req *fedsyncv1.ListBackupsRequest) (*fedsyncv1.ListBackupsResponse, error) {
+	return route(ctx, m, req, false, m.Service.ListBackups, fedsyncv1.StateStoreServiceClient.ListBackups)
+}
+
+func (m *leaderRouting) VerifyBackup(ctx context.Context, req *fedsyncv1.VerifyBackupRequest) (*fedsyncv1.VerifyBackupResponse, error) {
+	return route(ctx, m, req, false, m.Service.VerifyBackup, fedsyncv1.StateStoreServiceClient.VerifyBackup)
+}
+
+func (m *leaderRouting) RestoreBackup(ctx context.Context, req *fedsyncv1.RestoreBackupRequest) (*fedsyncv1.RestoreBackupResponse, error) {
+	return route(ctx, m, req, false, m.Service.RestoreBackup, fedsyncv1.StateStoreServiceClient.RestoreBackup)
+}

@@ -81,3 +81,33 @@ func (m *instrumenting) ApplyBatch(ctx context.Context, req *fedsyncv1.ApplyBatc
 	}
 	return resp, err
 }
+
+// A backup taken or restored is on the audit chain, with who asked.
+
+func (m *instrumenting) CreateBackup(ctx context.Context, req *fedsyncv1.CreateBackupRequest) (*fedsyncv1.CreateBackupResponse, error) {
+	resp, err := m.Service.CreateBackup(ctx, req)
+	m.auditBackup(ctx, "backup.create", req.GetRequestedBy(), resp.GetBackup(), err)
+	return resp, err
+}
+
+func (m *instrumenting) RestoreBackup(ctx context.Context, req *fedsyncv1.RestoreBackupRequest) (*fedsyncv1.RestoreBackupResponse, error) {
+	resp, err := m.Service.RestoreBackup(ctx, req)
+	b := resp.GetBackup()
+	if b == nil {
+		b = &fedsyncv1.BackupInfo{Id: req.GetId()}
+	}
+	m.auditBackup(ctx, "backup.restore", req.GetRequestedBy(), b, err)
+	return resp, err
+}
+
+func (m *instrumenting) auditBackup(ctx context.Context, action, actor string, b *fedsyncv1.BackupInfo, err error) {
+	if actor == "" {
+		actor = "statestore" // the schedule
+	}
+	r := audit.Record{Actor: actor, Action: action, Data: b.GetId(), Result: "success",
+		Detail: fmt.Sprintf("%d documents, digest %s, sha256 %s", b.GetDocuments(), b.GetDocumentsDigest(), b.GetSha256())}
+	if err != nil {
+		r.Result, r.Detail = "failure", err.Error()
+	}
+	m.audit.Record(ctx, r)
+}

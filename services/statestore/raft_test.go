@@ -16,6 +16,7 @@ import (
 
 	"github.com/fedsync/fedsync/libs/apierr"
 	"github.com/fedsync/fedsync/libs/atrest"
+	"github.com/fedsync/fedsync/libs/backup"
 	"github.com/fedsync/fedsync/libs/digest"
 	"github.com/fedsync/fedsync/libs/raftgroup"
 	fedsyncv1 "github.com/fedsync/fedsync/proto/fedsync/v1"
@@ -29,6 +30,8 @@ type replica struct {
 	st   *store
 	svc  *service
 	node *raftgroup.Node
+	// backups, when set, is the replica's backup store.
+	backups backup.Store
 }
 
 func freeAddr(t *testing.T) string {
@@ -55,6 +58,9 @@ func startReplica(t *testing.T, r *replica) {
 		t.Fatal(err)
 	}
 	svc.repl = node{n}
+	if r.backups != nil {
+		svc.backups = &backups{store: r.backups, vault: r.cfg.Vault, node: n, dir: r.dir}
+	}
 	r.st, r.svc, r.node = st, svc, n
 }
 

@@ -9,6 +9,7 @@ import (
 	"github.com/go-kit/log/level"
 	"google.golang.org/grpc"
 
+	"github.com/fedsync/fedsync/libs/backup"
 	"github.com/fedsync/fedsync/libs/kafkabus"
 	"github.com/fedsync/fedsync/libs/periodic"
 	"github.com/fedsync/fedsync/libs/raftgroup"
@@ -43,6 +44,20 @@ func Run(ctx context.Context, cfg *Config) error {
 	}
 	node := node{member.Node}
 	core.repl = node
+	store, err := cfg.Backup.Store(cfg.Service.DataDir)
+	if err != nil {
+		return err
+	}
+	core.backups = &backups{store: store, vault: member.Vault, node: member.Node, dir: cfg.Service.DataDir}
+	// The leader exports a backup every -backup.interval and drops those
+	// past -backup.retention.
+	rt.Go("backups", func(ctx context.Context) error {
+		return node.WhileLeader(ctx, func(ctx context.Context) error {
+			return cfg.Backup.Schedule(ctx, store, "statestore", func(ctx context.Context) (backup.Manifest, error) {
+				return core.exportBackup(ctx, core.backups)
+			}, log.With(rt.Logger, "component", "backup"))
+		})
+	})
 
 	var svc Service = core
 	svc = InstrumentingMiddleware(rt.Metrics.Registry, rt.Audit)(svc)

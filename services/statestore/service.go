@@ -42,6 +42,12 @@ type Service interface {
 	GetConflict(ctx context.Context, req *fedsyncv1.GetConflictRequest) (*fedsyncv1.GetConflictResponse, error)
 	GetControl(ctx context.Context, req *fedsyncv1.GetControlRequest) (*fedsyncv1.GetControlResponse, error)
 	SetControl(ctx context.Context, req *fedsyncv1.SetControlRequest) (*fedsyncv1.SetControlResponse, error)
+	// CreateBackup, ListBackups, VerifyBackup and RestoreBackup keep the
+	// cold backups (backup.go).
+	CreateBackup(ctx context.Context, req *fedsyncv1.CreateBackupRequest) (*fedsyncv1.CreateBackupResponse, error)
+	ListBackups(ctx context.Context, req *fedsyncv1.ListBackupsRequest) (*fedsyncv1.ListBackupsResponse, error)
+	VerifyBackup(ctx context.Context, req *fedsyncv1.VerifyBackupRequest) (*fedsyncv1.VerifyBackupResponse, error)
+	RestoreBackup(ctx context.Context, req *fedsyncv1.RestoreBackupRequest) (*fedsyncv1.RestoreBackupResponse, error)
 }
 
 type service struct {
@@ -53,6 +59,8 @@ type service struct {
 	maxLimit int
 	// committed is signalled after every commit so the publisher wakes up.
 	committed chan struct{}
+	// backups keeps the cold backups; nil without a Raft group.
+	backups *backups
 }
 
 // newService returns the service over st, applying changes directly; Run

@@ -70,3 +70,19 @@ func (s *grpcServer) GetControl(ctx context.Context, req *fedsyncv1.GetControlRe
 func (s *grpcServer) SetControl(ctx context.Context, req *fedsyncv1.SetControlRequest) (*fedsyncv1.SetControlResponse, error) {
 	return endpoints.Call[*fedsyncv1.SetControlResponse](ctx, s.e.SetControl, req)
 }
+
+func (s *grpcServer) CreateBackup(ctx context.Context, req *fedsyncv1.CreateBackupRequest) (*fedsyncv1.CreateBackupResponse, error) {
+	return endpoints.Call[*fedsyncv1.CreateBackupResponse](ctx, s.e.CreateBackup, req)
+}
+
+func (s *grpcServer) ListBackups(ctx context.Context, req *fedsyncv1.ListBackupsRequest) (*fedsyncv1.ListBackupsResponse, error) {
+	return endpoints.Call[*fedsyncv1.ListBackupsResponse](ctx, s.e.ListBackups, req)
+}
+
+func (s *grpcServer) VerifyBackup(ctx context.Context, req *fedsyncv1.VerifyBackupRequest) (*fedsyncv1.VerifyBackupResponse, error) {
+	return endpoints.Call[*fedsyncv1.VerifyBackupResponse](ctx, s.e.VerifyBackup, req)
+}
+
+func (s *grpcServer) RestoreBackup(ctx context.Context, req *fedsyncv1.RestoreBackupRequest) (*fedsyncv1.RestoreBackupResponse, error) {
+	return endpoints.Call[*fedsyncv1.RestoreBackupResponse](ctx, s.e.RestoreBackup, req)
+}

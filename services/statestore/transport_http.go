@@ -119,8 +119,84 @@ func NewHTTPHandler(e Endpoints, v *authtoken.Verifier) http.Handler {
 		n := resp.GetFrontier()[agent]
 		httpjson.Write(w, http.StatusOK, map[string]any{"agent": agent, "counter": n, "next": n + 1})
 	})
+	adminBackupRoutes(mux, e)
 	mux.HandleFunc("/", httpjson.NotFound)
 	return v.HTTPMiddleware(telemetry.Routes(mux))
+}
+
+// backupView is a backup in the admin API.
+type backupView struct {
+	ID              string `json:"id"`
+	Service         string `json:"service"`
+	CreatedAt       string `json:"created_at"`
+	RaftIndex       uint64 `json:"raft_index"`
+	Size            int64  `json:"size"`
+	SHA256          string `json:"sha256"`
+	PlainSize       int64  `json:"plain_size"`
+	KeyID           string `json:"key_id,omitempty"`
+	Documents       int64  `json:"documents"`
+	DocumentsDigest string `json:"documents_digest"`
+	Where           string `json:"where"`
+}
+
+func viewBackup(b *fedsyncv1.BackupInfo) backupView {
+	return backupView{ID: b.GetId(), Service: b.GetService(), CreatedAt: time.Unix(0, b.GetCreatedAt()).UTC().Format(time.RFC3339), RaftIndex: b.GetRaftIndex(),
+		Size: b.GetSize(), SHA256: b.GetSha256(), PlainSize: b.GetPlainSize(), KeyID: b.GetKeyId(), Documents: b.GetDocuments(), DocumentsDigest: b.GetDocumentsDigest(), Where: b.GetWhere()}
+}
+
+// adminBackupRoutes serves the cold backups to administrators (L4):
+//
+//	POST /api/v1/admin/backups               export the state now: 201 with the backup
+//	GET  /api/v1/admin/backups               {"backups":[...]}, newest first
+//	POST /api/v1/admin/backups/{id}/verify   read it whole: digest, sealed chunks, documents
+//	POST /api/v1/admin/backups/{id}/restore  make it the group's state (pause writes first)
+func adminBackupRoutes(mux *http.ServeMux, e Endpoints) {
+	admin := func(what string, fn func(w http.ResponseWriter, r *http.Request, who string)) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			c, _ := authtoken.FromContext(r.Context())
+			if err := access.RequireLevel(c, "L4", what); err != nil {
+				apierr.WriteHTTP(w, err)
+				return
+			}
+			fn(w, r, c.Subject)
+		}
+	}
+	mux.HandleFunc("POST /api/v1/admin/backups", admin("Taking a backup", func(w http.ResponseWriter, r *http.Request, who string) {
+		resp, err := endpoints.Call[*fedsyncv1.CreateBackupResponse](r.Context(), e.CreateBackup, &fedsyncv1.CreateBackupRequest{RequestedBy: who})
+		if err != nil {
+			apierr.WriteHTTP(w, err)
+			return
+		}
+		httpjson.Write(w, http.StatusCreated, viewBackup(resp.GetBackup()))
+	}))
+	mux.HandleFunc("GET /api/v1/admin/backups", admin("Listing backups", func(w http.ResponseWriter, r *http.Request, _ string) {
+		resp, err := endpoints.Call[*fedsyncv1.ListBackupsResponse](r.Context(), e.ListBackups, &fedsyncv1.ListBackupsRequest{})
+		if err != nil {
+			apierr.WriteHTTP(w, err)
+			return
+		}
+		out := []backupView{}
+		for _, b := range resp.GetBackups() {
+			out = append(out, viewBackup(b))
+		}
+		httpjson.Write(w, http.StatusOK, map[string]any{"backups": out})
+	}))
+	mux.HandleFunc("POST /api/v1/admin/backups/{id}/verify", admin("Verifying a backup", func(w http.ResponseWriter, r *http.Request, _ string) {
+		resp, err := endpoints.Call[*fedsyncv1.VerifyBackupResponse](r.Context(), e.VerifyBackup, &fedsyncv1.VerifyBackupRequest{Id: r.PathValue("id")})
+		if err != nil {
+			apierr.WriteHTTP(w, err)
+			return
+		}
+		httpjson.Write(w, http.StatusOK, viewBackup(resp.GetBackup()))
+	}))
+	mux.HandleFunc("POST /api/v1/admin/backups/{id}/restore", admin("Restoring a backup", func(w http.ResponseWriter, r *http.Request, who string) {
+		resp, err := endpoints.Call[*fedsyncv1.RestoreBackupResponse](r.Context(), e.RestoreBackup, &fedsyncv1.RestoreBackupRequest{Id: r.PathValue("id"), RequestedBy: who})
+		if err != nil {
+			apierr.WriteHTTP(w, err)
+			return
+		}
+		httpjson.Write(w, http.StatusOK, viewBackup(resp.GetBackup()))
+	}))
 }
 
 // readConsistency reads ?consistency=: "linearizable" (the default: the Raft

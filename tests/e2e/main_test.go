@@ -80,7 +80,7 @@ func startStackWith(t *testing.T, dir string, tune func(*devstack.Options)) *dev
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
-			for _, name := range []string{"validation-na", "merge", "statestore", "broadcaster-na"} {
+			for _, name := range []string{"authn", "authn-2", "authn-3", "validation-na", "merge", "statestore", "broadcaster-na"} {
 				b, _ := os.ReadFile(filepath.Join(opts.StateDir, "logs", name+".log"))
 				lines := strings.Split(string(b), "\n")
 				t.Logf("--- %s log (last 15 lines)\n%s", name, strings.Join(lines[max(0, len(lines)-15):], "\n"))

@@ -65,6 +65,8 @@ func NewEdge(r Routes) http.Handler {
 	mux.Handle("/oauth2/", authn)
 	mux.Handle("/.well-known/", authn)
 	mux.Handle("/api/v1/admin/", authn)
+	mux.Handle("/api/v1/admin/backups", store) // cold backups (L4)
+	mux.Handle("/api/v1/admin/backups/", store)
 	mux.Handle("/api/v1/sync/state", validation) // exact: the write API
 	mux.Handle("/api/v1/sync/heartbeat", validation)
 	mux.Handle("/api/v1/control/", validation) // pause and resume (seed 9.2)

@@ -64,6 +64,9 @@ type Options struct {
 	// OTLPEndpoint, when set, is where every service sends its spans
 	// (-otel.endpoint), e.g. a Jaeger started with StartJaeger.
 	OTLPEndpoint string
+	// BackupArgs replace the statestore's -backup.* flags; empty keeps its
+	// backups in StateDir/backups.
+	BackupArgs []string
 }
 
 // Regions returns the stack's regions in a stable order (na first).
@@ -490,6 +493,15 @@ func (s *Stack) plan(regions []string, clientsPath string) error {
 			}
 			args = append(args, "-raft.addr="+raftAddr[p.name], "-raft.peers="+strings.Join(raftPeers[p.binary], ","),
 				"-at-rest.keys-file="+keys, "-at-rest.required")
+		}
+		if p.binary == "statestore" {
+			// One backup store for the group: whichever replica leads
+			// exports there, and any lists what is there.
+			if len(s.opts.BackupArgs) > 0 {
+				args = append(args, s.opts.BackupArgs...)
+			} else {
+				args = append(args, "-backup.target="+filepath.Join(s.opts.StateDir, "backups"))
+			}
 		}
 		if s.opts.OTLPEndpoint != "" {
 			args = append(args, "-otel.endpoint="+s.opts.OTLPEndpoint)

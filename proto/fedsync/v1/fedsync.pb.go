@@ -1803,6 +1803,485 @@ func (x *CommitStrongResponse) GetVersion() int64 {
 	return 0
 }
 
+// BackupInfo is a backup's manifest (libs/backup.Manifest).
+type BackupInfo struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Id              string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Service         string                 `protobuf:"bytes,2,opt,name=service,proto3" json:"service,omitempty"`
+	CreatedAt       int64                  `protobuf:"varint,3,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"` // unix nanoseconds
+	RaftIndex       uint64                 `protobuf:"varint,4,opt,name=raft_index,json=raftIndex,proto3" json:"raft_index,omitempty"`
+	Size            int64                  `protobuf:"varint,5,opt,name=size,proto3" json:"size,omitempty"`
+	Sha256          string                 `protobuf:"bytes,6,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	PlainSize       int64                  `protobuf:"varint,7,opt,name=plain_size,json=plainSize,proto3" json:"plain_size,omitempty"`
+	KeyId           string                 `protobuf:"bytes,8,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	Documents       int64                  `protobuf:"varint,9,opt,name=documents,proto3" json:"documents,omitempty"`
+	DocumentsDigest string                 `protobuf:"bytes,10,opt,name=documents_digest,json=documentsDigest,proto3" json:"documents_digest,omitempty"`
+	Where           string                 `protobuf:"bytes,11,opt,name=where,proto3" json:"where,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *BackupInfo) Reset() {
+	*x = BackupInfo{}
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupInfo) ProtoMessage() {}
+
+func (x *BackupInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupInfo.ProtoReflect.Descriptor instead.
+func (*BackupInfo) Descriptor() ([]byte, []int) {
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *BackupInfo) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *BackupInfo) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *BackupInfo) GetCreatedAt() int64 {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return 0
+}
+
+func (x *BackupInfo) GetRaftIndex() uint64 {
+	if x != nil {
+		return x.RaftIndex
+	}
+	return 0
+}
+
+func (x *BackupInfo) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *BackupInfo) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+func (x *BackupInfo) GetPlainSize() int64 {
+	if x != nil {
+		return x.PlainSize
+	}
+	return 0
+}
+
+func (x *BackupInfo) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *BackupInfo) GetDocuments() int64 {
+	if x != nil {
+		return x.Documents
+	}
+	return 0
+}
+
+func (x *BackupInfo) GetDocumentsDigest() string {
+	if x != nil {
+		return x.DocumentsDigest
+	}
+	return ""
+}
+
+func (x *BackupInfo) GetWhere() string {
+	if x != nil {
+		return x.Where
+	}
+	return ""
+}
+
+type CreateBackupRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The client that asked (for the audit log).
+	RequestedBy   string `protobuf:"bytes,1,opt,name=requested_by,json=requestedBy,proto3" json:"requested_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateBackupRequest) Reset() {
+	*x = CreateBackupRequest{}
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateBackupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateBackupRequest) ProtoMessage() {}
+
+func (x *CreateBackupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateBackupRequest.ProtoReflect.Descriptor instead.
+func (*CreateBackupRequest) Descriptor() ([]byte, []int) {
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *CreateBackupRequest) GetRequestedBy() string {
+	if x != nil {
+		return x.RequestedBy
+	}
+	return ""
+}
+
+type ListBackupsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListBackupsRequest) Reset() {
+	*x = ListBackupsRequest{}
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListBackupsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListBackupsRequest) ProtoMessage() {}
+
+func (x *ListBackupsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListBackupsRequest.ProtoReflect.Descriptor instead.
+func (*ListBackupsRequest) Descriptor() ([]byte, []int) {
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{28}
+}
+
+type ListBackupsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Backups       []*BackupInfo          `protobuf:"bytes,1,rep,name=backups,proto3" json:"backups,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListBackupsResponse) Reset() {
+	*x = ListBackupsResponse{}
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListBackupsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListBackupsResponse) ProtoMessage() {}
+
+func (x *ListBackupsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListBackupsResponse.ProtoReflect.Descriptor instead.
+func (*ListBackupsResponse) Descriptor() ([]byte, []int) {
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *ListBackupsResponse) GetBackups() []*BackupInfo {
+	if x != nil {
+		return x.Backups
+	}
+	return nil
+}
+
+type VerifyBackupRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyBackupRequest) Reset() {
+	*x = VerifyBackupRequest{}
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyBackupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyBackupRequest) ProtoMessage() {}
+
+func (x *VerifyBackupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyBackupRequest.ProtoReflect.Descriptor instead.
+func (*VerifyBackupRequest) Descriptor() ([]byte, []int) {
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *VerifyBackupRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type RestoreBackupRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The client that asked (for the audit log).
+	RequestedBy   string `protobuf:"bytes,2,opt,name=requested_by,json=requestedBy,proto3" json:"requested_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RestoreBackupRequest) Reset() {
+	*x = RestoreBackupRequest{}
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RestoreBackupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RestoreBackupRequest) ProtoMessage() {}
+
+func (x *RestoreBackupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RestoreBackupRequest.ProtoReflect.Descriptor instead.
+func (*RestoreBackupRequest) Descriptor() ([]byte, []int) {
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *RestoreBackupRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *RestoreBackupRequest) GetRequestedBy() string {
+	if x != nil {
+		return x.RequestedBy
+	}
+	return ""
+}
+
+type CreateBackupResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Backup        *BackupInfo            `protobuf:"bytes,1,opt,name=backup,proto3" json:"backup,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateBackupResponse) Reset() {
+	*x = CreateBackupResponse{}
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateBackupResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateBackupResponse) ProtoMessage() {}
+
+func (x *CreateBackupResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateBackupResponse.ProtoReflect.Descriptor instead.
+func (*CreateBackupResponse) Descriptor() ([]byte, []int) {
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *CreateBackupResponse) GetBackup() *BackupInfo {
+	if x != nil {
+		return x.Backup
+	}
+	return nil
+}
+
+type VerifyBackupResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Backup        *BackupInfo            `protobuf:"bytes,1,opt,name=backup,proto3" json:"backup,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyBackupResponse) Reset() {
+	*x = VerifyBackupResponse{}
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyBackupResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyBackupResponse) ProtoMessage() {}
+
+func (x *VerifyBackupResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyBackupResponse.ProtoReflect.Descriptor instead.
+func (*VerifyBackupResponse) Descriptor() ([]byte, []int) {
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *VerifyBackupResponse) GetBackup() *BackupInfo {
+	if x != nil {
+		return x.Backup
+	}
+	return nil
+}
+
+type RestoreBackupResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Backup        *BackupInfo            `protobuf:"bytes,1,opt,name=backup,proto3" json:"backup,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RestoreBackupResponse) Reset() {
+	*x = RestoreBackupResponse{}
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RestoreBackupResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RestoreBackupResponse) ProtoMessage() {}
+
+func (x *RestoreBackupResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RestoreBackupResponse.ProtoReflect.Descriptor instead.
+func (*RestoreBackupResponse) Descriptor() ([]byte, []int) {
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *RestoreBackupResponse) GetBackup() *BackupInfo {
+	if x != nil {
+		return x.Backup
+	}
+	return nil
+}
+
 // ControlState is the federation's operating state.
 type ControlState struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
@@ -1817,7 +2296,7 @@ type ControlState struct {
 
 func (x *ControlState) Reset() {
 	*x = ControlState{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[26]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1829,7 +2308,7 @@ func (x *ControlState) String() string {
 func (*ControlState) ProtoMessage() {}
 
 func (x *ControlState) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[26]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1842,7 +2321,7 @@ func (x *ControlState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ControlState.ProtoReflect.Descriptor instead.
 func (*ControlState) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{26}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ControlState) GetPaused() bool {
@@ -1881,7 +2360,7 @@ type GetControlRequest struct {
 
 func (x *GetControlRequest) Reset() {
 	*x = GetControlRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[27]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1893,7 +2372,7 @@ func (x *GetControlRequest) String() string {
 func (*GetControlRequest) ProtoMessage() {}
 
 func (x *GetControlRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[27]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1906,7 +2385,7 @@ func (x *GetControlRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetControlRequest.ProtoReflect.Descriptor instead.
 func (*GetControlRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{27}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{36}
 }
 
 type GetControlResponse struct {
@@ -1918,7 +2397,7 @@ type GetControlResponse struct {
 
 func (x *GetControlResponse) Reset() {
 	*x = GetControlResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[28]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1930,7 +2409,7 @@ func (x *GetControlResponse) String() string {
 func (*GetControlResponse) ProtoMessage() {}
 
 func (x *GetControlResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[28]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1943,7 +2422,7 @@ func (x *GetControlResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetControlResponse.ProtoReflect.Descriptor instead.
 func (*GetControlResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{28}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *GetControlResponse) GetState() *ControlState {
@@ -1962,7 +2441,7 @@ type SetControlRequest struct {
 
 func (x *SetControlRequest) Reset() {
 	*x = SetControlRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[29]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1974,7 +2453,7 @@ func (x *SetControlRequest) String() string {
 func (*SetControlRequest) ProtoMessage() {}
 
 func (x *SetControlRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[29]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1987,7 +2466,7 @@ func (x *SetControlRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetControlRequest.ProtoReflect.Descriptor instead.
 func (*SetControlRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{29}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *SetControlRequest) GetState() *ControlState {
@@ -2006,7 +2485,7 @@ type SetControlResponse struct {
 
 func (x *SetControlResponse) Reset() {
 	*x = SetControlResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[30]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2018,7 +2497,7 @@ func (x *SetControlResponse) String() string {
 func (*SetControlResponse) ProtoMessage() {}
 
 func (x *SetControlResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[30]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2031,7 +2510,7 @@ func (x *SetControlResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetControlResponse.ProtoReflect.Descriptor instead.
 func (*SetControlResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{30}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *SetControlResponse) GetState() *ControlState {
@@ -2072,7 +2551,7 @@ type Conflict struct {
 
 func (x *Conflict) Reset() {
 	*x = Conflict{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[31]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2084,7 +2563,7 @@ func (x *Conflict) String() string {
 func (*Conflict) ProtoMessage() {}
 
 func (x *Conflict) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[31]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2097,7 +2576,7 @@ func (x *Conflict) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Conflict.ProtoReflect.Descriptor instead.
 func (*Conflict) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{31}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *Conflict) GetId() string {
@@ -2227,7 +2706,7 @@ type GetFrontierRequest struct {
 
 func (x *GetFrontierRequest) Reset() {
 	*x = GetFrontierRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[32]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2239,7 +2718,7 @@ func (x *GetFrontierRequest) String() string {
 func (*GetFrontierRequest) ProtoMessage() {}
 
 func (x *GetFrontierRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[32]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2252,7 +2731,7 @@ func (x *GetFrontierRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetFrontierRequest.ProtoReflect.Descriptor instead.
 func (*GetFrontierRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{32}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{41}
 }
 
 type GetFrontierResponse struct {
@@ -2264,7 +2743,7 @@ type GetFrontierResponse struct {
 
 func (x *GetFrontierResponse) Reset() {
 	*x = GetFrontierResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[33]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2276,7 +2755,7 @@ func (x *GetFrontierResponse) String() string {
 func (*GetFrontierResponse) ProtoMessage() {}
 
 func (x *GetFrontierResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[33]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2289,7 +2768,7 @@ func (x *GetFrontierResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetFrontierResponse.ProtoReflect.Descriptor instead.
 func (*GetFrontierResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{33}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *GetFrontierResponse) GetFrontier() map[string]int64 {
@@ -2315,7 +2794,7 @@ type DigestNode struct {
 
 func (x *DigestNode) Reset() {
 	*x = DigestNode{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[34]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2327,7 +2806,7 @@ func (x *DigestNode) String() string {
 func (*DigestNode) ProtoMessage() {}
 
 func (x *DigestNode) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[34]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2340,7 +2819,7 @@ func (x *DigestNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DigestNode.ProtoReflect.Descriptor instead.
 func (*DigestNode) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{34}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *DigestNode) GetPrefix() string {
@@ -2370,7 +2849,7 @@ type GetDigestsRequest struct {
 
 func (x *GetDigestsRequest) Reset() {
 	*x = GetDigestsRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[35]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2382,7 +2861,7 @@ func (x *GetDigestsRequest) String() string {
 func (*GetDigestsRequest) ProtoMessage() {}
 
 func (x *GetDigestsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[35]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2395,7 +2874,7 @@ func (x *GetDigestsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDigestsRequest.ProtoReflect.Descriptor instead.
 func (*GetDigestsRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{35}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *GetDigestsRequest) GetAfterSeq() uint64 {
@@ -2425,7 +2904,7 @@ type Digest struct {
 
 func (x *Digest) Reset() {
 	*x = Digest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[36]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2437,7 +2916,7 @@ func (x *Digest) String() string {
 func (*Digest) ProtoMessage() {}
 
 func (x *Digest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[36]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2450,7 +2929,7 @@ func (x *Digest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Digest.ProtoReflect.Descriptor instead.
 func (*Digest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{36}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *Digest) GetNode() *DigestNode {
@@ -2486,7 +2965,7 @@ type Leaf struct {
 
 func (x *Leaf) Reset() {
 	*x = Leaf{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[37]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2498,7 +2977,7 @@ func (x *Leaf) String() string {
 func (*Leaf) ProtoMessage() {}
 
 func (x *Leaf) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[37]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2511,7 +2990,7 @@ func (x *Leaf) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Leaf.ProtoReflect.Descriptor instead.
 func (*Leaf) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{37}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *Leaf) GetId() string {
@@ -2551,7 +3030,7 @@ type GetDigestsResponse struct {
 
 func (x *GetDigestsResponse) Reset() {
 	*x = GetDigestsResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[38]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2563,7 +3042,7 @@ func (x *GetDigestsResponse) String() string {
 func (*GetDigestsResponse) ProtoMessage() {}
 
 func (x *GetDigestsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[38]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2576,7 +3055,7 @@ func (x *GetDigestsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDigestsResponse.ProtoReflect.Descriptor instead.
 func (*GetDigestsResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{38}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *GetDigestsResponse) GetHeadSeq() uint64 {
@@ -2623,7 +3102,7 @@ type Outcome struct {
 
 func (x *Outcome) Reset() {
 	*x = Outcome{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[39]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2635,7 +3114,7 @@ func (x *Outcome) String() string {
 func (*Outcome) ProtoMessage() {}
 
 func (x *Outcome) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[39]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2648,7 +3127,7 @@ func (x *Outcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Outcome.ProtoReflect.Descriptor instead.
 func (*Outcome) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{39}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *Outcome) GetMessageId() string {
@@ -2706,7 +3185,7 @@ type RecordOutcomeRequest struct {
 
 func (x *RecordOutcomeRequest) Reset() {
 	*x = RecordOutcomeRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[40]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2718,7 +3197,7 @@ func (x *RecordOutcomeRequest) String() string {
 func (*RecordOutcomeRequest) ProtoMessage() {}
 
 func (x *RecordOutcomeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[40]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2731,7 +3210,7 @@ func (x *RecordOutcomeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordOutcomeRequest.ProtoReflect.Descriptor instead.
 func (*RecordOutcomeRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{40}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *RecordOutcomeRequest) GetOutcome() *Outcome {
@@ -2770,7 +3249,7 @@ type RecordOutcomeResponse struct {
 
 func (x *RecordOutcomeResponse) Reset() {
 	*x = RecordOutcomeResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[41]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2782,7 +3261,7 @@ func (x *RecordOutcomeResponse) String() string {
 func (*RecordOutcomeResponse) ProtoMessage() {}
 
 func (x *RecordOutcomeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[41]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2795,7 +3274,7 @@ func (x *RecordOutcomeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordOutcomeResponse.ProtoReflect.Descriptor instead.
 func (*RecordOutcomeResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{41}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{50}
 }
 
 type GetOutcomeRequest struct {
@@ -2807,7 +3286,7 @@ type GetOutcomeRequest struct {
 
 func (x *GetOutcomeRequest) Reset() {
 	*x = GetOutcomeRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[42]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2819,7 +3298,7 @@ func (x *GetOutcomeRequest) String() string {
 func (*GetOutcomeRequest) ProtoMessage() {}
 
 func (x *GetOutcomeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[42]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2832,7 +3311,7 @@ func (x *GetOutcomeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOutcomeRequest.ProtoReflect.Descriptor instead.
 func (*GetOutcomeRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{42}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *GetOutcomeRequest) GetMessageId() string {
@@ -2851,7 +3330,7 @@ type GetOutcomeResponse struct {
 
 func (x *GetOutcomeResponse) Reset() {
 	*x = GetOutcomeResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[43]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2863,7 +3342,7 @@ func (x *GetOutcomeResponse) String() string {
 func (*GetOutcomeResponse) ProtoMessage() {}
 
 func (x *GetOutcomeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[43]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2876,7 +3355,7 @@ func (x *GetOutcomeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOutcomeResponse.ProtoReflect.Descriptor instead.
 func (*GetOutcomeResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{43}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *GetOutcomeResponse) GetOutcome() *Outcome {
@@ -2898,7 +3377,7 @@ type ListConflictsRequest struct {
 
 func (x *ListConflictsRequest) Reset() {
 	*x = ListConflictsRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[44]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2910,7 +3389,7 @@ func (x *ListConflictsRequest) String() string {
 func (*ListConflictsRequest) ProtoMessage() {}
 
 func (x *ListConflictsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[44]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2923,7 +3402,7 @@ func (x *ListConflictsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConflictsRequest.ProtoReflect.Descriptor instead.
 func (*ListConflictsRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{44}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *ListConflictsRequest) GetStatus() string {
@@ -2957,7 +3436,7 @@ type ListConflictsResponse struct {
 
 func (x *ListConflictsResponse) Reset() {
 	*x = ListConflictsResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[45]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2969,7 +3448,7 @@ func (x *ListConflictsResponse) String() string {
 func (*ListConflictsResponse) ProtoMessage() {}
 
 func (x *ListConflictsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[45]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2982,7 +3461,7 @@ func (x *ListConflictsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConflictsResponse.ProtoReflect.Descriptor instead.
 func (*ListConflictsResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{45}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *ListConflictsResponse) GetConflicts() []*Conflict {
@@ -3008,7 +3487,7 @@ type GetConflictRequest struct {
 
 func (x *GetConflictRequest) Reset() {
 	*x = GetConflictRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[46]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3020,7 +3499,7 @@ func (x *GetConflictRequest) String() string {
 func (*GetConflictRequest) ProtoMessage() {}
 
 func (x *GetConflictRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[46]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3033,7 +3512,7 @@ func (x *GetConflictRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConflictRequest.ProtoReflect.Descriptor instead.
 func (*GetConflictRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{46}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *GetConflictRequest) GetId() string {
@@ -3052,7 +3531,7 @@ type GetConflictResponse struct {
 
 func (x *GetConflictResponse) Reset() {
 	*x = GetConflictResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[47]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3064,7 +3543,7 @@ func (x *GetConflictResponse) String() string {
 func (*GetConflictResponse) ProtoMessage() {}
 
 func (x *GetConflictResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[47]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3077,7 +3556,7 @@ func (x *GetConflictResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConflictResponse.ProtoReflect.Descriptor instead.
 func (*GetConflictResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{47}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *GetConflictResponse) GetConflict() *Conflict {
@@ -3123,7 +3602,7 @@ type ApplyRequest struct {
 
 func (x *ApplyRequest) Reset() {
 	*x = ApplyRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[48]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3135,7 +3614,7 @@ func (x *ApplyRequest) String() string {
 func (*ApplyRequest) ProtoMessage() {}
 
 func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[48]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3148,7 +3627,7 @@ func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyRequest.ProtoReflect.Descriptor instead.
 func (*ApplyRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{48}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *ApplyRequest) GetId() string {
@@ -3282,7 +3761,7 @@ type ApplyResponse struct {
 
 func (x *ApplyResponse) Reset() {
 	*x = ApplyResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[49]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3294,7 +3773,7 @@ func (x *ApplyResponse) String() string {
 func (*ApplyResponse) ProtoMessage() {}
 
 func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[49]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3307,7 +3786,7 @@ func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyResponse.ProtoReflect.Descriptor instead.
 func (*ApplyResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{49}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *ApplyResponse) GetVersion() int64 {
@@ -3343,7 +3822,7 @@ type ApplyBatchRequest struct {
 
 func (x *ApplyBatchRequest) Reset() {
 	*x = ApplyBatchRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[50]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3355,7 +3834,7 @@ func (x *ApplyBatchRequest) String() string {
 func (*ApplyBatchRequest) ProtoMessage() {}
 
 func (x *ApplyBatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[50]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3368,7 +3847,7 @@ func (x *ApplyBatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyBatchRequest.ProtoReflect.Descriptor instead.
 func (*ApplyBatchRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{50}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *ApplyBatchRequest) GetItems() []*ApplyRequest {
@@ -3406,7 +3885,7 @@ type ApplyResult struct {
 
 func (x *ApplyResult) Reset() {
 	*x = ApplyResult{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[51]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3418,7 +3897,7 @@ func (x *ApplyResult) String() string {
 func (*ApplyResult) ProtoMessage() {}
 
 func (x *ApplyResult) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[51]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3431,7 +3910,7 @@ func (x *ApplyResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyResult.ProtoReflect.Descriptor instead.
 func (*ApplyResult) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{51}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *ApplyResult) GetVersion() int64 {
@@ -3493,7 +3972,7 @@ type ApplyBatchResponse struct {
 
 func (x *ApplyBatchResponse) Reset() {
 	*x = ApplyBatchResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[52]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3505,7 +3984,7 @@ func (x *ApplyBatchResponse) String() string {
 func (*ApplyBatchResponse) ProtoMessage() {}
 
 func (x *ApplyBatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[52]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3518,7 +3997,7 @@ func (x *ApplyBatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyBatchResponse.ProtoReflect.Descriptor instead.
 func (*ApplyBatchResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{52}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *ApplyBatchResponse) GetResults() []*ApplyResult {
@@ -3537,7 +4016,7 @@ type GetManyRequest struct {
 
 func (x *GetManyRequest) Reset() {
 	*x = GetManyRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[53]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3549,7 +4028,7 @@ func (x *GetManyRequest) String() string {
 func (*GetManyRequest) ProtoMessage() {}
 
 func (x *GetManyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[53]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3562,7 +4041,7 @@ func (x *GetManyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetManyRequest.ProtoReflect.Descriptor instead.
 func (*GetManyRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{53}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *GetManyRequest) GetIds() []string {
@@ -3581,7 +4060,7 @@ type GetManyResponse struct {
 
 func (x *GetManyResponse) Reset() {
 	*x = GetManyResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[54]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3593,7 +4072,7 @@ func (x *GetManyResponse) String() string {
 func (*GetManyResponse) ProtoMessage() {}
 
 func (x *GetManyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[54]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3606,7 +4085,7 @@ func (x *GetManyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetManyResponse.ProtoReflect.Descriptor instead.
 func (*GetManyResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{54}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *GetManyResponse) GetStates() []*State {
@@ -3625,7 +4104,7 @@ type GetRequest struct {
 
 func (x *GetRequest) Reset() {
 	*x = GetRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[55]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3637,7 +4116,7 @@ func (x *GetRequest) String() string {
 func (*GetRequest) ProtoMessage() {}
 
 func (x *GetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[55]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3650,7 +4129,7 @@ func (x *GetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequest.ProtoReflect.Descriptor instead.
 func (*GetRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{55}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *GetRequest) GetId() string {
@@ -3669,7 +4148,7 @@ type GetResponse struct {
 
 func (x *GetResponse) Reset() {
 	*x = GetResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[56]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3681,7 +4160,7 @@ func (x *GetResponse) String() string {
 func (*GetResponse) ProtoMessage() {}
 
 func (x *GetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[56]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3694,7 +4173,7 @@ func (x *GetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResponse.ProtoReflect.Descriptor instead.
 func (*GetResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{56}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *GetResponse) GetState() *State {
@@ -3716,7 +4195,7 @@ type QueryRequest struct {
 
 func (x *QueryRequest) Reset() {
 	*x = QueryRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[57]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3728,7 +4207,7 @@ func (x *QueryRequest) String() string {
 func (*QueryRequest) ProtoMessage() {}
 
 func (x *QueryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[57]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3741,7 +4220,7 @@ func (x *QueryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueryRequest.ProtoReflect.Descriptor instead.
 func (*QueryRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{57}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *QueryRequest) GetIdPrefix() string {
@@ -3782,7 +4261,7 @@ type QueryResponse struct {
 
 func (x *QueryResponse) Reset() {
 	*x = QueryResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[58]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3794,7 +4273,7 @@ func (x *QueryResponse) String() string {
 func (*QueryResponse) ProtoMessage() {}
 
 func (x *QueryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[58]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3807,7 +4286,7 @@ func (x *QueryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueryResponse.ProtoReflect.Descriptor instead.
 func (*QueryResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{58}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *QueryResponse) GetItems() []*State {
@@ -3835,7 +4314,7 @@ type ReadLogRequest struct {
 
 func (x *ReadLogRequest) Reset() {
 	*x = ReadLogRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[59]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3847,7 +4326,7 @@ func (x *ReadLogRequest) String() string {
 func (*ReadLogRequest) ProtoMessage() {}
 
 func (x *ReadLogRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[59]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3860,7 +4339,7 @@ func (x *ReadLogRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadLogRequest.ProtoReflect.Descriptor instead.
 func (*ReadLogRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{59}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *ReadLogRequest) GetAfterSeq() uint64 {
@@ -3888,7 +4367,7 @@ type ReadLogResponse struct {
 
 func (x *ReadLogResponse) Reset() {
 	*x = ReadLogResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[60]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3900,7 +4379,7 @@ func (x *ReadLogResponse) String() string {
 func (*ReadLogResponse) ProtoMessage() {}
 
 func (x *ReadLogResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[60]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3913,7 +4392,7 @@ func (x *ReadLogResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadLogResponse.ProtoReflect.Descriptor instead.
 func (*ReadLogResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{60}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *ReadLogResponse) GetChanges() []*Change {
@@ -3945,7 +4424,7 @@ type SubscribeRequest struct {
 
 func (x *SubscribeRequest) Reset() {
 	*x = SubscribeRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[61]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3957,7 +4436,7 @@ func (x *SubscribeRequest) String() string {
 func (*SubscribeRequest) ProtoMessage() {}
 
 func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[61]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3970,7 +4449,7 @@ func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeRequest.ProtoReflect.Descriptor instead.
 func (*SubscribeRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{61}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *SubscribeRequest) GetIdPrefix() string {
@@ -4022,7 +4501,7 @@ type SubscribeResponse struct {
 
 func (x *SubscribeResponse) Reset() {
 	*x = SubscribeResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[62]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4034,7 +4513,7 @@ func (x *SubscribeResponse) String() string {
 func (*SubscribeResponse) ProtoMessage() {}
 
 func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[62]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4047,7 +4526,7 @@ func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeResponse.ProtoReflect.Descriptor instead.
 func (*SubscribeResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{62}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *SubscribeResponse) GetType() string {
@@ -4128,7 +4607,7 @@ type GetHealthRequest struct {
 
 func (x *GetHealthRequest) Reset() {
 	*x = GetHealthRequest{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[63]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4140,7 +4619,7 @@ func (x *GetHealthRequest) String() string {
 func (*GetHealthRequest) ProtoMessage() {}
 
 func (x *GetHealthRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[63]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4153,7 +4632,7 @@ func (x *GetHealthRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHealthRequest.ProtoReflect.Descriptor instead.
 func (*GetHealthRequest) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{63}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{72}
 }
 
 type ServiceHealth struct {
@@ -4167,7 +4646,7 @@ type ServiceHealth struct {
 
 func (x *ServiceHealth) Reset() {
 	*x = ServiceHealth{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[64]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4179,7 +4658,7 @@ func (x *ServiceHealth) String() string {
 func (*ServiceHealth) ProtoMessage() {}
 
 func (x *ServiceHealth) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[64]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4192,7 +4671,7 @@ func (x *ServiceHealth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceHealth.ProtoReflect.Descriptor instead.
 func (*ServiceHealth) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{64}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *ServiceHealth) GetStatus() string {
@@ -4226,7 +4705,7 @@ type AgentHealth struct {
 
 func (x *AgentHealth) Reset() {
 	*x = AgentHealth{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[65]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4238,7 +4717,7 @@ func (x *AgentHealth) String() string {
 func (*AgentHealth) ProtoMessage() {}
 
 func (x *AgentHealth) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[65]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4251,7 +4730,7 @@ func (x *AgentHealth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentHealth.ProtoReflect.Descriptor instead.
 func (*AgentHealth) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{65}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *AgentHealth) GetHealthy() int32 {
@@ -4284,7 +4763,7 @@ type GetHealthResponse struct {
 
 func (x *GetHealthResponse) Reset() {
 	*x = GetHealthResponse{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[66]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4296,7 +4775,7 @@ func (x *GetHealthResponse) String() string {
 func (*GetHealthResponse) ProtoMessage() {}
 
 func (x *GetHealthResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[66]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4309,7 +4788,7 @@ func (x *GetHealthResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHealthResponse.ProtoReflect.Descriptor instead.
 func (*GetHealthResponse) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{66}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *GetHealthResponse) GetStatus() string {
@@ -4358,7 +4837,7 @@ type HealthIssue struct {
 
 func (x *HealthIssue) Reset() {
 	*x = HealthIssue{}
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[67]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4370,7 +4849,7 @@ func (x *HealthIssue) String() string {
 func (*HealthIssue) ProtoMessage() {}
 
 func (x *HealthIssue) ProtoReflect() protoreflect.Message {
-	mi := &file_fedsync_v1_fedsync_proto_msgTypes[67]
+	mi := &file_fedsync_v1_fedsync_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4383,7 +4862,7 @@ func (x *HealthIssue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthIssue.ProtoReflect.Descriptor instead.
 func (*HealthIssue) Descriptor() ([]byte, []int) {
-	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{67}
+	return file_fedsync_v1_fedsync_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *HealthIssue) GetKind() string {
@@ -4555,7 +5034,40 @@ const file_fedsync_v1_fedsync_proto_rawDesc = "" +
 	"\x13CommitStrongRequest\x12'\n" +
 	"\x05delta\x18\x01 \x01(\v2\x11.fedsync.v1.DeltaR\x05delta\"0\n" +
 	"\x14CommitStrongResponse\x12\x18\n" +
-	"\aversion\x18\x01 \x01(\x03R\aversion\"^\n" +
+	"\aversion\x18\x01 \x01(\x03R\aversion\"\xb5\x02\n" +
+	"\n" +
+	"BackupInfo\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
+	"\aservice\x18\x02 \x01(\tR\aservice\x12\x1d\n" +
+	"\n" +
+	"created_at\x18\x03 \x01(\x03R\tcreatedAt\x12\x1d\n" +
+	"\n" +
+	"raft_index\x18\x04 \x01(\x04R\traftIndex\x12\x12\n" +
+	"\x04size\x18\x05 \x01(\x03R\x04size\x12\x16\n" +
+	"\x06sha256\x18\x06 \x01(\tR\x06sha256\x12\x1d\n" +
+	"\n" +
+	"plain_size\x18\a \x01(\x03R\tplainSize\x12\x15\n" +
+	"\x06key_id\x18\b \x01(\tR\x05keyId\x12\x1c\n" +
+	"\tdocuments\x18\t \x01(\x03R\tdocuments\x12)\n" +
+	"\x10documents_digest\x18\n" +
+	" \x01(\tR\x0fdocumentsDigest\x12\x14\n" +
+	"\x05where\x18\v \x01(\tR\x05where\"8\n" +
+	"\x13CreateBackupRequest\x12!\n" +
+	"\frequested_by\x18\x01 \x01(\tR\vrequestedBy\"\x14\n" +
+	"\x12ListBackupsRequest\"G\n" +
+	"\x13ListBackupsResponse\x120\n" +
+	"\abackups\x18\x01 \x03(\v2\x16.fedsync.v1.BackupInfoR\abackups\"%\n" +
+	"\x13VerifyBackupRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"I\n" +
+	"\x14RestoreBackupRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
+	"\frequested_by\x18\x02 \x01(\tR\vrequestedBy\"F\n" +
+	"\x14CreateBackupResponse\x12.\n" +
+	"\x06backup\x18\x01 \x01(\v2\x16.fedsync.v1.BackupInfoR\x06backup\"F\n" +
+	"\x14VerifyBackupResponse\x12.\n" +
+	"\x06backup\x18\x01 \x01(\v2\x16.fedsync.v1.BackupInfoR\x06backup\"G\n" +
+	"\x15RestoreBackupResponse\x12.\n" +
+	"\x06backup\x18\x01 \x01(\v2\x16.fedsync.v1.BackupInfoR\x06backup\"^\n" +
 	"\fControlState\x12\x16\n" +
 	"\x06paused\x18\x01 \x01(\bR\x06paused\x12\x0e\n" +
 	"\x02by\x18\x02 \x01(\tR\x02by\x12\x0e\n" +
@@ -4795,7 +5307,8 @@ const file_fedsync_v1_fedsync_proto_rawDesc = "" +
 	"\vSyncControl\x12\x1e.fedsync.v1.SyncControlRequest\x1a\x1f.fedsync.v1.SyncControlResponse2\xbd\x01\n" +
 	"\fMergeService\x12Q\n" +
 	"\fCommitStrong\x12\x1f.fedsync.v1.CommitStrongRequest\x1a .fedsync.v1.CommitStrongResponse\x12Z\n" +
-	"\x0fResolveConflict\x12\".fedsync.v1.ResolveConflictRequest\x1a#.fedsync.v1.ResolveConflictResponse2\x9c\b\n" +
+	"\x0fResolveConflict\x12\".fedsync.v1.ResolveConflictRequest\x1a#.fedsync.v1.ResolveConflictResponse2\xe8\n" +
+	"\n" +
 	"\x11StateStoreService\x12<\n" +
 	"\x05Apply\x12\x18.fedsync.v1.ApplyRequest\x1a\x19.fedsync.v1.ApplyResponse\x12K\n" +
 	"\n" +
@@ -4815,7 +5328,11 @@ const file_fedsync_v1_fedsync_proto_rawDesc = "" +
 	"\n" +
 	"GetControl\x12\x1d.fedsync.v1.GetControlRequest\x1a\x1e.fedsync.v1.GetControlResponse\x12K\n" +
 	"\n" +
-	"SetControl\x12\x1d.fedsync.v1.SetControlRequest\x1a\x1e.fedsync.v1.SetControlResponse2`\n" +
+	"SetControl\x12\x1d.fedsync.v1.SetControlRequest\x1a\x1e.fedsync.v1.SetControlResponse\x12Q\n" +
+	"\fCreateBackup\x12\x1f.fedsync.v1.CreateBackupRequest\x1a .fedsync.v1.CreateBackupResponse\x12N\n" +
+	"\vListBackups\x12\x1e.fedsync.v1.ListBackupsRequest\x1a\x1f.fedsync.v1.ListBackupsResponse\x12Q\n" +
+	"\fVerifyBackup\x12\x1f.fedsync.v1.VerifyBackupRequest\x1a .fedsync.v1.VerifyBackupResponse\x12T\n" +
+	"\rRestoreBackup\x12 .fedsync.v1.RestoreBackupRequest\x1a!.fedsync.v1.RestoreBackupResponse2`\n" +
 	"\x12BroadcasterService\x12J\n" +
 	"\tSubscribe\x12\x1c.fedsync.v1.SubscribeRequest\x1a\x1d.fedsync.v1.SubscribeResponse0\x012L\n" +
 	"\fAgentService\x12<\n" +
@@ -4836,7 +5353,7 @@ func file_fedsync_v1_fedsync_proto_rawDescGZIP() []byte {
 }
 
 var file_fedsync_v1_fedsync_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_fedsync_v1_fedsync_proto_msgTypes = make([]protoimpl.MessageInfo, 83)
+var file_fedsync_v1_fedsync_proto_msgTypes = make([]protoimpl.MessageInfo, 92)
 var file_fedsync_v1_fedsync_proto_goTypes = []any{
 	(MessageType)(0),                // 0: fedsync.v1.MessageType
 	(Consistency)(0),                // 1: fedsync.v1.Consistency
@@ -4866,171 +5383,192 @@ var file_fedsync_v1_fedsync_proto_goTypes = []any{
 	(*ResolveConflictResponse)(nil), // 25: fedsync.v1.ResolveConflictResponse
 	(*CommitStrongRequest)(nil),     // 26: fedsync.v1.CommitStrongRequest
 	(*CommitStrongResponse)(nil),    // 27: fedsync.v1.CommitStrongResponse
-	(*ControlState)(nil),            // 28: fedsync.v1.ControlState
-	(*GetControlRequest)(nil),       // 29: fedsync.v1.GetControlRequest
-	(*GetControlResponse)(nil),      // 30: fedsync.v1.GetControlResponse
-	(*SetControlRequest)(nil),       // 31: fedsync.v1.SetControlRequest
-	(*SetControlResponse)(nil),      // 32: fedsync.v1.SetControlResponse
-	(*Conflict)(nil),                // 33: fedsync.v1.Conflict
-	(*GetFrontierRequest)(nil),      // 34: fedsync.v1.GetFrontierRequest
-	(*GetFrontierResponse)(nil),     // 35: fedsync.v1.GetFrontierResponse
-	(*DigestNode)(nil),              // 36: fedsync.v1.DigestNode
-	(*GetDigestsRequest)(nil),       // 37: fedsync.v1.GetDigestsRequest
-	(*Digest)(nil),                  // 38: fedsync.v1.Digest
-	(*Leaf)(nil),                    // 39: fedsync.v1.Leaf
-	(*GetDigestsResponse)(nil),      // 40: fedsync.v1.GetDigestsResponse
-	(*Outcome)(nil),                 // 41: fedsync.v1.Outcome
-	(*RecordOutcomeRequest)(nil),    // 42: fedsync.v1.RecordOutcomeRequest
-	(*RecordOutcomeResponse)(nil),   // 43: fedsync.v1.RecordOutcomeResponse
-	(*GetOutcomeRequest)(nil),       // 44: fedsync.v1.GetOutcomeRequest
-	(*GetOutcomeResponse)(nil),      // 45: fedsync.v1.GetOutcomeResponse
-	(*ListConflictsRequest)(nil),    // 46: fedsync.v1.ListConflictsRequest
-	(*ListConflictsResponse)(nil),   // 47: fedsync.v1.ListConflictsResponse
-	(*GetConflictRequest)(nil),      // 48: fedsync.v1.GetConflictRequest
-	(*GetConflictResponse)(nil),     // 49: fedsync.v1.GetConflictResponse
-	(*ApplyRequest)(nil),            // 50: fedsync.v1.ApplyRequest
-	(*ApplyResponse)(nil),           // 51: fedsync.v1.ApplyResponse
-	(*ApplyBatchRequest)(nil),       // 52: fedsync.v1.ApplyBatchRequest
-	(*ApplyResult)(nil),             // 53: fedsync.v1.ApplyResult
-	(*ApplyBatchResponse)(nil),      // 54: fedsync.v1.ApplyBatchResponse
-	(*GetManyRequest)(nil),          // 55: fedsync.v1.GetManyRequest
-	(*GetManyResponse)(nil),         // 56: fedsync.v1.GetManyResponse
-	(*GetRequest)(nil),              // 57: fedsync.v1.GetRequest
-	(*GetResponse)(nil),             // 58: fedsync.v1.GetResponse
-	(*QueryRequest)(nil),            // 59: fedsync.v1.QueryRequest
-	(*QueryResponse)(nil),           // 60: fedsync.v1.QueryResponse
-	(*ReadLogRequest)(nil),          // 61: fedsync.v1.ReadLogRequest
-	(*ReadLogResponse)(nil),         // 62: fedsync.v1.ReadLogResponse
-	(*SubscribeRequest)(nil),        // 63: fedsync.v1.SubscribeRequest
-	(*SubscribeResponse)(nil),       // 64: fedsync.v1.SubscribeResponse
-	(*GetHealthRequest)(nil),        // 65: fedsync.v1.GetHealthRequest
-	(*ServiceHealth)(nil),           // 66: fedsync.v1.ServiceHealth
-	(*AgentHealth)(nil),             // 67: fedsync.v1.AgentHealth
-	(*GetHealthResponse)(nil),       // 68: fedsync.v1.GetHealthResponse
-	(*HealthIssue)(nil),             // 69: fedsync.v1.HealthIssue
-	nil,                             // 70: fedsync.v1.SyncMessage.MetadataEntry
-	nil,                             // 71: fedsync.v1.Delta.VectorClockEntry
-	nil,                             // 72: fedsync.v1.Delta.PatchFieldsEntry
-	nil,                             // 73: fedsync.v1.State.VectorClockEntry
-	nil,                             // 74: fedsync.v1.State.FieldsEntry
-	nil,                             // 75: fedsync.v1.GetRevocationsResponse.DisabledClientsEntry
-	nil,                             // 76: fedsync.v1.GetRevocationsResponse.RevokedTokensEntry
-	nil,                             // 77: fedsync.v1.PushStateRequest.VectorClockEntry
-	nil,                             // 78: fedsync.v1.GetFrontierResponse.FrontierEntry
-	nil,                             // 79: fedsync.v1.ApplyRequest.FieldsEntry
-	nil,                             // 80: fedsync.v1.ApplyRequest.VectorClockEntry
-	nil,                             // 81: fedsync.v1.ApplyRequest.PatchFieldsEntry
-	nil,                             // 82: fedsync.v1.ApplyRequest.TraceEntry
-	nil,                             // 83: fedsync.v1.GetHealthResponse.ServicesEntry
-	nil,                             // 84: fedsync.v1.GetHealthResponse.RegionsEntry
+	(*BackupInfo)(nil),              // 28: fedsync.v1.BackupInfo
+	(*CreateBackupRequest)(nil),     // 29: fedsync.v1.CreateBackupRequest
+	(*ListBackupsRequest)(nil),      // 30: fedsync.v1.ListBackupsRequest
+	(*ListBackupsResponse)(nil),     // 31: fedsync.v1.ListBackupsResponse
+	(*VerifyBackupRequest)(nil),     // 32: fedsync.v1.VerifyBackupRequest
+	(*RestoreBackupRequest)(nil),    // 33: fedsync.v1.RestoreBackupRequest
+	(*CreateBackupResponse)(nil),    // 34: fedsync.v1.CreateBackupResponse
+	(*VerifyBackupResponse)(nil),    // 35: fedsync.v1.VerifyBackupResponse
+	(*RestoreBackupResponse)(nil),   // 36: fedsync.v1.RestoreBackupResponse
+	(*ControlState)(nil),            // 37: fedsync.v1.ControlState
+	(*GetControlRequest)(nil),       // 38: fedsync.v1.GetControlRequest
+	(*GetControlResponse)(nil),      // 39: fedsync.v1.GetControlResponse
+	(*SetControlRequest)(nil),       // 40: fedsync.v1.SetControlRequest
+	(*SetControlResponse)(nil),      // 41: fedsync.v1.SetControlResponse
+	(*Conflict)(nil),                // 42: fedsync.v1.Conflict
+	(*GetFrontierRequest)(nil),      // 43: fedsync.v1.GetFrontierRequest
+	(*GetFrontierResponse)(nil),     // 44: fedsync.v1.GetFrontierResponse
+	(*DigestNode)(nil),              // 45: fedsync.v1.DigestNode
+	(*GetDigestsRequest)(nil),       // 46: fedsync.v1.GetDigestsRequest
+	(*Digest)(nil),                  // 47: fedsync.v1.Digest
+	(*Leaf)(nil),                    // 48: fedsync.v1.Leaf
+	(*GetDigestsResponse)(nil),      // 49: fedsync.v1.GetDigestsResponse
+	(*Outcome)(nil),                 // 50: fedsync.v1.Outcome
+	(*RecordOutcomeRequest)(nil),    // 51: fedsync.v1.RecordOutcomeRequest
+	(*RecordOutcomeResponse)(nil),   // 52: fedsync.v1.RecordOutcomeResponse
+	(*GetOutcomeRequest)(nil),       // 53: fedsync.v1.GetOutcomeRequest
+	(*GetOutcomeResponse)(nil),      // 54: fedsync.v1.GetOutcomeResponse
+	(*ListConflictsRequest)(nil),    // 55: fedsync.v1.ListConflictsRequest
+	(*ListConflictsResponse)(nil),   // 56: fedsync.v1.ListConflictsResponse
+	(*GetConflictRequest)(nil),      // 57: fedsync.v1.GetConflictRequest
+	(*GetConflictResponse)(nil),     // 58: fedsync.v1.GetConflictResponse
+	(*ApplyRequest)(nil),            // 59: fedsync.v1.ApplyRequest
+	(*ApplyResponse)(nil),           // 60: fedsync.v1.ApplyResponse
+	(*ApplyBatchRequest)(nil),       // 61: fedsync.v1.ApplyBatchRequest
+	(*ApplyResult)(nil),             // 62: fedsync.v1.ApplyResult
+	(*ApplyBatchResponse)(nil),      // 63: fedsync.v1.ApplyBatchResponse
+	(*GetManyRequest)(nil),          // 64: fedsync.v1.GetManyRequest
+	(*GetManyResponse)(nil),         // 65: fedsync.v1.GetManyResponse
+	(*GetRequest)(nil),              // 66: fedsync.v1.GetRequest
+	(*GetResponse)(nil),             // 67: fedsync.v1.GetResponse
+	(*QueryRequest)(nil),            // 68: fedsync.v1.QueryRequest
+	(*QueryResponse)(nil),           // 69: fedsync.v1.QueryResponse
+	(*ReadLogRequest)(nil),          // 70: fedsync.v1.ReadLogRequest
+	(*ReadLogResponse)(nil),         // 71: fedsync.v1.ReadLogResponse
+	(*SubscribeRequest)(nil),        // 72: fedsync.v1.SubscribeRequest
+	(*SubscribeResponse)(nil),       // 73: fedsync.v1.SubscribeResponse
+	(*GetHealthRequest)(nil),        // 74: fedsync.v1.GetHealthRequest
+	(*ServiceHealth)(nil),           // 75: fedsync.v1.ServiceHealth
+	(*AgentHealth)(nil),             // 76: fedsync.v1.AgentHealth
+	(*GetHealthResponse)(nil),       // 77: fedsync.v1.GetHealthResponse
+	(*HealthIssue)(nil),             // 78: fedsync.v1.HealthIssue
+	nil,                             // 79: fedsync.v1.SyncMessage.MetadataEntry
+	nil,                             // 80: fedsync.v1.Delta.VectorClockEntry
+	nil,                             // 81: fedsync.v1.Delta.PatchFieldsEntry
+	nil,                             // 82: fedsync.v1.State.VectorClockEntry
+	nil,                             // 83: fedsync.v1.State.FieldsEntry
+	nil,                             // 84: fedsync.v1.GetRevocationsResponse.DisabledClientsEntry
+	nil,                             // 85: fedsync.v1.GetRevocationsResponse.RevokedTokensEntry
+	nil,                             // 86: fedsync.v1.PushStateRequest.VectorClockEntry
+	nil,                             // 87: fedsync.v1.GetFrontierResponse.FrontierEntry
+	nil,                             // 88: fedsync.v1.ApplyRequest.FieldsEntry
+	nil,                             // 89: fedsync.v1.ApplyRequest.VectorClockEntry
+	nil,                             // 90: fedsync.v1.ApplyRequest.PatchFieldsEntry
+	nil,                             // 91: fedsync.v1.ApplyRequest.TraceEntry
+	nil,                             // 92: fedsync.v1.GetHealthResponse.ServicesEntry
+	nil,                             // 93: fedsync.v1.GetHealthResponse.RegionsEntry
 }
 var file_fedsync_v1_fedsync_proto_depIdxs = []int32{
 	0,  // 0: fedsync.v1.SyncMessage.type:type_name -> fedsync.v1.MessageType
-	70, // 1: fedsync.v1.SyncMessage.metadata:type_name -> fedsync.v1.SyncMessage.MetadataEntry
+	79, // 1: fedsync.v1.SyncMessage.metadata:type_name -> fedsync.v1.SyncMessage.MetadataEntry
 	1,  // 2: fedsync.v1.Delta.consistency:type_name -> fedsync.v1.Consistency
-	71, // 3: fedsync.v1.Delta.vector_clock:type_name -> fedsync.v1.Delta.VectorClockEntry
-	72, // 4: fedsync.v1.Delta.patch_fields:type_name -> fedsync.v1.Delta.PatchFieldsEntry
-	73, // 5: fedsync.v1.State.vector_clock:type_name -> fedsync.v1.State.VectorClockEntry
-	74, // 6: fedsync.v1.State.fields:type_name -> fedsync.v1.State.FieldsEntry
+	80, // 3: fedsync.v1.Delta.vector_clock:type_name -> fedsync.v1.Delta.VectorClockEntry
+	81, // 4: fedsync.v1.Delta.patch_fields:type_name -> fedsync.v1.Delta.PatchFieldsEntry
+	82, // 5: fedsync.v1.State.vector_clock:type_name -> fedsync.v1.State.VectorClockEntry
+	83, // 6: fedsync.v1.State.fields:type_name -> fedsync.v1.State.FieldsEntry
 	5,  // 7: fedsync.v1.Change.state:type_name -> fedsync.v1.State
-	75, // 8: fedsync.v1.GetRevocationsResponse.disabled_clients:type_name -> fedsync.v1.GetRevocationsResponse.DisabledClientsEntry
-	76, // 9: fedsync.v1.GetRevocationsResponse.revoked_tokens:type_name -> fedsync.v1.GetRevocationsResponse.RevokedTokensEntry
-	28, // 10: fedsync.v1.SyncControlResponse.state:type_name -> fedsync.v1.ControlState
-	77, // 11: fedsync.v1.PushStateRequest.vector_clock:type_name -> fedsync.v1.PushStateRequest.VectorClockEntry
-	33, // 12: fedsync.v1.ResolveConflictResponse.conflict:type_name -> fedsync.v1.Conflict
+	84, // 8: fedsync.v1.GetRevocationsResponse.disabled_clients:type_name -> fedsync.v1.GetRevocationsResponse.DisabledClientsEntry
+	85, // 9: fedsync.v1.GetRevocationsResponse.revoked_tokens:type_name -> fedsync.v1.GetRevocationsResponse.RevokedTokensEntry
+	37, // 10: fedsync.v1.SyncControlResponse.state:type_name -> fedsync.v1.ControlState
+	86, // 11: fedsync.v1.PushStateRequest.vector_clock:type_name -> fedsync.v1.PushStateRequest.VectorClockEntry
+	42, // 12: fedsync.v1.ResolveConflictResponse.conflict:type_name -> fedsync.v1.Conflict
 	3,  // 13: fedsync.v1.CommitStrongRequest.delta:type_name -> fedsync.v1.Delta
-	28, // 14: fedsync.v1.GetControlResponse.state:type_name -> fedsync.v1.ControlState
-	28, // 15: fedsync.v1.SetControlRequest.state:type_name -> fedsync.v1.ControlState
-	28, // 16: fedsync.v1.SetControlResponse.state:type_name -> fedsync.v1.ControlState
-	78, // 17: fedsync.v1.GetFrontierResponse.frontier:type_name -> fedsync.v1.GetFrontierResponse.FrontierEntry
-	36, // 18: fedsync.v1.GetDigestsRequest.nodes:type_name -> fedsync.v1.DigestNode
-	36, // 19: fedsync.v1.Digest.node:type_name -> fedsync.v1.DigestNode
-	38, // 20: fedsync.v1.GetDigestsResponse.digests:type_name -> fedsync.v1.Digest
-	39, // 21: fedsync.v1.GetDigestsResponse.leaves:type_name -> fedsync.v1.Leaf
-	41, // 22: fedsync.v1.RecordOutcomeRequest.outcome:type_name -> fedsync.v1.Outcome
-	33, // 23: fedsync.v1.RecordOutcomeRequest.conflicts:type_name -> fedsync.v1.Conflict
-	41, // 24: fedsync.v1.GetOutcomeResponse.outcome:type_name -> fedsync.v1.Outcome
-	33, // 25: fedsync.v1.ListConflictsResponse.conflicts:type_name -> fedsync.v1.Conflict
-	33, // 26: fedsync.v1.GetConflictResponse.conflict:type_name -> fedsync.v1.Conflict
-	79, // 27: fedsync.v1.ApplyRequest.fields:type_name -> fedsync.v1.ApplyRequest.FieldsEntry
-	80, // 28: fedsync.v1.ApplyRequest.vector_clock:type_name -> fedsync.v1.ApplyRequest.VectorClockEntry
-	33, // 29: fedsync.v1.ApplyRequest.conflicts:type_name -> fedsync.v1.Conflict
-	81, // 30: fedsync.v1.ApplyRequest.patch_fields:type_name -> fedsync.v1.ApplyRequest.PatchFieldsEntry
-	82, // 31: fedsync.v1.ApplyRequest.trace:type_name -> fedsync.v1.ApplyRequest.TraceEntry
-	50, // 32: fedsync.v1.ApplyBatchRequest.items:type_name -> fedsync.v1.ApplyRequest
-	42, // 33: fedsync.v1.ApplyBatchRequest.outcomes:type_name -> fedsync.v1.RecordOutcomeRequest
-	53, // 34: fedsync.v1.ApplyBatchResponse.results:type_name -> fedsync.v1.ApplyResult
-	5,  // 35: fedsync.v1.GetManyResponse.states:type_name -> fedsync.v1.State
-	5,  // 36: fedsync.v1.GetResponse.state:type_name -> fedsync.v1.State
-	5,  // 37: fedsync.v1.QueryResponse.items:type_name -> fedsync.v1.State
-	6,  // 38: fedsync.v1.ReadLogResponse.changes:type_name -> fedsync.v1.Change
-	83, // 39: fedsync.v1.GetHealthResponse.services:type_name -> fedsync.v1.GetHealthResponse.ServicesEntry
-	84, // 40: fedsync.v1.GetHealthResponse.regions:type_name -> fedsync.v1.GetHealthResponse.RegionsEntry
-	67, // 41: fedsync.v1.GetHealthResponse.agents:type_name -> fedsync.v1.AgentHealth
-	69, // 42: fedsync.v1.GetHealthResponse.issues:type_name -> fedsync.v1.HealthIssue
-	4,  // 43: fedsync.v1.State.FieldsEntry.value:type_name -> fedsync.v1.FieldMeta
-	4,  // 44: fedsync.v1.ApplyRequest.FieldsEntry.value:type_name -> fedsync.v1.FieldMeta
-	66, // 45: fedsync.v1.GetHealthResponse.ServicesEntry.value:type_name -> fedsync.v1.ServiceHealth
-	66, // 46: fedsync.v1.GetHealthResponse.RegionsEntry.value:type_name -> fedsync.v1.ServiceHealth
-	14, // 47: fedsync.v1.AuthnService.IssueToken:input_type -> fedsync.v1.IssueTokenRequest
-	16, // 48: fedsync.v1.AuthnService.GetJWKS:input_type -> fedsync.v1.GetJWKSRequest
-	12, // 49: fedsync.v1.AuthnService.GetRevocations:input_type -> fedsync.v1.GetRevocationsRequest
-	10, // 50: fedsync.v1.RaftService.Propose:input_type -> fedsync.v1.ProposeRequest
-	8,  // 51: fedsync.v1.RaftService.ReadIndex:input_type -> fedsync.v1.ReadIndexRequest
-	20, // 52: fedsync.v1.ValidationService.PushState:input_type -> fedsync.v1.PushStateRequest
-	22, // 53: fedsync.v1.ValidationService.Heartbeat:input_type -> fedsync.v1.HeartbeatRequest
-	18, // 54: fedsync.v1.ValidationService.SyncControl:input_type -> fedsync.v1.SyncControlRequest
-	26, // 55: fedsync.v1.MergeService.CommitStrong:input_type -> fedsync.v1.CommitStrongRequest
-	24, // 56: fedsync.v1.MergeService.ResolveConflict:input_type -> fedsync.v1.ResolveConflictRequest
-	50, // 57: fedsync.v1.StateStoreService.Apply:input_type -> fedsync.v1.ApplyRequest
-	52, // 58: fedsync.v1.StateStoreService.ApplyBatch:input_type -> fedsync.v1.ApplyBatchRequest
-	55, // 59: fedsync.v1.StateStoreService.GetMany:input_type -> fedsync.v1.GetManyRequest
-	57, // 60: fedsync.v1.StateStoreService.Get:input_type -> fedsync.v1.GetRequest
-	59, // 61: fedsync.v1.StateStoreService.Query:input_type -> fedsync.v1.QueryRequest
-	61, // 62: fedsync.v1.StateStoreService.ReadLog:input_type -> fedsync.v1.ReadLogRequest
-	34, // 63: fedsync.v1.StateStoreService.GetFrontier:input_type -> fedsync.v1.GetFrontierRequest
-	37, // 64: fedsync.v1.StateStoreService.GetDigests:input_type -> fedsync.v1.GetDigestsRequest
-	42, // 65: fedsync.v1.StateStoreService.RecordOutcome:input_type -> fedsync.v1.RecordOutcomeRequest
-	44, // 66: fedsync.v1.StateStoreService.GetOutcome:input_type -> fedsync.v1.GetOutcomeRequest
-	46, // 67: fedsync.v1.StateStoreService.ListConflicts:input_type -> fedsync.v1.ListConflictsRequest
-	48, // 68: fedsync.v1.StateStoreService.GetConflict:input_type -> fedsync.v1.GetConflictRequest
-	29, // 69: fedsync.v1.StateStoreService.GetControl:input_type -> fedsync.v1.GetControlRequest
-	31, // 70: fedsync.v1.StateStoreService.SetControl:input_type -> fedsync.v1.SetControlRequest
-	63, // 71: fedsync.v1.BroadcasterService.Subscribe:input_type -> fedsync.v1.SubscribeRequest
-	2,  // 72: fedsync.v1.AgentService.Sync:input_type -> fedsync.v1.SyncMessage
-	65, // 73: fedsync.v1.HealthMonitorService.GetHealth:input_type -> fedsync.v1.GetHealthRequest
-	15, // 74: fedsync.v1.AuthnService.IssueToken:output_type -> fedsync.v1.IssueTokenResponse
-	17, // 75: fedsync.v1.AuthnService.GetJWKS:output_type -> fedsync.v1.GetJWKSResponse
-	13, // 76: fedsync.v1.AuthnService.GetRevocations:output_type -> fedsync.v1.GetRevocationsResponse
-	11, // 77: fedsync.v1.RaftService.Propose:output_type -> fedsync.v1.ProposeResponse
-	9,  // 78: fedsync.v1.RaftService.ReadIndex:output_type -> fedsync.v1.ReadIndexResponse
-	21, // 79: fedsync.v1.ValidationService.PushState:output_type -> fedsync.v1.PushStateResponse
-	23, // 80: fedsync.v1.ValidationService.Heartbeat:output_type -> fedsync.v1.HeartbeatResponse
-	19, // 81: fedsync.v1.ValidationService.SyncControl:output_type -> fedsync.v1.SyncControlResponse
-	27, // 82: fedsync.v1.MergeService.CommitStrong:output_type -> fedsync.v1.CommitStrongResponse
-	25, // 83: fedsync.v1.MergeService.ResolveConflict:output_type -> fedsync.v1.ResolveConflictResponse
-	51, // 84: fedsync.v1.StateStoreService.Apply:output_type -> fedsync.v1.ApplyResponse
-	54, // 85: fedsync.v1.StateStoreService.ApplyBatch:output_type -> fedsync.v1.ApplyBatchResponse
-	56, // 86: fedsync.v1.StateStoreService.GetMany:output_type -> fedsync.v1.GetManyResponse
-	58, // 87: fedsync.v1.StateStoreService.Get:output_type -> fedsync.v1.GetResponse
-	60, // 88: fedsync.v1.StateStoreService.Query:output_type -> fedsync.v1.QueryResponse
-	62, // 89: fedsync.v1.StateStoreService.ReadLog:output_type -> fedsync.v1.ReadLogResponse
-	35, // 90: fedsync.v1.StateStoreService.GetFrontier:output_type -> fedsync.v1.GetFrontierResponse
-	40, // 91: fedsync.v1.StateStoreService.GetDigests:output_type -> fedsync.v1.GetDigestsResponse
-	43, // 92: fedsync.v1.StateStoreService.RecordOutcome:output_type -> fedsync.v1.RecordOutcomeResponse
-	45, // 93: fedsync.v1.StateStoreService.GetOutcome:output_type -> fedsync.v1.GetOutcomeResponse
-	47, // 94: fedsync.v1.StateStoreService.ListConflicts:output_type -> fedsync.v1.ListConflictsResponse
-	49, // 95: fedsync.v1.StateStoreService.GetConflict:output_type -> fedsync.v1.GetConflictResponse
-	30, // 96: fedsync.v1.StateStoreService.GetControl:output_type -> fedsync.v1.GetControlResponse
-	32, // 97: fedsync.v1.StateStoreService.SetControl:output_type -> fedsync.v1.SetControlResponse
-	64, // 98: fedsync.v1.BroadcasterService.Subscribe:output_type -> fedsync.v1.SubscribeResponse
-	2,  // 99: fedsync.v1.AgentService.Sync:output_type -> fedsync.v1.SyncMessage
-	68, // 100: fedsync.v1.HealthMonitorService.GetHealth:output_type -> fedsync.v1.GetHealthResponse
-	74, // [74:101] is the sub-list for method output_type
-	47, // [47:74] is the sub-list for method input_type
-	47, // [47:47] is the sub-list for extension type_name
-	47, // [47:47] is the sub-list for extension extendee
-	0,  // [0:47] is the sub-list for field type_name
+	28, // 14: fedsync.v1.ListBackupsResponse.backups:type_name -> fedsync.v1.BackupInfo
+	28, // 15: fedsync.v1.CreateBackupResponse.backup:type_name -> fedsync.v1.BackupInfo
+	28, // 16: fedsync.v1.VerifyBackupResponse.backup:type_name -> fedsync.v1.BackupInfo
+	28, // 17: fedsync.v1.RestoreBackupResponse.backup:type_name -> fedsync.v1.BackupInfo
+	37, // 18: fedsync.v1.GetControlResponse.state:type_name -> fedsync.v1.ControlState
+	37, // 19: fedsync.v1.SetControlRequest.state:type_name -> fedsync.v1.ControlState
+	37, // 20: fedsync.v1.SetControlResponse.state:type_name -> fedsync.v1.ControlState
+	87, // 21: fedsync.v1.GetFrontierResponse.frontier:type_name -> fedsync.v1.GetFrontierResponse.FrontierEntry
+	45, // 22: fedsync.v1.GetDigestsRequest.nodes:type_name -> fedsync.v1.DigestNode
+	45, // 23: fedsync.v1.Digest.node:type_name -> fedsync.v1.DigestNode
+	47, // 24: fedsync.v1.GetDigestsResponse.digests:type_name -> fedsync.v1.Digest
+	48, // 25: fedsync.v1.GetDigestsResponse.leaves:type_name -> fedsync.v1.Leaf
+	50, // 26: fedsync.v1.RecordOutcomeRequest.outcome:type_name -> fedsync.v1.Outcome
+	42, // 27: fedsync.v1.RecordOutcomeRequest.conflicts:type_name -> fedsync.v1.Conflict
+	50, // 28: fedsync.v1.GetOutcomeResponse.outcome:type_name -> fedsync.v1.Outcome
+	42, // 29: fedsync.v1.ListConflictsResponse.conflicts:type_name -> fedsync.v1.Conflict
+	42, // 30: fedsync.v1.GetConflictResponse.conflict:type_name -> fedsync.v1.Conflict
+	88, // 31: fedsync.v1.ApplyRequest.fields:type_name -> fedsync.v1.ApplyRequest.FieldsEntry
+	89, // 32: fedsync.v1.ApplyRequest.vector_clock:type_name -> fedsync.v1.ApplyRequest.VectorClockEntry
+	42, // 33: fedsync.v1.ApplyRequest.conflicts:type_name -> fedsync.v1.Conflict
+	90, // 34: fedsync.v1.ApplyRequest.patch_fields:type_name -> fedsync.v1.ApplyRequest.PatchFieldsEntry
+	91, // 35: fedsync.v1.ApplyRequest.trace:type_name -> fedsync.v1.ApplyRequest.TraceEntry
+	59, // 36: fedsync.v1.ApplyBatchRequest.items:type_name -> fedsync.v1.ApplyRequest
+	51, // 37: fedsync.v1.ApplyBatchRequest.outcomes:type_name -> fedsync.v1.RecordOutcomeRequest
+	62, // 38: fedsync.v1.ApplyBatchResponse.results:type_name -> fedsync.v1.ApplyResult
+	5,  // 39: fedsync.v1.GetManyResponse.states:type_name -> fedsync.v1.State
+	5,  // 40: fedsync.v1.GetResponse.state:type_name -> fedsync.v1.State
+	5,  // 41: fedsync.v1.QueryResponse.items:type_name -> fedsync.v1.State
+	6,  // 42: fedsync.v1.ReadLogResponse.changes:type_name -> fedsync.v1.Change
+	92, // 43: fedsync.v1.GetHealthResponse.services:type_name -> fedsync.v1.GetHealthResponse.ServicesEntry
+	93, // 44: fedsync.v1.GetHealthResponse.regions:type_name -> fedsync.v1.GetHealthResponse.RegionsEntry
+	76, // 45: fedsync.v1.GetHealthResponse.agents:type_name -> fedsync.v1.AgentHealth
+	78, // 46: fedsync.v1.GetHealthResponse.issues:type_name -> fedsync.v1.HealthIssue
+	4,  // 47: fedsync.v1.State.FieldsEntry.value:type_name -> fedsync.v1.FieldMeta
+	4,  // 48: fedsync.v1.ApplyRequest.FieldsEntry.value:type_name -> fedsync.v1.FieldMeta
+	75, // 49: fedsync.v1.GetHealthResponse.ServicesEntry.value:type_name -> fedsync.v1.ServiceHealth
+	75, // 50: fedsync.v1.GetHealthResponse.RegionsEntry.value:type_name -> fedsync.v1.ServiceHealth
+	14, // 51: fedsync.v1.AuthnService.IssueToken:input_type -> fedsync.v1.IssueTokenRequest
+	16, // 52: fedsync.v1.AuthnService.GetJWKS:input_type -> fedsync.v1.GetJWKSRequest
+	12, // 53: fedsync.v1.AuthnService.GetRevocations:input_type -> fedsync.v1.GetRevocationsRequest
+	10, // 54: fedsync.v1.RaftService.Propose:input_type -> fedsync.v1.ProposeRequest
+	8,  // 55: fedsync.v1.RaftService.ReadIndex:input_type -> fedsync.v1.ReadIndexRequest
+	20, // 56: fedsync.v1.ValidationService.PushState:input_type -> fedsync.v1.PushStateRequest
+	22, // 57: fedsync.v1.ValidationService.Heartbeat:input_type -> fedsync.v1.HeartbeatRequest
+	18, // 58: fedsync.v1.ValidationService.SyncControl:input_type -> fedsync.v1.SyncControlRequest
+	26, // 59: fedsync.v1.MergeService.CommitStrong:input_type -> fedsync.v1.CommitStrongRequest
+	24, // 60: fedsync.v1.MergeService.ResolveConflict:input_type -> fedsync.v1.ResolveConflictRequest
+	59, // 61: fedsync.v1.StateStoreService.Apply:input_type -> fedsync.v1.ApplyRequest
+	61, // 62: fedsync.v1.StateStoreService.ApplyBatch:input_type -> fedsync.v1.ApplyBatchRequest
+	64, // 63: fedsync.v1.StateStoreService.GetMany:input_type -> fedsync.v1.GetManyRequest
+	66, // 64: fedsync.v1.StateStoreService.Get:input_type -> fedsync.v1.GetRequest
+	68, // 65: fedsync.v1.StateStoreService.Query:input_type -> fedsync.v1.QueryRequest
+	70, // 66: fedsync.v1.StateStoreService.ReadLog:input_type -> fedsync.v1.ReadLogRequest
+	43, // 67: fedsync.v1.StateStoreService.GetFrontier:input_type -> fedsync.v1.GetFrontierRequest
+	46, // 68: fedsync.v1.StateStoreService.GetDigests:input_type -> fedsync.v1.GetDigestsRequest
+	51, // 69: fedsync.v1.StateStoreService.RecordOutcome:input_type -> fedsync.v1.RecordOutcomeRequest
+	53, // 70: fedsync.v1.StateStoreService.GetOutcome:input_type -> fedsync.v1.GetOutcomeRequest
+	55, // 71: fedsync.v1.StateStoreService.ListConflicts:input_type -> fedsync.v1.ListConflictsRequest
+	57, // 72: fedsync.v1.StateStoreService.GetConflict:input_type -> fedsync.v1.GetConflictRequest
+	38, // 73: fedsync.v1.StateStoreService.GetControl:input_type -> fedsync.v1.GetControlRequest
+	40, // 74: fedsync.v1.StateStoreService.SetControl:input_type -> fedsync.v1.SetControlRequest
+	29, // 75: fedsync.v1.StateStoreService.CreateBackup:input_type -> fedsync.v1.CreateBackupRequest
+	30, // 76: fedsync.v1.StateStoreService.ListBackups:input_type -> fedsync.v1.ListBackupsRequest
+	32, // 77: fedsync.v1.StateStoreService.VerifyBackup:input_type -> fedsync.v1.VerifyBackupRequest
+	33, // 78: fedsync.v1.StateStoreService.RestoreBackup:input_type -> fedsync.v1.RestoreBackupRequest
+	72, // 79: fedsync.v1.BroadcasterService.Subscribe:input_type -> fedsync.v1.SubscribeRequest
+	2,  // 80: fedsync.v1.AgentService.Sync:input_type -> fedsync.v1.SyncMessage
+	74, // 81: fedsync.v1.HealthMonitorService.GetHealth:input_type -> fedsync.v1.GetHealthRequest
+	15, // 82: fedsync.v1.AuthnService.IssueToken:output_type -> fedsync.v1.IssueTokenResponse
+	17, // 83: fedsync.v1.AuthnService.GetJWKS:output_type -> fedsync.v1.GetJWKSResponse
+	13, // 84: fedsync.v1.AuthnService.GetRevocations:output_type -> fedsync.v1.GetRevocationsResponse
+	11, // 85: fedsync.v1.RaftService.Propose:output_type -> fedsync.v1.ProposeResponse
+	9,  // 86: fedsync.v1.RaftService.ReadIndex:output_type -> fedsync.v1.ReadIndexResponse
+	21, // 87: fedsync.v1.ValidationService.PushState:output_type -> fedsync.v1.PushStateResponse
+	23, // 88: fedsync.v1.ValidationService.Heartbeat:output_type -> fedsync.v1.HeartbeatResponse
+	19, // 89: fedsync.v1.ValidationService.SyncControl:output_type -> fedsync.v1.SyncControlResponse
+	27, // 90: fedsync.v1.MergeService.CommitStrong:output_type -> fedsync.v1.CommitStrongResponse
+	25, // 91: fedsync.v1.MergeService.ResolveConflict:output_type -> fedsync.v1.ResolveConflictResponse
+	60, // 92: fedsync.v1.StateStoreService.Apply:output_type -> fedsync.v1.ApplyResponse
+	63, // 93: fedsync.v1.StateStoreService.ApplyBatch:output_type -> fedsync.v1.ApplyBatchResponse
+	65, // 94: fedsync.v1.StateStoreService.GetMany:output_type -> fedsync.v1.GetManyResponse
+	67, // 95: fedsync.v1.StateStoreService.Get:output_type -> fedsync.v1.GetResponse
+	69, // 96: fedsync.v1.StateStoreService.Query:output_type -> fedsync.v1.QueryResponse
+	71, // 97: fedsync.v1.StateStoreService.ReadLog:output_type -> fedsync.v1.ReadLogResponse
+	44, // 98: fedsync.v1.StateStoreService.GetFrontier:output_type -> fedsync.v1.GetFrontierResponse
+	49, // 99: fedsync.v1.StateStoreService.GetDigests:output_type -> fedsync.v1.GetDigestsResponse
+	52, // 100: fedsync.v1.StateStoreService.RecordOutcome:output_type -> fedsync.v1.RecordOutcomeResponse
+	54, // 101: fedsync.v1.StateStoreService.GetOutcome:output_type -> fedsync.v1.GetOutcomeResponse
+	56, // 102: fedsync.v1.StateStoreService.ListConflicts:output_type -> fedsync.v1.ListConflictsResponse
+	58, // 103: fedsync.v1.StateStoreService.GetConflict:output_type -> fedsync.v1.GetConflictResponse
+	39, // 104: fedsync.v1.StateStoreService.GetControl:output_type -> fedsync.v1.GetControlResponse
+	41, // 105: fedsync.v1.StateStoreService.SetControl:output_type -> fedsync.v1.SetControlResponse
+	34, // 106: fedsync.v1.StateStoreService.CreateBackup:output_type -> fedsync.v1.CreateBackupResponse
+	31, // 107: fedsync.v1.StateStoreService.ListBackups:output_type -> fedsync.v1.ListBackupsResponse
+	35, // 108: fedsync.v1.StateStoreService.VerifyBackup:output_type -> fedsync.v1.VerifyBackupResponse
+	36, // 109: fedsync.v1.StateStoreService.RestoreBackup:output_type -> fedsync.v1.RestoreBackupResponse
+	73, // 110: fedsync.v1.BroadcasterService.Subscribe:output_type -> fedsync.v1.SubscribeResponse
+	2,  // 111: fedsync.v1.AgentService.Sync:output_type -> fedsync.v1.SyncMessage
+	77, // 112: fedsync.v1.HealthMonitorService.GetHealth:output_type -> fedsync.v1.GetHealthResponse
+	82, // [82:113] is the sub-list for method output_type
+	51, // [51:82] is the sub-list for method input_type
+	51, // [51:51] is the sub-list for extension type_name
+	51, // [51:51] is the sub-list for extension extendee
+	0,  // [0:51] is the sub-list for field type_name
 }
 
 func init() { file_fedsync_v1_fedsync_proto_init() }
@@ -5044,7 +5582,7 @@ func file_fedsync_v1_fedsync_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fedsync_v1_fedsync_proto_rawDesc), len(file_fedsync_v1_fedsync_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   83,
+			NumMessages:   92,
 			NumExtensions: 0,
 			NumServices:   8,
 		},

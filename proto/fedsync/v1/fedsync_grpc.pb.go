@@ -720,6 +720,10 @@ const (
 	StateStoreService_GetConflict_FullMethodName   = "/fedsync.v1.StateStoreService/GetConflict"
 	StateStoreService_GetControl_FullMethodName    = "/fedsync.v1.StateStoreService/GetControl"
 	StateStoreService_SetControl_FullMethodName    = "/fedsync.v1.StateStoreService/SetControl"
+	StateStoreService_CreateBackup_FullMethodName  = "/fedsync.v1.StateStoreService/CreateBackup"
+	StateStoreService_ListBackups_FullMethodName   = "/fedsync.v1.StateStoreService/ListBackups"
+	StateStoreService_VerifyBackup_FullMethodName  = "/fedsync.v1.StateStoreService/VerifyBackup"
+	StateStoreService_RestoreBackup_FullMethodName = "/fedsync.v1.StateStoreService/RestoreBackup"
 )
 
 // StateStoreServiceClient is the client API for StateStoreService service.
@@ -762,6 +766,16 @@ type StateStoreServiceClient interface {
 	GetControl(ctx context.Context, in *GetControlRequest, opts ...grpc.CallOption) (*GetControlResponse, error)
 	// SetControl pauses or resumes the federation's writes (seed 9.2).
 	SetControl(ctx context.Context, in *SetControlRequest, opts ...grpc.CallOption) (*SetControlResponse, error)
+	// CreateBackup exports the leader's state to the backup store (tier 3).
+	CreateBackup(ctx context.Context, in *CreateBackupRequest, opts ...grpc.CallOption) (*CreateBackupResponse, error)
+	// ListBackups lists the backups in the store, newest first.
+	ListBackups(ctx context.Context, in *ListBackupsRequest, opts ...grpc.CallOption) (*ListBackupsResponse, error)
+	// VerifyBackup reads a backup whole: its digest, every sealed chunk, and
+	// the documents it holds against its manifest.
+	VerifyBackup(ctx context.Context, in *VerifyBackupRequest, opts ...grpc.CallOption) (*VerifyBackupResponse, error)
+	// RestoreBackup replaces the group's state with a verified backup (Raft
+	// restore on the leader; followers install it as a snapshot).
+	RestoreBackup(ctx context.Context, in *RestoreBackupRequest, opts ...grpc.CallOption) (*RestoreBackupResponse, error)
 }
 
 type stateStoreServiceClient struct {
@@ -912,6 +926,46 @@ func (c *stateStoreServiceClient) SetControl(ctx context.Context, in *SetControl
 	return out, nil
 }
 
+func (c *stateStoreServiceClient) CreateBackup(ctx context.Context, in *CreateBackupRequest, opts ...grpc.CallOption) (*CreateBackupResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CreateBackupResponse)
+	err := c.cc.Invoke(ctx, StateStoreService_CreateBackup_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *stateStoreServiceClient) ListBackups(ctx context.Context, in *ListBackupsRequest, opts ...grpc.CallOption) (*ListBackupsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListBackupsResponse)
+	err := c.cc.Invoke(ctx, StateStoreService_ListBackups_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *stateStoreServiceClient) VerifyBackup(ctx context.Context, in *VerifyBackupRequest, opts ...grpc.CallOption) (*VerifyBackupResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(VerifyBackupResponse)
+	err := c.cc.Invoke(ctx, StateStoreService_VerifyBackup_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *stateStoreServiceClient) RestoreBackup(ctx context.Context, in *RestoreBackupRequest, opts ...grpc.CallOption) (*RestoreBackupResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RestoreBackupResponse)
+	err := c.cc.Invoke(ctx, StateStoreService_RestoreBackup_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // StateStoreServiceServer is the server API for StateStoreService service.
 // All implementations must embed UnimplementedStateStoreServiceServer
 // for forward compatibility.
@@ -952,6 +1006,16 @@ type StateStoreServiceServer interface {
 	GetControl(context.Context, *GetControlRequest) (*GetControlResponse, error)
 	// SetControl pauses or resumes the federation's writes (seed 9.2).
 	SetControl(context.Context, *SetControlRequest) (*SetControlResponse, error)
+	// CreateBackup exports the leader's state to the backup store (tier 3).
+	CreateBackup(context.Context, *CreateBackupRequest) (*CreateBackupResponse, error)
+	// ListBackups lists the backups in the store, newest first.
+	ListBackups(context.Context, *ListBackupsRequest) (*ListBackupsResponse, error)
+	// VerifyBackup reads a backup whole: its digest, every sealed chunk, and
+	// the documents it holds against its manifest.
+	VerifyBackup(context.Context, *VerifyBackupRequest) (*VerifyBackupResponse, error)
+	// RestoreBackup replaces the group's state with a verified backup (Raft
+	// restore on the leader; followers install it as a snapshot).
+	RestoreBackup(context.Context, *RestoreBackupRequest) (*RestoreBackupResponse, error)
 	mustEmbedUnimplementedStateStoreServiceServer()
 }
 
@@ -1003,6 +1067,18 @@ func (UnimplementedStateStoreServiceServer) GetControl(context.Context, *GetCont
 }
 func (UnimplementedStateStoreServiceServer) SetControl(context.Context, *SetControlRequest) (*SetControlResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SetControl not implemented")
+}
+func (UnimplementedStateStoreServiceServer) CreateBackup(context.Context, *CreateBackupRequest) (*CreateBackupResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateBackup not implemented")
+}
+func (UnimplementedStateStoreServiceServer) ListBackups(context.Context, *ListBackupsRequest) (*ListBackupsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListBackups not implemented")
+}
+func (UnimplementedStateStoreServiceServer) VerifyBackup(context.Context, *VerifyBackupRequest) (*VerifyBackupResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method VerifyBackup not implemented")
+}
+func (UnimplementedStateStoreServiceServer) RestoreBackup(context.Context, *RestoreBackupRequest) (*RestoreBackupResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RestoreBackup not implemented")
 }
 func (UnimplementedStateStoreServiceServer) mustEmbedUnimplementedStateStoreServiceServer() {}
 func (UnimplementedStateStoreServiceServer) testEmbeddedByValue()                           {}
@@ -1277,6 +1353,78 @@ func _StateStoreService_SetControl_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _StateStoreService_CreateBackup_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateBackupRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StateStoreServiceServer).CreateBackup(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: StateStoreService_CreateBackup_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StateStoreServiceServer).CreateBackup(ctx, req.(*CreateBackupRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _StateStoreService_ListBackups_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListBackupsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StateStoreServiceServer).ListBackups(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: StateStoreService_ListBackups_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StateStoreServiceServer).ListBackups(ctx, req.(*ListBackupsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _StateStoreService_VerifyBackup_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(VerifyBackupRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StateStoreServiceServer).VerifyBackup(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: StateStoreService_VerifyBackup_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StateStoreServiceServer).VerifyBackup(ctx, req.(*VerifyBackupRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _StateStoreService_RestoreBackup_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RestoreBackupRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StateStoreServiceServer).RestoreBackup(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: StateStoreService_RestoreBackup_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StateStoreServiceServer).RestoreBackup(ctx, req.(*RestoreBackupRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // StateStoreService_ServiceDesc is the grpc.ServiceDesc for StateStoreService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1339,6 +1487,22 @@ var StateStoreService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SetControl",
 			Handler:    _StateStoreService_SetControl_Handler,
+		},
+		{
+			MethodName: "CreateBackup",
+			Handler:    _StateStoreService_CreateBackup_Handler,
+		},
+		{
+			MethodName: "ListBackups",
+			Handler:    _StateStoreService_ListBackups_Handler,
+		},
+		{
+			MethodName: "VerifyBackup",
+			Handler:    _StateStoreService_VerifyBackup_Handler,
+		},
+		{
+			MethodName: "RestoreBackup",
+			Handler:    _StateStoreService_RestoreBackup_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

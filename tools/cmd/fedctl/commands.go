@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -52,7 +53,7 @@ token was refused; 4 permission denied; 5 not found; 6 version conflict;
 		return []string{"table", "json"}, cobra.ShellCompDirectiveNoFileComp
 	})
 	root.AddCommand(a.loginCmd(), a.putCmd(), a.getCmd(), a.queryCmd(), a.watchCmd(), a.conflictsCmd(), a.clientsCmd(), a.keysCmd(),
-		a.pauseCmd(true), a.pauseCmd(false), a.healthCmd(), a.auditCmd(), a.tlsCmd(), a.atRestCmd())
+		a.pauseCmd(true), a.pauseCmd(false), a.healthCmd(), a.auditCmd(), a.tlsCmd(), a.atRestCmd(), a.backupCmd())
 	return root
 }
 
@@ -484,6 +485,88 @@ func (a *app) keysCmd() *cobra.Command {
 		}}
 	}
 	cmd.AddCommand(show("list", "List the signing keys", false), show("rotate", "The next key signs; the current one retires", true))
+	return cmd
+}
+
+func (a *app) backupCmd() *cobra.Command {
+	cmd := group("backup", "Cold backups of the statestore (L4): create, list, verify, restore")
+	cmd.Long = `The statestore's leader exports its state every -backup.interval (daily by
+default) to its backup store (-backup.target: a directory, or s3://BUCKET/PREFIX
+through the S3 API), sealed with its at-rest key, with a manifest carrying the
+SHA-256 digest of the object and a digest of every document. Backups older
+than -backup.retention (90 days) are deleted; the newest never is.
+
+These commands drive it through the edge. Create, verify and restore can take
+minutes on a large store: --timeout defaults to 10m here.`
+	header := []string{"ID", "CREATED", "INDEX", "DOCUMENTS", "BYTES", "KEY", "SHA-256"}
+	row := func(b fedsync.Backup) []string {
+		return []string{b.ID, b.CreatedAt.UTC().Format(time.RFC3339), strconv.FormatUint(b.RaftIndex, 10), strconv.FormatInt(b.Documents, 10),
+			strconv.FormatInt(b.Size, 10), b.KeyID, b.SHA256[:min(16, len(b.SHA256))]}
+	}
+	long := func(cmd *cobra.Command) {
+		if !cmd.Flags().Changed("timeout") {
+			a.timeout = 10 * time.Minute
+		}
+	}
+	one := func(use, short, long_ string, args []string, do func(ctx context.Context, c *fedsync.Client, args []string) (*fedsync.Backup, error), done string) *cobra.Command {
+		return &cobra.Command{Use: use, Short: short, Long: long_, Args: nArgs(args...), RunE: func(cmd *cobra.Command, args []string) error {
+			long(cmd)
+			ctx, c, cancel, err := a.session(cmd)
+			if err != nil {
+				return err
+			}
+			defer cancel()
+			b, err := do(ctx, c, args)
+			if err != nil {
+				return err
+			}
+			line := fmt.Sprintf("%s %s: %d documents at index %d, %d bytes, sha256 %s, in %s", b.ID, done, b.Documents, b.RaftIndex, b.Size, b.SHA256, b.Where)
+			return a.print(b, nil, [][]string{{line}})
+		}}
+	}
+	create := one("create", "Export the statestore's state now", "", nil,
+		func(ctx context.Context, c *fedsync.Client, _ []string) (*fedsync.Backup, error) {
+			return c.CreateBackup(ctx)
+		}, "created")
+	verify := one("verify ID", "Read a backup whole and check it against its manifest",
+		"verify fetches the backup, checks the SHA-256 of every byte, opens every sealed\nchunk and checks the documents it holds against the manifest. Exit 1 when any\ncheck fails.", []string{"ID"},
+		func(ctx context.Context, c *fedsync.Client, args []string) (*fedsync.Backup, error) {
+			return c.VerifyBackup(ctx, args[0])
+		}, "verified")
+	var yes bool
+	restore := one("restore ID", "Make a backup the statestore's state (every later change is lost)",
+		`restore verifies the backup, then the leader installs it as a Raft snapshot
+and every replica takes it. Every change committed after the backup is gone:
+pause the federation first (fedctl pause), and resume after. The replicas need
+the at-rest key the backup names (fedctl at-rest add-key keeps old keys).
+deploy/rollback.sh runs it as step 4 with --restore-backup ID.`, []string{"ID"},
+		func(ctx context.Context, c *fedsync.Client, args []string) (*fedsync.Backup, error) {
+			if !yes {
+				return nil, usageErr("restore replaces the statestore's state with backup %s: pass --yes to confirm", args[0])
+			}
+			return c.RestoreBackup(ctx, args[0])
+		}, "restored")
+	restore.Flags().BoolVar(&yes, "yes", false, "confirm: replace the statestore's state")
+	list := &cobra.Command{Use: "list", Short: "List the backups, newest first", Args: nArgs(), RunE: func(cmd *cobra.Command, _ []string) error {
+		ctx, c, cancel, err := a.session(cmd)
+		if err != nil {
+			return err
+		}
+		defer cancel()
+		bs, err := c.Backups(ctx)
+		if err != nil {
+			return err
+		}
+		if bs == nil {
+			bs = []fedsync.Backup{}
+		}
+		rows := make([][]string, len(bs))
+		for i, b := range bs {
+			rows[i] = row(b)
+		}
+		return a.print(bs, header, rows)
+	}}
+	cmd.AddCommand(create, list, verify, restore)
 	return cmd
 }
 
