@@ -172,9 +172,16 @@ func (f *BoltFSM) Snapshot() (raft.FSMSnapshot, error) {
 	return &boltSnapshot{tx: tx}, nil
 }
 
-type boltSnapshot struct{ tx *bolt.Tx }
+type boltSnapshot struct {
+	tx   *bolt.Tx
+	once sync.Once
+}
 
+// Persist writes the snapshot and ends its read transaction: a caller that
+// never calls Release (raft.RecoverCluster) does not keep the store from
+// closing.
 func (s *boltSnapshot) Persist(sink raft.SnapshotSink) error {
+	defer s.Release()
 	if _, err := s.tx.WriteTo(sink); err != nil {
 		sink.Cancel()
 		return err
@@ -182,7 +189,7 @@ func (s *boltSnapshot) Persist(sink raft.SnapshotSink) error {
 	return sink.Close()
 }
 
-func (s *boltSnapshot) Release() { s.tx.Rollback() }
+func (s *boltSnapshot) Release() { s.once.Do(func() { s.tx.Rollback() }) }
 
 // Restore replaces the store's contents with a snapshot (raft.FSM): a
 // replica too far behind the leader's log, or one whose store was lost,

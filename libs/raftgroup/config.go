@@ -34,8 +34,18 @@ type Config struct {
 	// (default: its entry in Peers, else Addr).
 	Advertise string
 	// Peers are the voters a new group starts with, ID=raft-address each,
-	// this replica among them. Empty: a group of one.
+	// this replica among them (or among Nonvoters). Empty: a group of one.
 	Peers PeerList
+	// Nonvoters are the warm replicas a new group starts with (seed 4.2,
+	// tier 2: another region): they receive every entry, asynchronously,
+	// but neither vote nor count towards a commit, so their distance does
+	// not slow writes, and they never lead.
+	Nonvoters PeerList
+	// RecoverAsSoleVoter, at start, makes this replica the only voter of its
+	// group, keeping everything it holds: the promotion of a warm replica
+	// when the voters' region is lost (docs/backups.md). Its former peers
+	// must never run again under the old configuration.
+	RecoverAsSoleVoter bool
 	// HeartbeatTimeout: a follower that hears nothing from the leader for a
 	// random time between this and twice this starts an election (seed 4.1:
 	// elections in 150-300 ms).
@@ -60,6 +70,18 @@ type Config struct {
 	// Vault, when set, seals the Raft log and snapshots at rest (not a flag:
 	// the service's at-rest keyring).
 	Vault *atrest.Vault
+}
+
+// members is the configuration a new group starts with: the voters, then the
+// warm replicas.
+func (c *Config) members() raft.Configuration {
+	var conf raft.Configuration
+	conf.Servers = append(conf.Servers, c.Peers...)
+	for _, p := range c.Nonvoters {
+		p.Suffrage = raft.Nonvoter
+		conf.Servers = append(conf.Servers, p)
+	}
+	return conf
 }
 
 // PeerList is the -raft.peers flag: ID=address,...
@@ -98,7 +120,9 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet, addr string) {
 	fs.StringVar(&c.ID, "raft.id", "", "this replica's name in the Raft group: the gRPC address the other replicas reach it at (default: -advertise-addr, else -grpc-addr)")
 	fs.StringVar(&c.Addr, "raft.addr", addr, "where this replica listens for Raft traffic from the other replicas")
 	fs.StringVar(&c.Advertise, "raft.advertise", "", "the Raft address the other replicas reach this one at (default: its -raft.peers entry, else -raft.addr)")
-	fs.Var(&c.Peers, "raft.peers", "the voters a new group starts with: ID=RAFT_ADDRESS,... with this replica among them (IDs are gRPC addresses); empty: a group of one")
+	fs.Var(&c.Peers, "raft.peers", "the voters a new group starts with: ID=RAFT_ADDRESS,... with this replica among them or among -raft.nonvoters (IDs are gRPC addresses); empty: a group of one")
+	fs.Var(&c.Nonvoters, "raft.nonvoters", "warm replicas a new group starts with, in another region: ID=RAFT_ADDRESS,...; they get every entry asynchronously, never vote, never lead")
+	fs.BoolVar(&c.RecoverAsSoleVoter, "raft.recover-as-sole-voter", false, "at start, make this replica the only voter of its group with everything it holds: promote a warm replica when the voters' region is lost (never while they can come back)")
 	fs.DurationVar(&c.HeartbeatTimeout, "raft.heartbeat-timeout", 150*time.Millisecond, "a follower that hears nothing from the leader for a random time between this and twice this starts an election (seed: 150-300 ms)")
 	fs.DurationVar(&c.LeaderLease, "raft.leader-lease", 100*time.Millisecond, "a leader that cannot reach a majority this long steps down; at most -raft.heartbeat-timeout")
 	fs.Uint64Var(&c.SnapshotThreshold, "raft.snapshot-threshold", 8192, "log entries since the last snapshot that make a new one")
@@ -124,14 +148,18 @@ func (c *Config) Validate() error {
 	if c.LeaderLease <= 0 || c.LeaderLease > c.HeartbeatTimeout {
 		return errors.New("raft.leader-lease: must be above 0 and at most raft.heartbeat-timeout")
 	}
-	if len(c.Peers) > 0 && c.ID != "" {
-		found := false
-		for _, p := range c.Peers {
-			found = found || string(p.ID) == c.ID
+	if len(c.Nonvoters) > 0 && len(c.Peers) == 0 {
+		return errors.New("raft.nonvoters: a group with warm replicas needs its voters in -raft.peers")
+	}
+	seen := map[raft.ServerID]bool{}
+	for _, p := range append(append(PeerList{}, c.Peers...), c.Nonvoters...) {
+		if seen[p.ID] {
+			return fmt.Errorf("raft.peers, raft.nonvoters: %s is listed twice", p.ID)
 		}
-		if !found {
-			return fmt.Errorf("raft.peers: this replica (%s) is not among them", c.ID)
-		}
+		seen[p.ID] = true
+	}
+	if len(c.Peers) > 0 && c.ID != "" && !seen[raft.ServerID(c.ID)] {
+		return fmt.Errorf("raft.peers: this replica (%s) is not among them nor among -raft.nonvoters", c.ID)
 	}
 	return nil
 }

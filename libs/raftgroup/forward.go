@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
@@ -34,13 +35,27 @@ func (n *Node) EnableForwarding(creds credentials.TransportCredentials) {
 	n.fwd = &forwarder{creds: creds, conns: map[string]*grpc.ClientConn{}}
 }
 
+// PeerDialOptions are for connections from a replica to another of its
+// group (calls sent on to the leader). gRPC's default reconnect backoff grows
+// to two minutes, and while a connection waits to reconnect every call on it
+// fails at once with the last dial error: a replica that found a peer not
+// yet listening (all of them start together) would keep failing calls to it
+// long after it serves. Here a connection retries within half a second.
+func PeerDialOptions() []grpc.DialOption {
+	return []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+		Backoff:           backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 500 * time.Millisecond},
+		MinConnectTimeout: time.Second,
+	})}
+}
+
 func (f *forwarder) client(addr string) (fedsyncv1.RaftServiceClient, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	cc, ok := f.conns[addr]
 	if !ok {
+		opts := append([]grpc.DialOption{grpc.WithTransportCredentials(f.creds)}, PeerDialOptions()...)
 		var err error
-		if cc, err = grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(f.creds)}, telemetry.GRPCDialOptions()...)...); err != nil {
+		if cc, err = grpc.NewClient(addr, append(opts, telemetry.GRPCDialOptions()...)...); err != nil {
 			return nil, err
 		}
 		f.conns[addr] = cc

@@ -114,7 +114,7 @@ func Start(cfg Config, group, dir string, f FSM, id *mtls.Identity, logger log.L
 	logs := &sealedLogs{LogStore: bolt, vault: cfg.Vault}
 	snaps := &sealedSnaps{SnapshotStore: files, vault: cfg.Vault}
 	advertise := cfg.Advertise
-	for _, p := range cfg.Peers {
+	for _, p := range append(append(PeerList{}, cfg.Peers...), cfg.Nonvoters...) {
 		if string(p.ID) == cfg.ID && advertise == "" {
 			advertise = string(p.Address)
 		}
@@ -142,15 +142,26 @@ func Start(cfg Config, group, dir string, f FSM, id *mtls.Identity, logger log.L
 	if err != nil {
 		return fail(err)
 	}
-	if !existing {
-		peers := cfg.Peers
-		if len(peers) == 0 {
-			peers = PeerList{{Suffrage: raft.Voter, ID: rc.LocalID, Address: raft.ServerAddress(advertise)}}
+	switch {
+	case !existing:
+		conf := cfg.members()
+		if len(conf.Servers) == 0 {
+			conf.Servers = PeerList{{Suffrage: raft.Voter, ID: rc.LocalID, Address: raft.ServerAddress(advertise)}}
 		}
-		if err := raft.BootstrapCluster(rc, logs, bolt, snaps, trans, raft.Configuration{Servers: peers}); err != nil {
+		if err := raft.BootstrapCluster(rc, logs, bolt, snaps, trans, conf); err != nil {
 			return fail(fmt.Errorf("bootstrap raft group: %w", err))
 		}
-		level.Info(logger).Log("msg", "founded the "+group+" raft group", "voters", peers.String())
+		level.Info(logger).Log("msg", "founded the "+group+" raft group", "voters", cfg.Peers.String(), "nonvoters", cfg.Nonvoters.String())
+	case cfg.RecoverAsSoleVoter:
+		// The promotion of a warm replica: a new configuration of one
+		// voter, this one, over everything it holds.
+		start := time.Now()
+		sole := raft.Configuration{Servers: []raft.Server{{Suffrage: raft.Voter, ID: rc.LocalID, Address: raft.ServerAddress(advertise)}}}
+		if err := raft.RecoverCluster(rc, f, logs, bolt, snaps, trans, sole); err != nil {
+			return fail(fmt.Errorf("recover as the sole voter of the %s group: %w", group, err))
+		}
+		applied, _ := f.AppliedIndex()
+		level.Warn(logger).Log("msg", "recovered as the sole voter of the "+group+" group: the former members must not run again under the old configuration", "applied_index", applied, "took", time.Since(start).Round(time.Millisecond))
 	}
 	r, err := raft.NewRaft(rc, f, logs, bolt, snaps, trans)
 	if err != nil {
@@ -457,6 +468,18 @@ func (n *Node) RegisterMetrics(reg prometheus.Registerer) {
 			func() float64 { return float64(n.Raft.LastIndex()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name("applied_index"), Help: "The last Raft log index this replica applied to its store."},
 			func() float64 { return float64(n.Raft.AppliedIndex()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name("last_contact_seconds"),
+			Help: "Seconds since this replica last heard from the leader (0 on the leader): what a warm replica can be behind by, its RPO (seed 4.2: at most 5 s)."},
+			func() float64 {
+				if n.IsLeader() {
+					return 0
+				}
+				last := n.Raft.LastContact()
+				if last.IsZero() {
+					return -1
+				}
+				return time.Since(last).Seconds()
+			}),
 	)
 }
 

@@ -153,12 +153,19 @@ func (s *sealedSnaps) Create(version raft.SnapshotVersion, index, term uint64, c
 
 type sealedSink struct {
 	raft.SnapshotSink
-	w io.WriteCloser
+	w      io.WriteCloser
+	closed bool
 }
 
 func (w *sealedSink) Write(p []byte) (int, error) { return w.w.Write(p) }
 
+// Close seals the last chunk and closes the snapshot, once (raft's
+// RecoverCluster closes a sink the snapshot's Persist already closed).
 func (w *sealedSink) Close() error {
+	if w.closed {
+		return nil
+	}
+	w.closed = true
 	if err := w.w.Close(); err != nil {
 		w.SnapshotSink.Cancel()
 		return err

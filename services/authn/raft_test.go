@@ -249,3 +249,52 @@ func (s *store) mustKeys(t *testing.T) []Key {
 	}
 	return keys
 }
+
+// TestLoginSoonAfterTheLeaderServesAgain: a follower's logins go through the
+// leader (a read-index round trip). While the leader's gRPC API is down they
+// fail; once it serves again they succeed within a moment. (CI found logins
+// refused for seconds after start-up: the follower's connection to the
+// leader, refused while the leader was starting, waited out gRPC's default
+// reconnect backoff, failing every call with the old dial error.)
+func TestLoginSoonAfterTheLeaderServesAgain(t *testing.T) {
+	group := startAuthnGroup(t)
+	leader := leaderMember(t, group)
+	ctx := context.Background()
+	if err := leader.st.ensureKeys(ctx, leader.dir); err != nil {
+		t.Fatal(err)
+	}
+	created, err := leader.svc.CreateClient(ctx, CreateClientRequest{ClientID: "agent-9", Role: "observer", Level: "L1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var follower *member
+	for _, m := range group {
+		if m != leader {
+			follower = m
+		}
+	}
+	leader.srv.Stop()
+	for i := 0; i < 3; i++ {
+		cctx, cancel := context.WithTimeout(ctx, 1200*time.Millisecond)
+		_, _, err := follower.st.authenticate(cctx, "agent-9", created.ClientSecret)
+		cancel()
+		if err == nil {
+			t.Fatal("a login succeeded with the leader's API down")
+		}
+	}
+	lis, err := net.Listen("tcp", leader.cfg.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leader.srv = grpc.NewServer()
+	fedsyncv1.RegisterRaftServiceServer(leader.srv, raftgroup.Server{Node: leader.node})
+	go leader.srv.Serve(lis)
+	start := time.Now()
+	if _, why, err := follower.st.authenticate(ctx, "agent-9", created.ClientSecret); err != nil || why != "" {
+		t.Fatalf("a login after the leader serves again: %q %v (after %v)", why, err, time.Since(start))
+	}
+	if d := time.Since(start); d > 1500*time.Millisecond {
+		t.Errorf("the first login after the leader serves again took %v", d)
+	}
+	t.Logf("first login %v after the leader served again", time.Since(start).Round(time.Millisecond))
+}

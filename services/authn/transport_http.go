@@ -49,7 +49,9 @@ func writeOAuthFailure(w http.ResponseWriter, err error) {
 		w.Header().Set("Retry-After", strconv.Itoa(int(max(1, retry.Round(time.Second)/time.Second))))
 		writeOAuthError(w, http.StatusServiceUnavailable, "temporarily_unavailable", e.Message)
 	default:
-		writeOAuthError(w, http.StatusInternalServerError, "server_error", "")
+		// The message names what failed (never the credentials), so the
+		// caller's report leads to the cause.
+		writeOAuthError(w, http.StatusInternalServerError, "server_error", e.Message)
 	}
 }
 

@@ -78,9 +78,9 @@ func (m *leaderRouting) client(addr string) (fedsyncv1.StateStoreServiceClient, 
 	defer m.mu.Unlock()
 	cc, ok := m.conns[addr]
 	if !ok {
-		opts := append([]grpc.DialOption{grpc.WithTransportCredentials(m.creds),
+		opts := append(append([]grpc.DialOption{grpc.WithTransportCredentials(m.creds),
 			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxGRPCMessage), grpc.MaxCallSendMsgSize(maxGRPCMessage))},
-			telemetry.GRPCDialOptions()...)
+			raftgroup.PeerDialOptions()...), telemetry.GRPCDialOptions()...)
 		var err error
 		if cc, err = grpc.NewClient(addr, opts...); err != nil {
 			return nil, err

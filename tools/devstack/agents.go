@@ -20,6 +20,7 @@ import (
 // Token gets an access token for a client from an edge.
 func Token(ctx context.Context, edge string, c Client) (string, error) {
 	form := url.Values{"grant_type": {"client_credentials"}, "client_id": {c.ClientID}, "client_secret": {c.ClientSecret}}
+	unavailable := 0
 	for {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, edge+"/oauth2/token", strings.NewReader(form.Encode()))
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
@@ -30,11 +31,16 @@ func Token(ctx context.Context, edge string, c Client) (string, error) {
 		var body struct {
 			AccessToken string `json:"access_token"`
 			Error       string `json:"error"`
+			Description string `json:"error_description"`
 		}
 		json.NewDecoder(resp.Body).Decode(&body)
 		resp.Body.Close()
-		if resp.StatusCode == http.StatusTooManyRequests {
-			// Many agents on one machine share an address: wait as told.
+		if resp.StatusCode == http.StatusTooManyRequests || (resp.StatusCode == http.StatusServiceUnavailable && unavailable < 15) {
+			// Many agents on one machine share an address, or the authn
+			// replica cannot reach its group yet: wait as told.
+			if resp.StatusCode == http.StatusServiceUnavailable {
+				unavailable++
+			}
 			wait, _ := strconv.Atoi(resp.Header.Get("Retry-After"))
 			select {
 			case <-ctx.Done():
@@ -44,7 +50,7 @@ func Token(ctx context.Context, edge string, c Client) (string, error) {
 			continue
 		}
 		if resp.StatusCode != http.StatusOK {
-			return "", fmt.Errorf("token for %s: %s %s", c.ClientID, resp.Status, body.Error)
+			return "", fmt.Errorf("token for %s: %s %s %s", c.ClientID, resp.Status, body.Error, body.Description)
 		}
 		return body.AccessToken, nil
 	}
