@@ -11,6 +11,13 @@
 // the record and counted. A batch is chained only once it is on disk: a failed
 // write is cut off the file and retried, so the chain never breaks, and the head
 // file is replaced atomically and fsynced.
+//
+// The log rotates into segments (Segments): when the active file reaches
+// MaxBytes it is renamed audit.<first seq>.log and a new active file goes on
+// with the same chain, so a segment's first record carries the hash of the
+// previous segment's last. VerifyFile checks the segments and the active file
+// as one chain. Segments older than Retention are deleted; the chain is then
+// verified from the oldest one kept.
 package audit
 
 import (
@@ -24,6 +31,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -78,28 +88,75 @@ type Log struct {
 	prev string
 	f    *os.File
 	size int64 // bytes of whole records in the file
+	// first is the sequence number of the active file's first record (0
+	// while it is empty).
+	first uint64
 	// retry holds records whose write failed; they go first next time.
 	retry []Record
+	seg   Segments
 }
 
-// Open opens (creating) the audit log at path and reads where its chain ends.
+// Segments is how the log rotates.
+type Segments struct {
+	// MaxBytes rotates the active file once it holds this much (0: never).
+	MaxBytes int64
+	// Retention deletes segments whose last record is older (0: keep all).
+	Retention time.Duration
+}
+
+// Open opens (creating) the audit log at path and reads where its chain
+// ends; it never rotates.
 func Open(path, service, instance string, logger log.Logger) (*Log, error) {
+	return OpenSegmented(path, service, instance, logger, Segments{})
+}
+
+// lastRecord returns the first and the last record of the file at path
+// (zero records when it is empty or absent).
+func lastRecord(path string) (first, last Record, err error) {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return first, last, nil
+	}
+	if err != nil {
+		return first, last, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		var r Record
+		if json.Unmarshal(sc.Bytes(), &r) == nil {
+			if first.Seq == 0 {
+				first = r
+			}
+			last = r
+		}
+	}
+	return first, last, sc.Err()
+}
+
+// OpenSegmented opens (creating) the audit log at path, rotating into
+// segments as seg says.
+func OpenSegmented(path, service, instance string, logger log.Logger, seg Segments) (*Log, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 		return nil, err
 	}
 	l := &Log{path: path, headPath: path + ".head", service: service, instance: instance, logger: logger,
-		ch: make(chan Record, 10000), done: make(chan struct{})}
-	if f, err := os.Open(path); err == nil {
-		sc := bufio.NewScanner(f)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			var r Record
-			if json.Unmarshal(sc.Bytes(), &r) == nil {
-				l.seq, l.prev = r.Seq, r.Hash
+		ch: make(chan Record, 10000), done: make(chan struct{}), seg: seg}
+	first, last, err := lastRecord(path)
+	if err != nil {
+		return nil, fmt.Errorf("read audit log: %w", err)
+	}
+	if last.Seq == 0 {
+		// An empty active file (just rotated): the chain ends in the newest
+		// segment.
+		if segs, err := segments(path); err == nil && len(segs) > 0 {
+			if _, last, err = lastRecord(segs[len(segs)-1].path); err != nil {
+				return nil, fmt.Errorf("read audit segment: %w", err)
 			}
 		}
-		f.Close()
 	}
+	l.seq, l.prev, l.first = last.Seq, last.Hash, first.Seq
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
 	if err != nil {
 		return nil, fmt.Errorf("open audit log: %w", err)
@@ -217,9 +274,132 @@ collect:
 		l.retry = batch
 		return err
 	}
+	if l.first == 0 {
+		l.first = l.seq + 1
+	}
 	l.seq, l.prev = seq, prev
 	l.written.Add(int64(n))
-	return writeFileSynced(l.headPath, mustJSON(head{Seq: seq, Hash: prev}))
+	if err := writeFileSynced(l.headPath, mustJSON(head{Seq: seq, Hash: prev})); err != nil {
+		return err
+	}
+	if l.seg.MaxBytes > 0 && l.size >= l.seg.MaxBytes {
+		if err := l.rotate(); err != nil {
+			// The records are written; the file grows until a rotation works.
+			level.Error(l.logger).Log("msg", "rotate the audit log", "err", err)
+		}
+	}
+	return nil
+}
+
+// segment is a rotated file of the log.
+type segment struct {
+	path  string
+	first uint64
+}
+
+// segmentName is the file a segment whose first record is seq goes to:
+// audit.log -> audit.00000000000000000042.log, so names sort by sequence.
+func segmentName(path string, seq uint64) string {
+	ext := filepath.Ext(path)
+	return fmt.Sprintf("%s.%020d%s", strings.TrimSuffix(path, ext), seq, ext)
+}
+
+// segments lists the segments of the log at path, oldest first.
+func segments(path string) ([]segment, error) {
+	ext := filepath.Ext(path)
+	base := strings.TrimSuffix(filepath.Base(path), ext)
+	entries, err := os.ReadDir(filepath.Dir(path))
+	if err != nil {
+		return nil, err
+	}
+	var out []segment
+	for _, e := range entries {
+		name := e.Name()
+		mid, ok := strings.CutPrefix(name, base+".")
+		if !ok {
+			continue
+		}
+		mid, ok = strings.CutSuffix(mid, ext)
+		if !ok || len(mid) != 20 {
+			continue
+		}
+		seq, err := strconv.ParseUint(mid, 10, 64)
+		if err != nil {
+			continue
+		}
+		out = append(out, segment{path: filepath.Join(filepath.Dir(path), name), first: seq})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].first < out[j].first })
+	return out, nil
+}
+
+// rotate renames the active file to a segment and starts a new one that
+// continues the chain, then deletes segments past the retention.
+func (l *Log) rotate() error {
+	if l.first == 0 {
+		return nil
+	}
+	if err := l.f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(l.path, segmentName(l.path, l.first)); err != nil {
+		// Keep appending to the file we have.
+		f, oerr := os.OpenFile(l.path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+		if oerr == nil {
+			l.f = f
+		}
+		return err
+	}
+	f, err := os.OpenFile(l.path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+	if err != nil {
+		return err
+	}
+	l.f, l.size, l.first = f, 0, 0
+	if err := syncDir(filepath.Dir(l.path)); err != nil {
+		return err
+	}
+	if l.seg.Retention > 0 {
+		segs, err := segments(l.path)
+		if err != nil {
+			return err
+		}
+		// The newest segment always stays: it anchors the active file. The
+		// base records where the kept chain starts: the last record
+		// deleted, written before the segments go.
+		var gone []segment
+		for i, s := range segs[:max(0, len(segs)-1)] {
+			st, err := os.Stat(s.path)
+			if err != nil || time.Since(st.ModTime()) <= l.seg.Retention {
+				break
+			}
+			gone = append(gone, segs[i])
+		}
+		if len(gone) > 0 {
+			_, last, err := lastRecord(gone[len(gone)-1].path)
+			if err != nil {
+				return err
+			}
+			if err := writeFileSynced(l.path+".base", mustJSON(head{Seq: last.Seq, Hash: last.Hash})); err != nil {
+				return err
+			}
+			for _, s := range gone {
+				if err := os.Remove(s.path); err != nil {
+					return err
+				}
+			}
+			level.Info(l.logger).Log("msg", "deleted audit segments past retention", "segments", len(gone), "chain_starts_after_seq", last.Seq, "retention", l.seg.Retention)
+		}
+	}
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }
 
 // appendSynced appends buf and fsyncs; on failure it cuts the file back to
@@ -259,12 +439,7 @@ func writeFileSynced(path string, data []byte) error {
 	if err := os.Rename(tmp, path); err != nil {
 		return err
 	}
-	d, err := os.Open(filepath.Dir(path))
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return syncDir(filepath.Dir(path))
 }
 
 func mustJSON(v any) []byte {
@@ -287,10 +462,26 @@ func (b *BadRecord) Error() string {
 // first bad record. With a head (its .head file), records cut off the end are
 // detected too.
 func Verify(r io.Reader, headFile io.Reader) (int, error) {
+	var c chain
+	n, err := c.verify(r)
+	if err != nil {
+		return n, err
+	}
+	return n, c.checkHead(headFile, n)
+}
+
+// chain is where a verification has got to, across files.
+type chain struct {
+	prev string
+	seq  uint64
+}
+
+// verify checks the records of r following c.
+func (c *chain) verify(r io.Reader) (int, error) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	var prev string
-	var seq uint64
+	prev, seq := c.prev, c.seq
+	defer func() { c.prev, c.seq = prev, seq }()
 	line := 0
 	for sc.Scan() {
 		line++
@@ -308,33 +499,100 @@ func Verify(r io.Reader, headFile io.Reader) (int, error) {
 		}
 		prev, seq = rec.Hash, rec.Seq
 	}
-	if err := sc.Err(); err != nil {
-		return line, err
-	}
-	if headFile != nil {
-		var h head
-		if err := json.NewDecoder(headFile).Decode(&h); err == nil && (h.Seq != seq || h.Hash != prev) {
-			return line, &BadRecord{Line: line + 1, Seq: h.Seq, Reason: fmt.Sprintf("the head says the log ends at seq %d but it ends at %d: records were cut off the end", h.Seq, seq)}
-		}
-	}
-	return line, nil
+	return line, sc.Err()
 }
 
-// VerifyFile verifies the log at path with its head file when present.
+func (c *chain) checkHead(headFile io.Reader, line int) error {
+	if headFile == nil {
+		return nil
+	}
+	var h head
+	if err := json.NewDecoder(headFile).Decode(&h); err == nil && (h.Seq != c.seq || h.Hash != c.prev) {
+		return &BadRecord{Line: line + 1, Seq: h.Seq, Reason: fmt.Sprintf("the head says the log ends at seq %d but it ends at %d: records were cut off the end", h.Seq, c.seq)}
+	}
+	return nil
+}
+
+// VerifyFile verifies the log at path (the active file) with its segments
+// and its head file when present, as one chain, and returns how many
+// records it holds; a *SegmentError names the file of a bad record.
 func VerifyFile(path string) (int, error) {
+	n, _, err := VerifyLog(path)
+	return n, err
+}
+
+// SegmentError is a bad record in one file of a segmented log.
+type SegmentError struct {
+	File string
+	Err  error
+}
+
+func (e *SegmentError) Error() string { return filepath.Base(e.File) + ": " + e.Err.Error() }
+func (e *SegmentError) Unwrap() error { return e.Err }
+
+// VerifyLog verifies the log at path with its segments and head; it also
+// returns how many files it read.
+func VerifyLog(path string) (records, files int, err error) {
+	segs, err := segments(path)
+	if err != nil {
+		return 0, 0, err
+	}
+	// Segments deleted past retention leave a base: the last record they
+	// held, which the oldest segment kept must follow.
+	var c chain
+	if raw, err := os.ReadFile(path + ".base"); err == nil {
+		var b head
+		if err := json.Unmarshal(raw, &b); err != nil {
+			return 0, 0, fmt.Errorf("%s.base: %w", filepath.Base(path), err)
+		}
+		c.seq, c.prev = b.Seq, b.Hash
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return 0, 0, err
+	}
+	for i, s := range segs {
+		f, err := os.Open(s.path)
+		if err != nil {
+			return records, files, err
+		}
+		n, err := c.verify(f)
+		f.Close()
+		records, files = records+n, files+1
+		if err != nil {
+			return records, files, &SegmentError{File: s.path, Err: err}
+		}
+		if c.seq+1 != nextFirst(segs, i, c.seq+1) {
+			return records, files, &SegmentError{File: segs[i+1].path, Err: fmt.Errorf("it starts at seq %d, after %d: a segment is missing", segs[i+1].first, c.seq)}
+		}
+	}
 	f, err := os.Open(path)
 	if err != nil {
-		return 0, err
+		return records, files, err
 	}
 	defer f.Close()
-	var h io.Reader
+	n, err := c.verify(f)
+	records, files = records+n, files+1
+	if err != nil {
+		if len(segs) > 0 {
+			err = &SegmentError{File: path, Err: err}
+		}
+		return records, files, err
+	}
 	if hf, err := os.Open(path + ".head"); err == nil {
 		defer hf.Close()
-		h = hf
+		return records, files, c.checkHead(hf, n)
 	} else if !errors.Is(err, os.ErrNotExist) {
-		return 0, err
+		return records, files, err
 	}
-	return Verify(f, h)
+	return records, files, nil
+}
+
+// nextFirst is the first sequence number of the segment after i, or want
+// when i is the last.
+func nextFirst(segs []segment, i int, want uint64) uint64 {
+	if i+1 < len(segs) {
+		return segs[i+1].first
+	}
+	return want
 }
 
 type actorKey struct{}

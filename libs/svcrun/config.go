@@ -11,6 +11,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/fedsync/fedsync/libs/audit"
 	"github.com/fedsync/fedsync/libs/discovery"
 	"github.com/fedsync/fedsync/libs/guard"
 	"github.com/fedsync/fedsync/libs/mtls"
@@ -47,6 +48,8 @@ type Config struct {
 	HTTPTLSCert, HTTPTLSKey string
 	// HTTP bounds what one client may hold of the HTTP server.
 	HTTP guard.Limits
+	// AuditSegments is how the audit log rotates and what it keeps.
+	AuditSegments audit.Segments
 }
 
 // The -gc-percent flag: Measured with fedbench steady (same runs, two each),
@@ -66,6 +69,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet, name, grpcAddr, httpAddr string
 	fs.StringVar(&c.HealthAddr, "health-addr", "", "optional plaintext gRPC listener serving only grpc.health.v1, for probes that cannot do mutual TLS (Kubernetes, Consul)")
 	fs.StringVar(&c.AdvertiseAddr, "advertise-addr", "", "gRPC address other services reach this instance at (default: -grpc-addr)")
 	fs.StringVar(&c.DataDir, "data-dir", ".fedsync/data/"+name, "directory for this instance's durable files")
+	fs.Int64Var(&c.AuditSegments.MaxBytes, "audit.segment-bytes", 64<<20, "the audit log rotates into a new segment (audit.<first seq>.log) past this size; the hash chain goes on across segments (0: never)")
+	fs.DurationVar(&c.AuditSegments.Retention, "audit.retention", 90*24*time.Hour, "audit segments older than this are deleted at the next rotation, the newest always kept (0: keep all)")
 	fs.IntVar(&c.GCPercent, "gc-percent", 0, "Go's GOGC for this process: heap growth in percent before a collection (higher trades memory for a little CPU); -1 turns the collector off; 0 leaves GOGC (default 100)")
 	fs.BoolVar(&c.Pprof, "pprof", false, "serve Go's /debug/pprof/ profiles on the HTTP port (keep off on public ports)")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
@@ -85,6 +90,10 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet, name, grpcAddr, httpAddr string
 // Validate reports the first invalid setting.
 func (c *Config) Validate() error {
 	switch {
+	case c.AuditSegments.MaxBytes != 0 && c.AuditSegments.MaxBytes < 1<<20:
+		return errors.New("audit.segment-bytes: 0 (never rotate) or at least 1 MiB")
+	case c.AuditSegments.Retention < 0:
+		return errors.New("audit.retention: must not be negative")
 	case c.Instance == "":
 		return errors.New("instance: must not be empty")
 	case c.Region == "":

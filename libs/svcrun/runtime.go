@@ -171,7 +171,7 @@ func New(ctx context.Context, cfg *Config) (*Runtime, error) {
 		}
 	}
 	if cfg.DataDir != "" {
-		if rt.Audit, err = audit.Open(filepath.Join(cfg.DataDir, "audit.log"), cfg.Name, cfg.Instance, logger); err != nil {
+		if rt.Audit, err = audit.OpenSegmented(filepath.Join(cfg.DataDir, "audit.log"), cfg.Name, cfg.Instance, logger, cfg.AuditSegments); err != nil {
 			return nil, err
 		}
 		rt.auditWorker = rt.Audit.Run

@@ -644,8 +644,11 @@ func (a *app) auditCmd() *cobra.Command {
 		Use:   "verify FILE...",
 		Short: "Check audit logs' hash chains; names the first bad record",
 		Long: `verify checks each audit log's hash chain (and its .head file when present)
-and names the first edited, removed, reordered or cut-off record. Exit status 1
-when any log is broken.`,
+and names the first edited, removed, reordered or cut-off record. Give the
+active file (audit.log): its rotated segments (audit.<first seq>.log beside it)
+are verified with it as one chain, a missing segment is a gap, and segments
+deleted past -audit.retention are accounted for by audit.log.base. Exit status
+1 when any log is broken.`,
 		Args: minArgs(1, "at least one FILE"),
 		RunE: func(_ *cobra.Command, args []string) error {
 			if code := auditVerify(a, args); code != 0 {

@@ -17,10 +17,14 @@ import (
 func auditVerify(a *app, paths []string) int {
 	status := 0
 	for _, path := range paths {
-		n, err := audit.VerifyFile(path)
+		n, files, err := audit.VerifyLog(path)
 		if err != nil {
 			fmt.Fprintf(a.stdout, "%s: BROKEN after %d good records: %v\n", path, n, err)
 			status = exitFailed
+			continue
+		}
+		if files > 1 {
+			fmt.Fprintf(a.stdout, "%s: ok, %d records in %d segments and the active file, one chain\n", path, n, files-1)
 			continue
 		}
 		fmt.Fprintf(a.stdout, "%s: ok, %d records\n", path, n)
