@@ -191,7 +191,7 @@ func TestOutboxNeverJamsOnOneChange(t *testing.T) {
 	huge := strings.Repeat("y", 1200<<10)
 	apply(t, s, &fedsyncv1.ApplyRequest{Id: "huge", DataType: "note", Patch: []byte(`{"a":"` + huge + `"}`), MessageId: "h1"})
 	apply(t, s, &fedsyncv1.ApplyRequest{Id: "small", DataType: "note", Patch: []byte(`{"b":1}`), MessageId: "s1"})
-	pub := &publisher{store: st, repl: s.repl, producer: producer, retention: 1000, wholeMax: 256 << 10, maxRecord: 900 << 10,
+	pub := &publisher{store: st, repl: s.repl, producer: producer, retention: LogRetention{Count: 1000}, wholeMax: 256 << 10, maxRecord: 900 << 10,
 		logger: log.NewNopLogger(), pending: prometheus.NewGauge(prometheus.GaugeOpts{Name: "x"})}
 	if n, err := pub.publishOnce(ctx); err != nil || n != 2 {
 		t.Fatalf("published %d, %v; want both changes", n, err)

@@ -16,9 +16,9 @@ import (
 type Config struct {
 	Service svcrun.Config
 	Kafka   kafkabus.Config
-	// LogRetention is how many committed changes the log keeps for subscribers
-	// that resume from a cursor.
-	LogRetention uint64
+	// LogRetention bounds the committed-change log that subscribers resume
+	// from: by count, age and size; what is older is trimmed once published.
+	LogRetention LogRetention
 	// MaxQueryLimit caps a query page.
 	MaxQueryLimit int
 	// DedupRetention is how long applied message ids and delta outcomes are kept.
@@ -41,12 +41,21 @@ type Config struct {
 	Backup backup.Config
 }
 
+// LogRetention bounds the committed-change log.
+type LogRetention struct {
+	Count uint64
+	Age   time.Duration
+	Bytes uint64
+}
+
 // ParseConfig reads the configuration from flags and FEDSYNC_* variables.
 func ParseConfig(fs *flag.FlagSet, args []string) (*Config, error) {
 	c := &Config{}
 	c.Service.RegisterFlags(fs, "statestore", "127.0.0.1:19104", "127.0.0.1:19204")
 	c.Kafka.RegisterFlags(fs)
-	fs.Uint64Var(&c.LogRetention, "log-retention", 1_000_000, "committed changes kept for cursor resume")
+	fs.Uint64Var(&c.LogRetention.Count, "log-retention", 1_000_000, "committed changes kept for cursor resume (newest first); an older cursor gets snapshot_required")
+	fs.DurationVar(&c.LogRetention.Age, "log-retention-age", 7*24*time.Hour, "committed changes older than this are trimmed from the log (0: no age bound)")
+	fs.Uint64Var(&c.LogRetention.Bytes, "log-retention-bytes", 1<<30, "the log's oldest changes are trimmed while it holds more than this many bytes (0: no size bound)")
 	fs.IntVar(&c.MaxQueryLimit, "max-query-limit", 1000, "largest page a query returns")
 	fs.DurationVar(&c.DedupRetention, "dedup-retention", 7*24*time.Hour, "how long applied message ids and outcomes are kept; at least the Kafka topics' retention")
 	fs.IntVar(&c.PublishWholeMax, "publish.whole-max", 256<<10, "largest document (bytes) a change on fedsync.committed carries whole; larger ones carry only the fields set and removed")
@@ -63,8 +72,14 @@ func (c *Config) Validate() error {
 	if c.Service.DataDir == "" {
 		return errors.New("data-dir: statestore needs a directory for its database")
 	}
-	if c.LogRetention < 1000 {
+	if c.LogRetention.Count < 1000 {
 		return errors.New("log-retention: must be at least 1000")
+	}
+	if c.LogRetention.Age != 0 && c.LogRetention.Age < time.Minute {
+		return errors.New("log-retention-age: 0 (no age bound) or at least 1m")
+	}
+	if c.LogRetention.Bytes != 0 && c.LogRetention.Bytes < 1<<20 {
+		return errors.New("log-retention-bytes: 0 (no size bound) or at least 1 MiB")
 	}
 	if c.DedupRetention < time.Hour {
 		return errors.New("dedup-retention: must be at least 1h")

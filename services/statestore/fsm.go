@@ -37,8 +37,11 @@ type command struct {
 	// ControlState.
 	body  proto.Message
 	trace map[string]string
-	// seq and retention: cmdPublished (seq also: cmdDropConflicts).
+	// seq and retention: cmdPublished (seq also: cmdDropConflicts), with
+	// the log's age (ns, before now) and size (bytes) bounds.
 	seq, retention uint64
+	retentionAge   int64
+	retentionBytes uint64
 	// cmdSweep: the bucket, where to continue, the cutoff and the slice size.
 	bucket, after []byte
 	cutoff        int64
@@ -74,7 +77,7 @@ func (c *command) encode() ([]byte, error) {
 	for _, f := range []struct {
 		num protowire.Number
 		v   uint64
-	}{{5, c.seq}, {6, c.retention}, {9, uint64(c.cutoff)}, {10, c.limit}} {
+	}{{5, c.seq}, {6, c.retention}, {9, uint64(c.cutoff)}, {10, c.limit}, {11, uint64(c.retentionAge)}, {12, c.retentionBytes}} {
 		if f.v != 0 {
 			b = protowire.AppendTag(b, f.num, protowire.VarintType)
 			b = protowire.AppendVarint(b, f.v)
@@ -120,6 +123,10 @@ func decodeCommand(b []byte) (*command, error) {
 				c.cutoff = int64(v)
 			case 10:
 				c.limit = v
+			case 11:
+				c.retentionAge = int64(v)
+			case 12:
+				c.retentionBytes = v
 			}
 		case protowire.BytesType:
 			v, n := protowire.ConsumeBytes(b)
@@ -229,7 +236,7 @@ func (f *fsm) applyTx(tx *bolt.Tx, c *command) (res any, wake bool, err error) {
 		req := c.body.(*fedsyncv1.RecordOutcomeRequest)
 		return nil, len(req.GetConflicts()) > 0, f.store.recordOutcomeTx(tx, req, c.now)
 	case cmdPublished:
-		return nil, false, markPublishedTx(tx, c.seq, c.retention)
+		return nil, false, markPublishedTx(tx, c.seq, logRetention{count: c.retention, before: c.now - c.retentionAge, bytes: c.retentionBytes, byAge: c.retentionAge > 0})
 	case cmdDropConflicts:
 		return nil, false, dropConflictOutboxTx(tx, c.seq)
 	case cmdControl:

@@ -29,7 +29,7 @@ type publisher struct {
 	producer  *kafkabus.Producer
 	conflicts *kafkabus.Producer
 	wake      <-chan struct{}
-	retention uint64
+	retention LogRetention
 	// wholeMax is the largest stored entry published whole.
 	wholeMax int
 	// maxRecord is the largest record published; a change larger even
@@ -222,6 +222,7 @@ func (p *publisher) publishConflicts(ctx context.Context) error {
 // markPublished records that every entry up to seq is in Kafka, and trims log
 // entries beyond the retention.
 func (p *publisher) markPublished(ctx context.Context, seq uint64) error {
-	_, err := p.repl.propose(ctx, &command{kind: cmdPublished, seq: seq, retention: p.retention})
+	_, err := p.repl.propose(ctx, &command{kind: cmdPublished, now: p.store.now().UnixNano(), seq: seq, retention: p.retention.Count,
+		retentionAge: int64(p.retention.Age), retentionBytes: p.retention.Bytes})
 	return err
 }

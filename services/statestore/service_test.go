@@ -10,6 +10,7 @@ import (
 	"github.com/go-kit/kit/endpoint"
 	"github.com/go-kit/log"
 	"github.com/prometheus/client_golang/prometheus"
+	bolt "go.etcd.io/bbolt"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -176,7 +177,7 @@ func TestOutboxSurvivesRestart(t *testing.T) {
 	producer := kafkabus.NewProducer(cfg, topic)
 	defer producer.Close()
 	newPub := func(s *service) *publisher {
-		return &publisher{store: s.store, repl: s.repl, producer: producer, retention: 1000, logger: log.NewNopLogger(), pending: prometheus.NewGauge(prometheus.GaugeOpts{Name: "x"})}
+		return &publisher{store: s.store, repl: s.repl, producer: producer, retention: LogRetention{Count: 1000}, logger: log.NewNopLogger(), pending: prometheus.NewGauge(prometheus.GaugeOpts{Name: "x"})}
 	}
 
 	st, err := openStore(dir)
@@ -273,5 +274,52 @@ func TestSweepForgetsOldMessageIDsOnly(t *testing.T) {
 	}
 	if _, err := s.GetOutcome(context.Background(), &fedsyncv1.GetOutcomeRequest{MessageId: "old"}); apierr.As(err).Code != apierr.NotFound {
 		t.Fatalf("old outcome still there: %v", err)
+	}
+}
+
+// TestLogRetentionByAgeAndSize: the log is trimmed, once published, of the
+// changes committed before the age bound, and of its oldest changes while
+// it holds more bytes than the size bound; never of a change not yet
+// published; an older cursor is told to read a snapshot.
+func TestLogRetentionByAgeAndSize(t *testing.T) {
+	s, st := newTestService(t, t.TempDir())
+	clock := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	st.now = func() time.Time { return clock }
+	for i := 0; i < 10; i++ {
+		clock = clock.Add(time.Hour) // change i at hour i+1
+		apply(t, s, &fedsyncv1.ApplyRequest{Id: "d", DataType: "note", Patch: []byte(fmt.Sprintf(`{"i":%d,"pad":"%0100d"}`, i, 0))})
+	}
+	clock = clock.Add(30 * time.Minute)
+	// Published up to 8; keep 4 hours: changes 1-6 (hours 1-6) are older.
+	if _, err := s.repl.propose(context.Background(), &command{kind: cmdPublished, now: clock.UnixNano(), seq: 8, retention: 1000, retentionAge: int64(4 * time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ReadLog(context.Background(), &fedsyncv1.ReadLogRequest{AfterSeq: 6}); err != nil {
+		t.Fatalf("cursor 6 after trimming by age: %v", err)
+	}
+	if _, err := s.ReadLog(context.Background(), &fedsyncv1.ReadLogRequest{AfterSeq: 5}); apierr.As(err).Code != apierr.CursorExpired {
+		t.Fatalf("cursor 5 (change 6 is 4.5 h old): %v, want cursor_expired", err)
+	}
+	var size uint64
+	st.db.View(func(tx *bolt.Tx) error { size = logBytesTx(tx); return nil })
+	if size == 0 {
+		t.Fatal("the log's size is not counted")
+	}
+	perEntry := size / 4 // entries 7-10 are left
+	// Keep about one entry's bytes: the published 7 and 8 go; 9 and 10 are
+	// not published yet and stay whatever the bound.
+	if _, err := s.repl.propose(context.Background(), &command{kind: cmdPublished, now: clock.UnixNano(), seq: 8, retention: 1000, retentionBytes: perEntry}); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := s.ReadLog(context.Background(), &fedsyncv1.ReadLogRequest{AfterSeq: 8})
+	if err != nil || len(resp.Changes) != 2 {
+		t.Fatalf("the unpublished changes 9 and 10: %v %v", resp, err)
+	}
+	if _, err := s.ReadLog(context.Background(), &fedsyncv1.ReadLogRequest{AfterSeq: 7}); apierr.As(err).Code != apierr.CursorExpired {
+		t.Fatalf("cursor 7 after trimming by size: %v, want cursor_expired", err)
+	}
+	st.db.View(func(tx *bolt.Tx) error { size = logBytesTx(tx); return nil })
+	if size != 2*perEntry && (size < perEntry || size > 3*perEntry) {
+		t.Fatalf("the log counts %d bytes for 2 entries of about %d", size, perEntry)
 	}
 }

@@ -233,6 +233,9 @@ func (s *store) applyTx(tx *bolt.Tx, req *fedsyncv1.ApplyRequest, patch statedoc
 	if err := atrest.Put(tx, bucketLog, u64(seq), entry); err != nil {
 		return commit{}, err
 	}
+	if err := tx.Bucket(bucketMeta).Put(keyLogBytes, u64(logBytesTx(tx)+uint64(len(entry)))); err != nil {
+		return commit{}, err
+	}
 	if req.GetMessageId() != "" {
 		// Version, then commit time: the time lets sweep forget message ids
 		// older than the window in which Kafka can deliver them again.
@@ -370,25 +373,76 @@ func (s *store) published() (uint64, error) {
 	return seq, err
 }
 
-// markPublished records that every entry up to seq is in Kafka, and trims log
-// entries beyond the retention.
-func markPublishedTx(tx *bolt.Tx, seq, retention uint64) error {
-	{
-		if err := tx.Bucket(bucketMeta).Put(keyPublished, u64(seq)); err != nil {
+// logRetention bounds the committed-change log: entries beyond the newest
+// count, entries committed before a time (byAge), and the oldest entries
+// while the log holds more than bytes (of entries as committed, before
+// sealing: the same on every replica). Zero is no bound.
+type logRetention struct {
+	count  uint64
+	before int64
+	byAge  bool
+	bytes  uint64
+}
+
+// maxTrimPerRound bounds the entries one trim removes, so that a retention
+// made shorter does not become one huge transaction.
+const maxTrimPerRound = 10000
+
+var keyLogBytes = []byte("log_bytes") // bytes of the log's entries, unsealed
+
+// logBytesTx returns the log's size as counted (0 for a store that predates
+// the count: it then counts only newer entries, and the size bound applies
+// late, never early).
+func logBytesTx(tx *bolt.Tx) uint64 {
+	if v := tx.Bucket(bucketMeta).Get(keyLogBytes); len(v) == 8 {
+		return binary.BigEndian.Uint64(v)
+	}
+	return 0
+}
+
+// markPublished records that every entry up to seq is in Kafka, and trims
+// the published entries beyond the retention. A subscriber whose cursor is
+// older is told to read a snapshot (snapshot_required).
+func markPublishedTx(tx *bolt.Tx, seq uint64, r logRetention) error {
+	if err := tx.Bucket(bucketMeta).Put(keyPublished, u64(seq)); err != nil {
+		return err
+	}
+	size := logBytesTx(tx)
+	c := tx.Bucket(bucketLog).Cursor()
+	trimmed := 0
+	for k, v := c.First(); k != nil && trimmed < maxTrimPerRound; k, v = c.Next() {
+		s := binary.BigEndian.Uint64(k)
+		if s > seq {
+			break // never an entry Kafka does not hold yet
+		}
+		byCount := r.count > 0 && seq > r.count && s <= seq-r.count
+		bySize := r.bytes > 0 && size > r.bytes
+		if !byCount && !bySize && !r.byAge {
+			break
+		}
+		plain, err := atrest.OpenValue(tx, bucketLog, k, v)
+		if err != nil {
 			return err
 		}
-		if seq <= retention {
-			return nil
-		}
-		c := tx.Bucket(bucketLog).Cursor()
-		cut := seq - retention
-		for k, _ := c.First(); k != nil && binary.BigEndian.Uint64(k) <= cut; k, _ = c.Next() {
-			if err := c.Delete(); err != nil {
-				return err
+		if !byCount && !bySize {
+			var m fedsyncv1.SyncMessage
+			if err := proto.Unmarshal(plain, &m); err != nil {
+				return fmt.Errorf("decode log entry %d: %w", s, err)
+			}
+			if m.GetTimestamp() >= r.before {
+				break
 			}
 		}
+		size -= min(size, uint64(len(plain)))
+		if err := c.Delete(); err != nil {
+			return err
+		}
+		trimmed++
+	}
+	if trimmed == 0 {
 		return nil
 	}
+	return tx.Bucket(bucketMeta).Put(keyLogBytes, u64(size))
 }
 
 // head returns the highest committed seq.
