@@ -60,7 +60,7 @@ func main() {
 	os.Exit(code)
 }
 
-var scenarioOrder = []string{"steady", "max", "fanout", "conflict", "large", "growing", "overload"}
+var scenarioOrder = []string{"steady", "max", "fanout", "conflict", "large", "growing", "overload", "ha"}
 
 // presets are the named scenarios of issue 6.
 func presets() map[string]Scenario {
@@ -84,6 +84,12 @@ func presets() map[string]Scenario {
 		// gives the offered load); the baselines get the same offered load.
 		// Four writers per agent, so that synchronous writers can offer more
 		// than one write in flight per agent allows.
+		// High availability (issue 10): steady's load on fedsync with its
+		// three statestore replicas (and, with -systems fedsync,fedsync-1,...,
+		// with one), a 3-member etcd cluster and a 3-node NATS JetStream
+		// cluster with an R3 KV bucket, all on loopback.
+		"ha": {Name: "ha", Agents: 53, Subscribers: 4, Rate: 5000, Warmup: 5 * time.Second, Duration: 30 * time.Second,
+			Drain: 30 * time.Second, KeysPerAgent: 4, SubscribeMode: "all", Members: 3},
 		"overload": {Name: "overload", Agents: 53, Subscribers: 4, Rate: 0, Warmup: 5 * time.Second, Duration: 20 * time.Second,
 			Drain: 60 * time.Second, KeysPerAgent: 4, WritersPerAgent: 4, SubscribeMode: "all", Overload: true, ProbeWarmup: 3 * time.Second, ProbeDuration: 10 * time.Second},
 	}
@@ -91,7 +97,7 @@ func presets() map[string]Scenario {
 
 func run(args []string) (int, error) {
 	fs := flag.NewFlagSet("fedbench", flag.ContinueOnError)
-	scenarios := fs.String("scenario", "steady", "comma-separated presets: steady, max, fanout, conflict, large, growing, overload, or all")
+	scenarios := fs.String("scenario", "steady", "comma-separated presets: steady, max, fanout, conflict, large, growing, overload, ha (clusters; run alone), or all")
 	systems := fs.String("systems", "fedsync,etcd,nats", "systems to run, in order")
 	agents := fs.Int("agents", 0, "writers, each with its own token and connection (preset: 53; fedsync has 53 agent clients)")
 	subscribers := fs.Int("subscribers", 0, "subscribers (preset: 4; fanout 10000)")
@@ -162,7 +168,7 @@ Usage: fedbench [flags]
 	var list []Scenario
 	names := strings.Split(*scenarios, ",")
 	if *scenarios == "all" {
-		names = scenarioOrder
+		names = scenarioOrder[:len(scenarioOrder)-1] // all but ha, whose baselines are clusters
 	}
 	ps := presets()
 	for _, n := range names {
@@ -240,17 +246,32 @@ Usage: fedbench [flags]
 	if *sub != "ws" && *sub != "grpc" {
 		return 2, fmt.Errorf("-sub: ws or grpc, not %q", *sub)
 	}
+	// The baselines run as one server, or as a cluster of Members for a
+	// scenario that asks (ha): one shape per invocation.
+	members := 0
+	for _, sc := range list {
+		if members != 0 && max(sc.Members, 1) != members {
+			return 2, fmt.Errorf("%s: run the ha preset on its own (its baselines are clusters)", sc.Name)
+		}
+		members = max(sc.Members, 1)
+	}
 	var syss []System
 	for _, s := range strings.Split(*systems, ",") {
 		switch strings.TrimSpace(s) {
 		case "fedsync":
 			syss = append(syss, newFedsync(*bin, *types, *api, *sub, *kafka, *replicas))
+		case "fedsync-1":
+			// fedsync with a statestore of one replica, beside the default
+			// three: what replication costs, in the same run (ha preset).
+			f := newFedsync(*bin, *types, *api, *sub, *kafka, 1)
+			f.name = "fedsync-1"
+			syss = append(syss, f)
 		case "etcd":
-			syss = append(syss, newEtcd())
+			syss = append(syss, newEtcd(members))
 		case "nats":
-			syss = append(syss, newNATS())
+			syss = append(syss, newNATS(members))
 		default:
-			return 2, fmt.Errorf("unknown system %q (want fedsync, etcd, nats)", s)
+			return 2, fmt.Errorf("unknown system %q (want fedsync, fedsync-1, etcd, nats)", s)
 		}
 	}
 	for _, sc := range list {

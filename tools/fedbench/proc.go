@@ -64,3 +64,41 @@ func (p *baselineProc) PIDs() map[int]string {
 	}
 	return map[int]string{p.cmd.Process.Pid: p.name}
 }
+
+// procGroup is a baseline run as several processes (a cluster): stopped
+// together, its CPU counted over all of them.
+type procGroup []*baselineProc
+
+func (g *procGroup) add(name string, cmd *exec.Cmd, logPath string) error {
+	p := &baselineProc{name: name}
+	if err := p.start(cmd, logPath); err != nil {
+		return err
+	}
+	*g = append(*g, p)
+	return nil
+}
+
+func (g procGroup) exited() error {
+	for _, p := range g {
+		if err := p.exited(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (g procGroup) Stop() {
+	for _, p := range g {
+		p.Stop()
+	}
+}
+
+func (g procGroup) PIDs() map[int]string {
+	out := map[int]string{}
+	for _, p := range g {
+		for pid, n := range p.PIDs() {
+			out[pid] = n
+		}
+	}
+	return out
+}

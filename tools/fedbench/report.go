@@ -651,7 +651,7 @@ func bytesStr(n int) string {
 	}
 }
 
-var chartColors = map[string]string{"fedsync": "#1f77b4", "etcd": "#2ca02c", "nats": "#d62728"}
+var chartColors = map[string]string{"fedsync": "#1f77b4", "fedsync-1": "#9467bd", "etcd": "#2ca02c", "nats": "#d62728"}
 
 // SVG renders the push-to-subscriber latency percentile curves of the headline
 // results: x on the "nines" scale (50, 90, 99, 99.9, ... equidistant), y log ms.

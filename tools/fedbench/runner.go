@@ -74,7 +74,11 @@ type Scenario struct {
 	// Overload: the overload preset (runOverload): the offered load is Rate, or
 	// twice what fedsync committed per second in a probe of ProbeWarmup +
 	// ProbeDuration written as fast as acknowledgements allow.
-	Overload      bool          `json:"overload,omitempty"`
+	Overload bool `json:"overload,omitempty"`
+	// Members > 1: etcd and NATS run as clusters of that many on loopback,
+	// with NATS's KV bucket replicated on all (the ha preset); fedsync's
+	// statestore is a Raft group of three anyway.
+	Members       int           `json:"members,omitempty"`
 	ProbeWarmup   time.Duration `json:"-"`
 	ProbeDuration time.Duration `json:"-"`
 }

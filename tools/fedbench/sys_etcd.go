@@ -23,13 +23,17 @@ import (
 // retained), and a backend quota large enough for the large-value preset. Writes
 // are Put, subscriptions are prefix Watch.
 type etcdSystem struct {
-	bin      string
-	endpoint string
-	baselineProc
+	bin       string
+	endpoints []string
+	procGroup
 	version string
+	// members > 1 runs a cluster of that many on loopback (the ha preset).
+	members int
 }
 
-func newEtcd() *etcdSystem { return &etcdSystem{bin: lookBinary("etcd")} }
+func newEtcd(members int) *etcdSystem {
+	return &etcdSystem{bin: lookBinary("etcd"), members: max(members, 1)}
+}
 
 func (e *etcdSystem) Name() string         { return "etcd" }
 func (e *etcdSystem) PartialUpdates() bool { return false } // a put replaces the whole value
@@ -45,9 +49,16 @@ func (e *etcdSystem) Available() (bool, string) {
 func (e *etcdSystem) Info() SystemInfo {
 	return SystemInfo{
 		Version:    e.version,
-		Config:     "single member on loopback; default fsync; --auto-compaction-mode=periodic --auto-compaction-retention=1m; --quota-backend-bytes=8GiB; Put + prefix Watch, client go.etcd.io/etcd/client/v3 v3.5",
+		Config:     e.shape() + "; default fsync; --auto-compaction-mode=periodic --auto-compaction-retention=1m; --quota-backend-bytes=8GiB; Put + prefix Watch, client go.etcd.io/etcd/client/v3 v3.5",
 		Durability: "acknowledged after the WAL entry is fsynced (default)",
 	}
+}
+
+func (e *etcdSystem) shape() string {
+	if e.members > 1 {
+		return fmt.Sprintf("a cluster of %d members on loopback (writes commit on a majority)", e.members)
+	}
+	return "single member on loopback"
 }
 
 func (e *etcdSystem) Start(ctx context.Context, dir string) error {
@@ -58,34 +69,44 @@ func (e *etcdSystem) Start(ctx context.Context, dir string) error {
 			}
 		}
 	}
-	cp, err := freePort()
-	if err != nil {
-		return err
+	type member struct{ name, client, peer string }
+	var ms []member
+	var cluster []string
+	e.endpoints, e.procGroup = nil, nil
+	for m := 0; m < e.members; m++ {
+		cp, err := freePort()
+		if err != nil {
+			return err
+		}
+		pp, err := freePort()
+		if err != nil {
+			return err
+		}
+		mb := member{name: fmt.Sprintf("fedbench-%d", m), client: fmt.Sprintf("127.0.0.1:%d", cp), peer: fmt.Sprintf("http://127.0.0.1:%d", pp)}
+		ms = append(ms, mb)
+		cluster = append(cluster, mb.name+"="+mb.peer)
+		e.endpoints = append(e.endpoints, mb.client)
 	}
-	pp, err := freePort()
-	if err != nil {
-		return err
+	for m, mb := range ms {
+		args := []string{
+			"--name", mb.name, "--data-dir", filepath.Join(dir, fmt.Sprintf("etcd-%d", m)),
+			"--listen-client-urls", "http://" + mb.client, "--advertise-client-urls", "http://" + mb.client,
+			"--listen-peer-urls", mb.peer, "--initial-advertise-peer-urls", mb.peer,
+			"--initial-cluster", strings.Join(cluster, ","), "--initial-cluster-state", "new",
+			"--auto-compaction-mode", "periodic", "--auto-compaction-retention", "1m",
+			"--quota-backend-bytes", fmt.Sprint(int64(8) << 30),
+			"--max-request-bytes", fmt.Sprint(2 << 20),
+			"--logger", "zap", "--log-level", "warn",
+		}
+		cmd := exec.Command(e.bin, args...)
+		// Debian's etcd reads ETCD_* variables; make sure none from the environment leak in.
+		cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "ETCD_UNSUPPORTED_ARCH=" + os.Getenv("ETCD_UNSUPPORTED_ARCH")}
+		if err := e.add(fmt.Sprintf("etcd-%d", m), cmd, filepath.Join(dir, fmt.Sprintf("etcd-%d.log", m))); err != nil {
+			e.Stop()
+			return err
+		}
 	}
-	e.endpoint = fmt.Sprintf("127.0.0.1:%d", cp)
-	peer := fmt.Sprintf("http://127.0.0.1:%d", pp)
-	args := []string{
-		"--name", "fedbench", "--data-dir", filepath.Join(dir, "etcd"),
-		"--listen-client-urls", "http://" + e.endpoint, "--advertise-client-urls", "http://" + e.endpoint,
-		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-		"--initial-cluster", "fedbench=" + peer, "--initial-cluster-state", "new",
-		"--auto-compaction-mode", "periodic", "--auto-compaction-retention", "1m",
-		"--quota-backend-bytes", fmt.Sprint(int64(8) << 30),
-		"--max-request-bytes", fmt.Sprint(2 << 20),
-		"--logger", "zap", "--log-level", "warn",
-	}
-	cmd := exec.Command(e.bin, args...)
-	// Debian's etcd reads ETCD_* variables; make sure none from the environment leak in.
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "ETCD_UNSUPPORTED_ARCH=" + os.Getenv("ETCD_UNSUPPORTED_ARCH")}
-	e.name = "etcd"
-	if err := e.start(cmd, filepath.Join(dir, "etcd.log")); err != nil {
-		return err
-	}
-	err = waitFor(ctx, 30*time.Second, func() error {
+	err := waitFor(ctx, 30*time.Second, func() error {
 		if err := e.exited(); err != nil {
 			return err
 		}
@@ -106,7 +127,7 @@ func (e *etcdSystem) Start(ctx context.Context, dir string) error {
 }
 
 func (e *etcdSystem) client() (*clientv3.Client, error) {
-	return clientv3.New(clientv3.Config{Endpoints: []string{e.endpoint}, DialTimeout: 5 * time.Second, Logger: zap.NewNop(),
+	return clientv3.New(clientv3.Config{Endpoints: e.endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop(),
 		MaxCallRecvMsgSize: 16 << 20})
 }
 

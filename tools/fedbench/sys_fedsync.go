@@ -46,6 +46,7 @@ type fedsyncSystem struct {
 	api, sub          string // "rest"|"grpc", "ws"|"grpc"
 	kafka             string // external Kafka; "" = the embedded broker
 	replicas          int    // the statestore's Raft group size
+	name              string // "" is fedsync; fedsync-1 with one statestore replica
 	// direct: WebSocket subscribers connect to the broadcasters' HTTP ports
 	// instead of through the edge (see Scenario.DirectSubscribe).
 	direct bool
@@ -63,7 +64,12 @@ func newFedsync(binDir, dataTypes, api, sub, kafka string, replicas int) *fedsyn
 	return &fedsyncSystem{binDir: binDir, dataTypes: dataTypes, api: api, sub: sub, kafka: kafka, replicas: replicas, tokens: map[string]string{}}
 }
 
-func (f *fedsyncSystem) Name() string         { return "fedsync" }
+func (f *fedsyncSystem) Name() string {
+	if f.name != "" {
+		return f.name
+	}
+	return "fedsync"
+}
 func (f *fedsyncSystem) Contiguous() bool     { return true }
 func (f *fedsyncSystem) PartialUpdates() bool { return true } // a delta is a patch of top-level fields
 

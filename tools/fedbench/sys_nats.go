@@ -25,9 +25,12 @@ import (
 // "<prefix>.>" (the empty prefix to ">").
 type natsSystem struct {
 	bin string
-	url string
-	baselineProc
+	url string // every server's, comma-separated
+	procGroup
 	version string
+	// members > 1 runs a cluster of that many servers with the KV bucket
+	// replicated on all of them (the ha preset: R3).
+	members int
 }
 
 const natsBucket = "fedbench"
@@ -38,7 +41,9 @@ const natsBucket = "fedbench"
 // 64, the most NATS allows, is what a user who needs every change would set.
 const natsHistory = 64
 
-func newNATS() *natsSystem { return &natsSystem{bin: lookBinary("nats-server")} }
+func newNATS(members int) *natsSystem {
+	return &natsSystem{bin: lookBinary("nats-server"), members: max(members, 1)}
+}
 
 func (n *natsSystem) Name() string         { return "nats" }
 func (n *natsSystem) PartialUpdates() bool { return false } // a put replaces the whole value
@@ -54,7 +59,8 @@ func (n *natsSystem) Available() (bool, string) {
 func (n *natsSystem) Info() SystemInfo {
 	return SystemInfo{
 		Version: n.version,
-		Config:  "single server on loopback, JetStream file storage; KV bucket history 64 (the most; with 1, watchers skip values overwritten before delivery), 1 replica; kv.Put + kv.Watch(pattern, UpdatesOnly), client github.com/nats-io/nats.go/jetstream",
+		Config: n.shape() + ", JetStream file storage; KV bucket history 64 (the most; with 1, watchers skip values overwritten before delivery), " +
+			fmt.Sprintf("%d replica(s);", n.members) + " kv.Put + kv.Watch(pattern, UpdatesOnly), client github.com/nats-io/nats.go/jetstream",
 		Durability: "acknowledged once the write is in the OS page cache, not on disk: nats-server 2.9 flushes to disk in the background " +
 			"and has no per-write fsync option; Jepsen (NATS 2.12.1, 2025) showed such settings lose acknowledged writes on crashes. " +
 			"fedsync and etcd fsync before acknowledging, so their numbers pay for a guarantee NATS here does not give",
@@ -71,27 +77,49 @@ func natsPattern(prefix string) string {
 	return natsKey(strings.TrimSuffix(prefix, ":")) + ".>"
 }
 
+func (n *natsSystem) shape() string {
+	if n.members > 1 {
+		return fmt.Sprintf("a cluster of %d servers on loopback", n.members)
+	}
+	return "single server on loopback"
+}
+
 func (n *natsSystem) Start(ctx context.Context, dir string) error {
 	if out, err := exec.Command(n.bin, "--version").Output(); err == nil {
 		n.version = strings.TrimSpace(string(out))
 	}
-	port, err := freePort()
-	if err != nil {
-		return err
+	var ports, routes []int
+	var urls, routeURLs []string
+	for m := 0; m < n.members; m++ {
+		p, err := freePort()
+		if err != nil {
+			return err
+		}
+		r, err := freePort()
+		if err != nil {
+			return err
+		}
+		ports, routes = append(ports, p), append(routes, r)
+		urls = append(urls, fmt.Sprintf("nats://127.0.0.1:%d", p))
+		routeURLs = append(routeURLs, fmt.Sprintf("nats-route://127.0.0.1:%d", r))
 	}
-	n.url = fmt.Sprintf("nats://127.0.0.1:%d", port)
-	store := filepath.Join(dir, "nats")
-	conf := filepath.Join(dir, "nats.conf")
-	cfg := fmt.Sprintf("listen: 127.0.0.1:%d\nmax_payload: 8MB\nmax_pending: 256MB\nmax_connections: 100000\njetstream {\n  store_dir: %q\n  max_file_store: 64GB\n  max_memory_store: 1GB\n}\n", port, store)
-	if err := os.WriteFile(conf, []byte(cfg), 0o644); err != nil {
-		return err
+	n.url, n.procGroup = strings.Join(urls, ","), nil
+	for m := 0; m < n.members; m++ {
+		store := filepath.Join(dir, fmt.Sprintf("nats-%d", m))
+		conf := filepath.Join(dir, fmt.Sprintf("nats-%d.conf", m))
+		cfg := fmt.Sprintf("server_name: fedbench-%d\nlisten: 127.0.0.1:%d\nmax_payload: 8MB\nmax_pending: 256MB\nmax_connections: 100000\njetstream {\n  store_dir: %q\n  max_file_store: 64GB\n  max_memory_store: 1GB\n}\n", m, ports[m], store)
+		if n.members > 1 {
+			cfg += fmt.Sprintf("cluster {\n  name: fedbench\n  listen: 127.0.0.1:%d\n  routes: [%s]\n}\n", routes[m], strings.Join(routeURLs, ", "))
+		}
+		if err := os.WriteFile(conf, []byte(cfg), 0o644); err != nil {
+			return err
+		}
+		if err := n.add(fmt.Sprintf("nats-server-%d", m), exec.Command(n.bin, "-c", conf), filepath.Join(dir, fmt.Sprintf("nats-%d.log", m))); err != nil {
+			n.Stop()
+			return err
+		}
 	}
-	cmd := exec.Command(n.bin, "-c", conf)
-	n.name = "nats-server"
-	if err := n.start(cmd, filepath.Join(dir, "nats.log")); err != nil {
-		return err
-	}
-	err = waitFor(ctx, 30*time.Second, func() error {
+	err := waitFor(ctx, 30*time.Second, func() error {
 		if err := n.exited(); err != nil {
 			return err
 		}
@@ -107,7 +135,7 @@ func (n *natsSystem) Start(ctx context.Context, dir string) error {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
 		_, err = js.CreateOrUpdateKeyValue(cctx, jetstream.KeyValueConfig{
-			Bucket: natsBucket, History: natsHistory, Storage: jetstream.FileStorage, Replicas: 1, MaxValueSize: 4 << 20,
+			Bucket: natsBucket, History: natsHistory, Storage: jetstream.FileStorage, Replicas: n.members, MaxValueSize: 4 << 20,
 		})
 		return err
 	})
