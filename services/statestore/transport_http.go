@@ -8,6 +8,7 @@ import (
 	"github.com/fedsync/fedsync/libs/access"
 	"github.com/fedsync/fedsync/libs/apierr"
 	"github.com/fedsync/fedsync/libs/authtoken"
+	"github.com/fedsync/fedsync/libs/backup"
 	"github.com/fedsync/fedsync/libs/endpoints"
 	"github.com/fedsync/fedsync/libs/httpjson"
 	"github.com/fedsync/fedsync/libs/statedoc"
@@ -124,23 +125,9 @@ func NewHTTPHandler(e Endpoints, v *authtoken.Verifier) http.Handler {
 	return v.HTTPMiddleware(telemetry.Routes(mux))
 }
 
-// backupView is a backup in the admin API.
-type backupView struct {
-	ID              string `json:"id"`
-	Service         string `json:"service"`
-	CreatedAt       string `json:"created_at"`
-	RaftIndex       uint64 `json:"raft_index"`
-	Size            int64  `json:"size"`
-	SHA256          string `json:"sha256"`
-	PlainSize       int64  `json:"plain_size"`
-	KeyID           string `json:"key_id,omitempty"`
-	Documents       int64  `json:"documents"`
-	DocumentsDigest string `json:"documents_digest"`
-	Where           string `json:"where"`
-}
-
-func viewBackup(b *fedsyncv1.BackupInfo) backupView {
-	return backupView{ID: b.GetId(), Service: b.GetService(), CreatedAt: time.Unix(0, b.GetCreatedAt()).UTC().Format(time.RFC3339), RaftIndex: b.GetRaftIndex(),
+// viewBackup is a backup in the admin API: its manifest.
+func viewBackup(b *fedsyncv1.BackupInfo) backup.Manifest {
+	return backup.Manifest{Format: backup.Format, ID: b.GetId(), Service: b.GetService(), CreatedAt: time.Unix(0, b.GetCreatedAt()).UTC(), RaftIndex: b.GetRaftIndex(),
 		Size: b.GetSize(), SHA256: b.GetSha256(), PlainSize: b.GetPlainSize(), KeyID: b.GetKeyId(), Documents: b.GetDocuments(), DocumentsDigest: b.GetDocumentsDigest(), Where: b.GetWhere()}
 }
 
@@ -175,7 +162,7 @@ func adminBackupRoutes(mux *http.ServeMux, e Endpoints) {
 			apierr.WriteHTTP(w, err)
 			return
 		}
-		out := []backupView{}
+		out := []backup.Manifest{}
 		for _, b := range resp.GetBackups() {
 			out = append(out, viewBackup(b))
 		}
