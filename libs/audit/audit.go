@@ -560,7 +560,7 @@ func VerifyLog(path string) (records, files int, err error) {
 		if err != nil {
 			return records, files, &SegmentError{File: s.path, Err: err}
 		}
-		if c.seq+1 != nextFirst(segs, i, c.seq+1) {
+		if i+1 < len(segs) && segs[i+1].first != c.seq+1 {
 			return records, files, &SegmentError{File: segs[i+1].path, Err: fmt.Errorf("it starts at seq %d, after %d: a segment is missing", segs[i+1].first, c.seq)}
 		}
 	}
@@ -584,15 +584,6 @@ func VerifyLog(path string) (records, files int, err error) {
 		return records, files, err
 	}
 	return records, files, nil
-}
-
-// nextFirst is the first sequence number of the segment after i, or want
-// when i is the last.
-func nextFirst(segs []segment, i int, want uint64) uint64 {
-	if i+1 < len(segs) {
-		return segs[i+1].first
-	}
-	return want
 }
 
 type actorKey struct{}

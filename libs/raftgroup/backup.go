@@ -55,7 +55,6 @@ type OpenedBackup struct {
 	Manifest backup.Manifest
 	DB       *bolt.DB
 	path     string
-	size     int64
 	closed   bool
 }
 
@@ -92,7 +91,7 @@ func FetchBackup(ctx context.Context, st backup.Store, id, dir string, vault *at
 		return nil, fmt.Errorf("backup %s: not a store: %w", id, err)
 	}
 	atrest.Register(db, vault)
-	return &OpenedBackup{Manifest: m, DB: db, path: tmp.Name(), size: m.PlainSize}, nil
+	return &OpenedBackup{Manifest: m, DB: db, path: tmp.Name()}, nil
 }
 
 // Restore makes the backup the group's state: a Raft user restore on this
@@ -113,7 +112,7 @@ func (n *Node) Restore(o *OpenedBackup, timeout time.Duration) error {
 		return err
 	}
 	defer f.Close()
-	meta := &raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Index: o.Manifest.RaftIndex, Size: o.size}
+	meta := &raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Index: o.Manifest.RaftIndex, Size: o.Manifest.PlainSize}
 	if err := n.Raft.Restore(meta, f, timeout); err != nil {
 		return fmt.Errorf("restore backup %s into the %s group: %w", o.Manifest.ID, n.Group, err)
 	}

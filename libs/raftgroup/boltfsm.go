@@ -52,11 +52,7 @@ var keyApplied = []byte("raft_applied") // the index of the last Raft entry appl
 func (f *BoltFSM) AppliedIndex() (uint64, error) {
 	var idx uint64
 	err := f.DB.View(func(tx *bolt.Tx) error {
-		if b := tx.Bucket(f.Meta); b != nil {
-			if v := b.Get(keyApplied); len(v) == 8 {
-				idx = binary.BigEndian.Uint64(v)
-			}
-		}
+		idx = f.AppliedIn(tx)
 		return nil
 	})
 	return idx, err

@@ -152,7 +152,7 @@ func (c *Config) Validate() error {
 		return errors.New("raft.nonvoters: a group with warm replicas needs its voters in -raft.peers")
 	}
 	seen := map[raft.ServerID]bool{}
-	for _, p := range append(append(PeerList{}, c.Peers...), c.Nonvoters...) {
+	for _, p := range c.members().Servers {
 		if seen[p.ID] {
 			return fmt.Errorf("raft.peers, raft.nonvoters: %s is listed twice", p.ID)
 		}

@@ -77,15 +77,22 @@ func (f *forwarder) close() {
 // (up to Wait), retrying only what certainly did not happen: a call refused
 // before it was proposed, or one the old leader's address never took.
 func (n *Node) Submit(ctx context.Context, raw []byte) ([]byte, error) {
-	deadline := time.Now().Add(n.Wait)
+	return DuringElection(ctx, n.Wait, NotTaken, func() ([]byte, error) { return n.submitOnce(ctx, raw) })
+}
+
+// DuringElection calls fn until it succeeds, fails with an error retryable
+// does not accept, ctx ends, or wait has passed: a call refused for want of
+// a leader, or sent to one that just died, waits for the next leader.
+func DuringElection[T any](ctx context.Context, wait time.Duration, retryable func(error) bool, fn func() (T, error)) (T, error) {
+	deadline := time.Now().Add(wait)
 	for {
-		out, err := n.submitOnce(ctx, raw)
-		if err == nil || !NotTaken(err) || time.Now().After(deadline) || ctx.Err() != nil {
+		out, err := fn()
+		if err == nil || !retryable(err) || time.Now().After(deadline) || ctx.Err() != nil {
 			return out, err
 		}
 		select {
 		case <-ctx.Done():
-			return nil, err
+			return out, err
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
@@ -187,18 +194,8 @@ func (s Server) Propose(ctx context.Context, req *fedsyncv1.ProposeRequest) (*fe
 // election CatchUp waits for the new leader, up to Wait, and only then
 // reports the group unavailable.
 func (n *Node) CatchUp(ctx context.Context) error {
-	deadline := time.Now().Add(n.Wait)
-	for {
-		err := n.catchUpOnce(ctx)
-		if err == nil || time.Now().After(deadline) || ctx.Err() != nil || !retryableRead(err) {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
+	_, err := DuringElection(ctx, n.Wait, retryableRead, func() (struct{}, error) { return struct{}{}, n.catchUpOnce(ctx) })
+	return err
 }
 
 // retryableRead: a refusal by a replica that no longer leads, no leader yet,

@@ -114,7 +114,7 @@ func Start(cfg Config, group, dir string, f FSM, id *mtls.Identity, logger log.L
 	logs := &sealedLogs{LogStore: bolt, vault: cfg.Vault}
 	snaps := &sealedSnaps{SnapshotStore: files, vault: cfg.Vault}
 	advertise := cfg.Advertise
-	for _, p := range append(append(PeerList{}, cfg.Peers...), cfg.Nonvoters...) {
+	for _, p := range cfg.members().Servers {
 		if string(p.ID) == cfg.ID && advertise == "" {
 			advertise = string(p.Address)
 		}

@@ -129,7 +129,11 @@ func (s *service) ListBackups(ctx context.Context, _ *fedsyncv1.ListBackupsReque
 // openVerified fetches backup id and checks it whole: the digest of its
 // bytes, every sealed chunk, and the documents it holds against the
 // manifest's count and digest.
-func (s *service) openVerified(ctx context.Context, b *backups, id string) (*raftgroup.OpenedBackup, error) {
+func (s *service) openVerified(ctx context.Context, id string) (*raftgroup.OpenedBackup, error) {
+	b, err := s.backupsOn()
+	if err != nil {
+		return nil, err
+	}
 	if id == "" {
 		return nil, apierr.New(apierr.InvalidArgument, "Field id is required: a backup id from fedctl backup list.")
 	}
@@ -160,11 +164,7 @@ func (s *service) openVerified(ctx context.Context, b *backups, id string) (*raf
 
 // VerifyBackup reads a backup whole and checks it against its manifest.
 func (s *service) VerifyBackup(ctx context.Context, req *fedsyncv1.VerifyBackupRequest) (*fedsyncv1.VerifyBackupResponse, error) {
-	b, err := s.backupsOn()
-	if err != nil {
-		return nil, err
-	}
-	o, err := s.openVerified(ctx, b, req.GetId())
+	o, err := s.openVerified(ctx, req.GetId())
 	if err != nil {
 		return nil, err
 	}
@@ -174,16 +174,12 @@ func (s *service) VerifyBackup(ctx context.Context, req *fedsyncv1.VerifyBackupR
 
 // RestoreBackup verifies a backup and makes it the group's state.
 func (s *service) RestoreBackup(ctx context.Context, req *fedsyncv1.RestoreBackupRequest) (*fedsyncv1.RestoreBackupResponse, error) {
-	b, err := s.backupsOn()
-	if err != nil {
-		return nil, err
-	}
-	o, err := s.openVerified(ctx, b, req.GetId())
+	o, err := s.openVerified(ctx, req.GetId())
 	if err != nil {
 		return nil, err
 	}
 	defer o.Close()
-	if err := b.node.Restore(o, restoreTimeout); err != nil {
+	if err := s.backups.node.Restore(o, restoreTimeout); err != nil {
 		if raftgroup.IsNotLeader(err) {
 			return nil, err
 		}

@@ -99,18 +99,7 @@ func route[Req, Resp any](ctx context.Context, m *leaderRouting, req Req, read b
 	local func(context.Context, Req) (Resp, error),
 	remote func(fedsyncv1.StateStoreServiceClient, context.Context, Req, ...grpc.CallOption) (Resp, error),
 ) (Resp, error) {
-	deadline := time.Now().Add(m.node.Wait)
-	for {
-		resp, err := routeOnce(ctx, m, req, read, local, remote)
-		if err == nil || !raftgroup.NotTaken(err) || time.Now().After(deadline) || ctx.Err() != nil {
-			return resp, err
-		}
-		select {
-		case <-ctx.Done():
-			return resp, err
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
+	return raftgroup.DuringElection(ctx, m.node.Wait, raftgroup.NotTaken, func() (Resp, error) { return routeOnce(ctx, m, req, read, local, remote) })
 }
 
 func routeOnce[Req, Resp any](ctx context.Context, m *leaderRouting, req Req, read bool,

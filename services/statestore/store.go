@@ -82,6 +82,8 @@ type commit struct {
 	version   int64
 	seq       uint64
 	duplicate bool
+	// logBytes is the size of the log entry it added (unsealed).
+	logBytes int
 }
 
 // decodePatch returns req's patch: its fields as merge sent them, or (from a
@@ -119,6 +121,7 @@ func (s *store) applyBatchTx(tx *bolt.Tx, items []*batchItem, outcomes []*fedsyn
 		}
 	}
 	failed := map[string]bool{}
+	logBytes := 0
 	for _, it := range items {
 		it.out = commit{}
 		if it.patch == nil {
@@ -143,8 +146,13 @@ func (s *store) applyBatchTx(tx *bolt.Tx, items []*batchItem, outcomes []*fedsyn
 			continue
 		}
 		it.out = out
+		logBytes += out.logBytes
 	}
-	return nil
+	if logBytes == 0 {
+		return nil
+	}
+	// The log's size, once per batch.
+	return tx.Bucket(bucketMeta).Put(keyLogBytes, u64(logBytesTx(tx)+uint64(logBytes)))
 }
 
 // isBusiness reports whether err is an answer about the request (a contract
@@ -233,9 +241,6 @@ func (s *store) applyTx(tx *bolt.Tx, req *fedsyncv1.ApplyRequest, patch statedoc
 	if err := atrest.Put(tx, bucketLog, u64(seq), entry); err != nil {
 		return commit{}, err
 	}
-	if err := tx.Bucket(bucketMeta).Put(keyLogBytes, u64(logBytesTx(tx)+uint64(len(entry)))); err != nil {
-		return commit{}, err
-	}
 	if req.GetMessageId() != "" {
 		// Version, then commit time: the time lets sweep forget message ids
 		// older than the window in which Kafka can deliver them again.
@@ -243,7 +248,7 @@ func (s *store) applyTx(tx *bolt.Tx, req *fedsyncv1.ApplyRequest, patch statedoc
 			return commit{}, err
 		}
 	}
-	return commit{version: next.Version, seq: seq}, nil
+	return commit{version: next.Version, seq: seq, logBytes: len(entry)}, nil
 }
 
 var errNotFound = errors.New("not found")
